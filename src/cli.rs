@@ -1,0 +1,376 @@
+//! Command-line flags, turned into validated [`Settings`] in one step.
+//! Flag names follow node_exporter's so that deployments and muscle memory
+//! carry over. A bad value stops start-up with a message naming the flag.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use regex::Regex;
+
+use crate::collectors::{self, ALL, disk, filesystem, network};
+use crate::roots::Roots;
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:9818";
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub telemetry_path: String,
+    /// 0 means no limit.
+    pub max_requests: usize,
+    pub scrape_timeout: Duration,
+    pub log_level: tracing::Level,
+    pub collectors: Vec<&'static str>,
+    pub collect: collectors::Config,
+}
+
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    // ":9818" means every address, as in Go exporters.
+    let full = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_string()
+    };
+    full.to_socket_addrs()
+        .map_err(|e| format!("not a host:port address ({e})"))?
+        .next()
+        .ok_or_else(|| "resolves to no address".to_string())
+}
+
+/// Durations as Prometheus writes them: `500ms`, `5s`, `1m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .ok_or_else(|| format!("{s:?} has no unit (use ms, s, m or h)"))?;
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} does not start with a number"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    if !(secs > 0.0 && secs.is_finite()) {
+        return Err(format!("{s:?} must be positive"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_regex(s: &str) -> Result<Regex, String> {
+    Regex::new(s).map_err(|e| e.to_string())
+}
+
+fn parse_telemetry_path(s: &str) -> Result<String, String> {
+    if s.starts_with('/') && s.len() > 1 {
+        Ok(s.to_string())
+    } else {
+        Err("must start with '/' and not be '/' (the landing page)".into())
+    }
+}
+
+fn parse_dir(s: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(s);
+    if p.is_dir() {
+        Ok(p)
+    } else {
+        Err("not a directory".into())
+    }
+}
+
+pub fn command() -> Command {
+    let mut cmd = Command::new("sojourn")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Tells why calls are slow: USE metrics and queue delay for Prometheus.")
+        .arg(
+            Arg::new("web.listen-address")
+                .long("web.listen-address")
+                .value_name("ADDR")
+                .default_value(DEFAULT_LISTEN)
+                .value_parser(parse_listen)
+                .help("Address to serve metrics on (port 0 picks a free one)"),
+        )
+        .arg(
+            Arg::new("web.telemetry-path")
+                .long("web.telemetry-path")
+                .value_name("PATH")
+                .default_value("/metrics")
+                .value_parser(parse_telemetry_path)
+                .help("Path under which metrics are served"),
+        )
+        .arg(
+            Arg::new("web.max-requests")
+                .long("web.max-requests")
+                .value_name("N")
+                .default_value("40")
+                .value_parser(clap::value_parser!(usize))
+                .help("Concurrent scrapes allowed; more get 503 at once (0 = no limit)"),
+        )
+        .arg(
+            Arg::new("web.scrape-timeout")
+                .long("web.scrape-timeout")
+                .value_name("DURATION")
+                .default_value("10s")
+                .value_parser(parse_duration)
+                .help("Longest a scrape may take; lowered to Prometheus' X-Prometheus-Scrape-Timeout-Seconds when sent"),
+        )
+        .arg(
+            Arg::new("path.procfs")
+                .long("path.procfs")
+                .value_name("DIR")
+                .default_value("/proc")
+                .value_parser(parse_dir)
+                .help("procfs mount point"),
+        )
+        .arg(
+            Arg::new("path.sysfs")
+                .long("path.sysfs")
+                .value_name("DIR")
+                .default_value("/sys")
+                .value_parser(parse_dir)
+                .help("sysfs mount point"),
+        )
+        .arg(
+            Arg::new("path.rootfs")
+                .long("path.rootfs")
+                .value_name("DIR")
+                .default_value("/")
+                .value_parser(parse_dir)
+                .help("Host root filesystem mount point (filesystem collector)"),
+        )
+        .arg(
+            Arg::new("collector.disable-defaults")
+                .long("collector.disable-defaults")
+                .action(ArgAction::SetTrue)
+                .help("Start with every collector off; enable each with --collector.NAME"),
+        )
+        .arg(
+            Arg::new("collector.disk.device-exclude")
+                .long("collector.disk.device-exclude")
+                .value_name("REGEX")
+                .default_value(disk::DEFAULT_DEVICE_EXCLUDE)
+                .value_parser(parse_regex)
+                .help("Block devices to leave out (partitions and RAM/loop devices by default)"),
+        )
+        .arg(
+            Arg::new("collector.network.device-exclude")
+                .long("collector.network.device-exclude")
+                .value_name("REGEX")
+                .default_value(network::DEFAULT_DEVICE_EXCLUDE)
+                .value_parser(parse_regex)
+                .help("Interfaces to leave out (per-pod and per-VM interfaces by default)"),
+        )
+        .arg(
+            Arg::new("collector.network.max-devices")
+                .long("collector.network.max-devices")
+                .value_name("N")
+                .default_value("64")
+                .value_parser(clap::value_parser!(usize))
+                .help("Most interfaces reported; the rest are counted in sojourn_network_devices_omitted"),
+        )
+        .arg(
+            Arg::new("collector.filesystem.fs-types-exclude")
+                .long("collector.filesystem.fs-types-exclude")
+                .value_name("REGEX")
+                .default_value(filesystem::DEFAULT_FS_TYPES_EXCLUDE)
+                .value_parser(parse_regex)
+                .help("Filesystem types to leave out (pseudo filesystems by default)"),
+        )
+        .arg(
+            Arg::new("collector.filesystem.mount-points-exclude")
+                .long("collector.filesystem.mount-points-exclude")
+                .value_name("REGEX")
+                .default_value(filesystem::DEFAULT_MOUNT_POINTS_EXCLUDE)
+                .value_parser(parse_regex)
+                .help("Mount points to leave out"),
+        )
+        .arg(
+            Arg::new("collector.filesystem.mount-timeout")
+                .long("collector.filesystem.mount-timeout")
+                .value_name("DURATION")
+                .default_value("5s")
+                .value_parser(parse_duration)
+                .help("Longest wait for statvfs on one mount before it is reported stale"),
+        )
+        .arg(
+            Arg::new("log.level")
+                .long("log.level")
+                .value_name("LEVEL")
+                .default_value("info")
+                .value_parser(["error", "warn", "info", "debug", "trace"])
+                .help("Least severe log level written to stderr"),
+        );
+    for entry in ALL {
+        let on = format!("collector.{}", entry.name);
+        let off = format!("no-collector.{}", entry.name);
+        let default = if entry.default_enabled { "on" } else { "off" };
+        cmd = cmd
+            .arg(
+                Arg::new(on.clone())
+                    .long(on.clone())
+                    .action(ArgAction::SetTrue)
+                    .overrides_with(off.clone())
+                    .help(format!(
+                        "Enable the {} collector [default: {default}]: {}",
+                        entry.name, entry.help
+                    )),
+            )
+            .arg(
+                Arg::new(off.clone())
+                    .long(off)
+                    .action(ArgAction::SetTrue)
+                    .overrides_with(on)
+                    .hide(true),
+            );
+    }
+    cmd
+}
+
+/// Parses arguments (the program name first) into settings. Errors are
+/// clap's, which name the flag and exit with status 2.
+pub fn parse<I, T>(args: I) -> Result<Settings, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let m = command().try_get_matches_from(args)?;
+    Ok(settings(&m))
+}
+
+fn settings(m: &ArgMatches) -> Settings {
+    let get = |id: &str| m.get_one::<String>(id).cloned().unwrap_or_default();
+    let regex = |id: &str| m.get_one::<Regex>(id).cloned().expect("has default");
+    let dur = |id: &str| *m.get_one::<Duration>(id).expect("has default");
+    let path = |id: &str| m.get_one::<PathBuf>(id).cloned().expect("has default");
+    let disable_defaults = m.get_flag("collector.disable-defaults");
+    let collectors = ALL
+        .iter()
+        .filter(|e| {
+            if m.get_flag(&format!("collector.{}", e.name)) {
+                true
+            } else if m.get_flag(&format!("no-collector.{}", e.name)) {
+                false
+            } else {
+                e.default_enabled && !disable_defaults
+            }
+        })
+        .map(|e| e.name)
+        .collect();
+    let log_level = match get("log.level").as_str() {
+        "error" => tracing::Level::ERROR,
+        "warn" => tracing::Level::WARN,
+        "debug" => tracing::Level::DEBUG,
+        "trace" => tracing::Level::TRACE,
+        _ => tracing::Level::INFO,
+    };
+    Settings {
+        listen: *m
+            .get_one::<SocketAddr>("web.listen-address")
+            .expect("has default"),
+        telemetry_path: get("web.telemetry-path"),
+        max_requests: *m.get_one::<usize>("web.max-requests").expect("has default"),
+        scrape_timeout: dur("web.scrape-timeout"),
+        log_level,
+        collectors,
+        collect: collectors::Config {
+            roots: Roots {
+                procfs: path("path.procfs"),
+                sysfs: path("path.sysfs"),
+                rootfs: path("path.rootfs"),
+            },
+            disk: disk::Config {
+                device_exclude: regex("collector.disk.device-exclude"),
+            },
+            network: network::Config {
+                device_exclude: regex("collector.network.device-exclude"),
+                max_devices: *m
+                    .get_one::<usize>("collector.network.max-devices")
+                    .expect("has default"),
+            },
+            filesystem: filesystem::Config {
+                fs_types_exclude: regex("collector.filesystem.fs-types-exclude"),
+                mount_points_exclude: regex("collector.filesystem.mount-points-exclude"),
+                mount_timeout: dur("collector.filesystem.mount-timeout"),
+            },
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_enable_every_default_collector() {
+        let s = parse(["sojourn"]).unwrap();
+        assert_eq!(s.listen, "0.0.0.0:9818".parse().unwrap());
+        assert_eq!(
+            s.collectors.len(),
+            ALL.iter().filter(|e| e.default_enabled).count()
+        );
+        assert_eq!(s.telemetry_path, "/metrics");
+    }
+
+    #[test]
+    fn collector_flags_and_disable_defaults() {
+        let s = parse(["sojourn", "--no-collector.cpu"]).unwrap();
+        assert!(!s.collectors.contains(&"cpu"));
+        let s = parse([
+            "sojourn",
+            "--collector.disable-defaults",
+            "--collector.loadavg",
+        ])
+        .unwrap();
+        assert_eq!(s.collectors, ["loadavg"]);
+        let s = parse(["sojourn", "--no-collector.cpu", "--collector.cpu"]).unwrap();
+        assert!(s.collectors.contains(&"cpu"), "the last flag wins");
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        for (args, flag) in [
+            (
+                vec!["sojourn", "--web.listen-address", "nonsense"],
+                "--web.listen-address",
+            ),
+            (
+                vec!["sojourn", "--collector.disk.device-exclude", "("],
+                "--collector.disk.device-exclude",
+            ),
+            (
+                vec!["sojourn", "--web.scrape-timeout", "10"],
+                "--web.scrape-timeout",
+            ),
+            (
+                vec!["sojourn", "--path.procfs", "/does/not/exist"],
+                "--path.procfs",
+            ),
+            (
+                vec!["sojourn", "--web.telemetry-path", "metrics"],
+                "--web.telemetry-path",
+            ),
+            (
+                vec!["sojourn", "--collector.nonexistent"],
+                "--collector.nonexistent",
+            ),
+        ] {
+            let err = parse(args.clone()).unwrap_err().to_string();
+            assert!(err.contains(flag), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn listen_shorthand_and_durations() {
+        let s = parse(["sojourn", "--web.listen-address", ":9999"]).unwrap();
+        assert_eq!(s.listen.port(), 9999);
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+}

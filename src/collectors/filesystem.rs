@@ -1,0 +1,453 @@
+//! Filesystem utilization (space and inodes) and errors (read-only, stale)
+//! for the mounts in `/proc/1/mountinfo`, measured with statvfs(2).
+//!
+//! ```text
+//! 27 1 254:0 / / rw,relatime - ext4 /dev/vda rw,discard
+//! ```
+//! (Documentation/filesystems/proc.rst "3.5 /proc/<pid>/mountinfo"; parsed
+//! by procfs-core, octal escapes such as `\040` undone here.)
+//!
+//! statvfs on a dead NFS server blocks in the kernel, uninterruptibly. So
+//! statvfs runs on a worker thread and each mount gets at most
+//! `--collector.filesystem.mount-timeout`; a mount that does not answer is
+//! reported stale, and is not asked again until its stuck call returns —
+//! node_exporter's rule, which keeps one hung mount from tying up a thread
+//! per scrape.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use procfs_core::FromRead;
+use procfs_core::process::MountInfos;
+use regex::Regex;
+
+use super::{Collect, CollectError, Config as CollectConfig, ParseError};
+use crate::metrics::{Desc, Family, Label, label};
+
+/// Pseudo and image filesystems with no space to run out of (node_exporter's list).
+pub const DEFAULT_FS_TYPES_EXCLUDE: &str = "^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|erofs|sysfs|tracefs)$";
+/// Kernel and container-runtime trees (node_exporter's list).
+pub const DEFAULT_MOUNT_POINTS_EXCLUDE: &str =
+    "^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)";
+pub const DEFAULT_MOUNT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub fs_types_exclude: Regex,
+    pub mount_points_exclude: Regex,
+    pub mount_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            fs_types_exclude: Regex::new(DEFAULT_FS_TYPES_EXCLUDE).expect("valid default"),
+            mount_points_exclude: Regex::new(DEFAULT_MOUNT_POINTS_EXCLUDE).expect("valid default"),
+            mount_timeout: DEFAULT_MOUNT_TIMEOUT,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub device: String,
+    pub mount_point: String,
+    pub fs_type: String,
+    pub read_only: bool,
+}
+
+/// Undoes the kernel's octal escaping of space, tab, newline and backslash.
+pub fn unescape_octal(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let v = (bytes[i + 1] - b'0') as u32 * 64
+                + (bytes[i + 2] - b'0') as u32 * 8
+                + (bytes[i + 3] - b'0') as u32;
+            if let Ok(b) = u8::try_from(v) {
+                out.push(b);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn parse_mountinfo(text: &str) -> Result<Vec<Mount>, ParseError> {
+    let infos = MountInfos::from_read(text.as_bytes()).map_err(|e| ParseError(e.to_string()))?;
+    Ok(infos
+        .0
+        .into_iter()
+        .map(|m| Mount {
+            device: unescape_octal(m.mount_source.as_deref().unwrap_or("none")),
+            mount_point: unescape_octal(&m.mount_point.to_string_lossy()),
+            fs_type: m.fs_type,
+            read_only: m.mount_options.contains_key("ro"),
+        })
+        .collect())
+}
+
+/// Mounts to measure: exclusions applied, and for a mount point mounted over
+/// several times only the last (visible) one.
+pub fn select_mounts(mounts: Vec<Mount>, cfg: &Config) -> Vec<Mount> {
+    let mut seen = HashSet::new();
+    let mut out: Vec<Mount> = mounts
+        .into_iter()
+        .rev()
+        .filter(|m| {
+            !cfg.fs_types_exclude.is_match(&m.fs_type)
+                && !cfg.mount_points_exclude.is_match(&m.mount_point)
+        })
+        .filter(|m| seen.insert(m.mount_point.clone()))
+        .collect();
+    out.reverse();
+    out
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub size_bytes: u64,
+    pub free_bytes: u64,
+    pub avail_bytes: u64,
+    pub files: u64,
+    pub files_free: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Measured(Usage),
+    /// statvfs failed (permission, mount gone).
+    Failed(String),
+    /// statvfs did not answer in time, now or in an earlier scrape.
+    Stale,
+}
+
+pub type StatFn = fn(&Path) -> Result<Usage, String>;
+
+fn statvfs(path: &Path) -> Result<Usage, String> {
+    let s = rustix::fs::statvfs(path).map_err(|e| e.to_string())?;
+    let frsize = s.f_frsize;
+    Ok(Usage {
+        size_bytes: s.f_blocks.saturating_mul(frsize),
+        free_bytes: s.f_bfree.saturating_mul(frsize),
+        avail_bytes: s.f_bavail.saturating_mul(frsize),
+        files: s.f_files,
+        files_free: s.f_ffree,
+    })
+}
+
+/// Paths whose statvfs call has not returned: shared by every scrape.
+#[derive(Debug, Default, Clone)]
+pub struct StuckSet(Arc<Mutex<HashSet<PathBuf>>>);
+
+impl StuckSet {
+    fn contains(&self, p: &Path) -> bool {
+        self.0.lock().map(|s| s.contains(p)).unwrap_or(false)
+    }
+    fn insert(&self, p: &Path) {
+        if let Ok(mut s) = self.0.lock() {
+            s.insert(p.to_path_buf());
+        }
+    }
+    fn remove(&self, p: &Path) {
+        if let Ok(mut s) = self.0.lock() {
+            s.remove(p);
+        }
+    }
+}
+
+/// Runs `stat` on each path from one worker thread, waiting at most
+/// `timeout` per path. A path that times out stays in `stuck` until its call
+/// returns; a new worker takes the remaining paths.
+pub fn stat_all(
+    paths: &[PathBuf],
+    timeout: Duration,
+    stuck: &StuckSet,
+    stat: StatFn,
+) -> Vec<Outcome> {
+    let mut out: Vec<Option<Outcome>> = paths
+        .iter()
+        .map(|p| stuck.contains(p).then_some(Outcome::Stale))
+        .collect();
+    let mut next = 0;
+    while next < paths.len() {
+        let todo: Vec<(usize, PathBuf)> = (next..paths.len())
+            .filter(|&i| out[i].is_none())
+            .map(|i| (i, paths[i].clone()))
+            .collect();
+        if todo.is_empty() {
+            break;
+        }
+        let (tx, rx) = mpsc::channel();
+        let worker_stuck = stuck.clone();
+        let spawned = std::thread::Builder::new()
+            .name("statvfs".into())
+            .spawn(move || {
+                for (i, path) in todo {
+                    worker_stuck.insert(&path);
+                    let r = stat(&path);
+                    worker_stuck.remove(&path);
+                    if tx.send((i, r)).is_err() {
+                        return; // the scrape gave up on us; leave the rest to the next one
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            for slot in out.iter_mut().filter(|s| s.is_none()) {
+                *slot = Some(Outcome::Failed(format!("cannot start statvfs thread: {e}")));
+            }
+            break;
+        }
+        loop {
+            match rx.recv_timeout(timeout) {
+                Ok((i, r)) => {
+                    out[i] = Some(match r {
+                        Ok(u) => Outcome::Measured(u),
+                        Err(e) => Outcome::Failed(e),
+                    });
+                    next = i + 1;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    // The worker is blocked on the first path without a result.
+                    if let Some(i) = (next..paths.len()).find(|&i| out[i].is_none()) {
+                        out[i] = Some(Outcome::Stale);
+                        next = i + 1;
+                    }
+                    break;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    next = paths.len();
+                    break;
+                }
+            }
+        }
+    }
+    out.into_iter()
+        .map(|o| o.unwrap_or(Outcome::Failed("not measured".into())))
+        .collect()
+}
+
+const SIZE: Desc = Desc::gauge(
+    "filesystem_size",
+    "Filesystem size (statvfs f_blocks x f_frsize).",
+)
+.bytes();
+const FREE: Desc = Desc::gauge(
+    "filesystem_free",
+    "Utilization: free space, including blocks reserved for root (statvfs f_bfree).",
+)
+.bytes();
+const AVAIL: Desc = Desc::gauge(
+    "filesystem_avail",
+    "Utilization: space available to unprivileged users (statvfs f_bavail).",
+)
+.bytes();
+const FILES: Desc = Desc::gauge(
+    "filesystem_files",
+    "Inodes in the filesystem (statvfs f_files).",
+);
+const FILES_FREE: Desc = Desc::gauge(
+    "filesystem_files_free",
+    "Utilization: free inodes (statvfs f_ffree).",
+);
+const READONLY: Desc = Desc::gauge(
+    "filesystem_readonly",
+    "Errors: 1 when mounted read-only, as after an error remount (mountinfo options).",
+);
+const DEVICE_ERROR: Desc = Desc::gauge(
+    "filesystem_device_error",
+    "Errors: 1 when statvfs failed on the mount point.",
+);
+const STALE: Desc = Desc::gauge(
+    "filesystem_stale",
+    "Errors: 1 when statvfs did not answer within the mount timeout (hung network filesystem); not retried until it returns.",
+);
+
+pub fn emit(mounts: &[Mount], outcomes: &[Outcome]) -> Vec<Family> {
+    let mut fams: Vec<Family> = [
+        SIZE,
+        FREE,
+        AVAIL,
+        FILES,
+        FILES_FREE,
+        READONLY,
+        DEVICE_ERROR,
+        STALE,
+    ]
+    .into_iter()
+    .map(Family::new)
+    .collect();
+    for (m, outcome) in mounts.iter().zip(outcomes) {
+        let labels = || -> Vec<Label> {
+            vec![
+                label("device", m.device.clone()),
+                label("mountpoint", m.mount_point.clone()),
+                label("fstype", m.fs_type.clone()),
+            ]
+        };
+        if let Outcome::Measured(u) = outcome {
+            fams[0].push(labels(), u.size_bytes);
+            fams[1].push(labels(), u.free_bytes);
+            fams[2].push(labels(), u.avail_bytes);
+            fams[3].push(labels(), u.files);
+            fams[4].push(labels(), u.files_free);
+        }
+        fams[5].push(labels(), u64::from(m.read_only));
+        fams[6].push(labels(), u64::from(matches!(outcome, Outcome::Failed(_))));
+        fams[7].push(labels(), u64::from(matches!(outcome, Outcome::Stale)));
+    }
+    fams
+}
+
+#[derive(Default)]
+pub struct FilesystemCollector {
+    stuck: StuckSet,
+}
+
+impl Collect for FilesystemCollector {
+    fn collect(&self, cfg: &CollectConfig) -> Result<Vec<Family>, CollectError> {
+        // PID 1's view is the host's when sojourn runs in a container with hostPID.
+        let mut path = cfg.roots.proc("1/mountinfo");
+        let text = match crate::roots::read(&path) {
+            Ok(t) => t,
+            Err(CollectError::Missing(_) | CollectError::Io(_)) => {
+                path = cfg.roots.proc("self/mountinfo");
+                crate::roots::read(&path)?
+            }
+            Err(e) => return Err(e),
+        };
+        let mounts = parse_mountinfo(&text).map_err(|e| CollectError::parse(&path, e))?;
+        let mounts = select_mounts(mounts, &cfg.filesystem);
+        let paths: Vec<PathBuf> = mounts
+            .iter()
+            .map(|m| cfg.roots.host_path(Path::new(&m.mount_point)))
+            .collect();
+        let outcomes = stat_all(&paths, cfg.filesystem.mount_timeout, &self.stuck, statvfs);
+        for (m, o) in mounts.iter().zip(&outcomes) {
+            if let Outcome::Stale = o {
+                tracing::debug!(mountpoint = %m.mount_point, "statvfs did not answer; mount reported stale");
+            }
+        }
+        Ok(emit(&mounts, &outcomes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    const MOUNTINFO: &str = "22 27 0:21 / /proc rw,relatime - proc proc rw
+27 1 254:0 / / rw,relatime - ext4 /dev/vda rw,discard
+28 27 0:25 / /mnt/my\\040disk ro,nosuid - tmpfs tmpfs ro,size=4k
+29 27 0:26 / /data rw shared:5 - xfs /dev/sdb1 rw
+30 27 0:27 / /data rw - nfs srv:/export rw
+31 27 0:28 / /var/lib/docker/overlay2/x rw - ext4 /dev/sdc rw
+";
+
+    #[test]
+    fn parses_and_selects_real_mounts() {
+        let m = select_mounts(parse_mountinfo(MOUNTINFO).unwrap(), &Config::default());
+        let points: Vec<_> = m.iter().map(|m| m.mount_point.as_str()).collect();
+        assert_eq!(points, ["/", "/mnt/my disk", "/data"]);
+        assert!(m[1].read_only);
+        assert_eq!(
+            m[2].fs_type, "nfs",
+            "the last mount over /data is the visible one"
+        );
+    }
+
+    #[test]
+    fn unescapes_octal() {
+        assert_eq!(unescape_octal(r"/a\040b\011c\134d"), "/a b\tc\\d");
+        assert_eq!(unescape_octal(r"/trailing\04"), r"/trailing\04");
+    }
+
+    fn slow_on_hang(p: &Path) -> Result<Usage, String> {
+        if p.ends_with("hang") {
+            std::thread::sleep(Duration::from_millis(600));
+        }
+        if p.ends_with("gone") {
+            return Err("No such file or directory".into());
+        }
+        Ok(Usage {
+            size_bytes: 1,
+            free_bytes: 1,
+            avail_bytes: 1,
+            files: 1,
+            files_free: 1,
+        })
+    }
+
+    #[test]
+    fn a_hung_mount_is_stale_and_does_not_block_the_others() {
+        let stuck = StuckSet::default();
+        let paths: Vec<PathBuf> = ["/a", "/hang", "/b", "/gone"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        let start = Instant::now();
+        let out = stat_all(&paths, Duration::from_millis(100), &stuck, slow_on_hang);
+        assert!(
+            start.elapsed() < Duration::from_millis(500),
+            "waited for the hung mount"
+        );
+        assert!(matches!(out[0], Outcome::Measured(_)));
+        assert_eq!(out[1], Outcome::Stale);
+        assert!(matches!(out[2], Outcome::Measured(_)));
+        assert!(matches!(out[3], Outcome::Failed(_)));
+
+        // The next scrape does not wait at all while the call is stuck...
+        let start = Instant::now();
+        let out = stat_all(&paths, Duration::from_millis(100), &stuck, slow_on_hang);
+        assert!(start.elapsed() < Duration::from_millis(90));
+        assert_eq!(out[1], Outcome::Stale);
+
+        // ...and measures the mount again once it has returned.
+        std::thread::sleep(Duration::from_millis(700));
+        assert!(!stuck.contains(Path::new("/hang")));
+        let out = stat_all(&paths, Duration::from_secs(2), &stuck, slow_on_hang);
+        assert!(matches!(out[1], Outcome::Measured(_)));
+    }
+
+    #[test]
+    fn emits_errors_without_sizes() {
+        let mounts = select_mounts(parse_mountinfo(MOUNTINFO).unwrap(), &Config::default());
+        let outcomes = vec![
+            Outcome::Measured(Usage {
+                size_bytes: 10,
+                free_bytes: 5,
+                avail_bytes: 4,
+                files: 3,
+                files_free: 2,
+            }),
+            Outcome::Failed("x".into()),
+            Outcome::Stale,
+        ];
+        let f = emit(&mounts, &outcomes);
+        assert_eq!(f[0].samples.len(), 1);
+        assert_eq!(f[6].samples[1].value, crate::metrics::Value::Int(1));
+        assert_eq!(f[7].samples[2].value, crate::metrics::Value::Int(1));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(s in "\\PC*") {
+            let _ = parse_mountinfo(&s);
+            let _ = unescape_octal(&s);
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Memory utilization from `/proc/meminfo`; saturation (reclaim, swapping,
+//! major faults) and errors (OOM kills) from `/proc/vmstat`.
+//!
+//! ```text
+//! MemTotal:        3742148 kB
+//! HugePages_Total:       0
+//! ```
+//! Every meminfo key is exported, in bytes where the kernel prints `kB`
+//! (which means KiB; Documentation/filesystems/proc.rst "meminfo"). A generic
+//! key/value parser is used rather than procfs-core's fixed `Meminfo` struct
+//! so that keys added by newer kernels appear without a code change. vmstat
+//! is parsed by procfs-core.
+
+use std::borrow::Cow;
+
+use procfs_core::{FromRead, VmStat};
+
+use super::{Collect, CollectError, Config, ParseError, parse_u64};
+use crate::metrics::{Desc, Family, Kind};
+
+const BYTES_PER_KIB: u64 = 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeminfoEntry {
+    pub key: String,
+    pub value: u64,
+    /// True when the kernel printed the value in kB (converted to bytes here).
+    pub bytes: bool,
+}
+
+pub fn parse_meminfo(text: &str) -> Result<Vec<MeminfoEntry>, ParseError> {
+    let mut entries = Vec::with_capacity(64);
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (key, rest) = line
+            .split_once(':')
+            .ok_or_else(|| ParseError(format!("line {line:?} has no colon")))?;
+        let mut fields = rest.split_ascii_whitespace();
+        let value = parse_u64(key, fields.next().unwrap_or(""))?;
+        let (value, bytes) = match fields.next() {
+            Some("kB") => (
+                value
+                    .checked_mul(BYTES_PER_KIB)
+                    .ok_or_else(|| ParseError(format!("{key}: {value} kB overflows")))?,
+                true,
+            ),
+            None => (value, false),
+            Some(unit) => return Err(ParseError(format!("{key}: unknown unit {unit:?}"))),
+        };
+        entries.push(MeminfoEntry {
+            key: key.trim().to_string(),
+            value,
+            bytes,
+        });
+    }
+    if !entries.iter().any(|e| e.key == "MemTotal") {
+        return Err(ParseError::new("no MemTotal line"));
+    }
+    Ok(entries)
+}
+
+/// `Active(anon)` -> `Active_anon`: metric names allow only `[a-zA-Z0-9_]`.
+pub fn metric_key(key: &str) -> String {
+    let mut out: String = key
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    while out.ends_with('_') {
+        out.pop();
+    }
+    out
+}
+
+/// USE role of the meminfo keys an operator reads first.
+fn meminfo_help(key: &str) -> Cow<'static, str> {
+    let role = match key {
+        "MemTotal" => "Utilization (denominator): usable RAM",
+        "MemAvailable" => {
+            "Utilization: memory available for new work without swapping, reclaimable caches included"
+        }
+        "MemFree" => "Utilization: memory not used at all (caches excluded; prefer MemAvailable)",
+        "SwapTotal" => "Utilization (denominator): swap space",
+        "SwapFree" => "Utilization: unused swap space",
+        "Dirty" => "Saturation: memory waiting to be written back to disk",
+        "Writeback" => "Saturation: memory being written back to disk now",
+        "HardwareCorrupted" => "Errors: memory poisoned by hardware faults",
+        _ => "",
+    };
+    if role.is_empty() {
+        Cow::Owned(format!("Memory information field {key} (/proc/meminfo)."))
+    } else {
+        Cow::Owned(format!("{role} (/proc/meminfo {key})."))
+    }
+}
+
+/// vmstat counters that measure memory saturation and errors: page scans and
+/// steals (reclaim), direct-reclaim stalls, major faults, swap traffic, OOM kills.
+fn vmstat_help(key: &str) -> Option<&'static str> {
+    Some(if key.starts_with("pgscan_kswapd") {
+        "Saturation: pages scanned by background reclaim (kswapd) (/proc/vmstat)."
+    } else if key.starts_with("pgscan_direct") {
+        "Saturation: pages scanned by direct reclaim, which stalls the allocating task (/proc/vmstat)."
+    } else if key.starts_with("pgsteal_") {
+        "Saturation: pages reclaimed (/proc/vmstat)."
+    } else if key.starts_with("allocstall") {
+        "Saturation: allocations that entered direct reclaim (/proc/vmstat)."
+    } else {
+        match key {
+            "pgmajfault" => {
+                "Saturation: major page faults, each waiting on disk I/O (/proc/vmstat)."
+            }
+            "pswpin" => "Saturation: pages swapped in (/proc/vmstat).",
+            "pswpout" => "Saturation: pages swapped out (/proc/vmstat).",
+            "oom_kill" => "Errors: processes killed by the out-of-memory killer (/proc/vmstat).",
+            _ => return None,
+        }
+    })
+}
+
+pub fn parse_vmstat(text: &str) -> Result<VmStat, ParseError> {
+    VmStat::from_read(text.as_bytes()).map_err(|e| ParseError(e.to_string()))
+}
+
+pub fn emit(meminfo: &[MeminfoEntry], vmstat: &VmStat) -> Vec<Family> {
+    let mut out = Vec::with_capacity(meminfo.len() + 24);
+    for e in meminfo {
+        let mut desc = Desc {
+            name: Cow::Owned(format!("memory_{}", metric_key(&e.key))),
+            help: meminfo_help(&e.key),
+            kind: Kind::Gauge,
+            unit: None,
+        };
+        if e.bytes {
+            desc = desc.bytes();
+        }
+        out.push(Family::single(desc, e.value));
+    }
+    let mut keys: Vec<(&String, &i64)> = vmstat
+        .0
+        .iter()
+        .filter(|(k, _)| vmstat_help(k).is_some())
+        .collect();
+    keys.sort();
+    for (key, value) in keys {
+        let desc = Desc {
+            name: Cow::Owned(format!("vmstat_{key}")),
+            help: Cow::Borrowed(vmstat_help(key).unwrap_or_default()),
+            kind: Kind::Counter,
+            unit: None,
+        };
+        out.push(Family::single(desc, (*value).max(0) as u64));
+    }
+    out
+}
+
+pub struct MemoryCollector;
+
+impl Collect for MemoryCollector {
+    fn collect(&self, cfg: &Config) -> Result<Vec<Family>, CollectError> {
+        let path = cfg.roots.proc("meminfo");
+        let meminfo = parse_meminfo(&crate::roots::read(&path)?)
+            .map_err(|e| CollectError::parse(&path, e))?;
+        let path = cfg.roots.proc("vmstat");
+        let vmstat =
+            parse_vmstat(&crate::roots::read(&path)?).map_err(|e| CollectError::parse(&path, e))?;
+        Ok(emit(&meminfo, &vmstat))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Value;
+
+    #[test]
+    fn meminfo_in_bytes_and_counts() {
+        let m = parse_meminfo(include_str!("../../tests/fixtures/proc/meminfo")).unwrap();
+        let total = m.iter().find(|e| e.key == "MemTotal").unwrap();
+        assert_eq!(total.value, 3742148 * 1024);
+        assert!(total.bytes);
+        let huge = m.iter().find(|e| e.key == "HugePages_Total").unwrap();
+        assert!(!huge.bytes);
+    }
+
+    #[test]
+    fn names_are_sanitized() {
+        assert_eq!(metric_key("Active(anon)"), "Active_anon");
+        assert_eq!(metric_key("HugePages_Total"), "HugePages_Total");
+    }
+
+    #[test]
+    fn vmstat_subset_only() {
+        let v = parse_vmstat(include_str!("../../tests/fixtures/proc/vmstat")).unwrap();
+        let m = parse_meminfo("MemTotal: 1 kB\n").unwrap();
+        let fams = emit(&m, &v);
+        let names: Vec<String> = fams.iter().map(|f| f.desc.exposed_name()).collect();
+        assert!(names.contains(&"sojourn_vmstat_pgmajfault_total".to_string()));
+        assert!(names.contains(&"sojourn_vmstat_pswpin_total".to_string()));
+        assert!(
+            names.contains(&"sojourn_vmstat_pgscan_kswapd_normal_total".to_string()),
+            "{names:?}"
+        );
+        assert!(!names.iter().any(|n| n.contains("nr_free_pages")));
+        assert_eq!(fams[0].samples[0].value, Value::Int(1024));
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(parse_meminfo("").is_err());
+        assert!(parse_meminfo("MemTotal 5 kB\n").is_err());
+        assert!(parse_meminfo("MemTotal: x kB\n").is_err());
+        assert!(parse_meminfo("MemTotal: 5 MB\n").is_err());
+        assert!(parse_meminfo("MemTotal: 18446744073709551615 kB\n").is_err());
+        assert!(parse_vmstat("pgmajfault x\n").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(s in "\\PC*") {
+            let _ = parse_meminfo(&s);
+            let _ = parse_vmstat(&s);
+        }
+    }
+}

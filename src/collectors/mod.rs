@@ -1,0 +1,191 @@
+//! The collector table: one module per resource, each listed once below with
+//! its name and whether it runs by default.
+//!
+//! Each module splits *parse* (pure functions over `&str`, unit-tested on real
+//! samples) from *emit* (mapping parsed values onto [`Family`] descriptors).
+
+use std::fmt;
+use std::path::Path;
+
+use crate::metrics::Family;
+use crate::roots::Roots;
+
+pub mod conntrack;
+pub mod cpu;
+pub mod disk;
+pub mod edac;
+pub mod filefd;
+pub mod filesystem;
+pub mod loadavg;
+pub mod memory;
+pub mod netstat;
+pub mod network;
+pub mod pressure;
+pub mod schedstat;
+
+/// Why a collector produced no data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CollectError {
+    /// A source file is absent. When a collector decides the kernel simply
+    /// lacks the feature it reports [`CollectError::Unsupported`] instead.
+    Missing(String),
+    /// The kernel does not provide this source (config option off, no hardware).
+    Unsupported(String),
+    /// Reading failed (permission, I/O).
+    Io(String),
+    /// The content was not what the kernel documents.
+    Parse(String),
+    /// The collector panicked; caught so the scrape survives.
+    Panicked(String),
+}
+
+impl CollectError {
+    /// A parse failure in the file at `path`.
+    pub fn parse(path: &Path, what: impl fmt::Display) -> Self {
+        CollectError::Parse(format!("{}: {what}", path.display()))
+    }
+
+    /// Converts "file missing" into "kernel lacks this feature".
+    pub fn missing_means_unsupported(self, why: &str) -> Self {
+        match self {
+            CollectError::Missing(p) => CollectError::Unsupported(format!("{p} absent: {why}")),
+            other => other,
+        }
+    }
+}
+
+impl fmt::Display for CollectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CollectError::Missing(p) => write!(f, "{p}: file not found"),
+            CollectError::Unsupported(why) => write!(f, "not supported by this kernel: {why}"),
+            CollectError::Io(e) => write!(f, "read failed: {e}"),
+            CollectError::Parse(e) => write!(f, "unexpected content: {e}"),
+            CollectError::Panicked(e) => write!(f, "collector panicked: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for CollectError {}
+
+/// Settings a collector may need beyond the roots, from the command line.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub roots: Roots,
+    pub disk: disk::Config,
+    pub network: network::Config,
+    pub filesystem: filesystem::Config,
+}
+
+/// A source of metric families for one resource.
+pub trait Collect: Send + Sync {
+    fn collect(&self, cfg: &Config) -> Result<Vec<Family>, CollectError>;
+}
+
+/// One row of the collector table.
+pub struct Entry {
+    pub name: &'static str,
+    pub default_enabled: bool,
+    pub help: &'static str,
+    pub build: fn() -> Box<dyn Collect>,
+}
+
+/// Every collector sojourn has. The order is the order of the output.
+pub const ALL: &[Entry] = &[
+    Entry {
+        name: "cpu",
+        default_enabled: true,
+        help: "CPU time by mode, runnable and blocked tasks, context switches, forks, thermal throttling (/proc/stat, sysfs)",
+        build: || Box::new(cpu::CpuCollector),
+    },
+    Entry {
+        name: "schedstat",
+        default_enabled: true,
+        help: "Per-CPU run-queue waiting time and timeslices (/proc/schedstat)",
+        build: || Box::new(schedstat::SchedstatCollector),
+    },
+    Entry {
+        name: "pressure",
+        default_enabled: true,
+        help: "Pressure stall information for cpu, memory, io, irq (/proc/pressure)",
+        build: || Box::new(pressure::PressureCollector),
+    },
+    Entry {
+        name: "loadavg",
+        default_enabled: true,
+        help: "Load averages and runnable/total tasks (/proc/loadavg)",
+        build: || Box::new(loadavg::LoadavgCollector),
+    },
+    Entry {
+        name: "memory",
+        default_enabled: true,
+        help: "Memory use (/proc/meminfo) and reclaim, swap and OOM counters (/proc/vmstat)",
+        build: || Box::new(memory::MemoryCollector),
+    },
+    Entry {
+        name: "disk",
+        default_enabled: true,
+        help: "Block device I/O, busy time and queue (/proc/diskstats, sysfs ioerr_cnt)",
+        build: || Box::new(disk::DiskCollector),
+    },
+    Entry {
+        name: "filesystem",
+        default_enabled: true,
+        help: "Filesystem size, free space, inodes and read-only state (mountinfo, statvfs)",
+        build: || Box::new(filesystem::FilesystemCollector::default()),
+    },
+    Entry {
+        name: "network",
+        default_enabled: true,
+        help: "Interface traffic, errors, drops and link speed (/proc/net/dev, sysfs), softnet backlog (/proc/net/softnet_stat)",
+        build: || Box::new(network::NetworkCollector),
+    },
+    Entry {
+        name: "netstat",
+        default_enabled: true,
+        help: "TCP/UDP errors, retransmits, listen overflows (/proc/net/snmp, /proc/net/netstat), socket counts (/proc/net/sockstat)",
+        build: || Box::new(netstat::NetstatCollector),
+    },
+    Entry {
+        name: "filefd",
+        default_enabled: true,
+        help: "Allocated vs maximum file handles (/proc/sys/fs/file-nr)",
+        build: || Box::new(filefd::FilefdCollector),
+    },
+    Entry {
+        name: "conntrack",
+        default_enabled: true,
+        help: "Connection-tracking entries vs limit (/proc/sys/net/netfilter)",
+        build: || Box::new(conntrack::ConntrackCollector),
+    },
+    Entry {
+        name: "edac",
+        default_enabled: true,
+        help: "Memory controller correctable/uncorrectable errors (/sys/devices/system/edac)",
+        build: || Box::new(edac::EdacCollector),
+    },
+];
+
+/// What a pure parser reports: which line or field was not as the kernel
+/// documents it. The collector adds the file's path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError(pub String);
+
+impl ParseError {
+    pub fn new(msg: impl Into<String>) -> Self {
+        ParseError(msg.into())
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Parses a decimal integer field, naming the field in the error.
+pub(crate) fn parse_u64(field: &str, text: &str) -> Result<u64, ParseError> {
+    text.trim()
+        .parse::<u64>()
+        .map_err(|_| ParseError(format!("{field}: {text:?} is not a non-negative integer")))
+}

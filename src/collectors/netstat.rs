@@ -1,0 +1,527 @@
+//! TCP and UDP saturation and errors from `/proc/net/snmp`,
+//! `/proc/net/netstat` and `/proc/net/snmp6`; socket counts and memory from
+//! `/proc/net/sockstat{,6}`.
+//!
+//! ```text
+//! TcpExt: SyncookiesSent ... ListenOverflows ListenDrops ...
+//! TcpExt: 0 ... 3 3 ...
+//! ```
+//! snmp and netstat are pairs of lines, names then values, per protocol
+//! (Documentation/networking/snmp_counter.rst); snmp6 is `Name value` per
+//! line. One parser serves snmp and netstat: procfs-core reads neither
+//! TcpExt nor every protocol. Only the counters an operator needs for the
+//! USE method are exported; the list below is the whole set.
+
+use std::collections::HashMap;
+
+use super::{Collect, CollectError, Config, ParseError};
+use crate::metrics::{Desc, Family, Kind};
+
+/// Counters by `(protocol, name)`. Values are signed: Tcp MaxConn is -1.
+pub type Counters = HashMap<(String, String), i64>;
+
+/// Parses the header/value line pairs of /proc/net/snmp and /proc/net/netstat.
+pub fn parse_snmp_pairs(text: &str, into: &mut Counters) -> Result<(), ParseError> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    while let Some(header) = lines.next() {
+        let values = lines
+            .next()
+            .ok_or_else(|| ParseError(format!("header {:.40}... has no value line", header)))?;
+        let (proto, names) = header
+            .split_once(':')
+            .ok_or_else(|| ParseError(format!("line {header:.40} has no protocol")))?;
+        let (vproto, vals) = values
+            .split_once(':')
+            .ok_or_else(|| ParseError(format!("line {values:.40} has no protocol")))?;
+        if proto != vproto {
+            return Err(ParseError(format!(
+                "names for {proto} followed by values for {vproto}"
+            )));
+        }
+        let names: Vec<&str> = names.split_ascii_whitespace().collect();
+        let vals: Vec<&str> = vals.split_ascii_whitespace().collect();
+        if names.len() != vals.len() {
+            return Err(ParseError(format!(
+                "{proto}: {} names but {} values",
+                names.len(),
+                vals.len()
+            )));
+        }
+        for (n, v) in names.into_iter().zip(vals) {
+            let v = v
+                .parse::<i64>()
+                .map_err(|_| ParseError(format!("{proto} {n}: {v:?} is not an integer")))?;
+            into.insert((proto.to_string(), n.to_string()), v);
+        }
+    }
+    Ok(())
+}
+
+/// Parses /proc/net/snmp6 (`Udp6InErrors  0`) into protocol `Udp6` etc.
+pub fn parse_snmp6(text: &str, into: &mut Counters) -> Result<(), ParseError> {
+    for line in text.lines() {
+        let mut f = line.split_ascii_whitespace();
+        let (Some(key), Some(value)) = (f.next(), f.next()) else {
+            continue;
+        };
+        let Some(split) = key.find(|c: char| c.is_ascii_digit()).map(|i| i + 1) else {
+            continue;
+        };
+        let (proto, name) = key.split_at(split);
+        let v = value
+            .parse::<i64>()
+            .map_err(|_| ParseError(format!("{key}: {value:?} is not an integer")))?;
+        into.insert((proto.to_string(), name.to_string()), v);
+    }
+    Ok(())
+}
+
+/// Protocol lines of sockstat: `TCP: inuse 4 orphan 0 tw 4 alloc 17 mem 1`.
+pub fn parse_sockstat(text: &str) -> Result<Vec<(String, String, u64)>, ParseError> {
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let (proto, rest) = line
+            .split_once(':')
+            .ok_or_else(|| ParseError(format!("line {line:?} has no protocol")))?;
+        let f: Vec<&str> = rest.split_ascii_whitespace().collect();
+        if f.len() % 2 != 0 {
+            return Err(ParseError(format!("{proto}: unpaired field in {rest:?}")));
+        }
+        for kv in f.chunks(2) {
+            let v = super::parse_u64(kv[0], kv[1])?;
+            out.push((proto.to_string(), kv[0].to_string(), v));
+        }
+    }
+    Ok(out)
+}
+
+/// The exported counters: (protocol, kernel name, kind, USE help).
+pub const EXPORTED: &[(&str, &str, Kind, &str)] = &[
+    (
+        "Tcp",
+        "ActiveOpens",
+        Kind::Counter,
+        "TCP connections opened by this host (/proc/net/snmp).",
+    ),
+    (
+        "Tcp",
+        "PassiveOpens",
+        Kind::Counter,
+        "TCP connections accepted by this host (/proc/net/snmp).",
+    ),
+    (
+        "Tcp",
+        "AttemptFails",
+        Kind::Counter,
+        "Errors: TCP connection attempts that failed (/proc/net/snmp).",
+    ),
+    (
+        "Tcp",
+        "EstabResets",
+        Kind::Counter,
+        "Errors: established TCP connections reset (/proc/net/snmp).",
+    ),
+    (
+        "Tcp",
+        "CurrEstab",
+        Kind::Gauge,
+        "Utilization: TCP connections established or closing now (/proc/net/snmp).",
+    ),
+    (
+        "Tcp",
+        "InSegs",
+        Kind::Counter,
+        "TCP segments received (/proc/net/snmp).",
+    ),
+    (
+        "Tcp",
+        "OutSegs",
+        Kind::Counter,
+        "TCP segments sent; the retransmit ratio's denominator (/proc/net/snmp).",
+    ),
+    (
+        "Tcp",
+        "RetransSegs",
+        Kind::Counter,
+        "Errors: TCP segments retransmitted (/proc/net/snmp).",
+    ),
+    (
+        "Tcp",
+        "InErrs",
+        Kind::Counter,
+        "Errors: TCP segments received in error (/proc/net/snmp).",
+    ),
+    (
+        "Tcp",
+        "OutRsts",
+        Kind::Counter,
+        "Errors: TCP resets sent (/proc/net/snmp).",
+    ),
+    (
+        "Tcp",
+        "InCsumErrors",
+        Kind::Counter,
+        "Errors: TCP segments with a bad checksum (/proc/net/snmp).",
+    ),
+    (
+        "TcpExt",
+        "ListenOverflows",
+        Kind::Counter,
+        "Saturation: connections dropped because a listen socket's accept queue was full (/proc/net/netstat).",
+    ),
+    (
+        "TcpExt",
+        "ListenDrops",
+        Kind::Counter,
+        "Saturation: connection requests dropped by listen sockets, overflows included (/proc/net/netstat).",
+    ),
+    (
+        "TcpExt",
+        "TCPTimeouts",
+        Kind::Counter,
+        "Errors: TCP retransmission timeouts (/proc/net/netstat).",
+    ),
+    (
+        "TcpExt",
+        "TCPSynRetrans",
+        Kind::Counter,
+        "Errors: SYN and SYN-ACK retransmissions (/proc/net/netstat).",
+    ),
+    (
+        "TcpExt",
+        "TCPRcvQDrop",
+        Kind::Counter,
+        "Saturation: segments dropped because the receive queue was full under memory pressure (/proc/net/netstat).",
+    ),
+    (
+        "TcpExt",
+        "TCPBacklogDrop",
+        Kind::Counter,
+        "Saturation: segments dropped because the socket backlog was full (/proc/net/netstat).",
+    ),
+    (
+        "TcpExt",
+        "TCPOFODrop",
+        Kind::Counter,
+        "Saturation: out-of-order segments dropped for lack of receive memory (/proc/net/netstat).",
+    ),
+    (
+        "TcpExt",
+        "TCPAbortOnTimeout",
+        Kind::Counter,
+        "Errors: connections aborted after too many retransmissions (/proc/net/netstat).",
+    ),
+    (
+        "TcpExt",
+        "TCPAbortOnMemory",
+        Kind::Counter,
+        "Errors: connections aborted for lack of memory (/proc/net/netstat).",
+    ),
+    (
+        "TcpExt",
+        "TCPMemoryPressures",
+        Kind::Counter,
+        "Saturation: times TCP entered memory pressure (/proc/net/netstat).",
+    ),
+    (
+        "TcpExt",
+        "SyncookiesSent",
+        Kind::Counter,
+        "Saturation: SYN cookies sent because a SYN queue overflowed (/proc/net/netstat).",
+    ),
+    (
+        "TcpExt",
+        "SyncookiesFailed",
+        Kind::Counter,
+        "Errors: invalid SYN cookies received (/proc/net/netstat).",
+    ),
+    (
+        "Udp",
+        "InDatagrams",
+        Kind::Counter,
+        "UDP datagrams delivered (/proc/net/snmp).",
+    ),
+    (
+        "Udp",
+        "OutDatagrams",
+        Kind::Counter,
+        "UDP datagrams sent (/proc/net/snmp).",
+    ),
+    (
+        "Udp",
+        "NoPorts",
+        Kind::Counter,
+        "Errors: UDP datagrams to a port nobody listens on (/proc/net/snmp).",
+    ),
+    (
+        "Udp",
+        "InErrors",
+        Kind::Counter,
+        "Errors: UDP datagrams that could not be delivered, buffer errors included (/proc/net/snmp).",
+    ),
+    (
+        "Udp",
+        "RcvbufErrors",
+        Kind::Counter,
+        "Saturation: UDP datagrams dropped because the receive buffer was full (/proc/net/snmp).",
+    ),
+    (
+        "Udp",
+        "SndbufErrors",
+        Kind::Counter,
+        "Saturation: UDP datagrams dropped because the send buffer was full (/proc/net/snmp).",
+    ),
+    (
+        "Udp",
+        "InCsumErrors",
+        Kind::Counter,
+        "Errors: UDP datagrams with a bad checksum (/proc/net/snmp).",
+    ),
+    (
+        "Udp6",
+        "InDatagrams",
+        Kind::Counter,
+        "UDP over IPv6 datagrams delivered (/proc/net/snmp6).",
+    ),
+    (
+        "Udp6",
+        "OutDatagrams",
+        Kind::Counter,
+        "UDP over IPv6 datagrams sent (/proc/net/snmp6).",
+    ),
+    (
+        "Udp6",
+        "NoPorts",
+        Kind::Counter,
+        "Errors: UDP over IPv6 datagrams to a port nobody listens on (/proc/net/snmp6).",
+    ),
+    (
+        "Udp6",
+        "InErrors",
+        Kind::Counter,
+        "Errors: UDP over IPv6 datagrams that could not be delivered (/proc/net/snmp6).",
+    ),
+    (
+        "Udp6",
+        "RcvbufErrors",
+        Kind::Counter,
+        "Saturation: UDP over IPv6 datagrams dropped, receive buffer full (/proc/net/snmp6).",
+    ),
+    (
+        "Udp6",
+        "SndbufErrors",
+        Kind::Counter,
+        "Saturation: UDP over IPv6 datagrams dropped, send buffer full (/proc/net/snmp6).",
+    ),
+];
+
+/// sockstat fields exported, with help; `mem` is in pages and becomes bytes.
+const SOCKSTAT_HELP: &[(&str, &str, &str)] = &[
+    (
+        "sockets",
+        "used",
+        "Sockets of all kinds in use (/proc/net/sockstat).",
+    ),
+    (
+        "TCP",
+        "inuse",
+        "Utilization: TCP sockets in use, listening ones included (/proc/net/sockstat).",
+    ),
+    (
+        "TCP",
+        "orphan",
+        "TCP sockets no longer attached to a process, still closing (/proc/net/sockstat).",
+    ),
+    (
+        "TCP",
+        "tw",
+        "TCP sockets in TIME_WAIT (/proc/net/sockstat).",
+    ),
+    (
+        "TCP",
+        "alloc",
+        "TCP sockets allocated (/proc/net/sockstat).",
+    ),
+    (
+        "TCP",
+        "mem",
+        "Utilization: memory used by TCP socket buffers, against net.ipv4.tcp_mem (/proc/net/sockstat, pages).",
+    ),
+    ("UDP", "inuse", "UDP sockets in use (/proc/net/sockstat)."),
+    (
+        "UDP",
+        "mem",
+        "Utilization: memory used by UDP socket buffers, against net.ipv4.udp_mem (/proc/net/sockstat, pages).",
+    ),
+    ("RAW", "inuse", "Raw sockets in use (/proc/net/sockstat)."),
+    (
+        "FRAG",
+        "inuse",
+        "IP fragment reassembly queues in use (/proc/net/sockstat).",
+    ),
+    (
+        "FRAG",
+        "memory",
+        "Memory used by IP fragment reassembly (/proc/net/sockstat).",
+    ),
+    (
+        "TCP6",
+        "inuse",
+        "TCP over IPv6 sockets in use (/proc/net/sockstat6).",
+    ),
+    (
+        "UDP6",
+        "inuse",
+        "UDP over IPv6 sockets in use (/proc/net/sockstat6).",
+    ),
+];
+
+pub fn emit(
+    counters: &Counters,
+    sockstat: &[(String, String, u64)],
+    page_size: u64,
+) -> Vec<Family> {
+    let mut out = Vec::new();
+    for (proto, name, kind, help) in EXPORTED {
+        let Some(v) = counters.get(&(proto.to_string(), name.to_string())) else {
+            continue;
+        };
+        let desc = Desc {
+            name: format!("netstat_{proto}_{name}").into(),
+            help: (*help).into(),
+            kind: *kind,
+            unit: None,
+        };
+        out.push(Family::single(desc, (*v).max(0) as u64));
+    }
+    for (proto, field, help) in SOCKSTAT_HELP {
+        let Some((_, _, v)) = sockstat.iter().find(|(p, f, _)| p == proto && f == field) else {
+            continue;
+        };
+        let mut desc = Desc::gauge("", help);
+        let v = if *field == "mem" {
+            desc = desc.bytes();
+            v.saturating_mul(page_size)
+        } else if *field == "memory" {
+            desc = desc.bytes();
+            *v
+        } else {
+            *v
+        };
+        desc.name = if *field == "memory" {
+            format!("sockstat_{proto}_mem").into()
+        } else {
+            format!("sockstat_{proto}_{field}").into()
+        };
+        out.push(Family::single(desc, v));
+    }
+    out
+}
+
+pub struct NetstatCollector;
+
+impl Collect for NetstatCollector {
+    fn collect(&self, cfg: &Config) -> Result<Vec<Family>, CollectError> {
+        let mut counters = Counters::new();
+        for file in ["net/snmp", "net/netstat"] {
+            let path = cfg.roots.proc(file);
+            parse_snmp_pairs(&crate::roots::read(&path)?, &mut counters)
+                .map_err(|e| CollectError::parse(&path, e))?;
+        }
+        // IPv6 may be disabled: its files are optional.
+        let path = cfg.roots.proc("net/snmp6");
+        match crate::roots::read(&path) {
+            Ok(t) => parse_snmp6(&t, &mut counters).map_err(|e| CollectError::parse(&path, e))?,
+            Err(CollectError::Missing(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let mut sockstat = Vec::new();
+        for (file, required) in [("net/sockstat", true), ("net/sockstat6", false)] {
+            let path = cfg.roots.proc(file);
+            match crate::roots::read(&path) {
+                Ok(t) => {
+                    sockstat.extend(parse_sockstat(&t).map_err(|e| CollectError::parse(&path, e))?)
+                }
+                Err(CollectError::Missing(_)) if !required => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(emit(
+            &counters,
+            &sockstat,
+            rustix::param::page_size() as u64,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Value;
+
+    #[test]
+    fn parses_real_snmp_and_netstat() {
+        let mut c = Counters::new();
+        parse_snmp_pairs(include_str!("../../tests/fixtures/proc/net/snmp"), &mut c).unwrap();
+        parse_snmp_pairs(
+            include_str!("../../tests/fixtures/proc/net/netstat"),
+            &mut c,
+        )
+        .unwrap();
+        assert_eq!(c[&("Tcp".into(), "MaxConn".into())], -1);
+        assert!(c.contains_key(&("TcpExt".into(), "ListenOverflows".into())));
+        assert!(c.contains_key(&("Udp".into(), "RcvbufErrors".into())));
+        let f = emit(&c, &[], 4096);
+        let names: Vec<String> = f.iter().map(|f| f.desc.exposed_name()).collect();
+        assert!(names.contains(&"sojourn_netstat_TcpExt_ListenOverflows_total".into()));
+        assert!(names.contains(&"sojourn_netstat_Tcp_CurrEstab".into()));
+    }
+
+    #[test]
+    fn snmp6_names_split_after_the_digit() {
+        let mut c = Counters::new();
+        parse_snmp6(
+            "Udp6InErrors                    \t7\nIcmp6OutMsgs 3\n",
+            &mut c,
+        )
+        .unwrap();
+        assert_eq!(c[&("Udp6".into(), "InErrors".into())], 7);
+        assert_eq!(c[&("Icmp6".into(), "OutMsgs".into())], 3);
+    }
+
+    #[test]
+    fn sockstat_mem_in_bytes() {
+        let s = parse_sockstat(include_str!("../../tests/fixtures/proc/net/sockstat")).unwrap();
+        let f = emit(&Counters::new(), &s, 4096);
+        let mem = f
+            .iter()
+            .find(|f| f.desc.exposed_name() == "sojourn_sockstat_TCP_mem_bytes")
+            .unwrap();
+        assert_eq!(mem.samples[0].value, Value::Int(4096));
+        let frag = f
+            .iter()
+            .find(|f| f.desc.exposed_name() == "sojourn_sockstat_FRAG_mem_bytes")
+            .unwrap();
+        assert_eq!(frag.samples[0].value, Value::Int(0));
+    }
+
+    #[test]
+    fn rejects_mismatched_pairs() {
+        let mut c = Counters::new();
+        assert!(parse_snmp_pairs("Tcp: A B\nTcp: 1\n", &mut c).is_err());
+        assert!(parse_snmp_pairs("Tcp: A B\nUdp: 1 2\n", &mut c).is_err());
+        assert!(parse_snmp_pairs("Tcp: A B\n", &mut c).is_err());
+        assert!(parse_snmp_pairs("Tcp: A\nTcp: x\n", &mut c).is_err());
+        assert!(parse_sockstat("TCP: inuse\n").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(s in "\\PC*") {
+            let mut c = Counters::new();
+            let _ = parse_snmp_pairs(&s, &mut c);
+            let _ = parse_snmp6(&s, &mut c);
+            let _ = parse_sockstat(&s);
+        }
+    }
+}

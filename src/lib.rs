@@ -1,0 +1,17 @@
+//! sojourn: reads the Linux kernel's own accounting and serves it as
+//! Prometheus metrics organised by the USE method (utilization, saturation,
+//! errors per resource).
+//!
+//! Data flow: [`cli`] turns flags into settings; [`server`] answers a scrape
+//! by running [`scrape::Scraper`] on the blocking pool; the scraper runs each
+//! enabled collector in [`collectors`], which reads files under
+//! [`roots::Roots`], parses them with pure functions and maps the values onto
+//! [`metrics::Family`] snapshots; [`metrics::encode`] writes the exposition
+//! format the scraper asked for.
+
+pub mod cli;
+pub mod collectors;
+pub mod metrics;
+pub mod roots;
+pub mod scrape;
+pub mod server;

@@ -1,0 +1,300 @@
+//! The snapshot model every collector fills, and its encoding.
+//!
+//! A scrape first reads and parses every source into plain [`Family`] values
+//! (no locks, no I/O left), then hands them to prometheus-client, whose
+//! encoders own the exposition formats. Keeping descriptors as data lets the
+//! metrics reference in the README be checked against what is emitted.
+
+use std::borrow::Cow;
+use std::io::Write as _;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::{Registry, Unit};
+
+/// Every metric name starts with this.
+pub const NAMESPACE: &str = "sojourn";
+
+/// Counter or gauge: the only two kinds host statistics need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// A metric descriptor: the name without namespace, unit or `_total` (the
+/// encoder appends those), its HELP sentence, kind and base unit.
+#[derive(Debug, Clone)]
+pub struct Desc {
+    pub name: Cow<'static, str>,
+    pub help: Cow<'static, str>,
+    pub kind: Kind,
+    pub unit: Option<BaseUnit>,
+}
+
+/// Base units sojourn exports (Prometheus naming practice: base units only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BaseUnit {
+    Seconds,
+    Bytes,
+}
+
+impl BaseUnit {
+    fn to_unit(self) -> Unit {
+        match self {
+            BaseUnit::Seconds => Unit::Seconds,
+            BaseUnit::Bytes => Unit::Bytes,
+        }
+    }
+}
+
+impl Desc {
+    pub const fn counter(name: &'static str, help: &'static str) -> Self {
+        Desc {
+            name: Cow::Borrowed(name),
+            help: Cow::Borrowed(help),
+            kind: Kind::Counter,
+            unit: None,
+        }
+    }
+    pub const fn gauge(name: &'static str, help: &'static str) -> Self {
+        Desc {
+            name: Cow::Borrowed(name),
+            help: Cow::Borrowed(help),
+            kind: Kind::Gauge,
+            unit: None,
+        }
+    }
+    pub const fn seconds(mut self) -> Self {
+        self.unit = Some(BaseUnit::Seconds);
+        self
+    }
+    pub const fn bytes(mut self) -> Self {
+        self.unit = Some(BaseUnit::Bytes);
+        self
+    }
+
+    /// The name as a scraper sees it (namespace, unit and `_total` included).
+    pub fn exposed_name(&self) -> String {
+        let mut name = format!("{NAMESPACE}_{}", self.name);
+        match self.unit {
+            Some(BaseUnit::Seconds) => name.push_str("_seconds"),
+            Some(BaseUnit::Bytes) => name.push_str("_bytes"),
+            None => {}
+        }
+        if self.kind == Kind::Counter {
+            name.push_str("_total");
+        }
+        name
+    }
+}
+
+/// One label pair; keys are always static, values are owned only when dynamic.
+pub type Label = (&'static str, Cow<'static, str>);
+
+/// A sample value. Counters from the kernel are integers; converted units are floats.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value {
+    Int(u64),
+    Float(f64),
+}
+
+impl From<u64> for Value {
+    fn from(v: u64) -> Self {
+        Value::Int(v)
+    }
+}
+impl From<f64> for Value {
+    fn from(v: f64) -> Self {
+        Value::Float(v)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub labels: Vec<Label>,
+    pub value: Value,
+}
+
+/// A descriptor with its samples from one scrape.
+#[derive(Debug, Clone)]
+pub struct Family {
+    pub desc: Desc,
+    pub samples: Vec<Sample>,
+}
+
+impl Family {
+    pub fn new(desc: Desc) -> Self {
+        Family {
+            desc,
+            samples: Vec::new(),
+        }
+    }
+
+    /// A family holding one unlabelled sample.
+    pub fn single(desc: Desc, value: impl Into<Value>) -> Self {
+        let mut f = Family::new(desc);
+        f.push(Vec::new(), value);
+        f
+    }
+
+    pub fn push(&mut self, labels: Vec<Label>, value: impl Into<Value>) {
+        self.samples.push(Sample {
+            labels,
+            value: value.into(),
+        });
+    }
+
+    pub fn with(mut self, labels: Vec<Label>, value: impl Into<Value>) -> Self {
+        self.push(labels, value);
+        self
+    }
+}
+
+/// Shorthand for a label whose value is computed at scrape time.
+pub fn label(key: &'static str, value: impl Into<Cow<'static, str>>) -> Label {
+    (key, value.into())
+}
+
+/// Exposition formats a scraper can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus text 0.0.4, the default for browsers and curl.
+    Text,
+    /// OpenMetrics 1.0 text, what Prometheus asks for first.
+    OpenMetrics,
+}
+
+impl Format {
+    /// Chooses from an `Accept` header the way Prometheus' own exporters do:
+    /// OpenMetrics only when asked for by name.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        match accept {
+            Some(a) if a.contains("application/openmetrics-text") => Format::OpenMetrics,
+            _ => Format::Text,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+/// Adapter that lets prometheus-client encode a scrape's families.
+#[derive(Debug)]
+struct Snapshot(Vec<Family>);
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for family in &self.0 {
+            if family.samples.is_empty() {
+                continue;
+            }
+            let unit = family.desc.unit.map(BaseUnit::to_unit);
+            let metric_type = match family.desc.kind {
+                Kind::Counter => MetricType::Counter,
+                Kind::Gauge => MetricType::Gauge,
+            };
+            let mut metric_encoder = encoder.encode_descriptor(
+                &family.desc.name,
+                &family.desc.help,
+                unit.as_ref(),
+                metric_type,
+            )?;
+            for sample in &family.samples {
+                let labels: &[Label] = &sample.labels;
+                let sample_encoder = metric_encoder.encode_family(&labels)?;
+                match (family.desc.kind, sample.value) {
+                    (Kind::Counter, Value::Int(v)) => {
+                        ConstCounter::new(v).encode(sample_encoder)?
+                    }
+                    (Kind::Counter, Value::Float(v)) => {
+                        ConstCounter::new(v).encode(sample_encoder)?
+                    }
+                    (Kind::Gauge, Value::Int(v)) => ConstGauge::new(v).encode(sample_encoder)?,
+                    (Kind::Gauge, Value::Float(v)) => ConstGauge::new(v).encode(sample_encoder)?,
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Encodes families in the requested format.
+pub fn encode(families: Vec<Family>, format: Format) -> String {
+    let mut registry = Registry::with_prefix(NAMESPACE);
+    registry.register_collector(Box::new(Snapshot(families)));
+    let mut out = String::with_capacity(64 * 1024);
+    // Writing into a String cannot fail; an Err here would be an encoder bug.
+    let result = match format {
+        Format::Text => prometheus_client::encoding::prometheus_text::encode(&mut out, &registry),
+        Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, &registry),
+    };
+    if let Err(e) = result {
+        tracing::error!(error = %e, "encoding metrics failed");
+    }
+    out
+}
+
+/// gzip at a fast level: a scrape is compressed once and read once.
+pub fn gzip(body: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4),
+        flate2::Compression::fast(),
+    );
+    // Writing into a Vec cannot fail.
+    let _ = enc.write_all(body);
+    enc.finish().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_format_names_counters_with_total_and_units() {
+        let fam = Family::single(
+            Desc::counter("cpu", "CPU time.").seconds(),
+            Value::Float(1.5),
+        );
+        let out = encode(vec![fam], Format::Text);
+        assert!(
+            out.contains("# TYPE sojourn_cpu_seconds_total counter"),
+            "{out}"
+        );
+        assert!(out.contains("sojourn_cpu_seconds_total 1.5"), "{out}");
+        assert!(!out.contains("# EOF"));
+    }
+
+    #[test]
+    fn openmetrics_format_ends_with_eof() {
+        let fam = Family::single(Desc::gauge("load1", "Load."), Value::Float(0.5));
+        let out = encode(vec![fam], Format::OpenMetrics);
+        assert!(out.ends_with("# EOF\n"), "{out}");
+        assert!(out.contains("sojourn_load1 0.5"), "{out}");
+    }
+
+    #[test]
+    fn exposed_name_matches_encoder() {
+        let d = Desc::counter("disk_read", "x").bytes();
+        assert_eq!(d.exposed_name(), "sojourn_disk_read_bytes_total");
+    }
+
+    #[test]
+    fn negotiation_prefers_openmetrics_only_when_named() {
+        assert_eq!(Format::negotiate(None), Format::Text);
+        assert_eq!(Format::negotiate(Some("*/*")), Format::Text);
+        assert_eq!(
+            Format::negotiate(Some(
+                "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+            )),
+            Format::OpenMetrics
+        );
+    }
+}

@@ -1,0 +1,146 @@
+//! Runs the enabled collectors for one scrape and adds the exporter's own
+//! metrics. The orchestrator, not the collectors, times each one, catches
+//! its failure (panics included) and reports success 0/1, so that no
+//! collector can fail a scrape.
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::collectors::{ALL, Collect, CollectError, Config};
+use crate::metrics::{Desc, Family, label};
+
+const SUCCESS: Desc = Desc::gauge(
+    "scrape_collector_success",
+    "1 when the collector read its sources in this scrape, 0 when it failed or the kernel lacks them.",
+);
+const DURATION: Desc = Desc::gauge(
+    "scrape_collector_duration",
+    "Seconds the collector took in this scrape.",
+)
+.seconds();
+const UNSUPPORTED: Desc = Desc::gauge(
+    "scrape_collector_unsupported",
+    "1 when the collector has no data because this kernel or machine lacks its source (e.g. /proc/schedstat without CONFIG_SCHEDSTATS); alerts on success == 0 should exclude these.",
+);
+const BUILD_INFO: Desc = Desc::gauge(
+    "build_info",
+    "Always 1; labels give the sojourn version that is running.",
+);
+
+/// A repeated identical error is logged again at most this often.
+const REPEAT_LOG_INTERVAL: Duration = Duration::from_secs(3600);
+
+struct LoggedError {
+    message: String,
+    at: Instant,
+}
+
+pub struct Scraper {
+    collectors: Vec<(&'static str, Box<dyn Collect>)>,
+    cfg: Config,
+    /// Last error per collector: bounded by the number of collectors.
+    last_errors: Mutex<HashMap<&'static str, LoggedError>>,
+}
+
+impl Scraper {
+    /// `enabled` holds collector names from [`ALL`]; unknown names are ignored
+    /// (the command line validates them first).
+    pub fn new(cfg: Config, enabled: &[&str]) -> Self {
+        let collectors = ALL
+            .iter()
+            .filter(|e| enabled.contains(&e.name))
+            .map(|e| (e.name, (e.build)()))
+            .collect();
+        Scraper {
+            collectors,
+            cfg,
+            last_errors: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn collector_names(&self) -> Vec<&'static str> {
+        self.collectors.iter().map(|(n, _)| *n).collect()
+    }
+
+    /// Runs every collector once, sequentially (cheapest in CPU; each reads
+    /// a few small files), and returns all families, self-metrics last.
+    pub fn scrape(&self) -> Vec<Family> {
+        let mut out = Vec::with_capacity(128);
+        let mut success = Family::new(SUCCESS);
+        let mut duration = Family::new(DURATION);
+        let mut unsupported = Family::new(UNSUPPORTED);
+        for (name, collector) in &self.collectors {
+            let start = Instant::now();
+            let result = catch_unwind(AssertUnwindSafe(|| collector.collect(&self.cfg)))
+                .unwrap_or_else(|panic| {
+                    let msg = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    Err(CollectError::Panicked(msg))
+                });
+            let elapsed = start.elapsed().as_secs_f64();
+            let id = || vec![label("collector", *name)];
+            duration.push(id(), elapsed);
+            let is_unsupported = matches!(result, Err(CollectError::Unsupported(_)));
+            unsupported.push(id(), u64::from(is_unsupported));
+            match result {
+                Ok(families) => {
+                    success.push(id(), 1u64);
+                    out.extend(families);
+                    self.note_recovery(name);
+                }
+                Err(e) => {
+                    success.push(id(), 0u64);
+                    self.log_error(name, &e);
+                }
+            }
+        }
+        out.push(success);
+        out.push(duration);
+        out.push(unsupported);
+        out.push(
+            Family::new(BUILD_INFO).with(vec![label("version", env!("CARGO_PKG_VERSION"))], 1u64),
+        );
+        out
+    }
+
+    /// Logs an error the first time it is seen for a collector, and again only
+    /// when it changes or after [`REPEAT_LOG_INTERVAL`]: a broken source read
+    /// every 15 s must not flood the log.
+    fn log_error(&self, name: &'static str, e: &CollectError) {
+        let message = e.to_string();
+        let Ok(mut last) = self.last_errors.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        let repeat = matches!(last.get(name), Some(l) if l.message == message);
+        if repeat {
+            let l = &last[name];
+            if matches!(e, CollectError::Unsupported(_))
+                || now.duration_since(l.at) < REPEAT_LOG_INTERVAL
+            {
+                return;
+            }
+        }
+        match e {
+            CollectError::Unsupported(_) => {
+                tracing::info!(collector = name, reason = %message, "collector has no data on this machine")
+            }
+            _ => tracing::error!(collector = name, error = %message, "collector failed"),
+        }
+        last.insert(name, LoggedError { message, at: now });
+    }
+
+    fn note_recovery(&self, name: &'static str) {
+        let Ok(mut last) = self.last_errors.lock() else {
+            return;
+        };
+        if last.remove(name).is_some() {
+            tracing::info!(collector = name, "collector recovered");
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! The HTTP side: `/metrics` (text 0.0.4 or OpenMetrics, gzip on request),
+//! a landing page at `/`, and `/-/healthy`, `/-/ready` for probes.
+//!
+//! A scrape runs on the blocking pool, holding a permit from a semaphore of
+//! `--web.max-requests`: a scrape beyond that gets 503 at once, and one that
+//! outlives its deadline gets 503 while its thread finishes and only then
+//! gives the permit back. So a slow source can never pile up threads — the
+//! failure node_exporter's `--web.max-requests` was added for.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::cli::Settings;
+use crate::metrics::{self, Format};
+use crate::scrape::Scraper;
+
+/// Prometheus sends its scrape timeout; answering a little before it lets
+/// Prometheus see our 503 instead of its own timeout.
+const TIMEOUT_HEADROOM: Duration = Duration::from_millis(500);
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct App {
+    pub scraper: Arc<Scraper>,
+    pub settings: Settings,
+    limiter: Option<Arc<Semaphore>>,
+}
+
+impl App {
+    pub fn new(scraper: Scraper, settings: Settings) -> Self {
+        let limiter =
+            (settings.max_requests > 0).then(|| Arc::new(Semaphore::new(settings.max_requests)));
+        App {
+            scraper: Arc::new(scraper),
+            settings,
+            limiter,
+        }
+    }
+}
+
+/// Serves until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| handle(app.clone(), req));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+pub async fn handle(
+    app: Arc<App>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Only GET and HEAD are served.\n",
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return Ok(r);
+    }
+    let path = req.uri().path();
+    Ok(if path == app.settings.telemetry_path {
+        scrape(&app, req.headers()).await
+    } else {
+        match path {
+            "/" => landing_page(&app),
+            "/-/healthy" => text(StatusCode::OK, "Healthy\n"),
+            "/-/ready" => text(StatusCode::OK, "Ready\n"),
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "Not found. Metrics are at the telemetry path; see /.\n",
+            ),
+        }
+    })
+}
+
+/// The deadline: our flag, lowered to Prometheus' own timeout when it sends one.
+fn deadline(flag: Duration, headers: &HeaderMap) -> Duration {
+    headers
+        .get("x-prometheus-scrape-timeout-seconds")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(|s| {
+            let theirs = Duration::from_secs_f64(s);
+            theirs
+                .saturating_sub(TIMEOUT_HEADROOM)
+                .max(theirs / 2)
+                .min(flag)
+        })
+        .unwrap_or(flag)
+}
+
+/// True when `Accept-Encoding` lists gzip (or `*`) without `q=0`.
+pub fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or("");
+            let refused = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q == 0.0)
+            });
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+        })
+}
+
+async fn scrape(app: &App, headers: &HeaderMap) -> Response<Full<Bytes>> {
+    let permit = match &app.limiter {
+        None => None,
+        Some(sem) => match sem.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                tracing::warn!(
+                    limit = app.settings.max_requests,
+                    "too many concurrent scrapes; answering 503"
+                );
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "Too many concurrent scrapes (limit {}, --web.max-requests).\n",
+                        app.settings.max_requests
+                    ),
+                );
+            }
+        },
+    };
+    let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let gzip = accepts_gzip(headers);
+    let timeout = deadline(app.settings.scrape_timeout, headers);
+    let scraper = app.scraper.clone();
+    let work = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let body = metrics::encode(scraper.scrape(), format);
+        if gzip {
+            metrics::gzip(body.as_bytes())
+        } else {
+            body.into_bytes()
+        }
+    });
+    match tokio::time::timeout(timeout, work).await {
+        Ok(Ok(body)) => {
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(format.content_type()),
+            );
+            if gzip {
+                h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            }
+            h.insert(
+                header::VARY,
+                HeaderValue::from_static("Accept, Accept-Encoding"),
+            );
+            r
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "scrape task failed");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Scrape failed; see the exporter's log.\n",
+            )
+        }
+        Err(_) => {
+            tracing::warn!(
+                timeout_seconds = timeout.as_secs_f64(),
+                "scrape exceeded its deadline"
+            );
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "Scrape exceeded its deadline of {:.3} s.\n",
+                    timeout.as_secs_f64()
+                ),
+            )
+        }
+    }
+}
+
+fn landing_page(app: &App) -> Response<Full<Bytes>> {
+    let path = &app.settings.telemetry_path;
+    let collectors: String = app
+        .scraper
+        .collector_names()
+        .iter()
+        .map(|c| format!("<li>{c}</li>"))
+        .collect();
+    let html = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>sojourn</title></head>\n\
+         <body><h1>sojourn {version}</h1>\n<p>Why calls are slow: USE metrics and queue delay for Prometheus.</p>\n\
+         <p><a href=\"{path}\">Metrics</a> · <a href=\"/-/healthy\">Health</a> · <a href=\"/-/ready\">Readiness</a></p>\n\
+         <h2>Enabled collectors</h2><ul>{collectors}</ul></body></html>\n",
+        version = env!("CARGO_PKG_VERSION"),
+    );
+    let mut r = Response::new(Full::new(Bytes::from(html)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn gzip_negotiation() {
+        assert!(accepts_gzip(&headers(&[("accept-encoding", "gzip")])));
+        assert!(accepts_gzip(&headers(&[(
+            "accept-encoding",
+            "deflate, gzip;q=1.0, *;q=0.5"
+        )])));
+        assert!(!accepts_gzip(&headers(&[("accept-encoding", "gzip;q=0")])));
+        assert!(!accepts_gzip(&headers(&[("accept-encoding", "identity")])));
+        assert!(!accepts_gzip(&headers(&[])));
+    }
+
+    #[test]
+    fn deadline_follows_prometheus_header() {
+        let flag = Duration::from_secs(10);
+        assert_eq!(deadline(flag, &headers(&[])), flag);
+        assert_eq!(
+            deadline(
+                flag,
+                &headers(&[("x-prometheus-scrape-timeout-seconds", "5")])
+            ),
+            Duration::from_millis(4500)
+        );
+        assert_eq!(
+            deadline(
+                flag,
+                &headers(&[("x-prometheus-scrape-timeout-seconds", "60")])
+            ),
+            flag
+        );
+        assert_eq!(
+            deadline(
+                flag,
+                &headers(&[("x-prometheus-scrape-timeout-seconds", "0.5")])
+            ),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            deadline(
+                flag,
+                &headers(&[("x-prometheus-scrape-timeout-seconds", "x")])
+            ),
+            flag
+        );
+    }
+}
