@@ -154,6 +154,48 @@ impl Family {
     }
 }
 
+/// Turns a kernel field name into a metric-name segment, the way Prometheus
+/// naming practice (and promtool's lint) wants: `AnonHugePages` ->
+/// `anon_huge_pages`, `Active(anon)` -> `active_anon`, `DirectMap2M` ->
+/// `direct_map_2m`, `NFS_Unstable` -> `nfs_unstable`, `TCPOFODrop` ->
+/// `tcp_ofo_drop` (a leading `TCP` is its own word).
+pub fn snake_case(name: &str) -> String {
+    let (prefix, rest) = match name.strip_prefix("TCP") {
+        Some(r) if r.starts_with(|c: char| c.is_ascii_uppercase()) => ("tcp_", r),
+        _ => ("", name),
+    };
+    let chars: Vec<char> = rest.chars().collect();
+    let mut out = String::from(prefix);
+    for (i, &c) in chars.iter().enumerate() {
+        if !c.is_ascii_alphanumeric() {
+            if !out.is_empty() && !out.ends_with('_') {
+                out.push('_');
+            }
+            continue;
+        }
+        let prev = i.checked_sub(1).map(|j| chars[j]);
+        let next = chars.get(i + 1).copied();
+        let boundary = match prev {
+            Some(p) if p.is_ascii_alphanumeric() => {
+                (c.is_ascii_uppercase()
+                    && (p.is_ascii_lowercase()
+                        || (p.is_ascii_uppercase()
+                            && next.is_some_and(|n| n.is_ascii_lowercase()))))
+                    || (c.is_ascii_digit() && p.is_ascii_alphabetic())
+            }
+            _ => false,
+        };
+        if boundary && !out.is_empty() && !out.ends_with('_') {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    while out.ends_with('_') {
+        out.pop();
+    }
+    out
+}
+
 /// Shorthand for a label whose value is computed at scrape time.
 pub fn label(key: &'static str, value: impl Into<Cow<'static, str>>) -> Label {
     (key, value.into())
@@ -278,6 +320,30 @@ mod tests {
         let out = encode(vec![fam], Format::OpenMetrics);
         assert!(out.ends_with("# EOF\n"), "{out}");
         assert!(out.contains("sojourn_load1 0.5"), "{out}");
+    }
+
+    #[test]
+    fn snake_case_names() {
+        for (kernel, metric) in [
+            ("MemTotal", "mem_total"),
+            ("AnonHugePages", "anon_huge_pages"),
+            ("Active(anon)", "active_anon"),
+            ("Inactive(file)", "inactive_file"),
+            ("DirectMap2M", "direct_map_2m"),
+            ("DirectMap4k", "direct_map_4k"),
+            ("NFS_Unstable", "nfs_unstable"),
+            ("SReclaimable", "s_reclaimable"),
+            ("Committed_AS", "committed_as"),
+            ("HugePages_Total", "huge_pages_total"),
+            ("TCPOFODrop", "tcp_ofo_drop"),
+            ("TCPSynRetrans", "tcp_syn_retrans"),
+            ("ListenOverflows", "listen_overflows"),
+            ("TcpExt", "tcp_ext"),
+            ("Udp6", "udp_6"),
+            ("InCsumErrors", "in_csum_errors"),
+        ] {
+            assert_eq!(snake_case(kernel), metric, "{kernel}");
+        }
     }
 
     #[test]

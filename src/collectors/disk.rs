@@ -42,6 +42,11 @@ impl Default for Config {
 
 pub fn parse_diskstats(text: &str) -> Result<Vec<DiskStat>, ParseError> {
     let stats = DiskStats::from_read(text.as_bytes()).map_err(|e| ParseError(e.to_string()))?;
+    // The kernel lists every block device, RAM disks included: an empty file
+    // means a truncated read, not a diskless machine.
+    if stats.0.is_empty() {
+        return Err(ParseError::new("no devices listed"));
+    }
     Ok(stats.0)
 }
 

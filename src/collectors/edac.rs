@@ -65,7 +65,8 @@ impl Collect for EdacCollector {
                 let p = path.join(file);
                 let text = match crate::roots::read(&p) {
                     Ok(t) => t,
-                    Err(CollectError::Missing(_)) => continue,
+                    // Only the noinfo counts are optional (absent on some drivers).
+                    Err(CollectError::Missing(_)) if file.contains("noinfo") => continue,
                     Err(e) => return Err(e),
                 };
                 let v = parse_u64(file, &text).map_err(|e| CollectError::parse(&p, e))?;

@@ -1,7 +1,7 @@
 //! System-wide file handle utilization from `/proc/sys/fs/file-nr`.
 //!
 //! ```text
-//! 1024	0	1631329
+//! 1024    0    1631329
 //! ```
 //! allocated handles, allocated-but-unused (always 0 since 2.6), maximum
 //! (Documentation/admin-guide/sysctl/fs.rst "file-max & file-nr").

@@ -88,6 +88,10 @@ pub fn unescape_octal(s: &str) -> String {
 
 pub fn parse_mountinfo(text: &str) -> Result<Vec<Mount>, ParseError> {
     let infos = MountInfos::from_read(text.as_bytes()).map_err(|e| ParseError(e.to_string()))?;
+    // Every mount namespace has a root mount: no lines means a truncated read.
+    if infos.0.is_empty() {
+        return Err(ParseError::new("no mounts listed"));
+    }
     Ok(infos
         .0
         .into_iter()

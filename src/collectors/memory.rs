@@ -16,7 +16,7 @@ use std::borrow::Cow;
 use procfs_core::{FromRead, VmStat};
 
 use super::{Collect, CollectError, Config, ParseError, parse_u64};
-use crate::metrics::{Desc, Family, Kind};
+use crate::metrics::{Desc, Family, Kind, snake_case};
 
 const BYTES_PER_KIB: u64 = 1024;
 
@@ -61,16 +61,23 @@ pub fn parse_meminfo(text: &str) -> Result<Vec<MeminfoEntry>, ParseError> {
     Ok(entries)
 }
 
-/// `Active(anon)` -> `Active_anon`: metric names allow only `[a-zA-Z0-9_]`.
-pub fn metric_key(key: &str) -> String {
-    let mut out: String = key
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    while out.ends_with('_') {
-        out.pop();
+/// `AnonHugePages` -> `memory_anon_huge_pages`. A count (no kB) whose name
+/// ends in `_total` loses it, as that suffix is reserved for counters:
+/// `HugePages_Total` -> `memory_huge_pages`, beside `memory_huge_pages_free`.
+pub fn metric_name(key: &str, bytes: bool) -> String {
+    // One-letter prefixes read as unit abbreviations (`_s_` = seconds): spell them out.
+    let key = match key {
+        "SReclaimable" => "SlabReclaimable",
+        "SUnreclaim" => "SlabUnreclaimable",
+        "KReclaimable" => "KernelReclaimable",
+        "SecPageTables" => "SecondaryPageTables",
+        k => k,
+    };
+    let mut name = format!("memory_{}", snake_case(key));
+    if !bytes && name.ends_with("_total") {
+        name.truncate(name.len() - "_total".len());
     }
-    out
+    name
 }
 
 /// USE role of the meminfo keys an operator reads first.
@@ -127,7 +134,7 @@ pub fn emit(meminfo: &[MeminfoEntry], vmstat: &VmStat) -> Vec<Family> {
     let mut out = Vec::with_capacity(meminfo.len() + 24);
     for e in meminfo {
         let mut desc = Desc {
-            name: Cow::Owned(format!("memory_{}", metric_key(&e.key))),
+            name: Cow::Owned(metric_name(&e.key, e.bytes)),
             help: meminfo_help(&e.key),
             kind: Kind::Gauge,
             unit: None,
@@ -185,9 +192,14 @@ mod tests {
     }
 
     #[test]
-    fn names_are_sanitized() {
-        assert_eq!(metric_key("Active(anon)"), "Active_anon");
-        assert_eq!(metric_key("HugePages_Total"), "HugePages_Total");
+    fn names_follow_prometheus_practice() {
+        assert_eq!(metric_name("Active(anon)", true), "memory_active_anon");
+        assert_eq!(metric_name("MemTotal", true), "memory_mem_total");
+        assert_eq!(metric_name("HugePages_Total", false), "memory_huge_pages");
+        assert_eq!(
+            metric_name("HugePages_Free", false),
+            "memory_huge_pages_free"
+        );
     }
 
     #[test]

@@ -15,13 +15,16 @@
 use std::collections::HashMap;
 
 use super::{Collect, CollectError, Config, ParseError};
-use crate::metrics::{Desc, Family, Kind};
+use crate::metrics::{Desc, Family, Kind, snake_case};
 
 /// Counters by `(protocol, name)`. Values are signed: Tcp MaxConn is -1.
 pub type Counters = HashMap<(String, String), i64>;
 
 /// Parses the header/value line pairs of /proc/net/snmp and /proc/net/netstat.
 pub fn parse_snmp_pairs(text: &str, into: &mut Counters) -> Result<(), ParseError> {
+    if text.trim().is_empty() {
+        return Err(ParseError::new("empty file"));
+    }
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     while let Some(header) = lines.next() {
         let values = lines
@@ -84,13 +87,16 @@ pub fn parse_sockstat(text: &str) -> Result<Vec<(String, String, u64)>, ParseErr
             .split_once(':')
             .ok_or_else(|| ParseError(format!("line {line:?} has no protocol")))?;
         let f: Vec<&str> = rest.split_ascii_whitespace().collect();
-        if f.len() % 2 != 0 {
+        if !f.len().is_multiple_of(2) {
             return Err(ParseError(format!("{proto}: unpaired field in {rest:?}")));
         }
         for kv in f.chunks(2) {
             let v = super::parse_u64(kv[0], kv[1])?;
             out.push((proto.to_string(), kv[0].to_string(), v));
         }
+    }
+    if out.is_empty() {
+        return Err(ParseError::new("empty file"));
     }
     Ok(out)
 }
@@ -387,7 +393,12 @@ pub fn emit(
             continue;
         };
         let desc = Desc {
-            name: format!("netstat_{proto}_{name}").into(),
+            name: format!(
+                "netstat_{}_{}",
+                proto.to_ascii_lowercase(),
+                snake_case(name)
+            )
+            .into(),
             help: (*help).into(),
             kind: *kind,
             unit: None,
@@ -408,11 +419,8 @@ pub fn emit(
         } else {
             *v
         };
-        desc.name = if *field == "memory" {
-            format!("sockstat_{proto}_mem").into()
-        } else {
-            format!("sockstat_{proto}_{field}").into()
-        };
+        let field = if *field == "memory" { "mem" } else { field };
+        desc.name = format!("sockstat_{}_{field}", proto.to_ascii_lowercase()).into();
         out.push(Family::single(desc, v));
     }
     out
@@ -473,8 +481,8 @@ mod tests {
         assert!(c.contains_key(&("Udp".into(), "RcvbufErrors".into())));
         let f = emit(&c, &[], 4096);
         let names: Vec<String> = f.iter().map(|f| f.desc.exposed_name()).collect();
-        assert!(names.contains(&"sojourn_netstat_TcpExt_ListenOverflows_total".into()));
-        assert!(names.contains(&"sojourn_netstat_Tcp_CurrEstab".into()));
+        assert!(names.contains(&"sojourn_netstat_tcpext_listen_overflows_total".into()));
+        assert!(names.contains(&"sojourn_netstat_tcp_curr_estab".into()));
     }
 
     #[test]
@@ -495,12 +503,12 @@ mod tests {
         let f = emit(&Counters::new(), &s, 4096);
         let mem = f
             .iter()
-            .find(|f| f.desc.exposed_name() == "sojourn_sockstat_TCP_mem_bytes")
+            .find(|f| f.desc.exposed_name() == "sojourn_sockstat_tcp_mem_bytes")
             .unwrap();
         assert_eq!(mem.samples[0].value, Value::Int(4096));
         let frag = f
             .iter()
-            .find(|f| f.desc.exposed_name() == "sojourn_sockstat_FRAG_mem_bytes")
+            .find(|f| f.desc.exposed_name() == "sojourn_sockstat_frag_mem_bytes")
             .unwrap();
         assert_eq!(frag.samples[0].value, Value::Int(0));
     }

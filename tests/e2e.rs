@@ -1,0 +1,298 @@
+//! End to end: the built binary against the fixture tree, scraped over HTTP,
+//! diffed with a golden file (node_exporter's habit). Regenerate with
+//! `UPDATE_GOLDEN=1 cargo test --test e2e`. When promtool is installed the
+//! output is linted with `promtool check metrics`; SOJOURN_REQUIRE_PROMTOOL=1
+//! (set by .ci/run) turns a missing promtool into a failure.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+
+use common::{fixture_args, get, request, start};
+
+const GOLDEN: &str = "tests/golden/metrics.txt";
+
+/// Lines whose values change from run to run: timings, and statvfs of the
+/// real directory standing in for the root filesystem.
+fn normalize(scrape: &str) -> String {
+    let mut out = String::new();
+    for line in scrape.lines() {
+        if line.starts_with("sojourn_scrape_collector_duration_seconds{") {
+            continue;
+        }
+        let volatile_fs = [
+            "sojourn_filesystem_size_bytes{",
+            "sojourn_filesystem_free_bytes{",
+            "sojourn_filesystem_avail_bytes{",
+            "sojourn_filesystem_files{",
+            "sojourn_filesystem_files_free{",
+        ];
+        if volatile_fs.iter().any(|p| line.starts_with(p)) {
+            let (series, _) = line.rsplit_once(' ').unwrap();
+            out.push_str(series);
+            out.push_str(" <volatile>\n");
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+fn scrape_fixtures() -> String {
+    let args = fixture_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let exporter = start(&args);
+    let r = get(exporter.addr, "/metrics", &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    r.text()
+}
+
+#[test]
+fn fixture_scrape_matches_golden_file() {
+    let got = normalize(&scrape_fixtures());
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(GOLDEN, &got).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(GOLDEN).expect("golden file; UPDATE_GOLDEN=1 writes it");
+    if got != want {
+        let diff: Vec<String> = want
+            .lines()
+            .filter(|l| !got.lines().any(|g| g == *l))
+            .map(|l| format!("- {l}"))
+            .chain(
+                got.lines()
+                    .filter(|l| !want.lines().any(|w| w == *l))
+                    .map(|l| format!("+ {l}")),
+            )
+            .take(40)
+            .collect();
+        panic!(
+            "scrape differs from {GOLDEN} (UPDATE_GOLDEN=1 regenerates it):\n{}",
+            diff.join("\n")
+        );
+    }
+}
+
+#[test]
+fn every_fixture_collector_succeeds_except_none() {
+    let text = scrape_fixtures();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("sojourn_scrape_collector_success{"))
+    {
+        assert!(
+            line.ends_with(" 1"),
+            "fixture tree should satisfy every collector: {line}"
+        );
+    }
+}
+
+#[test]
+fn promtool_accepts_the_output() {
+    let text = scrape_fixtures();
+    let promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match promtool {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(
+                std::env::var_os("SOJOURN_REQUIRE_PROMTOOL").is_none(),
+                "SOJOURN_REQUIRE_PROMTOOL is set but promtool cannot run: {e}"
+            );
+            eprintln!("promtool not installed; lint skipped");
+            return;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "promtool check metrics failed:\n{out}\n{err}"
+    );
+    // promtool exits 0 on lint warnings too; sojourn has none to excuse.
+    assert!(
+        out.trim().is_empty() && err.trim().is_empty(),
+        "promtool lint findings:\n{out}\n{err}"
+    );
+}
+
+#[test]
+fn openmetrics_gzip_and_pages() {
+    let args = fixture_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let e = start(&args);
+
+    let om = get(
+        e.addr,
+        "/metrics",
+        &[(
+            "Accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )],
+    );
+    assert_eq!(om.status, 200);
+    assert!(
+        om.header("content-type")
+            .unwrap()
+            .starts_with("application/openmetrics-text; version=1.0.0")
+    );
+    let om_text = om.text();
+    assert!(om_text.ends_with("# EOF\n"));
+    assert!(om_text.contains("# TYPE sojourn_cpu_seconds counter"));
+    assert!(om_text.contains("# UNIT sojourn_cpu_seconds seconds"));
+
+    let gz = get(e.addr, "/metrics", &[("Accept-Encoding", "gzip")]);
+    assert_eq!(gz.header("content-encoding"), Some("gzip"));
+    let mut plain = String::new();
+    flate2::read::GzDecoder::new(&gz.body[..])
+        .read_to_string(&mut plain)
+        .unwrap();
+    assert!(plain.contains("sojourn_load1 0.21"));
+
+    let landing = get(e.addr, "/", &[]);
+    assert_eq!(landing.status, 200);
+    assert!(landing.text().contains("href=\"/metrics\""));
+    assert_eq!(get(e.addr, "/-/healthy", &[]).status, 200);
+    assert_eq!(get(e.addr, "/-/ready", &[]).status, 200);
+    assert_eq!(get(e.addr, "/nope", &[]).status, 404);
+    assert_eq!(request(e.addr, "POST", "/metrics", &[]).status, 405);
+    let head = request(e.addr, "HEAD", "/metrics", &[]);
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+}
+
+#[test]
+fn custom_telemetry_path_and_disabled_collectors() {
+    let mut args = fixture_args();
+    args.extend([
+        "--web.telemetry-path".into(),
+        "/m".into(),
+        "--collector.disable-defaults".into(),
+        "--collector.loadavg".into(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let e = start(&args);
+    assert_eq!(get(e.addr, "/metrics", &[]).status, 404);
+    let text = get(e.addr, "/m", &[]).text();
+    assert!(text.contains("sojourn_load1 0.21"));
+    assert!(!text.contains("sojourn_cpu_seconds_total"));
+    assert!(!text.contains("collector=\"cpu\""));
+}
+
+#[test]
+fn bad_flags_stop_startup_with_a_message_naming_the_flag() {
+    let bin = env!("CARGO_BIN_EXE_sojourn");
+    for (args, needle) in [
+        (
+            vec!["--web.listen-address", "not-an-address"],
+            "--web.listen-address",
+        ),
+        (
+            vec!["--collector.network.device-exclude", "(["],
+            "--collector.network.device-exclude",
+        ),
+        (vec!["--path.sysfs", "/nonexistent/sys"], "--path.sysfs"),
+        (vec!["--collector.bogus"], "--collector.bogus"),
+        (vec!["--log.level", "loud"], "--log.level"),
+    ] {
+        let out = Command::new(bin).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    // A port already taken is an error at start, not a silent exit.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(bin)
+        .args(["--web.listen-address", &addr])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen on"));
+
+    let v = Command::new(bin).arg("--version").output().unwrap();
+    assert!(v.status.success());
+    assert!(String::from_utf8_lossy(&v.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+/// Per-CPU series of the default collectors: cpu (8 modes + 2 guest),
+/// softnet (4); schedstat (3) where the kernel has it.
+const SERIES_PER_CPU: usize = 17;
+
+#[test]
+fn live_host_scrape_is_lint_clean_and_bounded() {
+    let e = start(&[]);
+    let text = get(e.addr, "/metrics", &[]).text();
+    let series = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .count();
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    // The budget: under 700 series on a 2-CPU host, growing with CPUs only.
+    let budget = 700 + SERIES_PER_CPU * cpus.saturating_sub(2);
+    assert!(
+        series < budget,
+        "{series} series on a {cpus}-CPU host (budget {budget})"
+    );
+    if let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let findings = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && findings.trim().is_empty(),
+            "promtool on the live scrape:\n{findings}"
+        );
+    } else {
+        assert!(
+            std::env::var_os("SOJOURN_REQUIRE_PROMTOOL").is_none(),
+            "promtool required"
+        );
+    }
+}
