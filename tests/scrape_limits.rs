@@ -1,0 +1,160 @@
+//! Scrape deadline and concurrency limit, with a source that really hangs:
+//! a FIFO in place of /proc/loadavg blocks read(2) until someone writes.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{fixture_args, get, start};
+
+#[test]
+fn a_hung_source_hits_the_deadline_and_cannot_pile_up_scrapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("fixtures");
+    common::copy_tree(&common::fixtures(), &root);
+    let loadavg = root.join("proc/loadavg");
+    let content = std::fs::read(&loadavg).unwrap();
+    std::fs::remove_file(&loadavg).unwrap();
+    assert!(
+        Command::new("mkfifo")
+            .arg(&loadavg)
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    let e = start(&[
+        "--path.procfs",
+        root.join("proc").to_str().unwrap(),
+        "--path.sysfs",
+        root.join("sys").to_str().unwrap(),
+        "--path.rootfs",
+        root.join("rootfs").to_str().unwrap(),
+        "--web.scrape-timeout",
+        "1s",
+        "--web.max-requests",
+        "1",
+    ]);
+
+    // The first scrape blocks on the FIFO and is answered 503 at its deadline.
+    let addr = e.addr;
+    let first = std::thread::spawn(move || {
+        let t = Instant::now();
+        (get(addr, "/metrics", &[]), t.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Meanwhile a second scrape is refused at once: the limit is 1.
+    let t = Instant::now();
+    let second = get(e.addr, "/metrics", &[]);
+    assert_eq!(second.status, 503);
+    assert!(
+        second.text().contains("Too many concurrent scrapes"),
+        "{}",
+        second.text()
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(900),
+        "refusal must not wait"
+    );
+
+    let (first, took) = first.join().unwrap();
+    assert_eq!(first.status, 503);
+    assert!(first.text().contains("deadline"), "{}", first.text());
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+
+    // The stuck read still holds the only permit: no new work is started.
+    assert_eq!(get(e.addr, "/metrics", &[]).status, 503);
+    // Probes do not need a permit.
+    assert_eq!(get(e.addr, "/-/healthy", &[]).status, 200);
+
+    // Put a regular file back, then release the stuck reader.
+    let replacement = root.join("proc/loadavg.new");
+    std::fs::write(&replacement, &content).unwrap();
+    let fifo = root.join("proc/loadavg.fifo");
+    std::fs::rename(&loadavg, &fifo).unwrap();
+    std::fs::rename(&replacement, &loadavg).unwrap();
+    std::fs::write(&fifo, &content).unwrap();
+
+    // Once the stuck scrape finishes its permit returns and scrapes work again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = get(e.addr, "/metrics", &[]);
+        if r.status == 200 {
+            assert!(r.text().contains("sojourn_load1 0.21"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "permit never came back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn prometheus_timeout_header_lowers_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("fixtures");
+    common::copy_tree(&common::fixtures(), &root);
+    let loadavg = root.join("proc/loadavg");
+    std::fs::remove_file(&loadavg).unwrap();
+    assert!(
+        Command::new("mkfifo")
+            .arg(&loadavg)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let e = start(&[
+        "--path.procfs",
+        root.join("proc").to_str().unwrap(),
+        "--path.sysfs",
+        root.join("sys").to_str().unwrap(),
+        "--web.scrape-timeout",
+        "30s",
+    ]);
+    let t = Instant::now();
+    let r = get(
+        e.addr,
+        "/metrics",
+        &[("X-Prometheus-Scrape-Timeout-Seconds", "1")],
+    );
+    assert_eq!(r.status, 503);
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    // Unblock the reader so the exporter can exit cleanly.
+    std::fs::write(&loadavg, b"0.1 0.1 0.1 1/1 1\n").unwrap();
+}
+
+#[test]
+fn concurrent_scrapes_all_succeed_with_the_same_series() {
+    let args = fixture_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let e = start(&args);
+    let series = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.starts_with("sojourn_scrape_collector_duration"))
+            .filter(|l| !l.starts_with("sojourn_filesystem_"))
+            .map(String::from)
+            .collect()
+    };
+    let reference = series(&get(e.addr, "/metrics", &[]).text());
+    let addr = e.addr;
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..25)
+                    .map(|_| get(addr, "/metrics", &[]))
+                    .map(|r| (r.status, r.text()))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for w in workers {
+        for (status, text) in w.join().unwrap() {
+            assert_eq!(status, 200);
+            assert_eq!(series(&text), reference);
+        }
+    }
+}
