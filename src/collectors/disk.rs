@@ -62,7 +62,7 @@ const READ_BYTES: Desc =
     Desc::counter("disk_read", "Bytes read (/proc/diskstats field 3 x 512).").bytes();
 const READ_TIME: Desc = Desc::counter(
     "disk_read_time",
-    "Seconds spent by all reads, queue and service (/proc/diskstats field 4); divided by reads it is read await.",
+    "Seconds spent by all reads, queued and in service; divided by reads it is read await (/proc/diskstats field 4).",
 )
 .seconds();
 const WRITES: Desc = Desc::counter(
@@ -80,7 +80,7 @@ const WRITTEN_BYTES: Desc = Desc::counter(
 .bytes();
 const WRITE_TIME: Desc = Desc::counter(
     "disk_write_time",
-    "Seconds spent by all writes, queue and service (/proc/diskstats field 8); divided by writes it is write await.",
+    "Seconds spent by all writes, queued and in service; divided by writes it is write await (/proc/diskstats field 8).",
 )
 .seconds();
 const IN_FLIGHT: Desc = Desc::gauge(

@@ -273,11 +273,11 @@ const READONLY: Desc = Desc::gauge(
 );
 const DEVICE_ERROR: Desc = Desc::gauge(
     "filesystem_device_error",
-    "Errors: 1 when statvfs failed on the mount point.",
+    "Errors: 1 when statvfs failed on the mount point (statvfs, mounts from /proc/1/mountinfo).",
 );
 const STALE: Desc = Desc::gauge(
     "filesystem_stale",
-    "Errors: 1 when statvfs did not answer within the mount timeout (hung network filesystem); not retried until it returns.",
+    "Errors: 1 when statvfs did not answer within --collector.filesystem.mount-timeout, as on a hung network filesystem; not retried until it returns (statvfs).",
 );
 
 pub fn emit(mounts: &[Mount], outcomes: &[Outcome]) -> Vec<Family> {

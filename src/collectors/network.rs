@@ -202,7 +202,7 @@ const CARRIER_CHANGES: Desc = Desc::counter(
 );
 const DEVICES_DROPPED: Desc = Desc::gauge(
     "network_devices_omitted",
-    "Interfaces not reported because --collector.network.max-devices was reached.",
+    "Interfaces left out because --collector.network.max-devices was reached (/proc/net/dev).",
 );
 const SOFTNET_PROCESSED: Desc = Desc::counter(
     "softnet_processed",

@@ -1,0 +1,161 @@
+//! Keeps the README's metrics reference and the emitted metrics in sync: every
+//! family a fixture scrape emits has a row with its type and label names, and
+//! every row matches something emitted. A `*` in a documented name stands for
+//! the fields of a file exported one metric per field (meminfo, vmstat).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sojourn::cli;
+use sojourn::metrics::{self, Format};
+use sojourn::scrape::Scraper;
+
+struct Row {
+    name: String,
+    kind: String,
+    labels: BTreeSet<String>,
+}
+
+fn documented() -> Vec<Row> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("<!-- metrics-reference:start -->")
+        .expect("start marker");
+    let end = readme
+        .find("<!-- metrics-reference:end -->")
+        .expect("end marker");
+    readme[start..end]
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split(" | ").collect();
+            let labels = cells[2]
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty() && *s != "—")
+                .map(String::from)
+                .collect();
+            Row {
+                name: cells[0]
+                    .trim_start_matches("| ")
+                    .trim_matches('`')
+                    .to_string(),
+                kind: cells[1].to_string(),
+                labels,
+            }
+        })
+        .collect()
+}
+
+/// name -> (type, label names) from a full fixture scrape.
+fn emitted() -> BTreeMap<String, (String, BTreeSet<String>)> {
+    let f = common::fixtures();
+    let s = cli::parse([
+        "sojourn",
+        "--path.procfs",
+        f.join("proc").to_str().unwrap(),
+        "--path.sysfs",
+        f.join("sys").to_str().unwrap(),
+        "--path.rootfs",
+        f.join("rootfs").to_str().unwrap(),
+    ])
+    .unwrap();
+    let text = metrics::encode(
+        Scraper::new(s.collect, &s.collectors).scrape(),
+        Format::Text,
+    );
+    let mut out: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            out.insert(name.to_string(), (kind.to_string(), BTreeSet::new()));
+        } else if !line.starts_with('#') {
+            let name_end = line.find(['{', ' ']).unwrap();
+            let entry = out
+                .get_mut(&line[..name_end])
+                .expect("sample after its TYPE");
+            if let Some(labels) = line[name_end..].strip_prefix('{') {
+                let labels = &labels[..labels.rfind('}').unwrap()];
+                for pair in labels.split("\",") {
+                    entry.1.insert(pair.split('=').next().unwrap().to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+fn matches(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        Some((prefix, suffix)) => name.starts_with(prefix) && name.ends_with(suffix),
+        None => pattern == name,
+    }
+}
+
+#[test]
+fn readme_reference_matches_emitted_metrics() {
+    let rows = documented();
+    let emitted = emitted();
+    assert!(rows.len() > 50, "reference table not found or too short");
+    let mut problems = Vec::new();
+    for (name, (kind, labels)) in &emitted {
+        // An exact row wins over a wildcard one.
+        let row = rows
+            .iter()
+            .find(|r| r.name == *name)
+            .or_else(|| rows.iter().find(|r| matches(&r.name, name)));
+        match row {
+            None => problems.push(format!("{name} is emitted but not in the README reference")),
+            Some(r) => {
+                if &r.kind != kind {
+                    problems.push(format!("{name}: README says {}, emitted {kind}", r.kind));
+                }
+                if &r.labels != labels {
+                    problems.push(format!(
+                        "{name}: README labels {:?}, emitted {labels:?}",
+                        r.labels
+                    ));
+                }
+            }
+        }
+    }
+    for r in &rows {
+        if !emitted.keys().any(|n| matches(&r.name, n)) {
+            problems.push(format!(
+                "{} is in the README reference but not emitted",
+                r.name
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "metrics reference out of sync:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn every_help_names_its_source() {
+    let f = common::fixtures();
+    let s = cli::parse([
+        "sojourn",
+        "--path.procfs",
+        f.join("proc").to_str().unwrap(),
+        "--path.sysfs",
+        f.join("sys").to_str().unwrap(),
+    ])
+    .unwrap();
+    for fam in Scraper::new(s.collect, &s.collectors).scrape() {
+        let name = fam.desc.exposed_name();
+        if name.starts_with("sojourn_scrape_") || name == "sojourn_build_info" {
+            continue;
+        }
+        let help = &fam.desc.help;
+        assert!(
+            help.ends_with(").") && help.contains('('),
+            "{name}: HELP should end with its source in parentheses: {help}"
+        );
+    }
+}
