@@ -196,6 +196,40 @@ pub fn snake_case(name: &str) -> String {
     out
 }
 
+/// Names and HELP texts derived from kernel field names (`AnonHugePages` ->
+/// `memory_anon_huge_pages`), computed on first sight and then reused, so a
+/// scrape does not rebuild them. Only for sets fixed by the running kernel
+/// (meminfo fields, vmstat and snmp counters): the table is as small as that
+/// set. Never for label values.
+pub struct Memo(
+    std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<Box<str>, &'static str>>>,
+);
+
+impl Memo {
+    pub const fn new() -> Self {
+        Memo(std::sync::LazyLock::new(Default::default))
+    }
+
+    /// The derived text for `input`, computing it with `make` the first time.
+    pub fn get(&self, input: &str, make: impl FnOnce(&str) -> String) -> &'static str {
+        let Ok(mut table) = self.0.lock() else {
+            return Box::leak(make(input).into_boxed_str());
+        };
+        if let Some(found) = table.get(input) {
+            return found;
+        }
+        let made: &'static str = Box::leak(make(input).into_boxed_str());
+        table.insert(input.into(), made);
+        made
+    }
+}
+
+impl Default for Memo {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Shorthand for a label whose value is computed at scrape time.
 pub fn label(key: &'static str, value: impl Into<Cow<'static, str>>) -> Label {
     (key, value.into())

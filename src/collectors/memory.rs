@@ -8,27 +8,24 @@
 //! Every meminfo key is exported, in bytes where the kernel prints `kB`
 //! (which means KiB; Documentation/filesystems/proc.rst "meminfo"). A generic
 //! key/value parser is used rather than procfs-core's fixed `Meminfo` struct
-//! so that keys added by newer kernels appear without a code change. vmstat
-//! is parsed by procfs-core.
+//! so that keys added by newer kernels appear without a code change.
 
 use std::borrow::Cow;
 
-use procfs_core::{FromRead, VmStat};
-
 use super::{Collect, CollectError, Config, ParseError, parse_u64};
-use crate::metrics::{Desc, Family, Kind, snake_case};
+use crate::metrics::{Desc, Family, Kind, Memo, snake_case};
 
 const BYTES_PER_KIB: u64 = 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MeminfoEntry {
-    pub key: String,
+pub struct MeminfoEntry<'a> {
+    pub key: &'a str,
     pub value: u64,
     /// True when the kernel printed the value in kB (converted to bytes here).
     pub bytes: bool,
 }
 
-pub fn parse_meminfo(text: &str) -> Result<Vec<MeminfoEntry>, ParseError> {
+pub fn parse_meminfo(text: &str) -> Result<Vec<MeminfoEntry<'_>>, ParseError> {
     let mut entries = Vec::with_capacity(64);
     for line in text.lines() {
         if line.trim().is_empty() {
@@ -50,7 +47,7 @@ pub fn parse_meminfo(text: &str) -> Result<Vec<MeminfoEntry>, ParseError> {
             Some(unit) => return Err(ParseError(format!("{key}: unknown unit {unit:?}"))),
         };
         entries.push(MeminfoEntry {
-            key: key.trim().to_string(),
+            key: key.trim(),
             value,
             bytes,
         });
@@ -80,8 +77,12 @@ pub fn metric_name(key: &str, bytes: bool) -> String {
     name
 }
 
+static NAMES: Memo = Memo::new();
+static HELPS: Memo = Memo::new();
+static VMSTAT_NAMES: Memo = Memo::new();
+
 /// USE role of the meminfo keys an operator reads first.
-fn meminfo_help(key: &str) -> Cow<'static, str> {
+fn meminfo_help(key: &str) -> &'static str {
     let role = match key {
         "MemTotal" => "Utilization (denominator): usable RAM",
         "MemAvailable" => {
@@ -96,9 +97,11 @@ fn meminfo_help(key: &str) -> Cow<'static, str> {
         _ => "",
     };
     if role.is_empty() {
-        Cow::Owned(format!("Memory information field {key} (/proc/meminfo)."))
+        HELPS.get(key, |key| {
+            format!("Memory information field {key} (/proc/meminfo).")
+        })
     } else {
-        Cow::Owned(format!("{role} (/proc/meminfo {key})."))
+        HELPS.get(key, |key| format!("{role} (/proc/meminfo {key})."))
     }
 }
 
@@ -126,16 +129,38 @@ fn vmstat_help(key: &str) -> Option<&'static str> {
     })
 }
 
-pub fn parse_vmstat(text: &str) -> Result<VmStat, ParseError> {
-    VmStat::from_read(text.as_bytes()).map_err(|e| ParseError(e.to_string()))
+/// Parses /proc/vmstat (`name value` per line), keeping the counters
+/// [`vmstat_help`] exports. procfs-core's `VmStat` would allocate a String
+/// for each of ~180 keys on every scrape to keep ~20.
+pub fn parse_vmstat(text: &str) -> Result<Vec<(&str, u64)>, ParseError> {
+    let mut kept = Vec::with_capacity(32);
+    let mut lines = 0;
+    for line in text.lines() {
+        let mut f = line.split_ascii_whitespace();
+        let Some(key) = f.next() else { continue };
+        let value = f
+            .next()
+            .and_then(|v| v.parse::<i64>().ok())
+            .ok_or_else(|| ParseError(format!("line {line:?} is not `name integer`")))?;
+        lines += 1;
+        if vmstat_help(key).is_some() {
+            // Per-CPU drift can make a sum read slightly negative.
+            kept.push((key, value.max(0) as u64));
+        }
+    }
+    if lines == 0 {
+        return Err(ParseError::new("empty file"));
+    }
+    kept.sort_unstable();
+    Ok(kept)
 }
 
-pub fn emit(meminfo: &[MeminfoEntry], vmstat: &VmStat) -> Vec<Family> {
+pub fn emit(meminfo: &[MeminfoEntry<'_>], vmstat: &[(&str, u64)]) -> Vec<Family> {
     let mut out = Vec::with_capacity(meminfo.len() + 24);
     for e in meminfo {
         let mut desc = Desc {
-            name: Cow::Owned(metric_name(&e.key, e.bytes)),
-            help: meminfo_help(&e.key),
+            name: Cow::Borrowed(NAMES.get(e.key, |key| metric_name(key, e.bytes))),
+            help: Cow::Borrowed(meminfo_help(e.key)),
             kind: Kind::Gauge,
             unit: None,
         };
@@ -144,20 +169,14 @@ pub fn emit(meminfo: &[MeminfoEntry], vmstat: &VmStat) -> Vec<Family> {
         }
         out.push(Family::single(desc, e.value));
     }
-    let mut keys: Vec<(&String, &i64)> = vmstat
-        .0
-        .iter()
-        .filter(|(k, _)| vmstat_help(k).is_some())
-        .collect();
-    keys.sort();
-    for (key, value) in keys {
+    for (key, value) in vmstat {
         let desc = Desc {
-            name: Cow::Owned(format!("vmstat_{key}")),
+            name: Cow::Borrowed(VMSTAT_NAMES.get(key, |key| format!("vmstat_{key}"))),
             help: Cow::Borrowed(vmstat_help(key).unwrap_or_default()),
             kind: Kind::Counter,
             unit: None,
         };
-        out.push(Family::single(desc, (*value).max(0) as u64));
+        out.push(Family::single(desc, *value));
     }
     out
 }
@@ -167,11 +186,11 @@ pub struct MemoryCollector;
 impl Collect for MemoryCollector {
     fn collect(&self, cfg: &Config) -> Result<Vec<Family>, CollectError> {
         let path = cfg.roots.proc("meminfo");
-        let meminfo = parse_meminfo(&crate::roots::read(&path)?)
-            .map_err(|e| CollectError::parse(&path, e))?;
+        let meminfo_text = crate::roots::read(&path)?;
+        let meminfo = parse_meminfo(&meminfo_text).map_err(|e| CollectError::parse(&path, e))?;
         let path = cfg.roots.proc("vmstat");
-        let vmstat =
-            parse_vmstat(&crate::roots::read(&path)?).map_err(|e| CollectError::parse(&path, e))?;
+        let vmstat_text = crate::roots::read(&path)?;
+        let vmstat = parse_vmstat(&vmstat_text).map_err(|e| CollectError::parse(&path, e))?;
         Ok(emit(&meminfo, &vmstat))
     }
 }
