@@ -3,7 +3,7 @@
 //! host's /proc mounted elsewhere, and tests with a fixture tree, read the
 //! same code paths as a bare host.
 
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use crate::collectors::CollectError;
@@ -51,23 +51,33 @@ impl Roots {
     }
 }
 
+/// Most /proc files sojourn reads fit in one read of this size.
+const READ_CHUNK: usize = 16 * 1024;
+
 /// Reads a whole file, turning a missing file into [`CollectError::Missing`]
 /// so collectors can tell "kernel lacks this" from a real failure.
+///
+/// /proc files report size 0, so `std::fs::read` would stat the file and then
+/// grow its buffer over several reads; starting with a 16 KiB buffer makes a
+/// typical /proc file cost one open, two reads and a close.
 pub fn read(path: &Path) -> Result<String, CollectError> {
-    match std::fs::read(path) {
-        Ok(bytes) => String::from_utf8(bytes)
-            .map_err(|_| CollectError::parse(path, "file is not valid UTF-8")),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            Err(CollectError::Missing(path.display().to_string()))
+    let io_err = |e: io::Error| {
+        if e.kind() == io::ErrorKind::NotFound {
+            CollectError::Missing(path.display().to_string())
+        } else {
+            CollectError::Io(format!("{}: {e}", path.display()))
         }
-        Err(e) => Err(CollectError::Io(format!("{}: {e}", path.display()))),
-    }
+    };
+    let file = std::fs::File::open(path).map_err(io_err)?;
+    let mut buf = Vec::with_capacity(READ_CHUNK);
+    // Through `Take`, read_to_end skips File's size probe (a statx that /proc
+    // answers with 0) and reads straight into the reserved capacity.
+    file.take(u64::MAX).read_to_end(&mut buf).map_err(io_err)?;
+    String::from_utf8(buf).map_err(|_| CollectError::parse(path, "file is not valid UTF-8"))
 }
 
 /// Reads a small sysfs attribute, trimmed; `None` when absent or unreadable
 /// (optional attributes such as link speed fail with EINVAL when the link is down).
 pub fn read_attr(path: &Path) -> Option<String> {
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| s.trim().to_string())
+    read(path).ok().map(|s| s.trim().to_string())
 }

@@ -4,8 +4,8 @@
 //! ```text
 //! 27 1 254:0 / / rw,relatime - ext4 /dev/vda rw,discard
 //! ```
-//! (Documentation/filesystems/proc.rst "3.5 /proc/<pid>/mountinfo"; parsed
-//! by procfs-core, octal escapes such as `\040` undone here.)
+//! (Documentation/filesystems/proc.rst "3.5 /proc/<pid>/mountinfo"; octal
+//! escapes such as `\040` are undone.)
 //!
 //! statvfs on a dead NFS server blocks in the kernel, uninterruptibly. So
 //! statvfs runs on a worker thread and each mount gets at most
@@ -20,8 +20,6 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use procfs_core::FromRead;
-use procfs_core::process::MountInfos;
 use regex::Regex;
 
 use super::{Collect, CollectError, Config as CollectConfig, ParseError};
@@ -86,22 +84,54 @@ pub fn unescape_octal(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Parses mountinfo lines:
+/// `id parent major:minor root mount-point options [optional...] - fstype source super-options`.
+/// procfs-core parses this file too, but builds two option maps per mount on
+/// every scrape; only the mount point, type, source and `ro` are needed here.
 pub fn parse_mountinfo(text: &str) -> Result<Vec<Mount>, ParseError> {
-    let infos = MountInfos::from_read(text.as_bytes()).map_err(|e| ParseError(e.to_string()))?;
+    let mut mounts = Vec::with_capacity(32);
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let bad = || ParseError(format!("line {line:?} is not a mountinfo entry"));
+        let mut fields = line.split(' ');
+        let (
+            Some(_id),
+            Some(_parent),
+            Some(_majmin),
+            Some(_root),
+            Some(mount_point),
+            Some(options),
+        ) = (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        )
+        else {
+            return Err(bad());
+        };
+        if !fields.any(|f| f == "-") {
+            return Err(bad());
+        }
+        let (Some(fs_type), Some(source)) = (fields.next(), fields.next()) else {
+            return Err(bad());
+        };
+        if mount_point.is_empty() || fs_type.is_empty() {
+            return Err(bad());
+        }
+        mounts.push(Mount {
+            device: unescape_octal(source),
+            mount_point: unescape_octal(mount_point),
+            fs_type: fs_type.to_string(),
+            read_only: options.split(',').any(|o| o == "ro"),
+        });
+    }
     // Every mount namespace has a root mount: no lines means a truncated read.
-    if infos.0.is_empty() {
+    if mounts.is_empty() {
         return Err(ParseError::new("no mounts listed"));
     }
-    Ok(infos
-        .0
-        .into_iter()
-        .map(|m| Mount {
-            device: unescape_octal(m.mount_source.as_deref().unwrap_or("none")),
-            mount_point: unescape_octal(&m.mount_point.to_string_lossy()),
-            fs_type: m.fs_type,
-            read_only: m.mount_options.contains_key("ro"),
-        })
-        .collect())
+    Ok(mounts)
 }
 
 /// Mounts to measure: exclusions applied, and for a mount point mounted over
@@ -155,7 +185,7 @@ fn statvfs(path: &Path) -> Result<Usage, String> {
 
 /// Paths whose statvfs call has not returned: shared by every scrape.
 #[derive(Debug, Default, Clone)]
-pub struct StuckSet(Arc<Mutex<HashSet<PathBuf>>>);
+struct StuckSet(Arc<Mutex<HashSet<PathBuf>>>);
 
 impl StuckSet {
     fn contains(&self, p: &Path) -> bool {
@@ -173,75 +203,95 @@ impl StuckSet {
     }
 }
 
-/// Runs `stat` on each path from one worker thread, waiting at most
-/// `timeout` per path. A path that times out stays in `stuck` until its call
-/// returns; a new worker takes the remaining paths.
-pub fn stat_all(
-    paths: &[PathBuf],
-    timeout: Duration,
-    stuck: &StuckSet,
+struct Job {
+    path: PathBuf,
+    reply: mpsc::Sender<Result<Usage, String>>,
+}
+
+/// One long-lived thread runs statvfs for every scrape (no thread start per
+/// scrape). When a call does not return in time that thread is abandoned
+/// to its stuck call — it exits once the call returns, as nobody sends it
+/// work any more — and the next request starts a fresh one.
+pub struct StatPool {
     stat: StatFn,
-) -> Vec<Outcome> {
-    let mut out: Vec<Option<Outcome>> = paths
-        .iter()
-        .map(|p| stuck.contains(p).then_some(Outcome::Stale))
-        .collect();
-    let mut next = 0;
-    while next < paths.len() {
-        let todo: Vec<(usize, PathBuf)> = (next..paths.len())
-            .filter(|&i| out[i].is_none())
-            .map(|i| (i, paths[i].clone()))
-            .collect();
-        if todo.is_empty() {
-            break;
+    stuck: StuckSet,
+    worker: Mutex<Option<mpsc::Sender<Job>>>,
+}
+
+impl StatPool {
+    pub fn new(stat: StatFn) -> Self {
+        StatPool {
+            stat,
+            stuck: StuckSet::default(),
+            worker: Mutex::new(None),
         }
-        let (tx, rx) = mpsc::channel();
-        let worker_stuck = stuck.clone();
-        let spawned = std::thread::Builder::new()
+    }
+
+    fn sender(&self) -> Result<mpsc::Sender<Job>, String> {
+        let mut worker = self
+            .worker
+            .lock()
+            .map_err(|_| "statvfs pool poisoned".to_string())?;
+        if let Some(tx) = worker.as_ref() {
+            return Ok(tx.clone());
+        }
+        let (tx, rx) = mpsc::channel::<Job>();
+        let stuck = self.stuck.clone();
+        let stat = self.stat;
+        std::thread::Builder::new()
             .name("statvfs".into())
             .spawn(move || {
-                for (i, path) in todo {
-                    worker_stuck.insert(&path);
-                    let r = stat(&path);
-                    worker_stuck.remove(&path);
-                    if tx.send((i, r)).is_err() {
-                        return; // the scrape gave up on us; leave the rest to the next one
-                    }
+                for job in rx {
+                    stuck.insert(&job.path);
+                    let r = stat(&job.path);
+                    stuck.remove(&job.path);
+                    let _ = job.reply.send(r);
                 }
-            });
-        if let Err(e) = spawned {
-            for slot in out.iter_mut().filter(|s| s.is_none()) {
-                *slot = Some(Outcome::Failed(format!("cannot start statvfs thread: {e}")));
-            }
-            break;
+            })
+            .map_err(|e| format!("cannot start statvfs thread: {e}"))?;
+        *worker = Some(tx.clone());
+        Ok(tx)
+    }
+
+    /// Measures each path, waiting at most `timeout` for each.
+    pub fn stat_all(&self, paths: &[PathBuf], timeout: Duration) -> Vec<Outcome> {
+        paths.iter().map(|p| self.stat_one(p, timeout)).collect()
+    }
+
+    fn stat_one(&self, path: &Path, timeout: Duration) -> Outcome {
+        if self.stuck.contains(path) {
+            return Outcome::Stale;
         }
-        loop {
-            match rx.recv_timeout(timeout) {
-                Ok((i, r)) => {
-                    out[i] = Some(match r {
-                        Ok(u) => Outcome::Measured(u),
-                        Err(e) => Outcome::Failed(e),
-                    });
-                    next = i + 1;
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    // The worker is blocked on the first path without a result.
-                    if let Some(i) = (next..paths.len()).find(|&i| out[i].is_none()) {
-                        out[i] = Some(Outcome::Stale);
-                        next = i + 1;
-                    }
-                    break;
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    next = paths.len();
-                    break;
-                }
+        let tx = match self.sender() {
+            Ok(tx) => tx,
+            Err(e) => return Outcome::Failed(e),
+        };
+        let (reply, rx) = mpsc::channel();
+        if tx
+            .send(Job {
+                path: path.to_path_buf(),
+                reply,
+            })
+            .is_err()
+        {
+            self.abandon_worker();
+            return Outcome::Failed("statvfs thread exited".into());
+        }
+        match rx.recv_timeout(timeout) {
+            Ok(Ok(u)) => Outcome::Measured(u),
+            Ok(Err(e)) => Outcome::Failed(e),
+            Err(_) => {
+                self.abandon_worker();
+                Outcome::Stale
             }
         }
     }
-    out.into_iter()
-        .map(|o| o.unwrap_or(Outcome::Failed("not measured".into())))
-        .collect()
+
+    fn abandon_worker(&self) {
+        if let Ok(mut w) = self.worker.lock() {
+            *w = None;
+        }
+    }
 }
 
 const SIZE: Desc = Desc::gauge(
@@ -316,9 +366,16 @@ pub fn emit(mounts: &[Mount], outcomes: &[Outcome]) -> Vec<Family> {
     fams
 }
 
-#[derive(Default)]
 pub struct FilesystemCollector {
-    stuck: StuckSet,
+    pool: StatPool,
+}
+
+impl Default for FilesystemCollector {
+    fn default() -> Self {
+        FilesystemCollector {
+            pool: StatPool::new(statvfs),
+        }
+    }
 }
 
 impl Collect for FilesystemCollector {
@@ -339,7 +396,7 @@ impl Collect for FilesystemCollector {
             .iter()
             .map(|m| cfg.roots.host_path(Path::new(&m.mount_point)))
             .collect();
-        let outcomes = stat_all(&paths, cfg.filesystem.mount_timeout, &self.stuck, statvfs);
+        let outcomes = self.pool.stat_all(&paths, cfg.filesystem.mount_timeout);
         for (m, o) in mounts.iter().zip(&outcomes) {
             if let Outcome::Stale = o {
                 tracing::debug!(mountpoint = %m.mount_point, "statvfs did not answer; mount reported stale");
@@ -375,6 +432,20 @@ mod tests {
     }
 
     #[test]
+    fn rejects_malformed_lines() {
+        assert!(parse_mountinfo("").is_err());
+        assert!(
+            parse_mountinfo("22 27 0:21 / /proc rw,relatime proc proc rw\n").is_err(),
+            "no separator"
+        );
+        assert!(
+            parse_mountinfo("22 27 0:21 / /proc rw -\n").is_err(),
+            "nothing after the separator"
+        );
+        assert!(parse_mountinfo("hello world\n").is_err());
+    }
+
+    #[test]
     fn unescapes_octal() {
         assert_eq!(unescape_octal(r"/a\040b\011c\134d"), "/a b\tc\\d");
         assert_eq!(unescape_octal(r"/trailing\04"), r"/trailing\04");
@@ -398,13 +469,13 @@ mod tests {
 
     #[test]
     fn a_hung_mount_is_stale_and_does_not_block_the_others() {
-        let stuck = StuckSet::default();
+        let pool = StatPool::new(slow_on_hang);
         let paths: Vec<PathBuf> = ["/a", "/hang", "/b", "/gone"]
             .iter()
             .map(PathBuf::from)
             .collect();
         let start = Instant::now();
-        let out = stat_all(&paths, Duration::from_millis(100), &stuck, slow_on_hang);
+        let out = pool.stat_all(&paths, Duration::from_millis(100));
         assert!(
             start.elapsed() < Duration::from_millis(500),
             "waited for the hung mount"
@@ -416,14 +487,14 @@ mod tests {
 
         // The next scrape does not wait at all while the call is stuck...
         let start = Instant::now();
-        let out = stat_all(&paths, Duration::from_millis(100), &stuck, slow_on_hang);
+        let out = pool.stat_all(&paths, Duration::from_millis(100));
         assert!(start.elapsed() < Duration::from_millis(90));
         assert_eq!(out[1], Outcome::Stale);
 
         // ...and measures the mount again once it has returned.
         std::thread::sleep(Duration::from_millis(700));
-        assert!(!stuck.contains(Path::new("/hang")));
-        let out = stat_all(&paths, Duration::from_secs(2), &stuck, slow_on_hang);
+        assert!(!pool.stuck.contains(Path::new("/hang")));
+        let out = pool.stat_all(&paths, Duration::from_secs(2));
         assert!(matches!(out[1], Outcome::Measured(_)));
     }
 
