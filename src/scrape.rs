@@ -60,6 +60,15 @@ impl Scraper {
         }
     }
 
+    /// A scraper over given collectors, for tests of the orchestration itself.
+    pub fn with_collectors(cfg: Config, collectors: Vec<(&'static str, Box<dyn Collect>)>) -> Self {
+        Scraper {
+            collectors,
+            cfg,
+            last_errors: Mutex::new(HashMap::new()),
+        }
+    }
+
     pub fn collector_names(&self) -> Vec<&'static str> {
         self.collectors.iter().map(|(n, _)| *n).collect()
     }
@@ -142,5 +151,151 @@ impl Scraper {
         if last.remove(name).is_some() {
             tracing::info!(collector = name, "collector recovered");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Value;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Fails with a message chosen by the call number, or panics.
+    struct Scripted {
+        calls: AtomicUsize,
+        script: fn(usize) -> Result<Vec<Family>, CollectError>,
+    }
+
+    impl Collect for Scripted {
+        fn collect(&self, _: &Config) -> Result<Vec<Family>, CollectError> {
+            (self.script)(self.calls.fetch_add(1, Ordering::SeqCst))
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn config() -> Config {
+        crate::cli::parse(["sojourn"]).unwrap().collect
+    }
+
+    fn run_with_log(scraper: &Scraper, scrapes: usize) -> (Vec<Vec<Family>>, String) {
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let results = tracing::subscriber::with_default(subscriber, || {
+            (0..scrapes).map(|_| scraper.scrape()).collect()
+        });
+        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        (results, text)
+    }
+
+    fn success(families: &[Family], name: &str) -> Value {
+        families
+            .iter()
+            .find(|f| f.desc.name == "scrape_collector_success")
+            .unwrap()
+            .samples
+            .iter()
+            .find(|s| s.labels[0].1 == name)
+            .unwrap()
+            .value
+    }
+
+    #[test]
+    fn a_repeated_error_is_logged_once_and_a_new_one_again() {
+        let scraper = Scraper::with_collectors(
+            config(),
+            vec![(
+                "flaky",
+                Box::new(Scripted {
+                    calls: AtomicUsize::new(0),
+                    script: |n| match n {
+                        0..=9 => Err(CollectError::Parse("bad line 3".into())),
+                        10..=14 => Err(CollectError::Parse("bad line 7".into())),
+                        15 => Ok(vec![]),
+                        _ => Err(CollectError::Parse("bad line 7".into())),
+                    },
+                }),
+            )],
+        );
+        let (results, log) = run_with_log(&scraper, 17);
+        assert_eq!(log.matches("bad line 3").count(), 1, "{log}");
+        assert_eq!(
+            log.matches("bad line 7").count(),
+            2,
+            "logged, then again after recovering:\n{log}"
+        );
+        assert_eq!(log.matches("collector recovered").count(), 1, "{log}");
+        assert_eq!(success(&results[0], "flaky"), Value::Int(0));
+        assert_eq!(success(&results[15], "flaky"), Value::Int(1));
+    }
+
+    #[test]
+    fn unsupported_is_logged_once_at_info_and_flagged() {
+        let scraper = Scraper::with_collectors(
+            config(),
+            vec![(
+                "absent",
+                Box::new(Scripted {
+                    calls: AtomicUsize::new(0),
+                    script: |_| Err(CollectError::Unsupported("no such file".into())),
+                }),
+            )],
+        );
+        let (results, log) = run_with_log(&scraper, 5);
+        assert_eq!(log.lines().count(), 1, "{log}");
+        assert!(log.contains("INFO"), "{log}");
+        let unsupported = results[4]
+            .iter()
+            .find(|f| f.desc.name == "scrape_collector_unsupported")
+            .unwrap();
+        assert_eq!(unsupported.samples[0].value, Value::Int(1));
+    }
+
+    #[test]
+    fn a_panicking_collector_fails_alone() {
+        let scraper = Scraper::with_collectors(
+            config(),
+            vec![
+                (
+                    "boom",
+                    Box::new(Scripted {
+                        calls: AtomicUsize::new(0),
+                        script: |_| panic!("index out of bounds"),
+                    }),
+                ),
+                (
+                    "fine",
+                    Box::new(Scripted {
+                        calls: AtomicUsize::new(0),
+                        script: |_| Ok(vec![]),
+                    }),
+                ),
+            ],
+        );
+        let (results, log) = run_with_log(&scraper, 2);
+        assert_eq!(success(&results[1], "boom"), Value::Int(0));
+        assert_eq!(success(&results[1], "fine"), Value::Int(1));
+        assert_eq!(
+            log.matches("collector panicked: index out of bounds")
+                .count(),
+            1,
+            "{log}"
+        );
     }
 }
