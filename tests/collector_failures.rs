@@ -7,9 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use sojourn::cli;
 use sojourn::metrics::{self, Format};
-use sojourn::scrape::Scraper;
 
 /// Which files each collector depends on, relative to the fixture root.
 const SOURCES: &[(&str, &[&str])] = &[
@@ -51,25 +49,12 @@ const SOURCES: &[(&str, &[&str])] = &[
 ];
 
 fn fresh_tree() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("fixtures");
-    common::copy_tree(&common::fixtures(), &root);
-    (dir, root)
+    common::fixture_copy()
 }
 
 /// Scrapes the tree with every collector on; returns the text and success per collector.
 fn scrape(root: &Path) -> (String, Vec<(String, bool)>) {
-    let s = cli::parse([
-        "sojourn",
-        "--path.procfs",
-        root.join("proc").to_str().unwrap(),
-        "--path.sysfs",
-        root.join("sys").to_str().unwrap(),
-        "--path.rootfs",
-        root.join("rootfs").to_str().unwrap(),
-    ])
-    .unwrap();
-    let scraper = Scraper::new(s.collect, &s.collectors);
+    let scraper = common::tree_scraper(root);
     let text = metrics::encode(scraper.scrape(), Format::Text);
     let success = text
         .lines()

@@ -7,9 +7,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use sojourn::cli;
 use sojourn::metrics::{self, Format};
-use sojourn::scrape::Scraper;
 
 struct Row {
     name: String,
@@ -51,19 +49,8 @@ fn documented() -> Vec<Row> {
 
 /// name -> (type, label names) from a full fixture scrape.
 fn emitted() -> BTreeMap<String, (String, BTreeSet<String>)> {
-    let f = common::fixtures();
-    let s = cli::parse([
-        "sojourn",
-        "--path.procfs",
-        f.join("proc").to_str().unwrap(),
-        "--path.sysfs",
-        f.join("sys").to_str().unwrap(),
-        "--path.rootfs",
-        f.join("rootfs").to_str().unwrap(),
-    ])
-    .unwrap();
     let text = metrics::encode(
-        Scraper::new(s.collect, &s.collectors).scrape(),
+        common::tree_scraper(&common::fixtures()).scrape(),
         Format::Text,
     );
     let mut out: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
@@ -138,16 +125,7 @@ fn readme_reference_matches_emitted_metrics() {
 
 #[test]
 fn every_help_names_its_source() {
-    let f = common::fixtures();
-    let s = cli::parse([
-        "sojourn",
-        "--path.procfs",
-        f.join("proc").to_str().unwrap(),
-        "--path.sysfs",
-        f.join("sys").to_str().unwrap(),
-    ])
-    .unwrap();
-    for fam in Scraper::new(s.collect, &s.collectors).scrape() {
+    for fam in common::tree_scraper(&common::fixtures()).scrape() {
         let name = fam.desc.exposed_name();
         if name.starts_with("sojourn_scrape_") || name == "sojourn_build_info" {
             continue;

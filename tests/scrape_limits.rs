@@ -3,39 +3,40 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{fixture_args, get, start};
 
-#[test]
-fn a_hung_source_hits_the_deadline_and_cannot_pile_up_scrapes() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("fixtures");
-    common::copy_tree(&common::fixtures(), &root);
+/// A fixture copy whose /proc/loadavg is a FIFO nobody writes: reading it
+/// blocks. Returns the tree and the file's original content.
+fn tree_with_hanging_loadavg() -> (tempfile::TempDir, PathBuf, Vec<u8>) {
+    let (dir, root) = common::fixture_copy();
     let loadavg = root.join("proc/loadavg");
     let content = std::fs::read(&loadavg).unwrap();
     std::fs::remove_file(&loadavg).unwrap();
-    assert!(
-        Command::new("mkfifo")
-            .arg(&loadavg)
-            .status()
-            .unwrap()
-            .success()
-    );
+    let made = Command::new("mkfifo").arg(&loadavg).status().unwrap();
+    assert!(made.success());
+    (dir, root, content)
+}
 
-    let e = start(&[
-        "--path.procfs",
-        root.join("proc").to_str().unwrap(),
-        "--path.sysfs",
-        root.join("sys").to_str().unwrap(),
-        "--path.rootfs",
-        root.join("rootfs").to_str().unwrap(),
-        "--web.scrape-timeout",
-        "1s",
-        "--web.max-requests",
-        "1",
-    ]);
+fn start_on(root: &Path, extra: &[&str]) -> common::Exporter {
+    let mut args = common::tree_args(root);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    start(&args)
+}
+
+#[test]
+fn a_hung_source_hits_the_deadline_and_cannot_pile_up_scrapes() {
+    let (_dir, root, content) = tree_with_hanging_loadavg();
+    let loadavg = root.join("proc/loadavg");
+
+    let e = start_on(
+        &root,
+        &["--web.scrape-timeout", "1s", "--web.max-requests", "1"],
+    );
 
     // The first scrape blocks on the FIFO and is answered 503 at its deadline.
     let addr = e.addr;
@@ -95,26 +96,9 @@ fn a_hung_source_hits_the_deadline_and_cannot_pile_up_scrapes() {
 
 #[test]
 fn prometheus_timeout_header_lowers_the_deadline() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("fixtures");
-    common::copy_tree(&common::fixtures(), &root);
+    let (_dir, root, _) = tree_with_hanging_loadavg();
     let loadavg = root.join("proc/loadavg");
-    std::fs::remove_file(&loadavg).unwrap();
-    assert!(
-        Command::new("mkfifo")
-            .arg(&loadavg)
-            .status()
-            .unwrap()
-            .success()
-    );
-    let e = start(&[
-        "--path.procfs",
-        root.join("proc").to_str().unwrap(),
-        "--path.sysfs",
-        root.join("sys").to_str().unwrap(),
-        "--web.scrape-timeout",
-        "30s",
-    ]);
+    let e = start_on(&root, &["--web.scrape-timeout", "30s"]);
     let t = Instant::now();
     let r = get(
         e.addr,

@@ -157,15 +157,34 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     }
 }
 
-/// The fixture-tree flags every fixture-driven run uses.
-pub fn fixture_args() -> Vec<String> {
-    let f = fixtures();
+/// The flags that point sojourn at a fixture-shaped tree under `root`.
+pub fn tree_args(root: &Path) -> Vec<String> {
     vec![
         "--path.procfs".into(),
-        f.join("proc").display().to_string(),
+        root.join("proc").display().to_string(),
         "--path.sysfs".into(),
-        f.join("sys").display().to_string(),
+        root.join("sys").display().to_string(),
         "--path.rootfs".into(),
-        f.join("rootfs").display().to_string(),
+        root.join("rootfs").display().to_string(),
     ]
+}
+
+/// The flags every run against the checked-in fixture tree uses.
+pub fn fixture_args() -> Vec<String> {
+    tree_args(&fixtures())
+}
+
+/// An in-process scraper over `root` with every default collector.
+pub fn tree_scraper(root: &Path) -> sojourn::scrape::Scraper {
+    let s = sojourn::cli::parse(std::iter::once("sojourn".to_string()).chain(tree_args(root)))
+        .expect("fixture flags");
+    sojourn::scrape::Scraper::new(s.collect, &s.collectors)
+}
+
+/// A temporary copy of the fixture tree that a test may break.
+pub fn fixture_copy() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("fixtures");
+    copy_tree(&fixtures(), &root);
+    (dir, root)
 }
