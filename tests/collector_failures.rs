@@ -31,6 +31,7 @@ const SOURCES: &[(&str, &[&str])] = &[
         "netstat",
         &["proc/net/snmp", "proc/net/netstat", "proc/net/sockstat"],
     ),
+    ("udp", &["proc/net/udp", "proc/net/udp6"]),
     ("filefd", &["proc/sys/fs/file-nr"]),
     (
         "conntrack",

@@ -22,6 +22,7 @@ pub mod netstat;
 pub mod network;
 pub mod pressure;
 pub mod schedstat;
+pub mod udp;
 
 /// Why a collector produced no data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +146,12 @@ pub const ALL: &[Entry] = &[
         default_enabled: true,
         help: "TCP/UDP errors, retransmits, listen overflows (/proc/net/snmp, /proc/net/netstat), socket counts (/proc/net/sockstat)",
         build: || Box::new(netstat::NetstatCollector),
+    },
+    Entry {
+        name: "udp",
+        default_enabled: true,
+        help: "Bytes queued in UDP socket buffers (/proc/net/udp, /proc/net/udp6)",
+        build: || Box::new(udp::UdpCollector),
     },
     Entry {
         name: "filefd",
