@@ -12,6 +12,7 @@
 pub mod cli;
 pub mod collectors;
 pub mod metrics;
+pub mod queue;
 pub mod roots;
 pub mod scrape;
 pub mod server;
