@@ -61,6 +61,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+fn parse_positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err("must be a positive number".into()),
+    }
+}
+
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+        _ => Err("must be a number in (0, 1]".into()),
+    }
+}
+
 fn parse_regex(s: &str) -> Result<Regex, String> {
     Regex::new(s).map_err(|e| e.to_string())
 }
@@ -197,6 +211,54 @@ pub fn command() -> Command {
                 .help("Longest wait for statvfs on one mount before it is reported stale"),
         )
         .arg(
+            Arg::new("queue.sample-interval")
+                .long("queue.sample-interval")
+                .value_name("DURATION")
+                .default_value("10ms")
+                .value_parser(parse_duration)
+                .help("How often the queue sampler reads its sources between scrapes"),
+        )
+        .arg(
+            Arg::new("queue.interval")
+                .long("queue.interval")
+                .value_name("DURATION")
+                .default_value("100ms")
+                .value_parser(parse_duration)
+                .help("CoDel interval: a queue stands when it stayed at or above target this long"),
+        )
+        .arg(
+            Arg::new("queue.delay-target")
+                .long("queue.delay-target")
+                .value_name("DURATION")
+                .default_value("5ms")
+                .value_parser(parse_duration)
+                .help("CoDel target for delay queues (CPU run queue with schedstat, disks)"),
+        )
+        .arg(
+            Arg::new("queue.length-target")
+                .long("queue.length-target")
+                .value_name("ITEMS")
+                .default_value("1")
+                .value_parser(parse_positive)
+                .help("Target for length queues (runnable tasks beyond the CPUs, accept queues)"),
+        )
+        .arg(
+            Arg::new("queue.share-target")
+                .long("queue.share-target")
+                .value_name("RATIO")
+                .default_value("0.1")
+                .value_parser(parse_ratio)
+                .help("Target for stall-share queues (PSI), between 0 and 1"),
+        )
+        .arg(
+            Arg::new("queue.max-queues")
+                .long("queue.max-queues")
+                .value_name("N")
+                .default_value("256")
+                .value_parser(clap::value_parser!(usize))
+                .help("Most queues tracked; the rest are counted in sojourn_queue_omitted"),
+        )
+        .arg(
             Arg::new("log.level")
                 .long("log.level")
                 .value_name("LEVEL")
@@ -295,6 +357,16 @@ fn settings(m: &ArgMatches) -> Settings {
                 fs_types_exclude: regex("collector.filesystem.fs-types-exclude"),
                 mount_points_exclude: regex("collector.filesystem.mount-points-exclude"),
                 mount_timeout: dur("collector.filesystem.mount-timeout"),
+            },
+            queue: crate::queue::QueueConfig {
+                delay_target: dur("queue.delay-target").as_secs_f64(),
+                length_target: *m
+                    .get_one::<f64>("queue.length-target")
+                    .expect("has default"),
+                share_target: *m.get_one::<f64>("queue.share-target").expect("has default"),
+                interval: dur("queue.interval"),
+                sample_interval: dur("queue.sample-interval"),
+                max_queues: *m.get_one::<usize>("queue.max-queues").expect("has default"),
             },
         },
     }

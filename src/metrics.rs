@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::io::Write as _;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -18,11 +18,12 @@ use prometheus_client::registry::{Registry, Unit};
 /// Every metric name starts with this.
 pub const NAMESPACE: &str = "sojourn";
 
-/// Counter or gauge: the only two kinds host statistics need.
+/// Metric types sojourn emits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Counter,
     Gauge,
+    Histogram,
 }
 
 /// A metric descriptor: the name without namespace, unit or `_total` (the
@@ -40,6 +41,8 @@ pub struct Desc {
 pub enum BaseUnit {
     Seconds,
     Bytes,
+    /// A 0–1 ratio (`_ratio`, Prometheus naming practice).
+    Ratio,
 }
 
 impl BaseUnit {
@@ -47,6 +50,7 @@ impl BaseUnit {
         match self {
             BaseUnit::Seconds => Unit::Seconds,
             BaseUnit::Bytes => Unit::Bytes,
+            BaseUnit::Ratio => Unit::Other("ratio".into()),
         }
     }
 }
@@ -57,6 +61,14 @@ impl Desc {
             name: Cow::Borrowed(name),
             help: Cow::Borrowed(help),
             kind: Kind::Counter,
+            unit: None,
+        }
+    }
+    pub const fn histogram(name: &'static str, help: &'static str) -> Self {
+        Desc {
+            name: Cow::Borrowed(name),
+            help: Cow::Borrowed(help),
+            kind: Kind::Histogram,
             unit: None,
         }
     }
@@ -76,6 +88,10 @@ impl Desc {
         self.unit = Some(BaseUnit::Bytes);
         self
     }
+    pub const fn ratio(mut self) -> Self {
+        self.unit = Some(BaseUnit::Ratio);
+        self
+    }
 
     /// The name as a scraper sees it (namespace, unit and `_total` included).
     pub fn exposed_name(&self) -> String {
@@ -83,6 +99,7 @@ impl Desc {
         match self.unit {
             Some(BaseUnit::Seconds) => name.push_str("_seconds"),
             Some(BaseUnit::Bytes) => name.push_str("_bytes"),
+            Some(BaseUnit::Ratio) => name.push_str("_ratio"),
             None => {}
         }
         if self.kind == Kind::Counter {
@@ -96,10 +113,18 @@ impl Desc {
 pub type Label = (&'static str, Cow<'static, str>);
 
 /// A sample value. Counters from the kernel are integers; converted units are floats.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Int(u64),
     Float(f64),
+    /// Only in a [`Kind::Histogram`] family.
+    Histogram(Box<crate::queue::codel::Histogram>),
+}
+
+impl From<crate::queue::codel::Histogram> for Value {
+    fn from(h: crate::queue::codel::Histogram) -> Self {
+        Value::Histogram(Box::new(h))
+    }
 }
 
 impl From<u64> for Value {
@@ -276,6 +301,7 @@ impl Collector for Snapshot {
             let metric_type = match family.desc.kind {
                 Kind::Counter => MetricType::Counter,
                 Kind::Gauge => MetricType::Gauge,
+                Kind::Histogram => MetricType::Histogram,
             };
             let mut metric_encoder = encoder.encode_descriptor(
                 &family.desc.name,
@@ -285,16 +311,31 @@ impl Collector for Snapshot {
             )?;
             for sample in &family.samples {
                 let labels: &[Label] = &sample.labels;
-                let sample_encoder = metric_encoder.encode_family(&labels)?;
-                match (family.desc.kind, sample.value) {
+                let mut sample_encoder = metric_encoder.encode_family(&labels)?;
+                match (family.desc.kind, &sample.value) {
                     (Kind::Counter, Value::Int(v)) => {
-                        ConstCounter::new(v).encode(sample_encoder)?
+                        ConstCounter::new(*v).encode(sample_encoder)?
                     }
                     (Kind::Counter, Value::Float(v)) => {
-                        ConstCounter::new(v).encode(sample_encoder)?
+                        ConstCounter::new(*v).encode(sample_encoder)?
                     }
-                    (Kind::Gauge, Value::Int(v)) => ConstGauge::new(v).encode(sample_encoder)?,
-                    (Kind::Gauge, Value::Float(v)) => ConstGauge::new(v).encode(sample_encoder)?,
+                    (Kind::Gauge, Value::Int(v)) => ConstGauge::new(*v).encode(sample_encoder)?,
+                    (Kind::Gauge, Value::Float(v)) => ConstGauge::new(*v).encode(sample_encoder)?,
+                    (Kind::Histogram, Value::Histogram(h)) => {
+                        let buckets: Vec<(f64, u64)> = h
+                            .bounds
+                            .iter()
+                            .copied()
+                            .zip(h.counts.iter().copied())
+                            .collect();
+                        sample_encoder
+                            .encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)?
+                    }
+                    // A value of the wrong shape for its family is a bug in a
+                    // collector; skipping it keeps the exposition valid.
+                    (kind, value) => {
+                        tracing::error!(metric = %family.desc.name, ?kind, ?value, "sample does not fit its metric type");
+                    }
                 }
             }
         }

@@ -81,3 +81,71 @@ pub fn read(path: &Path) -> Result<String, CollectError> {
 pub fn read_attr(path: &Path) -> Option<String> {
     read(path).ok().map(|s| s.trim().to_string())
 }
+
+/// A /proc file kept open and re-read from offset 0, for the sampler that
+/// reads the same few files a hundred times a second: it saves the path
+/// lookup, open and close of each read (procfs regenerates the content on
+/// every read at offset 0).
+pub struct KeptFile {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    buf: Vec<u8>,
+}
+
+impl KeptFile {
+    pub fn new(path: PathBuf) -> Self {
+        KeptFile {
+            path,
+            file: None,
+            buf: Vec::with_capacity(READ_CHUNK),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's whole current content. After an error the file is
+    /// reopened on the next call.
+    pub fn read(&mut self) -> Result<&str, CollectError> {
+        match self.read_inner() {
+            Ok(()) => std::str::from_utf8(&self.buf)
+                .map_err(|_| CollectError::parse(&self.path, "file is not valid UTF-8")),
+            Err(e) => {
+                self.file = None;
+                Err(e)
+            }
+        }
+    }
+
+    fn read_inner(&mut self) -> Result<(), CollectError> {
+        let path = &self.path;
+        let io_err = |e: io::Error| {
+            if e.kind() == io::ErrorKind::NotFound {
+                CollectError::Missing(path.display().to_string())
+            } else {
+                CollectError::Io(format!("{}: {e}", path.display()))
+            }
+        };
+        if self.file.is_none() {
+            self.file = Some(std::fs::File::open(path).map_err(io_err)?);
+        }
+        let Some(file) = self.file.as_ref() else {
+            return Err(CollectError::Io(format!("{}: not open", path.display())));
+        };
+        self.buf.clear();
+        let mut offset = 0u64;
+        loop {
+            if self.buf.capacity() == self.buf.len() {
+                self.buf.reserve(self.buf.capacity().max(READ_CHUNK));
+            }
+            // spare_capacity extends the Vec's length by what pread wrote.
+            let n = rustix::io::pread(file, rustix::buffer::spare_capacity(&mut self.buf), offset)
+                .map_err(|e| io_err(e.into()))?;
+            if n == 0 {
+                return Ok(());
+            }
+            offset += n as u64;
+        }
+    }
+}

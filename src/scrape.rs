@@ -51,7 +51,7 @@ impl Scraper {
         let collectors = ALL
             .iter()
             .filter(|e| enabled.contains(&e.name))
-            .map(|e| (e.name, (e.build)()))
+            .map(|e| (e.name, (e.build)(&cfg)))
             .collect();
         Scraper {
             collectors,
@@ -214,6 +214,7 @@ mod tests {
             .find(|s| s.labels[0].1 == name)
             .unwrap()
             .value
+            .clone()
     }
 
     #[test]

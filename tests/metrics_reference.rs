@@ -49,10 +49,10 @@ fn documented() -> Vec<Row> {
 
 /// name -> (type, label names) from a full fixture scrape.
 fn emitted() -> BTreeMap<String, (String, BTreeSet<String>)> {
-    let text = metrics::encode(
-        common::tree_scraper(&common::fixtures()).scrape(),
-        Format::Text,
-    );
+    // The queue collector included: give its sampler a few intervals first.
+    let scraper = common::tree_scraper_with(&common::fixtures(), &[]);
+    std::thread::sleep(std::time::Duration::from_millis(350));
+    let text = metrics::encode(scraper.scrape(), Format::Text);
     let mut out: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
@@ -60,13 +60,22 @@ fn emitted() -> BTreeMap<String, (String, BTreeSet<String>)> {
             out.insert(name.to_string(), (kind.to_string(), BTreeSet::new()));
         } else if !line.starts_with('#') {
             let name_end = line.find(['{', ' ']).unwrap();
-            let entry = out
-                .get_mut(&line[..name_end])
-                .expect("sample after its TYPE");
+            let sample_name = &line[..name_end];
+            // Histogram samples carry a suffix after the family name.
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .filter_map(|suffix| sample_name.strip_suffix(suffix))
+                .find(|base| out.get(*base).is_some_and(|(k, _)| k == "histogram"))
+                .unwrap_or(sample_name)
+                .to_string();
+            let entry = out.get_mut(&family).expect("sample after its TYPE");
             if let Some(labels) = line[name_end..].strip_prefix('{') {
                 let labels = &labels[..labels.rfind('}').unwrap()];
                 for pair in labels.split("\",") {
-                    entry.1.insert(pair.split('=').next().unwrap().to_string());
+                    let key = pair.split('=').next().unwrap();
+                    if key != "le" {
+                        entry.1.insert(key.to_string());
+                    }
                 }
             }
         }
@@ -125,7 +134,9 @@ fn readme_reference_matches_emitted_metrics() {
 
 #[test]
 fn every_help_names_its_source() {
-    for fam in common::tree_scraper(&common::fixtures()).scrape() {
+    let scraper = common::tree_scraper_with(&common::fixtures(), &[]);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    for fam in scraper.scrape() {
         let name = fam.desc.exposed_name();
         if name.starts_with("sojourn_scrape_") || name == "sojourn_build_info" {
             continue;

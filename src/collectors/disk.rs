@@ -230,7 +230,7 @@ mod tests {
             .samples
             .iter()
             .find(|s| s.labels[0].1 == dev)
-            .map(|s| s.value)
+            .map(|s| s.value.clone())
     }
 
     #[test]

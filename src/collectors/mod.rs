@@ -21,6 +21,7 @@ pub mod memory;
 pub mod netstat;
 pub mod network;
 pub mod pressure;
+pub mod queue;
 pub mod schedstat;
 pub mod udp;
 
@@ -76,6 +77,7 @@ pub struct Config {
     pub disk: disk::Config,
     pub network: network::Config,
     pub filesystem: filesystem::Config,
+    pub queue: crate::queue::QueueConfig,
 }
 
 /// A source of metric families for one resource.
@@ -88,7 +90,8 @@ pub struct Entry {
     pub name: &'static str,
     pub default_enabled: bool,
     pub help: &'static str,
-    pub build: fn() -> Box<dyn Collect>,
+    /// Builds the collector once, at start-up (the queue collector starts its sampler here).
+    pub build: fn(&Config) -> Box<dyn Collect>,
 }
 
 /// Every collector sojourn has. The order is the order of the output.
@@ -97,79 +100,85 @@ pub const ALL: &[Entry] = &[
         name: "cpu",
         default_enabled: true,
         help: "CPU time by mode, runnable and blocked tasks, context switches, forks, thermal throttling (/proc/stat, sysfs)",
-        build: || Box::new(cpu::CpuCollector),
+        build: |_| Box::new(cpu::CpuCollector),
     },
     Entry {
         name: "schedstat",
         default_enabled: true,
         help: "Per-CPU run-queue waiting time and timeslices (/proc/schedstat)",
-        build: || Box::new(schedstat::SchedstatCollector),
+        build: |_| Box::new(schedstat::SchedstatCollector),
     },
     Entry {
         name: "pressure",
         default_enabled: true,
         help: "Pressure stall information for cpu, memory, io, irq (/proc/pressure)",
-        build: || Box::new(pressure::PressureCollector),
+        build: |_| Box::new(pressure::PressureCollector),
     },
     Entry {
         name: "loadavg",
         default_enabled: true,
         help: "Load averages and runnable/total tasks (/proc/loadavg)",
-        build: || Box::new(loadavg::LoadavgCollector),
+        build: |_| Box::new(loadavg::LoadavgCollector),
     },
     Entry {
         name: "memory",
         default_enabled: true,
         help: "Memory use (/proc/meminfo) and reclaim, swap and OOM counters (/proc/vmstat)",
-        build: || Box::new(memory::MemoryCollector),
+        build: |_| Box::new(memory::MemoryCollector),
+    },
+    Entry {
+        name: "queue",
+        default_enabled: true,
+        help: "CoDel-style standing-queue metrics for the CPU run queue, PSI stalls and block devices, sampled between scrapes",
+        build: |cfg| Box::new(queue::QueueCollector::new(cfg)),
     },
     Entry {
         name: "disk",
         default_enabled: true,
         help: "Block device I/O, busy time and queue (/proc/diskstats, sysfs ioerr_cnt)",
-        build: || Box::new(disk::DiskCollector),
+        build: |_| Box::new(disk::DiskCollector),
     },
     Entry {
         name: "filesystem",
         default_enabled: true,
         help: "Filesystem size, free space, inodes and read-only state (mountinfo, statvfs)",
-        build: || Box::new(filesystem::FilesystemCollector::default()),
+        build: |_| Box::new(filesystem::FilesystemCollector::default()),
     },
     Entry {
         name: "network",
         default_enabled: true,
         help: "Interface traffic, errors, drops and link speed (/proc/net/dev, sysfs), softnet backlog (/proc/net/softnet_stat)",
-        build: || Box::new(network::NetworkCollector),
+        build: |_| Box::new(network::NetworkCollector),
     },
     Entry {
         name: "netstat",
         default_enabled: true,
         help: "TCP/UDP errors, retransmits, listen overflows (/proc/net/snmp, /proc/net/netstat), socket counts (/proc/net/sockstat)",
-        build: || Box::new(netstat::NetstatCollector),
+        build: |_| Box::new(netstat::NetstatCollector),
     },
     Entry {
         name: "udp",
         default_enabled: true,
         help: "Bytes queued in UDP socket buffers (/proc/net/udp, /proc/net/udp6)",
-        build: || Box::new(udp::UdpCollector),
+        build: |_| Box::new(udp::UdpCollector),
     },
     Entry {
         name: "filefd",
         default_enabled: true,
         help: "Allocated vs maximum file handles (/proc/sys/fs/file-nr)",
-        build: || Box::new(filefd::FilefdCollector),
+        build: |_| Box::new(filefd::FilefdCollector),
     },
     Entry {
         name: "conntrack",
         default_enabled: true,
         help: "Connection-tracking entries vs limit (/proc/sys/net/netfilter)",
-        build: || Box::new(conntrack::ConntrackCollector),
+        build: |_| Box::new(conntrack::ConntrackCollector),
     },
     Entry {
         name: "edac",
         default_enabled: true,
         help: "Memory controller correctable/uncorrectable errors (/sys/devices/system/edac)",
-        build: || Box::new(edac::EdacCollector),
+        build: |_| Box::new(edac::EdacCollector),
     },
 ];
 

@@ -1,4 +1,393 @@
 //! Queue delay: CoDel-style standing-queue metrics for every queue sojourn
-//! can see. [`codel`] is the pure estimator.
+//! can see. [`codel`] is the pure estimator; [`sources`] turns kernel
+//! counters into per-queue samples; [`sampler`] reads them between scrapes;
+//! [`QueueSet`] holds one estimator per queue and renders the metrics.
 
 pub mod codel;
+pub mod sampler;
+pub mod sources;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use codel::{Estimator, Nanos, Params};
+
+use crate::metrics::{Desc, Family, label};
+
+/// What a queue's samples measure, which fixes their unit and target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    /// Seconds an item waited (run-queue delay per timeslice, disk queue time).
+    Delay,
+    /// Items waiting (runnable tasks beyond the CPUs, accept-queue length).
+    Length,
+    /// Share of wall time some task was stalled (PSI), 0 to 1.
+    Share,
+}
+
+impl Measure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Measure::Delay => "delay",
+            Measure::Length => "length",
+            Measure::Share => "share",
+        }
+    }
+
+    /// Histogram bounds as multiples of the target: dense around it, where
+    /// the question "is this queue standing?" is decided.
+    fn bounds(self, target: f64) -> Vec<f64> {
+        let multiples: &[f64] = match self {
+            Measure::Delay | Measure::Share => &[
+                0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0,
+            ],
+            // Lengths are whole items: 0 and powers of two.
+            Measure::Length => &[
+                0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0,
+            ],
+        };
+        let mut b: Vec<f64> = multiples.iter().map(|m| m * target).collect();
+        if self == Measure::Share {
+            b.retain(|v| *v < 1.0);
+            b.push(1.0);
+        }
+        b.dedup();
+        b
+    }
+}
+
+/// Targets and interval for every queue, from the command line.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    pub delay_target: f64,
+    pub length_target: f64,
+    pub share_target: f64,
+    pub interval: Duration,
+    pub sample_interval: Duration,
+    /// Most queues tracked; more are counted in `sojourn_queue_omitted`.
+    pub max_queues: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            delay_target: 0.005,
+            length_target: 1.0,
+            share_target: 0.1,
+            interval: Duration::from_millis(100),
+            sample_interval: Duration::from_millis(10),
+            max_queues: 256,
+        }
+    }
+}
+
+impl QueueConfig {
+    pub fn params(&self, m: Measure) -> Params {
+        let target = match m {
+            Measure::Delay => self.delay_target,
+            Measure::Length => self.length_target,
+            Measure::Share => self.share_target,
+        };
+        Params {
+            target,
+            interval: self.interval,
+        }
+    }
+}
+
+/// One sample for one queue, as the sources produce them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// Shared name: sources build each name once, not on every tick.
+    pub queue: std::sync::Arc<str>,
+    pub measure: Measure,
+    /// Where the value comes from (`schedstat`, `loadavg`, `psi`, `diskstats`, `inet_diag`).
+    pub source: &'static str,
+    pub value: f64,
+}
+
+struct Tracked {
+    estimator: Estimator,
+    measure: Measure,
+    source: &'static str,
+    last_seen: Nanos,
+}
+
+/// Queues not sampled for this long (a disk removed, a listener closed) are
+/// dropped, so their series do not live forever.
+const FORGET_AFTER: Duration = Duration::from_secs(300);
+
+/// One estimator per queue name.
+pub struct QueueSet {
+    config: QueueConfig,
+    queues: BTreeMap<std::sync::Arc<str>, Tracked>,
+    omitted: std::collections::BTreeSet<String>,
+}
+
+impl QueueSet {
+    pub fn new(config: QueueConfig) -> Self {
+        QueueSet {
+            config,
+            queues: BTreeMap::new(),
+            omitted: Default::default(),
+        }
+    }
+
+    pub fn observe(&mut self, now: Nanos, s: &Sample) {
+        if let Some(t) = self.queues.get_mut(&s.queue) {
+            t.estimator.observe(now, s.value);
+            t.last_seen = now;
+            t.source = s.source;
+            return;
+        }
+        if self.queues.len() >= self.config.max_queues {
+            // Bounded like the tracked set: names beyond the cap are only counted.
+            if self.omitted.len() < self.config.max_queues {
+                self.omitted.insert(s.queue.to_string());
+            }
+            return;
+        }
+        let params = self.config.params(s.measure);
+        let mut estimator = Estimator::new(params, s.measure.bounds(params.target));
+        estimator.observe(now, s.value);
+        self.queues.insert(
+            s.queue.clone(),
+            Tracked {
+                estimator,
+                measure: s.measure,
+                source: s.source,
+                last_seen: now,
+            },
+        );
+    }
+
+    /// Drops queues not seen for [`FORGET_AFTER`].
+    pub fn forget_stale(&mut self, now: Nanos) {
+        let horizon = u64::try_from(FORGET_AFTER.as_nanos()).unwrap_or(u64::MAX);
+        self.queues
+            .retain(|_, t| now.saturating_sub(t.last_seen) < horizon);
+        self.omitted.clear();
+    }
+
+    pub fn is_standing(&self, queue: &str) -> Option<bool> {
+        self.queues.get(queue).map(|t| t.estimator.is_standing())
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.queues.keys().map(|k| k.to_string()).collect()
+    }
+
+    pub fn snapshot(&self, queue: &str) -> Option<codel::Snapshot> {
+        self.queues.get(queue).map(|t| t.estimator.snapshot())
+    }
+
+    pub fn emit(&self) -> Vec<Family> {
+        let mut f: Vec<Family> = [
+            MIN_DELAY,
+            MIN_LENGTH,
+            MIN_SHARE,
+            DELAY_HIST,
+            LENGTH_HIST,
+            SHARE_HIST,
+            STANDING,
+            STANDING_SECONDS,
+            INTERVALS,
+            LOAD,
+            TARGET_DELAY,
+            TARGET_LENGTH,
+            TARGET_SHARE,
+            INTERVAL,
+            INFO,
+        ]
+        .into_iter()
+        .map(Family::new)
+        .collect();
+        for (name, t) in &self.queues {
+            let s = t.estimator.snapshot();
+            let q = || vec![label("queue", name.to_string())];
+            let (min, hist, target) = match t.measure {
+                Measure::Delay => (0, 3, 10),
+                Measure::Length => (1, 4, 11),
+                Measure::Share => (2, 5, 12),
+            };
+            if let Some(m) = s.last_min {
+                f[min].push(q(), m);
+            }
+            f[hist].push(q(), s.histogram);
+            f[6].push(q(), u64::from(s.standing));
+            f[7].push(q(), s.standing_seconds);
+            f[8].push(
+                vec![label("queue", name.to_string()), label("state", "ok")],
+                s.intervals_ok,
+            );
+            f[8].push(
+                vec![label("queue", name.to_string()), label("state", "standing")],
+                s.intervals_standing,
+            );
+            if let Some(l) = s.load {
+                f[9].push(q(), l);
+            }
+            f[target].push(q(), s.params.target);
+            f[13].push(q(), s.params.interval.as_secs_f64());
+            f[14].push(
+                vec![
+                    label("queue", name.to_string()),
+                    label("measure", t.measure.as_str()),
+                    label("source", t.source),
+                ],
+                1u64,
+            );
+        }
+        f.push(Family::single(OMITTED, self.omitted.len() as u64));
+        f
+    }
+}
+
+const MIN_DELAY: Desc = Desc::gauge(
+    "queue_min_delay",
+    "Saturation: minimum delay over the last completed interval; above target means a standing queue (CoDel; sampled from schedstat or diskstats).",
+)
+.seconds();
+const MIN_LENGTH: Desc = Desc::gauge(
+    "queue_min_length",
+    "Saturation: minimum queue length over the last completed interval (CoDel; sampled from loadavg or inet_diag).",
+);
+const MIN_SHARE: Desc = Desc::gauge(
+    "queue_min_stall",
+    "Saturation: minimum share of time tasks were stalled over the last completed interval (CoDel; sampled from /proc/pressure).",
+)
+.ratio();
+const DELAY_HIST: Desc = Desc::histogram(
+    "queue_delay",
+    "Saturation: sampled queue delays, buckets dense around the target (sampled every --queue.sample-interval).",
+)
+.seconds();
+const LENGTH_HIST: Desc = Desc::histogram(
+    "queue_length",
+    "Saturation: sampled queue lengths (sampled every --queue.sample-interval).",
+);
+const SHARE_HIST: Desc = Desc::histogram(
+    "queue_stall",
+    "Saturation: sampled stall shares (sampled every --queue.sample-interval).",
+)
+.ratio();
+const STANDING: Desc = Desc::gauge(
+    "queue_standing",
+    "Saturation: 1 while every sample for at least one interval was at or above target (RFC 8289 first_above_time); aliases at scrape rate, prefer rate() of queue_standing_seconds_total (sampler).",
+);
+const STANDING_SECONDS: Desc = Desc::counter(
+    "queue_standing",
+    "Saturation: seconds the queue spent standing; its rate is the standing share of wall time (sampler).",
+)
+.seconds();
+const INTERVALS: Desc = Desc::counter(
+    "queue_intervals",
+    "Completed intervals by state: standing when their minimum was at or above target, else ok (sampler).",
+);
+const LOAD: Desc = Desc::gauge(
+    "queue_load",
+    "Saturation: last interval's minimum over twice the target, capped at 1 (folly Codel getLoad) (sampler).",
+)
+.ratio();
+const TARGET_DELAY: Desc = Desc::gauge(
+    "queue_target_delay",
+    "Target delay of the queue, --queue.delay-target (configuration).",
+)
+.seconds();
+const TARGET_LENGTH: Desc = Desc::gauge(
+    "queue_target_length",
+    "Target length of the queue, --queue.length-target (configuration).",
+);
+const TARGET_SHARE: Desc = Desc::gauge(
+    "queue_target_stall",
+    "Target stall share of the queue, --queue.share-target (configuration).",
+)
+.ratio();
+const INTERVAL: Desc = Desc::gauge(
+    "queue_interval",
+    "Interval over which the minimum is taken, --queue.interval (configuration).",
+)
+.seconds();
+const INFO: Desc = Desc::gauge(
+    "queue_info",
+    "Always 1; what the queue measures and which kernel source feeds it (sampler).",
+);
+const OMITTED: Desc = Desc::gauge(
+    "queue_omitted",
+    "Queues not tracked because --queue.max-queues was reached (sampler).",
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{Format, Value, encode};
+
+    fn sample(queue: &str, measure: Measure, value: f64) -> Sample {
+        Sample {
+            queue: std::sync::Arc::from(queue),
+            measure,
+            source: "test",
+            value,
+        }
+    }
+
+    #[test]
+    fn each_measure_gets_its_own_target_and_names() {
+        let mut set = QueueSet::new(QueueConfig::default());
+        for i in 0..30u64 {
+            let now = i * 10_000_000;
+            set.observe(now, &sample("cpu", Measure::Length, 3.0));
+            set.observe(now, &sample("disk:sda", Measure::Delay, 0.001));
+            set.observe(now, &sample("memory:psi", Measure::Share, 0.5));
+        }
+        assert_eq!(set.is_standing("cpu"), Some(true));
+        assert_eq!(set.is_standing("disk:sda"), Some(false));
+        assert_eq!(set.is_standing("memory:psi"), Some(true));
+        let text = encode(set.emit(), Format::Text);
+        assert!(
+            text.contains("sojourn_queue_min_length{queue=\"cpu\"} 3"),
+            "{text}"
+        );
+        assert!(text.contains("sojourn_queue_target_delay_seconds{queue=\"disk:sda\"} 0.005"));
+        assert!(text.contains("sojourn_queue_target_stall_ratio{queue=\"memory:psi\"} 0.1"));
+        assert!(
+            text.contains(
+                "sojourn_queue_delay_seconds_bucket{queue=\"disk:sda\",le=\"0.00125\"} 30"
+            )
+        );
+        assert!(text.contains("sojourn_queue_intervals_total{queue=\"cpu\",state=\"standing\"} 2"));
+        assert!(text.contains(
+            "sojourn_queue_info{queue=\"memory:psi\",measure=\"share\",source=\"test\"} 1"
+        ));
+    }
+
+    #[test]
+    fn the_number_of_queues_is_capped() {
+        let mut set = QueueSet::new(QueueConfig {
+            max_queues: 2,
+            ..QueueConfig::default()
+        });
+        for q in ["a", "b", "c", "d"] {
+            set.observe(0, &sample(q, Measure::Length, 0.0));
+        }
+        assert_eq!(set.names(), ["a", "b"]);
+        let omitted = set.emit().into_iter().last().unwrap();
+        assert_eq!(omitted.samples[0].value, Value::Int(2));
+    }
+
+    #[test]
+    fn queues_not_seen_for_five_minutes_are_forgotten() {
+        let mut set = QueueSet::new(QueueConfig::default());
+        set.observe(0, &sample("gone", Measure::Length, 0.0));
+        set.observe(299 * 1_000_000_000, &sample("kept", Measure::Length, 0.0));
+        set.forget_stale(300 * 1_000_000_000);
+        assert_eq!(set.names(), ["kept"]);
+    }
+
+    #[test]
+    fn share_buckets_end_at_one() {
+        let b = Measure::Share.bounds(0.1);
+        assert_eq!(b.last(), Some(&1.0));
+        assert!(b.windows(2).all(|w| w[0] < w[1]));
+    }
+}

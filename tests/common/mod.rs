@@ -169,15 +169,26 @@ pub fn tree_args(root: &Path) -> Vec<String> {
     ]
 }
 
-/// The flags every run against the checked-in fixture tree uses.
+/// The flags every run against the checked-in fixture tree uses. The queue
+/// collector is off: its values depend on timing (tests/queues.rs covers it).
 pub fn fixture_args() -> Vec<String> {
-    tree_args(&fixtures())
+    let mut args = tree_args(&fixtures());
+    args.push("--no-collector.queue".into());
+    args
 }
 
-/// An in-process scraper over `root` with every default collector.
+/// An in-process scraper over `root` with every default collector but the
+/// time-dependent queue collector.
 pub fn tree_scraper(root: &Path) -> sojourn::scrape::Scraper {
-    let s = sojourn::cli::parse(std::iter::once("sojourn".to_string()).chain(tree_args(root)))
-        .expect("fixture flags");
+    tree_scraper_with(root, &["--no-collector.queue"])
+}
+
+/// An in-process scraper over `root` with extra flags.
+pub fn tree_scraper_with(root: &Path, extra: &[&str]) -> sojourn::scrape::Scraper {
+    let args = std::iter::once("sojourn".to_string())
+        .chain(tree_args(root))
+        .chain(extra.iter().map(|s| s.to_string()));
+    let s = sojourn::cli::parse(args).expect("fixture flags");
     sojourn::scrape::Scraper::new(s.collect, &s.collectors)
 }
 

@@ -1,0 +1,30 @@
+//! Runs the queue sampler's read-and-observe step N times back to back on
+//! this host, without its sleep, for profilers:
+//! `valgrind --tool=callgrind target/release/examples/sampler_loop 2000`.
+use sojourn::queue::sampler::Sources;
+use sojourn::queue::{QueueConfig, QueueSet};
+
+fn main() {
+    let n: u64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000);
+    let exclude =
+        regex::Regex::new(sojourn::collectors::disk::DEFAULT_DEVICE_EXCLUDE).expect("valid");
+    let mut sources = Sources::new(sojourn::roots::Roots::default(), exclude);
+    let mut queues = QueueSet::new(QueueConfig::default());
+    let mut samples = Vec::new();
+    let start = std::time::Instant::now();
+    for i in 0..n {
+        let now = i * 10_000_000;
+        samples.clear();
+        let _ = sources.read(now, &mut samples);
+        for s in &samples {
+            queues.observe(now, s);
+        }
+    }
+    println!(
+        "{n} ticks, {:.1} us each",
+        start.elapsed().as_secs_f64() / n as f64 * 1e6
+    );
+}

@@ -1,0 +1,71 @@
+//! Queue delay metrics: the CoDel estimators fed by the background sampler
+//! (`crate::queue::sampler`). A scrape only reads their state. The sampler
+//! starts with the collector and stops when it is dropped.
+
+use std::sync::atomic::Ordering;
+
+use super::{Collect, CollectError, Config};
+use crate::metrics::{Desc, Family};
+use crate::queue::sampler::Sampler;
+
+const SAMPLER_CPU: Desc = Desc::counter(
+    "queue_sampler_cpu",
+    "CPU time used by the queue sampler thread; its rate is the share of one core sampling costs (CLOCK_THREAD_CPUTIME_ID).",
+)
+.seconds();
+const SAMPLER_TICKS: Desc = Desc::counter(
+    "queue_sampler_ticks",
+    "Times the queue sampler read its sources (every --queue.sample-interval) (sampler).",
+);
+const SAMPLER_OVERRUNS: Desc = Desc::counter(
+    "queue_sampler_overruns",
+    "Sampler ticks that ran past the next one's start, so that one was skipped (sampler).",
+);
+
+pub struct QueueCollector {
+    sampler: Result<Sampler, String>,
+}
+
+impl QueueCollector {
+    pub fn new(cfg: &Config) -> Self {
+        let sampler = Sampler::start(
+            cfg.roots.clone(),
+            cfg.queue.clone(),
+            cfg.disk.device_exclude.clone(),
+        )
+        .map_err(|e| format!("cannot start the queue sampler thread: {e}"));
+        QueueCollector { sampler }
+    }
+}
+
+impl Collect for QueueCollector {
+    fn collect(&self, _: &Config) -> Result<Vec<Family>, CollectError> {
+        let sampler = self
+            .sampler
+            .as_ref()
+            .map_err(|e| CollectError::Io(e.clone()))?;
+        let shared = &sampler.shared;
+        if let Some(e) = shared.last_error.lock().ok().and_then(|e| e.clone()) {
+            return Err(e);
+        }
+        let mut out = shared
+            .queues
+            .lock()
+            .map(|q| q.emit())
+            .map_err(|_| CollectError::Panicked("queue state poisoned".into()))?;
+        let stats = &shared.stats;
+        out.push(Family::single(
+            SAMPLER_CPU,
+            stats.cpu_ns.load(Ordering::Relaxed) as f64 / 1e9,
+        ));
+        out.push(Family::single(
+            SAMPLER_TICKS,
+            stats.ticks.load(Ordering::Relaxed),
+        ));
+        out.push(Family::single(
+            SAMPLER_OVERRUNS,
+            stats.overruns.load(Ordering::Relaxed),
+        ));
+        Ok(out)
+    }
+}

@@ -1,0 +1,208 @@
+//! The sampler: a dedicated thread that reads the cheap queue sources every
+//! `--queue.sample-interval` and feeds the estimators, so that scrapes only
+//! read state. It measures its own CPU time (CLOCK_THREAD_CPUTIME_ID) so the
+//! cost of sampling is itself a metric.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use regex::Regex;
+
+use super::sources::{DiskSource, LoadavgSource, PsiSource, SchedstatSource};
+use super::{QueueConfig, QueueSet, Sample};
+use crate::collectors::CollectError;
+use crate::roots::{KeptFile, Roots};
+
+/// Counters about the sampler itself.
+#[derive(Debug, Default)]
+pub struct SamplerStats {
+    pub cpu_ns: AtomicU64,
+    pub ticks: AtomicU64,
+    /// Ticks that started late because the previous one overran its period.
+    pub overruns: AtomicU64,
+}
+
+/// Shared between the sampler thread and scrapes.
+pub struct Shared {
+    pub queues: Mutex<QueueSet>,
+    pub stats: SamplerStats,
+    /// The error of the latest tick, if a required source failed.
+    pub last_error: Mutex<Option<CollectError>>,
+}
+
+pub struct Sampler {
+    pub shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+/// Every source the sampler reads, kept open, with its state between ticks.
+pub struct Sources {
+    cpu: CpuSource,
+    psi: PsiSource,
+    pressure: [(&'static str, KeptFile); 3],
+    disk: DiskSource,
+    diskstats: KeptFile,
+}
+
+pub enum CpuSource {
+    Schedstat(SchedstatSource, KeptFile),
+    Loadavg(LoadavgSource, KeptFile),
+}
+
+impl Sources {
+    pub fn new(roots: Roots, disk_exclude: Regex) -> Self {
+        // The kernel has schedstat or not for the life of the process.
+        let schedstat = roots.proc("schedstat");
+        let cpu = if schedstat.exists() {
+            CpuSource::Schedstat(SchedstatSource::default(), KeptFile::new(schedstat))
+        } else {
+            let cpus = crate::roots::read(&roots.proc("stat"))
+                .ok()
+                .and_then(|t| crate::collectors::cpu::parse_proc_stat(&t).ok())
+                .map(|s| s.cpus.len() as u32)
+                .unwrap_or_else(|| {
+                    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+                });
+            CpuSource::Loadavg(
+                LoadavgSource::new(cpus),
+                KeptFile::new(roots.proc("loadavg")),
+            )
+        };
+        let pressure = ["cpu", "memory", "io"]
+            .map(|r| (r, KeptFile::new(roots.proc(&format!("pressure/{r}")))));
+        Sources {
+            cpu,
+            psi: PsiSource::default(),
+            pressure,
+            disk: DiskSource::new(disk_exclude),
+            diskstats: KeptFile::new(roots.proc("diskstats")),
+        }
+    }
+
+    /// Reads every source once. Errors of required sources (the CPU queue,
+    /// diskstats) are returned with whatever samples the others gave.
+    pub fn read(&mut self, now: u64, out: &mut Vec<Sample>) -> Option<CollectError> {
+        let mut error = None;
+        let parse = |path: &std::path::Path, e| CollectError::parse(path, e);
+        match &mut self.cpu {
+            CpuSource::Schedstat(src, file) => match file.read() {
+                Ok(t) => match src.sample(t) {
+                    Ok(s) => out.extend(s),
+                    Err(e) => error = Some(parse(file.path(), e)),
+                },
+                Err(e) => error = Some(e),
+            },
+            CpuSource::Loadavg(src, file) => match file.read() {
+                Ok(t) => match src.sample(t) {
+                    Ok(s) => out.push(s),
+                    Err(e) => error = Some(parse(file.path(), e)),
+                },
+                Err(e) => error = Some(e),
+            },
+        }
+        for (resource, file) in &mut self.pressure {
+            // PSI is optional (kernel < 4.20 or psi=0): absence is not an error.
+            if let Ok(text) = file.read() {
+                match self.psi.sample(resource, now, text) {
+                    Ok(s) => out.extend(s),
+                    Err(e) => error = Some(parse(file.path(), e)),
+                }
+            }
+        }
+        match self.diskstats.read() {
+            Ok(t) => match self.disk.sample(t) {
+                Ok(s) => out.extend(s),
+                Err(e) => error = Some(parse(self.diskstats.path(), e)),
+            },
+            Err(e) => error = Some(e),
+        }
+        error
+    }
+}
+
+/// CPU time this thread has used.
+fn thread_cpu_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    (t.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(t.tv_nsec as u64)
+}
+
+impl Sampler {
+    pub fn start(roots: Roots, config: QueueConfig, disk_exclude: Regex) -> std::io::Result<Self> {
+        let period = config.sample_interval;
+        let shared = Arc::new(Shared {
+            queues: Mutex::new(QueueSet::new(config)),
+            stats: SamplerStats::default(),
+            last_error: Mutex::new(None),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = {
+            let shared = shared.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("queue-sampler".into())
+                .spawn(move || run(Sources::new(roots, disk_exclude), period, &shared, &stop))?
+        };
+        Ok(Sampler {
+            shared,
+            stop,
+            handle: Some(handle),
+        })
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            h.thread().unpark();
+            let _ = h.join();
+        }
+    }
+}
+
+/// How often stale queues are dropped.
+const FORGET_EVERY: Duration = Duration::from_secs(10);
+
+fn run(mut sources: Sources, period: Duration, shared: &Shared, stop: &AtomicBool) {
+    let origin = Instant::now();
+    let mut next = origin;
+    let mut last_forget = origin;
+    let mut samples = Vec::with_capacity(64);
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        let now_ns = u64::try_from(now.duration_since(origin).as_nanos()).unwrap_or(u64::MAX);
+        samples.clear();
+        let error = sources.read(now_ns, &mut samples);
+        if let Ok(mut queues) = shared.queues.lock() {
+            for s in &samples {
+                queues.observe(now_ns, s);
+            }
+            if now.duration_since(last_forget) >= FORGET_EVERY {
+                queues.forget_stale(now_ns);
+                last_forget = now;
+            }
+        }
+        if let Ok(mut last) = shared.last_error.lock() {
+            *last = error;
+        }
+        shared.stats.ticks.fetch_add(1, Ordering::Relaxed);
+        shared
+            .stats
+            .cpu_ns
+            .store(thread_cpu_ns(), Ordering::Relaxed);
+
+        next += period;
+        let now = Instant::now();
+        if next <= now {
+            // Overran: skip the missed ticks rather than bursting to catch up.
+            shared.stats.overruns.fetch_add(1, Ordering::Relaxed);
+            next = now + period;
+        }
+        std::thread::park_timeout(next - now);
+    }
+}

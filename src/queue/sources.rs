@@ -1,0 +1,396 @@
+//! Turns successive readings of kernel counters into queue samples. Pure:
+//! each source keeps its previous reading and is handed the new file text
+//! and the time, so tests feed it synthetic sequences.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use regex::Regex;
+
+use super::codel::Nanos;
+use super::{Measure, Sample};
+use crate::collectors::ParseError;
+use crate::collectors::schedstat::{CpuSched, parse_schedstat};
+
+const NANOS_PER_SECOND: f64 = 1e9;
+const MILLIS_PER_SECOND: f64 = 1e3;
+
+/// CPU run queue from /proc/schedstat: per CPU and host-wide, the delay per
+/// timeslice over the last sampling period, Δwait_ns ÷ Δtimeslices.
+#[derive(Debug)]
+pub struct SchedstatSource {
+    prev: Option<Vec<CpuSched>>,
+    host: Arc<str>,
+    /// `cpu<N>` names by CPU number, built once.
+    names: Vec<(u32, Arc<str>)>,
+}
+
+impl Default for SchedstatSource {
+    fn default() -> Self {
+        SchedstatSource {
+            prev: None,
+            host: Arc::from("cpu"),
+            names: Vec::new(),
+        }
+    }
+}
+
+impl SchedstatSource {
+    fn name(&mut self, cpu: u32) -> Arc<str> {
+        if let Some((_, n)) = self.names.iter().find(|(c, _)| *c == cpu) {
+            return n.clone();
+        }
+        let n: Arc<str> = Arc::from(format!("cpu{cpu}"));
+        self.names.push((cpu, n.clone()));
+        n
+    }
+
+    pub fn sample(&mut self, text: &str) -> Result<Vec<Sample>, ParseError> {
+        let cur = parse_schedstat(text)?.cpus;
+        let Some(prev) = self.prev.replace(cur.clone()) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::with_capacity(cur.len() + 1);
+        let (mut wait, mut slices) = (0u64, 0u64);
+        for c in &cur {
+            let Some(p) = prev.iter().find(|p| p.cpu == c.cpu) else {
+                continue;
+            };
+            let dw = c.waiting_ns.saturating_sub(p.waiting_ns);
+            let ds = c.timeslices.saturating_sub(p.timeslices);
+            wait += dw;
+            slices += ds;
+            out.push(Sample {
+                queue: self.name(c.cpu),
+                measure: Measure::Delay,
+                source: "schedstat",
+                // No timeslice ran: nothing waited, an idle queue.
+                value: if ds == 0 {
+                    0.0
+                } else {
+                    dw as f64 / ds as f64 / NANOS_PER_SECOND
+                },
+            });
+        }
+        out.push(Sample {
+            queue: self.host.clone(),
+            measure: Measure::Delay,
+            source: "schedstat",
+            value: if slices == 0 {
+                0.0
+            } else {
+                wait as f64 / slices as f64 / NANOS_PER_SECOND
+            },
+        });
+        Ok(out)
+    }
+}
+
+/// CPU run queue without schedstat: runnable tasks beyond the CPU count, from
+/// the running count of /proc/loadavg (which includes the sampler itself).
+#[derive(Debug)]
+pub struct LoadavgSource {
+    name: Arc<str>,
+    cpus: u32,
+}
+
+impl LoadavgSource {
+    pub fn new(cpus: u32) -> Self {
+        LoadavgSource {
+            name: Arc::from("cpu"),
+            cpus,
+        }
+    }
+
+    /// Reads only field 4, `running/total`; the collector validates the rest.
+    pub fn sample(&self, text: &str) -> Result<Sample, ParseError> {
+        let running = text
+            .split_ascii_whitespace()
+            .nth(3)
+            .and_then(|f| f.split_once('/'))
+            .and_then(|(r, _)| r.parse::<u32>().ok())
+            .ok_or_else(|| ParseError(format!("no running/total field in {text:?}")))?;
+        let others = running.saturating_sub(1);
+        Ok(Sample {
+            queue: self.name.clone(),
+            measure: Measure::Length,
+            source: "loadavg",
+            value: f64::from(others.saturating_sub(self.cpus)),
+        })
+    }
+}
+
+/// The `total=` of the `some` line of a pressure file: the sampler's cheap
+/// path (the collector's parser validates every field at scrape time).
+pub fn some_total_us(text: &str) -> Result<Option<u64>, ParseError> {
+    let Some(line) = text.lines().find(|l| l.starts_with("some ")) else {
+        return Ok(None);
+    };
+    let total = line
+        .split_ascii_whitespace()
+        .find_map(|f| f.strip_prefix("total="))
+        .ok_or_else(|| ParseError(format!("no total in {line:?}")))?;
+    total
+        .parse::<u64>()
+        .map(Some)
+        .map_err(|_| ParseError(format!("total {total:?} is not an integer")))
+}
+
+/// When a pressure file was read, and its `some` total in µs.
+type Reading = (Nanos, u64);
+
+/// PSI `some` share per resource: Δ(total µs) ÷ Δ(wall µs) between readings.
+#[derive(Debug, Default)]
+pub struct PsiSource {
+    /// Per resource: the queue name, and the previous reading.
+    prev: HashMap<&'static str, (Arc<str>, Option<Reading>)>,
+}
+
+impl PsiSource {
+    pub fn sample(
+        &mut self,
+        resource: &'static str,
+        now: Nanos,
+        text: &str,
+    ) -> Result<Option<Sample>, ParseError> {
+        let Some(some_us) = some_total_us(text)? else {
+            return Ok(None);
+        };
+        let (name, prev) = self
+            .prev
+            .entry(resource)
+            .or_insert_with(|| (Arc::from(format!("{resource}:psi")), None));
+        let Some((then, prev_us)) = prev.replace((now, some_us)) else {
+            return Ok(None);
+        };
+        let wall_us = now.saturating_sub(then) as f64 / 1e3;
+        if wall_us <= 0.0 {
+            return Ok(None);
+        }
+        let share = (some_us.saturating_sub(prev_us) as f64 / wall_us).clamp(0.0, 1.0);
+        Ok(Some(Sample {
+            queue: name.clone(),
+            measure: Measure::Share,
+            source: "psi",
+            value: share,
+        }))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct DiskReading {
+    ios: u64,
+    /// Milliseconds spent by reads and writes (iostat's await numerator).
+    io_ms: u64,
+    /// Milliseconds the device was busy (iostat's service-time numerator).
+    busy_ms: u64,
+}
+
+/// Block-device queues from /proc/diskstats: the time an I/O waited before
+/// service, await − service time over the period (`disk:<dev>`), and the
+/// in-flight count (`disk_inflight:<dev>`).
+#[derive(Debug)]
+pub struct DiskSource {
+    exclude: Regex,
+    devices: Vec<Device>,
+}
+
+#[derive(Debug)]
+struct Device {
+    name: String,
+    delay_queue: Arc<str>,
+    inflight_queue: Arc<str>,
+    reading: DiskReading,
+}
+
+/// The fields of one /proc/diskstats line the queues need: name, ios,
+/// milliseconds reading and writing, milliseconds busy, and in flight. Read
+/// without procfs-core, which would allocate per device on every tick.
+fn diskstats_line(line: &str) -> Result<(&str, DiskReading, u64), ParseError> {
+    let mut f = [""; 13];
+    let mut n = 0;
+    for (slot, field) in f.iter_mut().zip(line.split_ascii_whitespace()) {
+        *slot = field;
+        n += 1;
+    }
+    if n < 13 {
+        return Err(ParseError(format!(
+            "line {line:?}: {n} fields, at least 14 expected"
+        )));
+    }
+    let v = |i: usize| crate::collectors::parse_u64("diskstats field", f[i]);
+    Ok((
+        f[2],
+        DiskReading {
+            ios: v(3)?.saturating_add(v(7)?),
+            io_ms: v(6)?.saturating_add(v(10)?),
+            busy_ms: v(12)?,
+        },
+        v(11)?,
+    ))
+}
+
+impl DiskSource {
+    pub fn new(exclude: Regex) -> Self {
+        DiskSource {
+            exclude,
+            devices: Vec::new(),
+        }
+    }
+
+    pub fn sample(&mut self, text: &str) -> Result<Vec<Sample>, ParseError> {
+        let mut out = Vec::new();
+        let mut seen = Vec::with_capacity(self.devices.len());
+        let mut lines = 0;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            lines += 1;
+            let (name, cur, in_flight) = diskstats_line(line)?;
+            if self.exclude.is_match(name) {
+                continue;
+            }
+            let device = match self.devices.iter().position(|d| d.name == name) {
+                Some(i) => {
+                    let mut d = self.devices.swap_remove(i);
+                    let p = std::mem::replace(&mut d.reading, cur);
+                    let ios = cur.ios.saturating_sub(p.ios);
+                    let value = if ios > 0 {
+                        let await_ms = cur.io_ms.saturating_sub(p.io_ms) as f64 / ios as f64;
+                        let service_ms = cur.busy_ms.saturating_sub(p.busy_ms) as f64 / ios as f64;
+                        Some((await_ms - service_ms).max(0.0) / MILLIS_PER_SECOND)
+                    } else if in_flight == 0 {
+                        Some(0.0) // idle device: an empty queue
+                    } else {
+                        None // I/O in flight but none completed: nothing to measure yet
+                    };
+                    if let Some(value) = value {
+                        out.push(Sample {
+                            queue: d.delay_queue.clone(),
+                            measure: Measure::Delay,
+                            source: "diskstats",
+                            value,
+                        });
+                    }
+                    d
+                }
+                None => Device {
+                    name: name.to_string(),
+                    delay_queue: Arc::from(format!("disk:{name}")),
+                    inflight_queue: Arc::from(format!("disk_inflight:{name}")),
+                    reading: cur,
+                },
+            };
+            out.push(Sample {
+                queue: device.inflight_queue.clone(),
+                measure: Measure::Length,
+                source: "diskstats",
+                value: in_flight as f64,
+            });
+            seen.push(device);
+        }
+        if lines == 0 {
+            return Err(ParseError::new("no devices listed"));
+        }
+        // Devices gone from the file are forgotten with their state.
+        self.devices = seen;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedstat_delay_per_timeslice() {
+        let mut s = SchedstatSource::default();
+        assert!(
+            s.sample("version 15\ncpu0 0 0 0 0 0 0 100 1000000 10\ncpu1 0 0 0 0 0 0 100 0 5\n")
+                .unwrap()
+                .is_empty()
+        );
+        let out = s
+            .sample("version 15\ncpu0 0 0 0 0 0 0 200 21000000 20\ncpu1 0 0 0 0 0 0 100 0 5\n")
+            .unwrap();
+        assert_eq!(&*out[0].queue, "cpu0");
+        assert!(
+            (out[0].value - 0.002).abs() < 1e-12,
+            "20 ms waited over 10 slices"
+        );
+        assert_eq!(out[1].value, 0.0, "cpu1 ran no slice: idle");
+        assert_eq!(&*out[2].queue, "cpu");
+        assert!((out[2].value - 0.002).abs() < 1e-12);
+    }
+
+    #[test]
+    fn loadavg_counts_runnable_beyond_the_cpus_less_the_reader() {
+        let l = LoadavgSource::new(2);
+        assert_eq!(l.sample("0.1 0.1 0.1 1/100 5\n").unwrap().value, 0.0);
+        assert_eq!(l.sample("6.0 1 1 7/100 5\n").unwrap().value, 4.0);
+        assert_eq!(l.sample("2.0 1 1 3/100 5\n").unwrap().value, 0.0);
+        assert!(l.sample("garbage").is_err());
+        assert!(l.sample("1 2 3 x/5 6").is_err());
+    }
+
+    #[test]
+    fn psi_share_between_readings() {
+        let mut p = PsiSource::default();
+        let line = |us: u64| {
+            format!(
+                "some avg10=0 avg60=0 avg300=0 total={us}\nfull avg10=0 avg60=0 avg300=0 total=0\n"
+            )
+        };
+        assert_eq!(p.sample("cpu", 0, &line(1000)).unwrap(), None);
+        let s = p.sample("cpu", 10_000_000, &line(6000)).unwrap().unwrap();
+        assert_eq!(&*s.queue, "cpu:psi");
+        assert!((s.value - 0.5).abs() < 1e-12, "5 ms stalled in 10 ms");
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        let mut d = DiskSource::new(Regex::new("^loop").unwrap());
+        assert!(d.sample(" 8 0 sda 1 2 3\n").is_err());
+        assert!(d.sample(" 8 0 sda 1 2 3 x 5 6 7 8 9 10 11\n").is_err());
+        assert!(d.sample("").is_err());
+        assert!(some_total_us("some avg10=0 total=x\n").is_err());
+        assert!(some_total_us("some avg10=0\n").is_err());
+        assert_eq!(some_total_us("full avg10=0 total=5\n").unwrap(), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(text in "\\PC*") {
+            let _ = DiskSource::new(Regex::new("^loop").unwrap()).sample(&text);
+            let _ = SchedstatSource::default().sample(&text);
+            let _ = LoadavgSource::new(2).sample(&text);
+            let _ = PsiSource::default().sample("cpu", 1, &text);
+        }
+    }
+
+    #[test]
+    fn disk_queue_time_is_await_minus_service_time() {
+        let mut d = DiskSource::new(Regex::new("^loop").unwrap());
+        let line = |ios: u64, io_ms: u64, busy: u64, inflight: u64| {
+            format!(
+                " 8 0 sda {ios} 0 0 {io_ms} 0 0 0 0 {inflight} {busy} 0\n 7 0 loop0 1 0 0 0 0 0 0 0 0 0 0\n"
+            )
+        };
+        let first = d.sample(&line(100, 1000, 500, 0)).unwrap();
+        assert_eq!(
+            first.len(),
+            1,
+            "only in-flight on the first reading: {first:?}"
+        );
+        // 10 I/Os took 80 ms in all while the device was busy 30 ms: 5 ms queued each.
+        let out = d.sample(&line(110, 1080, 530, 2)).unwrap();
+        assert_eq!(&*out[0].queue, "disk:sda");
+        assert!((out[0].value - 0.005).abs() < 1e-12);
+        assert_eq!(&*out[1].queue, "disk_inflight:sda");
+        assert_eq!(out[1].value, 2.0);
+        // Nothing completed while I/O is in flight: no delay sample.
+        let out = d.sample(&line(110, 1080, 540, 2)).unwrap();
+        assert_eq!(out.len(), 1);
+        // Idle: an empty queue.
+        let out = d.sample(&line(110, 1080, 540, 0)).unwrap();
+        assert_eq!(out[0].value, 0.0);
+    }
+}
