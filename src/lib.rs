@@ -11,6 +11,7 @@
 
 pub mod cli;
 pub mod collectors;
+pub mod inet_diag;
 pub mod metrics;
 pub mod queue;
 pub mod roots;
