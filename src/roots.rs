@@ -85,7 +85,7 @@ pub fn read_attr(path: &Path) -> Option<String> {
 /// A /proc file kept open and re-read from offset 0, for the sampler that
 /// reads the same few files a hundred times a second: it saves the path
 /// lookup, open and close of each read (procfs regenerates the content on
-/// every read at offset 0).
+/// every read at offset 0), and the read that would only return EOF.
 pub struct KeptFile {
     path: PathBuf,
     file: Option<std::fs::File>,
@@ -139,10 +139,13 @@ impl KeptFile {
             if self.buf.capacity() == self.buf.len() {
                 self.buf.reserve(self.buf.capacity().max(READ_CHUNK));
             }
+            let asked = self.buf.capacity() - self.buf.len();
             // spare_capacity extends the Vec's length by what pread wrote.
             let n = rustix::io::pread(file, rustix::buffer::spare_capacity(&mut self.buf), offset)
                 .map_err(|e| io_err(e.into()))?;
-            if n == 0 {
+            // procfs (seq_file) fills a read until the buffer or the content
+            // ends, so a short read is the end: no second read for EOF.
+            if n < asked {
                 return Ok(());
             }
             offset += n as u64;

@@ -131,3 +131,89 @@ fn fixture_queues_have_every_kind() {
         assert!(text.contains(needle), "missing {needle}:\n{text}");
     }
 }
+
+fn listen_overflows() -> u64 {
+    let text = std::fs::read_to_string("/proc/net/netstat").unwrap();
+    let mut lines = text.lines();
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        if !names.starts_with("TcpExt:") {
+            continue;
+        }
+        let i = names
+            .split_whitespace()
+            .position(|n| n == "ListenOverflows")
+            .unwrap();
+        return values.split_whitespace().nth(i).unwrap().parse().unwrap();
+    }
+    panic!("no TcpExt in /proc/net/netstat");
+}
+
+#[test]
+fn an_accept_queue_that_is_not_drained_stands_and_overflows_then_clears() {
+    use rustix::net::{AddressFamily, SocketType, bind, listen, socket};
+    // A listener with a backlog of 2 that nobody accepts from, on loopback.
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    bind(&fd, &std::net::SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    listen(&fd, 2).unwrap();
+    let listener = std::net::TcpListener::from(fd);
+    let addr = listener.local_addr().unwrap();
+    let queue = format!("tcp_accept:127.0.0.1:{}", addr.port());
+
+    let sampler = Sampler::start(
+        Roots::default(),
+        QueueConfig::default(),
+        regex::Regex::new(sojourn::collectors::disk::DEFAULT_DEVICE_EXCLUDE).unwrap(),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        sampler.shared.queues.lock().unwrap().is_standing(&queue),
+        Some(false)
+    );
+
+    let overflows_before = listen_overflows();
+    // Ten clients: the queue holds backlog + 1, the rest overflow (their
+    // SYNs are dropped; the short timeout bounds the test).
+    let clients: Vec<_> = (0..10)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).ok()
+        })
+        .collect();
+    assert!(
+        clients.len() >= 3,
+        "backlog 2 holds 3 connections, got {}",
+        clients.len()
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    {
+        let queues = sampler.shared.queues.lock().unwrap();
+        assert_eq!(
+            queues.is_standing(&queue),
+            Some(true),
+            "accept queue full for 400 ms"
+        );
+        let s = queues.snapshot(&queue).unwrap();
+        assert!(s.last_min.unwrap() >= 3.0, "{:?}", s.last_min);
+        let text = metrics::encode(queues.emit(), Format::Text);
+        assert!(
+            text.contains(&format!("sojourn_queue_limit{{queue=\"{queue}\"}} 2")),
+            "{text}"
+        );
+    }
+    assert!(
+        listen_overflows() > overflows_before,
+        "ListenOverflows did not rise"
+    );
+
+    // The server drains its queue: standing clears.
+    listener.set_nonblocking(true).unwrap();
+    let mut accepted = Vec::new();
+    while let Ok((s, _)) = listener.accept() {
+        accepted.push(s);
+    }
+    assert!(accepted.len() >= 3);
+    std::thread::sleep(Duration::from_millis(200));
+    let queues = sampler.shared.queues.lock().unwrap();
+    assert_eq!(queues.is_standing(&queue), Some(false));
+    drop(clients);
+}

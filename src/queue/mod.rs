@@ -108,6 +108,8 @@ pub struct Sample {
 
 struct Tracked {
     estimator: Estimator,
+    /// The queue's capacity where the kernel has one (a listener's backlog).
+    limit: Option<f64>,
     measure: Measure,
     source: &'static str,
     last_seen: Nanos,
@@ -154,11 +156,19 @@ impl QueueSet {
             s.queue.clone(),
             Tracked {
                 estimator,
+                limit: None,
                 measure: s.measure,
                 source: s.source,
                 last_seen: now,
             },
         );
+    }
+
+    /// Records the capacity of a tracked queue (a listener's backlog).
+    pub fn set_limit(&mut self, queue: &str, limit: f64) {
+        if let Some(t) = self.queues.get_mut(queue) {
+            t.limit = Some(limit);
+        }
     }
 
     /// Drops queues not seen for [`FORGET_AFTER`].
@@ -198,6 +208,7 @@ impl QueueSet {
             TARGET_SHARE,
             INTERVAL,
             INFO,
+            LIMIT,
         ]
         .into_iter()
         .map(Family::new)
@@ -237,6 +248,9 @@ impl QueueSet {
                 ],
                 1u64,
             );
+            if let Some(limit) = t.limit {
+                f[15].push(q(), limit);
+            }
         }
         f.push(Family::single(OMITTED, self.omitted.len() as u64));
         f
@@ -311,6 +325,10 @@ const INTERVAL: Desc = Desc::gauge(
 const INFO: Desc = Desc::gauge(
     "queue_info",
     "Always 1; what the queue measures and which kernel source feeds it (sampler).",
+);
+const LIMIT: Desc = Desc::gauge(
+    "queue_limit",
+    "Utilization (denominator): most items the queue can hold, e.g. a listener's accept backlog (inet_diag).",
 );
 const OMITTED: Desc = Desc::gauge(
     "queue_omitted",

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use regex::Regex;
 
-use super::sources::{DiskSource, LoadavgSource, PsiSource, SchedstatSource};
+use super::sources::{DiskSource, ListenerSource, LoadavgSource, PsiSource, SchedstatSource};
 use super::{QueueConfig, QueueSet, Sample};
 use crate::collectors::CollectError;
+use crate::inet_diag::{AF_INET, AF_INET6, Dumper, Socket, TCP_LISTEN};
 use crate::roots::{KeptFile, Roots};
 
 /// Counters about the sampler itself.
@@ -45,6 +46,11 @@ pub struct Sources {
     pressure: [(&'static str, KeptFile); 3],
     disk: DiskSource,
     diskstats: KeptFile,
+    /// None where the kernel or a sandbox refuses NETLINK_SOCK_DIAG.
+    listeners: Option<(Dumper, ListenerSource)>,
+    sockets: Vec<Socket>,
+    /// `(queue, backlog)` of the listeners in the latest dump.
+    pub limits: Vec<(Arc<str>, u32)>,
 }
 
 pub enum CpuSource {
@@ -79,6 +85,9 @@ impl Sources {
             pressure,
             disk: DiskSource::new(disk_exclude),
             diskstats: KeptFile::new(roots.proc("diskstats")),
+            listeners: Dumper::new().ok().map(|d| (d, ListenerSource::default())),
+            sockets: Vec::new(),
+            limits: Vec::new(),
         }
     }
 
@@ -118,6 +127,24 @@ impl Sources {
                 Err(e) => error = Some(parse(self.diskstats.path(), e)),
             },
             Err(e) => error = Some(e),
+        }
+        if let Some((dumper, source)) = &mut self.listeners {
+            self.sockets.clear();
+            let listening = 1 << TCP_LISTEN;
+            let mut dumped = Ok(());
+            for family in [AF_INET, AF_INET6] {
+                let sockets = &mut self.sockets;
+                dumped = dumped
+                    .and_then(|()| dumper.dump(family, listening, false, |s| sockets.push(s)));
+            }
+            match dumped {
+                Ok(()) => {
+                    let (samples, limits) = source.sample(&self.sockets);
+                    out.extend(samples);
+                    self.limits = limits;
+                }
+                Err(e) => error = Some(e),
+            }
         }
         error
     }
@@ -181,6 +208,9 @@ fn run(mut sources: Sources, period: Duration, shared: &Shared, stop: &AtomicBoo
         if let Ok(mut queues) = shared.queues.lock() {
             for s in &samples {
                 queues.observe(now_ns, s);
+            }
+            for (queue, limit) in &sources.limits {
+                queues.set_limit(queue, f64::from(*limit));
             }
             if now.duration_since(last_forget) >= FORGET_EVERY {
                 queues.forget_stale(now_ns);

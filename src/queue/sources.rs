@@ -3,6 +3,7 @@
 //! and the time, so tests feed it synthetic sequences.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use regex::Regex;
@@ -11,6 +12,7 @@ use super::codel::Nanos;
 use super::{Measure, Sample};
 use crate::collectors::ParseError;
 use crate::collectors::schedstat::{CpuSched, parse_schedstat};
+use crate::inet_diag::{Socket, TCP_LISTEN};
 
 const NANOS_PER_SECOND: f64 = 1e9;
 const MILLIS_PER_SECOND: f64 = 1e3;
@@ -296,6 +298,50 @@ impl DiskSource {
     }
 }
 
+/// TCP accept queues from an inet_diag dump of listening sockets: per
+/// listener `tcp_accept:<addr>:<port>`, the connections waiting for
+/// accept() (a length queue), and the backlog limit.
+#[derive(Debug, Default)]
+pub struct ListenerSource {
+    names: HashMap<(IpAddr, u16), Arc<str>>,
+}
+
+/// `tcp_accept:0.0.0.0:8080`, `tcp_accept:[::1]:8080`.
+pub fn listener_name(ip: IpAddr, port: u16) -> String {
+    match ip {
+        IpAddr::V4(a) => format!("tcp_accept:{a}:{port}"),
+        IpAddr::V6(a) => format!("tcp_accept:[{a}]:{port}"),
+    }
+}
+
+impl ListenerSource {
+    /// Samples and `(queue, backlog limit)` pairs for the listeners dumped.
+    pub fn sample(&mut self, listeners: &[Socket]) -> (Vec<Sample>, Vec<(Arc<str>, u32)>) {
+        let mut samples = Vec::with_capacity(listeners.len());
+        let mut limits = Vec::with_capacity(listeners.len());
+        let mut seen = HashMap::with_capacity(listeners.len());
+        for l in listeners.iter().filter(|s| s.state == TCP_LISTEN) {
+            let key = (l.local, l.local_port);
+            let name = self
+                .names
+                .remove(&key)
+                .or_else(|| seen.get(&key).cloned())
+                .unwrap_or_else(|| Arc::from(listener_name(l.local, l.local_port)));
+            samples.push(Sample {
+                queue: name.clone(),
+                measure: Measure::Length,
+                source: "inet_diag",
+                value: f64::from(l.rqueue),
+            });
+            limits.push((name.clone(), l.wqueue));
+            seen.insert(key, name);
+        }
+        // Names of listeners that closed go with them.
+        self.names = seen;
+        (samples, limits)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,6 +389,38 @@ mod tests {
         let s = p.sample("cpu", 10_000_000, &line(6000)).unwrap().unwrap();
         assert_eq!(&*s.queue, "cpu:psi");
         assert!((s.value - 0.5).abs() < 1e-12, "5 ms stalled in 10 ms");
+    }
+
+    #[test]
+    fn listeners_become_accept_queues_with_limits() {
+        let listener = |ip: &str, port, queued, backlog| Socket {
+            family: 2,
+            state: TCP_LISTEN,
+            local: ip.parse().unwrap(),
+            local_port: port,
+            remote: "0.0.0.0".parse().unwrap(),
+            remote_port: 0,
+            rqueue: queued,
+            wqueue: backlog,
+            inode: 1,
+            tcp_info: None,
+        };
+        let mut src = ListenerSource::default();
+        let (samples, limits) = src.sample(&[
+            listener("0.0.0.0", 8080, 3, 128),
+            listener("::1", 443, 0, 4096),
+        ]);
+        assert_eq!(&*samples[0].queue, "tcp_accept:0.0.0.0:8080");
+        assert_eq!(samples[0].value, 3.0);
+        assert_eq!(&*samples[1].queue, "tcp_accept:[::1]:443");
+        assert_eq!(limits[0].1, 128);
+        let first = samples[0].queue.clone();
+        let (again, _) = src.sample(&[listener("0.0.0.0", 8080, 0, 128)]);
+        assert!(
+            Arc::ptr_eq(&first, &again[0].queue),
+            "the name is built once"
+        );
+        assert_eq!(src.names.len(), 1, "the closed listener's name is dropped");
     }
 
     #[test]
