@@ -254,9 +254,9 @@ pub fn command() -> Command {
             Arg::new("queue.max-queues")
                 .long("queue.max-queues")
                 .value_name("N")
-                .default_value("256")
+                .default_value("64")
                 .value_parser(clap::value_parser!(usize))
-                .help("Most queues tracked; the rest are counted in sojourn_queue_omitted"),
+                .help("Most queues tracked (about 26 series each); the rest are counted in sojourn_queue_omitted"),
         )
         .arg(
             Arg::new("log.level")

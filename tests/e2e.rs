@@ -246,14 +246,27 @@ fn bad_flags_stop_startup_with_a_message_naming_the_flag() {
 /// softnet (4); schedstat (3) where the kernel has it.
 const SERIES_PER_CPU: usize = 17;
 
+/// Series of one queue: a histogram of up to 15 buckets plus sum and count,
+/// and 9 gauges and counters.
+const SERIES_PER_QUEUE: usize = 26;
+
 #[test]
 fn live_host_scrape_is_lint_clean_and_bounded() {
     let e = start(&[]);
     let text = get(e.addr, "/metrics", &[]).text();
+    // The host collectors' budget; queue series are bounded by --queue.max-queues.
     let series = text
         .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter(|l| !l.starts_with('#') && !l.is_empty() && !l.starts_with("sojourn_queue_"))
         .count();
+    let queue_series = text
+        .lines()
+        .filter(|l| l.starts_with("sojourn_queue_"))
+        .count();
+    assert!(
+        queue_series <= 64 * SERIES_PER_QUEUE + 10,
+        "{queue_series} queue series"
+    );
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);

@@ -76,7 +76,7 @@ impl Default for QueueConfig {
             share_target: 0.1,
             interval: Duration::from_millis(100),
             sample_interval: Duration::from_millis(10),
-            max_queues: 256,
+            max_queues: 64,
         }
     }
 }
