@@ -187,6 +187,14 @@ pub fn command() -> Command {
                 .help("Most interfaces reported; the rest are counted in sojourn_network_devices_omitted"),
         )
         .arg(
+            Arg::new("collector.tcp_ports.max-ports")
+                .long("collector.tcp_ports.max-ports")
+                .value_name("N")
+                .default_value("32")
+                .value_parser(clap::value_parser!(usize))
+                .help("Listening ports reported one by one, those with the most queued bytes; the rest are summed as port=\"other\""),
+        )
+        .arg(
             Arg::new("collector.filesystem.fs-types-exclude")
                 .long("collector.filesystem.fs-types-exclude")
                 .value_name("REGEX")
@@ -357,6 +365,11 @@ fn settings(m: &ArgMatches) -> Settings {
                 fs_types_exclude: regex("collector.filesystem.fs-types-exclude"),
                 mount_points_exclude: regex("collector.filesystem.mount-points-exclude"),
                 mount_timeout: dur("collector.filesystem.mount-timeout"),
+            },
+            tcp_ports: collectors::tcp_ports::TcpPortsConfig {
+                max_ports: *m
+                    .get_one::<usize>("collector.tcp_ports.max-ports")
+                    .expect("has default"),
             },
             queue: crate::queue::QueueConfig {
                 delay_target: dur("queue.delay-target").as_secs_f64(),

@@ -51,7 +51,9 @@ fn documented() -> Vec<Row> {
 fn emitted() -> BTreeMap<String, (String, BTreeSet<String>)> {
     // The queue collector included: give its sampler a few intervals first,
     // with a listener of our own so that a TCP accept queue exists.
-    let _listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let _server = listener.accept().unwrap();
     let scraper = common::tree_scraper_with(&common::fixtures(), &[]);
     std::thread::sleep(std::time::Duration::from_millis(350));
     let text = metrics::encode(scraper.scrape(), Format::Text);

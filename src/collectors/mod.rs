@@ -23,6 +23,7 @@ pub mod network;
 pub mod pressure;
 pub mod queue;
 pub mod schedstat;
+pub mod tcp_ports;
 pub mod udp;
 
 /// Why a collector produced no data.
@@ -78,6 +79,7 @@ pub struct Config {
     pub network: network::Config,
     pub filesystem: filesystem::Config,
     pub queue: crate::queue::QueueConfig,
+    pub tcp_ports: tcp_ports::TcpPortsConfig,
 }
 
 /// A source of metric families for one resource.
@@ -155,6 +157,12 @@ pub const ALL: &[Entry] = &[
         default_enabled: true,
         help: "TCP/UDP errors, retransmits, listen overflows (/proc/net/snmp, /proc/net/netstat), socket counts (/proc/net/sockstat)",
         build: |_| Box::new(netstat::NetstatCollector),
+    },
+    Entry {
+        name: "tcp_ports",
+        default_enabled: true,
+        help: "Per listening port: established connections, receive/send queue bytes, RTT histogram, retransmits (NETLINK_SOCK_DIAG)",
+        build: |_| Box::new(tcp_ports::TcpPortsCollector::new()),
     },
     Entry {
         name: "udp",

@@ -169,18 +169,22 @@ pub fn tree_args(root: &Path) -> Vec<String> {
     ]
 }
 
-/// The flags every run against the checked-in fixture tree uses. The queue
-/// collector is off: its values depend on timing (tests/queues.rs covers it).
+/// Collectors whose output does not come from the fixture tree: the queue
+/// sampler's values depend on timing, and tcp_ports dumps the live kernel's
+/// sockets over netlink (tests/queues.rs and tests/tcp_ports.rs cover them).
+pub const LIVE_ONLY: [&str; 2] = ["--no-collector.queue", "--no-collector.tcp_ports"];
+
+/// The flags every run against the checked-in fixture tree uses.
 pub fn fixture_args() -> Vec<String> {
     let mut args = tree_args(&fixtures());
-    args.push("--no-collector.queue".into());
+    args.extend(LIVE_ONLY.iter().map(|s| s.to_string()));
     args
 }
 
 /// An in-process scraper over `root` with every default collector but the
-/// time-dependent queue collector.
+/// live-only ones.
 pub fn tree_scraper(root: &Path) -> sojourn::scrape::Scraper {
-    tree_scraper_with(root, &["--no-collector.queue"])
+    tree_scraper_with(root, &LIVE_ONLY)
 }
 
 /// An in-process scraper over `root` with extra flags.

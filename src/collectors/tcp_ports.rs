@@ -1,0 +1,351 @@
+//! Per-service TCP golden signals without touching the service: for each
+//! local listening port, its established connections, the bytes queued in
+//! their receive queues (data the application has not read: the service is
+//! saturated) and send queues (data the peer has not acknowledged: the
+//! network or the client is), their smoothed round-trip times and
+//! retransmissions.
+//!
+//! One NETLINK_SOCK_DIAG dump of established sockets with `tcp_info`
+//! (`ss -ti`), done at scrape time: it walks every established socket, so
+//! it is too dear for the 10 ms sampler on a busy host.
+//!
+//! Cardinality: the `--collector.tcp_ports.max-ports` ports with the most
+//! queued bytes (then the most connections) get their own `port` label; the
+//! rest are summed under `port="other"`.
+
+use std::collections::{HashMap, HashSet};
+
+use super::{Collect, CollectError, Config};
+use crate::inet_diag::{AF_INET, AF_INET6, Dumper, Socket, TCP_ESTABLISHED, TCP_LISTEN};
+use crate::metrics::{Desc, Family, label};
+use crate::queue::codel::Histogram;
+
+pub const DEFAULT_MAX_PORTS: usize = 32;
+
+/// RTT histogram bounds, seconds: loopback and LAN (tens of µs) up to
+/// intercontinental paths and retransmission-inflated RTTs.
+const RTT_BOUNDS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// Aggregates of the established connections of one listening port.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortStats {
+    pub connections: u64,
+    pub recv_queue_bytes: u64,
+    pub recv_queue_max_bytes: u64,
+    pub send_queue_bytes: u64,
+    pub send_queue_max_bytes: u64,
+    pub unacked_segments: u64,
+    pub retransmitted_segments: u64,
+    pub rtt: Histogram,
+}
+
+impl Default for PortStats {
+    fn default() -> Self {
+        PortStats {
+            connections: 0,
+            recv_queue_bytes: 0,
+            recv_queue_max_bytes: 0,
+            send_queue_bytes: 0,
+            send_queue_max_bytes: 0,
+            unacked_segments: 0,
+            retransmitted_segments: 0,
+            rtt: Histogram::new(RTT_BOUNDS.to_vec()),
+        }
+    }
+}
+
+impl PortStats {
+    fn add(&mut self, s: &Socket) {
+        self.connections += 1;
+        self.recv_queue_bytes += u64::from(s.rqueue);
+        self.recv_queue_max_bytes = self.recv_queue_max_bytes.max(u64::from(s.rqueue));
+        self.send_queue_bytes += u64::from(s.wqueue);
+        self.send_queue_max_bytes = self.send_queue_max_bytes.max(u64::from(s.wqueue));
+        if let Some(info) = s.tcp_info {
+            self.unacked_segments += u64::from(info.unacked);
+            self.retransmitted_segments += u64::from(info.total_retrans);
+            self.rtt.observe(f64::from(info.rtt_us) / 1e6);
+        }
+    }
+
+    fn merge(&mut self, o: &PortStats) {
+        self.connections += o.connections;
+        self.recv_queue_bytes += o.recv_queue_bytes;
+        self.recv_queue_max_bytes = self.recv_queue_max_bytes.max(o.recv_queue_max_bytes);
+        self.send_queue_bytes += o.send_queue_bytes;
+        self.send_queue_max_bytes = self.send_queue_max_bytes.max(o.send_queue_max_bytes);
+        self.unacked_segments += o.unacked_segments;
+        self.retransmitted_segments += o.retransmitted_segments;
+        for (a, b) in self.rtt.counts.iter_mut().zip(&o.rtt.counts) {
+            *a += b;
+        }
+        self.rtt.sum += o.rtt.sum;
+        self.rtt.count += o.rtt.count;
+    }
+
+    fn queued(&self) -> u64 {
+        self.recv_queue_bytes + self.send_queue_bytes
+    }
+}
+
+/// Groups established sockets by the listening port they were accepted on
+/// (a local port some socket listens on); outbound connections are left out.
+/// Returns the top `max_ports` by queued bytes, then connections, then port
+/// number, and the rest summed as `None` (port "other").
+pub fn aggregate(
+    sockets: &[Socket],
+    listening: &HashSet<u16>,
+    max_ports: usize,
+) -> Vec<(Option<u16>, PortStats)> {
+    let mut by_port: HashMap<u16, PortStats> = HashMap::new();
+    for s in sockets.iter().filter(|s| s.state == TCP_ESTABLISHED) {
+        if listening.contains(&s.local_port) {
+            by_port.entry(s.local_port).or_default().add(s);
+        }
+    }
+    let mut ranked: Vec<(u16, PortStats)> = by_port.into_iter().collect();
+    ranked.sort_by(|(pa, a), (pb, b)| {
+        b.queued()
+            .cmp(&a.queued())
+            .then(b.connections.cmp(&a.connections))
+            .then(pa.cmp(pb))
+    });
+    let mut out: Vec<(Option<u16>, PortStats)> = Vec::with_capacity(max_ports + 1);
+    let mut other: Option<PortStats> = None;
+    for (i, (port, stats)) in ranked.into_iter().enumerate() {
+        if i < max_ports {
+            out.push((Some(port), stats));
+        } else {
+            other.get_or_insert_with(PortStats::default).merge(&stats);
+        }
+    }
+    out.sort_by_key(|(p, _)| *p);
+    if let Some(o) = other {
+        out.push((None, o));
+    }
+    out
+}
+
+const CONNECTIONS: Desc = Desc::gauge(
+    "tcp_port_connections",
+    "Utilization: established TCP connections accepted on this local listening port (inet_diag).",
+);
+const RECV_Q: Desc = Desc::gauge(
+    "tcp_port_receive_queue",
+    "Saturation: bytes received on the port's connections and not yet read by the application, summed (inet_diag rqueue).",
+)
+.bytes();
+const RECV_Q_MAX: Desc = Desc::gauge(
+    "tcp_port_receive_queue_max",
+    "Saturation: largest receive queue among the port's connections (inet_diag rqueue).",
+)
+.bytes();
+const SEND_Q: Desc = Desc::gauge(
+    "tcp_port_send_queue",
+    "Saturation: bytes sent on the port's connections and not yet acknowledged by the peers, summed (inet_diag wqueue).",
+)
+.bytes();
+const SEND_Q_MAX: Desc = Desc::gauge(
+    "tcp_port_send_queue_max",
+    "Saturation: largest send queue among the port's connections (inet_diag wqueue).",
+)
+.bytes();
+const UNACKED: Desc = Desc::gauge(
+    "tcp_port_unacked_segments",
+    "Saturation: segments in flight, sent and not yet acknowledged, summed over the port's connections (tcp_info tcpi_unacked).",
+);
+const RETRANS: Desc = Desc::gauge(
+    "tcp_port_retransmitted_segments",
+    "Errors: segments retransmitted over the lifetime of the port's open connections; falls when connections close, so prefer netstat_tcp_retrans_segs_total for rates (tcp_info tcpi_total_retrans).",
+);
+const RTT: Desc = Desc::histogram(
+    "tcp_port_rtt",
+    "Smoothed round-trip time of each of the port's connections at scrape time (tcp_info tcpi_rtt).",
+)
+.seconds();
+const LISTENERS: Desc = Desc::gauge(
+    "tcp_port_listening_ports",
+    "Local TCP ports with a listening socket, the ports connections are grouped by (inet_diag).",
+);
+
+pub fn emit(ports: &[(Option<u16>, PortStats)], listening: usize) -> Vec<Family> {
+    let mut f: Vec<Family> = [
+        CONNECTIONS,
+        RECV_Q,
+        RECV_Q_MAX,
+        SEND_Q,
+        SEND_Q_MAX,
+        UNACKED,
+        RETRANS,
+        RTT,
+    ]
+    .into_iter()
+    .map(Family::new)
+    .collect();
+    for (port, s) in ports {
+        let l = || {
+            vec![label(
+                "port",
+                port.map_or_else(|| "other".to_string(), |p| p.to_string()),
+            )]
+        };
+        f[0].push(l(), s.connections);
+        f[1].push(l(), s.recv_queue_bytes);
+        f[2].push(l(), s.recv_queue_max_bytes);
+        f[3].push(l(), s.send_queue_bytes);
+        f[4].push(l(), s.send_queue_max_bytes);
+        f[5].push(l(), s.unacked_segments);
+        f[6].push(l(), s.retransmitted_segments);
+        f[7].push(l(), s.rtt.clone());
+    }
+    f.push(Family::single(LISTENERS, listening as u64));
+    f
+}
+
+pub struct TcpPortsCollector {
+    dumper: std::sync::Mutex<Option<Dumper>>,
+}
+
+impl TcpPortsCollector {
+    pub fn new() -> Self {
+        TcpPortsCollector {
+            dumper: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl Default for TcpPortsCollector {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Collect for TcpPortsCollector {
+    fn collect(&self, cfg: &Config) -> Result<Vec<Family>, CollectError> {
+        // Concurrent scrapes take turns on the one netlink socket.
+        let mut guard = self
+            .dumper
+            .lock()
+            .map_err(|_| CollectError::Panicked("netlink socket poisoned".into()))?;
+        if guard.is_none() {
+            *guard = Some(Dumper::new().map_err(|e| {
+                CollectError::Unsupported(format!("NETLINK_SOCK_DIAG socket refused: {e}"))
+            })?);
+        }
+        let Some(dumper) = guard.as_mut() else {
+            return Err(CollectError::Io("netlink socket missing".into()));
+        };
+        let mut listening = HashSet::new();
+        let mut sockets = Vec::new();
+        for family in [AF_INET, AF_INET6] {
+            dumper.dump(family, 1 << TCP_LISTEN, false, |s| {
+                listening.insert(s.local_port);
+            })?;
+            dumper.dump(family, 1 << TCP_ESTABLISHED, true, |s| {
+                // Only connections on listening ports are kept: outbound ones
+                // would multiply memory for nothing.
+                if listening.contains(&s.local_port) {
+                    sockets.push(s);
+                }
+            })?;
+        }
+        let ports = aggregate(&sockets, &listening, cfg.tcp_ports.max_ports);
+        Ok(emit(&ports, listening.len()))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TcpPortsConfig {
+    pub max_ports: usize,
+}
+
+impl Default for TcpPortsConfig {
+    fn default() -> Self {
+        TcpPortsConfig {
+            max_ports: DEFAULT_MAX_PORTS,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inet_diag::TcpInfo;
+
+    fn conn(port: u16, rq: u32, wq: u32, rtt_us: u32) -> Socket {
+        Socket {
+            family: AF_INET,
+            state: TCP_ESTABLISHED,
+            local: "127.0.0.1".parse().unwrap(),
+            local_port: port,
+            remote: "127.0.0.1".parse().unwrap(),
+            remote_port: 40000,
+            rqueue: rq,
+            wqueue: wq,
+            inode: 1,
+            tcp_info: Some(TcpInfo {
+                rtt_us,
+                rttvar_us: 0,
+                unacked: 1,
+                total_retrans: 2,
+            }),
+        }
+    }
+
+    #[test]
+    fn groups_by_listening_port_and_keeps_the_busiest() {
+        let sockets = [
+            conn(80, 100, 0, 50),
+            conn(80, 300, 10, 150),
+            conn(443, 0, 0, 2000),
+            conn(8080, 5000, 0, 30),
+            conn(9090, 0, 0, 30),
+            conn(51234, 999, 999, 1), // outbound: local port is not listening
+        ];
+        let listening: HashSet<u16> = [80, 443, 8080, 9090].into();
+        let ports = aggregate(&sockets, &listening, 2);
+        assert_eq!(ports.len(), 3);
+        assert_eq!(ports[0].0, Some(80));
+        assert_eq!(ports[1].0, Some(8080));
+        let p80 = &ports[0].1;
+        assert_eq!(
+            (
+                p80.connections,
+                p80.recv_queue_bytes,
+                p80.recv_queue_max_bytes
+            ),
+            (2, 400, 300)
+        );
+        assert_eq!(
+            (
+                p80.send_queue_bytes,
+                p80.unacked_segments,
+                p80.retransmitted_segments
+            ),
+            (10, 2, 4)
+        );
+        assert_eq!(p80.rtt.count, 2);
+        let other = &ports[2];
+        assert_eq!(other.0, None);
+        assert_eq!(other.1.connections, 2, "443 and 9090 summed");
+        assert_eq!(other.1.rtt.count, 2);
+    }
+
+    #[test]
+    fn emits_other_and_rtt_histogram() {
+        let listening: HashSet<u16> = [80].into();
+        let ports = aggregate(&[conn(80, 1, 2, 250)], &listening, 0);
+        let text = crate::metrics::encode(emit(&ports, 1), crate::metrics::Format::Text);
+        assert!(
+            text.contains("sojourn_tcp_port_connections{port=\"other\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sojourn_tcp_port_rtt_seconds_bucket{port=\"other\",le=\"0.00025\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("sojourn_tcp_port_listening_ports 1"));
+    }
+}
