@@ -13,7 +13,7 @@ use regex::Regex;
 use super::sources::{DiskSource, ListenerSource, LoadavgSource, PsiSource, SchedstatSource};
 use super::{QueueConfig, QueueSet, Sample};
 use crate::collectors::CollectError;
-use crate::inet_diag::{AF_INET, AF_INET6, Dumper, Socket, TCP_LISTEN};
+use crate::inet_diag::{Dumper, Socket, TCP_LISTEN};
 use crate::roots::{KeptFile, Roots};
 
 /// Counters about the sampler itself.
@@ -130,13 +130,8 @@ impl Sources {
         }
         if let Some((dumper, source)) = &mut self.listeners {
             self.sockets.clear();
-            let listening = 1 << TCP_LISTEN;
-            let mut dumped = Ok(());
-            for family in [AF_INET, AF_INET6] {
-                let sockets = &mut self.sockets;
-                dumped = dumped
-                    .and_then(|()| dumper.dump(family, listening, false, |s| sockets.push(s)));
-            }
+            let sockets = &mut self.sockets;
+            let dumped = dumper.dump_all(1 << TCP_LISTEN, false, |s| sockets.push(s));
             match dumped {
                 Ok(()) => {
                     let (samples, limits) = source.sample(&self.sockets);
