@@ -3,6 +3,7 @@
 
 usage: scripts/bench_scrape.py [--scrapes 300] [--rounds 5] [--soak 10000]
                                [--gzip] [--node-exporter PATH] [--no-build]
+                               [--sojourn-args "FLAGS"]
 
 Starts `target/release/sojourn` and node_exporter (Debian package
 prometheus-node-exporter, default collectors) on loopback ports, warms both
@@ -86,12 +87,13 @@ def main():
     ap.add_argument("--gzip", action="store_true", help="ask for gzip, as Prometheus does")
     ap.add_argument("--node-exporter", default="/usr/bin/prometheus-node-exporter")
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--sojourn-args", default="", help="extra sojourn flags, e.g. '--no-collector.queue --no-collector.tcp_ports'")
     a = ap.parse_args()
 
     if not a.no_build:
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     exporters = [
-        ("sojourn", 19818, [os.path.join(ROOT, "target/release/sojourn"), "--web.listen-address", "127.0.0.1:19818", "--log.level", "warn"]),
+        ("sojourn", 19818, [os.path.join(ROOT, "target/release/sojourn"), "--web.listen-address", "127.0.0.1:19818", "--log.level", "warn"] + a.sojourn_args.split()),
         ("node_exporter", 19100, [a.node_exporter, "--web.listen-address", "127.0.0.1:19100", "--log.level", "warn"]),
     ]
     if not os.path.exists(a.node_exporter):
