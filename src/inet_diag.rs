@@ -90,6 +90,60 @@ pub fn request_both_families(states: u32, with_info: bool, seq: u32) -> [u8; NLM
     b
 }
 
+/// `INET_DIAG_REQ_BYTECODE`: a filter program the kernel runs on each socket
+/// before building its record.
+const INET_DIAG_REQ_BYTECODE: u16 = 1;
+/// `INET_DIAG_BC_S_EQ`: source (local) port equals the operand.
+const INET_DIAG_BC_S_EQ: u8 = 11;
+/// Longest local-port filter sent; with more ports the dump is unfiltered.
+pub const MAX_FILTER_PORTS: usize = 256;
+
+/// `INET_DIAG_BC_JMP`: jump by the `no` offset.
+const INET_DIAG_BC_JMP: u8 = 1;
+
+/// A filter program accepting sockets whose local port is one of `ports`,
+/// laid out as `ss` compiles `sport = a or sport = b ...`: each test is
+/// `S_EQ` (yes: fall through, no: skip the next 12 bytes) plus its operand;
+/// between tests a `JMP` to the end accepts what matched. Running off the
+/// end exactly accepts, past it rejects; the kernel's audit follows the
+/// fall-through chain, so every op must be on it (net/ipv4/inet_diag.c).
+pub fn local_port_filter(ports: &[u16]) -> Vec<u8> {
+    let len = ports.len() * 8 + ports.len().saturating_sub(1) * 4;
+    let mut b = Vec::with_capacity(len);
+    for (i, port) in ports.iter().enumerate() {
+        b.extend_from_slice(&[INET_DIAG_BC_S_EQ, 8]);
+        b.extend_from_slice(&12u16.to_ne_bytes());
+        // The operand: an op whose `no` field holds the port.
+        b.extend_from_slice(&[0, 0]);
+        b.extend_from_slice(&port.to_ne_bytes());
+        if i + 1 < ports.len() {
+            let to_end = len - b.len();
+            b.extend_from_slice(&[INET_DIAG_BC_JMP, 4]);
+            b.extend_from_slice(&(to_end as u16).to_ne_bytes());
+        }
+    }
+    b
+}
+
+/// [`request_both_families`] that returns only sockets whose local port is
+/// in `ports`: the kernel skips the others before filling their records.
+pub fn request_both_families_for_ports(
+    states: u32,
+    with_info: bool,
+    seq: u32,
+    ports: &[u16],
+) -> Vec<u8> {
+    let bc = local_port_filter(ports);
+    let mut b = request_both_families(states, with_info, seq).to_vec();
+    let attr_len = 4 + bc.len();
+    b.extend_from_slice(&(attr_len as u16).to_ne_bytes());
+    b.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
+    b.extend_from_slice(&bc);
+    let total = b.len() as u32;
+    b[0..4].copy_from_slice(&total.to_ne_bytes());
+    b
+}
+
 /// A dump request for TCP sockets of `family` in `states` (a bit per state),
 /// with `tcp_info` attached when `with_info`.
 pub fn request(family: u8, states: u32, with_info: bool, seq: u32) -> [u8; NLMSG_HDR_LEN + 56] {
@@ -253,6 +307,26 @@ impl Dumper {
         self.exchange(&req, each)
     }
 
+    /// [`Dumper::dump_all`] limited to sockets whose local port is in
+    /// `ports`; unfiltered when there are more than [`MAX_FILTER_PORTS`].
+    pub fn dump_all_for_ports(
+        &mut self,
+        states: u32,
+        with_info: bool,
+        ports: &[u16],
+        each: impl FnMut(Socket),
+    ) -> Result<(), crate::collectors::CollectError> {
+        if ports.is_empty() {
+            return Ok(());
+        }
+        if ports.len() > MAX_FILTER_PORTS {
+            return self.dump_all(states, with_info, each);
+        }
+        self.seq = self.seq.wrapping_add(1);
+        let req = request_both_families_for_ports(states, with_info, self.seq, ports);
+        self.exchange(&req, each)
+    }
+
     /// Dumps TCP sockets of `family` in `states`, calling `each` per socket.
     pub fn dump(
         &mut self,
@@ -412,6 +486,65 @@ mod tests {
         if let Some(v6) = v6 {
             assert!(ports.contains(&(AF_INET6, v6.local_addr().unwrap().port())));
         }
+    }
+
+    #[test]
+    fn a_port_filter_keeps_only_connections_on_those_ports() {
+        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (pa, pb) = (
+            a.local_addr().unwrap().port(),
+            b.local_addr().unwrap().port(),
+        );
+        let _ca = std::net::TcpStream::connect(("127.0.0.1", pa)).unwrap();
+        let _cb = std::net::TcpStream::connect(("127.0.0.1", pb)).unwrap();
+        let (_sa, _) = a.accept().unwrap();
+        let (_sb, _) = b.accept().unwrap();
+        let mut d = Dumper::new().unwrap();
+        let mut seen = Vec::new();
+        // Other tests' clients on other 127.x addresses may have the same
+        // local port numbers: the filter is by port, so look at our address.
+        let ours = |s: &Socket| s.local == IpAddr::V4(Ipv4Addr::LOCALHOST);
+        d.dump_all_for_ports(1 << TCP_ESTABLISHED, true, &[pa], |s| {
+            assert_eq!(s.local_port, pa);
+            if ours(&s) {
+                seen.push(s.local_port)
+            }
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            vec![pa],
+            "only the server side of the connection to port {pa}"
+        );
+        seen.clear();
+        d.dump_all_for_ports(1 << TCP_ESTABLISHED, false, &[9, pb, pa], |s| {
+            if ours(&s) {
+                seen.push(s.local_port)
+            }
+        })
+        .unwrap();
+        seen.sort();
+        let mut want = vec![pa, pb];
+        want.sort();
+        assert_eq!(seen, want);
+    }
+
+    #[test]
+    fn filter_program_layout() {
+        let bc = local_port_filter(&[80, 443]);
+        assert_eq!(bc.len(), 20);
+        assert_eq!(
+            (bc[0], bc[1], u16_ne(&bc, 2), u16_ne(&bc, 6)),
+            (INET_DIAG_BC_S_EQ, 8, 12, 80)
+        );
+        // A match falls through to the jump, which lands exactly at the end.
+        assert_eq!((bc[8], bc[9], u16_ne(&bc, 10)), (INET_DIAG_BC_JMP, 4, 12));
+        assert_eq!(
+            (bc[12], bc[13], u16_ne(&bc, 14), u16_ne(&bc, 18)),
+            (INET_DIAG_BC_S_EQ, 8, 12, 443)
+        );
+        assert_eq!(local_port_filter(&[22]).len(), 8);
     }
 
     #[test]

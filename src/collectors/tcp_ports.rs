@@ -15,6 +15,7 @@
 //! rest are summed under `port="other"`.
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 
 use super::{Collect, CollectError, Config};
 use crate::inet_diag::{Dumper, Socket, TCP_ESTABLISHED, TCP_LISTEN};
@@ -91,42 +92,102 @@ impl PortStats {
     }
 }
 
-/// Groups established sockets by the listening port they were accepted on
-/// (a local port some socket listens on); outbound connections are left out.
-/// Returns the top `max_ports` by queued bytes, then connections, then port
-/// number, and the rest summed as `None` (port "other").
+/// The listening sockets, to tell a service's connections from outbound
+/// ones that happen to have the same local port number on another address.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    exact: HashSet<(IpAddr, u16)>,
+    wildcard: HashSet<u16>,
+}
+
+impl Listeners {
+    pub fn add(&mut self, s: &Socket) {
+        if s.local.is_unspecified() {
+            self.wildcard.insert(s.local_port);
+        } else {
+            self.exact.insert((s.local, s.local_port));
+        }
+    }
+
+    /// True when `s` was accepted on one of the listeners.
+    pub fn accepted(&self, s: &Socket) -> bool {
+        self.wildcard.contains(&s.local_port) || self.exact.contains(&(s.local, s.local_port))
+    }
+
+    /// Distinct listening ports, ascending.
+    pub fn ports(&self) -> Vec<u16> {
+        let mut p: Vec<u16> = self
+            .wildcard
+            .iter()
+            .copied()
+            .chain(self.exact.iter().map(|(_, p)| *p))
+            .collect();
+        p.sort_unstable();
+        p.dedup();
+        p
+    }
+}
+
+/// Sums connections per local port as the dump streams in, so that a
+/// hundred thousand sockets are never held at once.
+pub struct Aggregator<'a> {
+    listeners: &'a Listeners,
+    by_port: HashMap<u16, PortStats>,
+}
+
+impl<'a> Aggregator<'a> {
+    pub fn new(listeners: &'a Listeners) -> Self {
+        Aggregator {
+            listeners,
+            by_port: HashMap::new(),
+        }
+    }
+
+    /// Counts `s` if it is an established connection accepted on a listener.
+    pub fn add(&mut self, s: &Socket) {
+        if s.state == TCP_ESTABLISHED && self.listeners.accepted(s) {
+            self.by_port.entry(s.local_port).or_default().add(s);
+        }
+    }
+
+    /// The top `max_ports` by queued bytes, then connections, then port
+    /// number, and the rest summed as `None` (port "other").
+    pub fn finish(self, max_ports: usize) -> Vec<(Option<u16>, PortStats)> {
+        let mut ranked: Vec<(u16, PortStats)> = self.by_port.into_iter().collect();
+        ranked.sort_by(|(pa, a), (pb, b)| {
+            b.queued()
+                .cmp(&a.queued())
+                .then(b.connections.cmp(&a.connections))
+                .then(pa.cmp(pb))
+        });
+        let mut out: Vec<(Option<u16>, PortStats)> = Vec::with_capacity(max_ports + 1);
+        let mut other: Option<PortStats> = None;
+        for (i, (port, stats)) in ranked.into_iter().enumerate() {
+            if i < max_ports {
+                out.push((Some(port), stats));
+            } else {
+                other.get_or_insert_with(PortStats::default).merge(&stats);
+            }
+        }
+        out.sort_by_key(|(p, _)| *p);
+        if let Some(o) = other {
+            out.push((None, o));
+        }
+        out
+    }
+}
+
+/// [`Aggregator`] over a slice.
 pub fn aggregate(
     sockets: &[Socket],
-    listening: &HashSet<u16>,
+    listeners: &Listeners,
     max_ports: usize,
 ) -> Vec<(Option<u16>, PortStats)> {
-    let mut by_port: HashMap<u16, PortStats> = HashMap::new();
-    for s in sockets.iter().filter(|s| s.state == TCP_ESTABLISHED) {
-        if listening.contains(&s.local_port) {
-            by_port.entry(s.local_port).or_default().add(s);
-        }
+    let mut a = Aggregator::new(listeners);
+    for s in sockets {
+        a.add(s);
     }
-    let mut ranked: Vec<(u16, PortStats)> = by_port.into_iter().collect();
-    ranked.sort_by(|(pa, a), (pb, b)| {
-        b.queued()
-            .cmp(&a.queued())
-            .then(b.connections.cmp(&a.connections))
-            .then(pa.cmp(pb))
-    });
-    let mut out: Vec<(Option<u16>, PortStats)> = Vec::with_capacity(max_ports + 1);
-    let mut other: Option<PortStats> = None;
-    for (i, (port, stats)) in ranked.into_iter().enumerate() {
-        if i < max_ports {
-            out.push((Some(port), stats));
-        } else {
-            other.get_or_insert_with(PortStats::default).merge(&stats);
-        }
-    }
-    out.sort_by_key(|(p, _)| *p);
-    if let Some(o) = other {
-        out.push((None, o));
-    }
-    out
+    a.finish(max_ports)
 }
 
 const CONNECTIONS: Desc = Desc::gauge(
@@ -238,20 +299,16 @@ impl Collect for TcpPortsCollector {
         let Some(dumper) = guard.as_mut() else {
             return Err(CollectError::Io("netlink socket missing".into()));
         };
-        let mut listening = HashSet::new();
-        let mut sockets = Vec::new();
-        dumper.dump_all(1 << TCP_LISTEN, false, |s| {
-            listening.insert(s.local_port);
-        })?;
-        dumper.dump_all(1 << TCP_ESTABLISHED, true, |s| {
-            // Only connections on listening ports are kept: outbound ones
-            // would multiply memory for nothing.
-            if listening.contains(&s.local_port) {
-                sockets.push(s);
-            }
-        })?;
-        let ports = aggregate(&sockets, &listening, cfg.tcp_ports.max_ports);
-        Ok(emit(&ports, listening.len()))
+        let mut listeners = Listeners::default();
+        dumper.dump_all(1 << TCP_LISTEN, false, |s| listeners.add(&s))?;
+        let ports = listeners.ports();
+        // The kernel filters by local port, so outbound connections cost
+        // nothing; those on another address with the same port number are
+        // dropped by the aggregator.
+        let mut agg = Aggregator::new(&listeners);
+        dumper.dump_all_for_ports(1 << TCP_ESTABLISHED, true, &ports, |s| agg.add(&s))?;
+        let stats = agg.finish(cfg.tcp_ports.max_ports);
+        Ok(emit(&stats, ports.len()))
     }
 }
 
@@ -273,7 +330,7 @@ mod tests {
     use super::*;
     use crate::inet_diag::TcpInfo;
 
-    use crate::inet_diag::AF_INET;
+    use crate::inet_diag::{AF_INET, TCP_LISTEN};
 
     fn conn(port: u16, rq: u32, wq: u32, rtt_us: u32) -> Socket {
         Socket {
@@ -295,8 +352,21 @@ mod tests {
         }
     }
 
+    fn listeners(ports: &[(&str, u16)]) -> Listeners {
+        let mut l = Listeners::default();
+        for (ip, port) in ports {
+            let mut s = conn(*port, 0, 0, 0);
+            s.state = TCP_LISTEN;
+            s.local = ip.parse().unwrap();
+            l.add(&s);
+        }
+        l
+    }
+
     #[test]
     fn groups_by_listening_port_and_keeps_the_busiest() {
+        let mut other_address = conn(8080, 777, 777, 1);
+        other_address.local = "127.9.9.9".parse().unwrap(); // outbound, same port number
         let sockets = [
             conn(80, 100, 0, 50),
             conn(80, 300, 10, 150),
@@ -304,12 +374,23 @@ mod tests {
             conn(8080, 5000, 0, 30),
             conn(9090, 0, 0, 30),
             conn(51234, 999, 999, 1), // outbound: local port is not listening
+            other_address,
         ];
-        let listening: HashSet<u16> = [80, 443, 8080, 9090].into();
-        let ports = aggregate(&sockets, &listening, 2);
+        let l = listeners(&[
+            ("0.0.0.0", 80),
+            ("::", 443),
+            ("127.0.0.1", 8080),
+            ("0.0.0.0", 9090),
+        ]);
+        assert_eq!(l.ports(), [80, 443, 8080, 9090]);
+        let ports = aggregate(&sockets, &l, 2);
         assert_eq!(ports.len(), 3);
         assert_eq!(ports[0].0, Some(80));
         assert_eq!(ports[1].0, Some(8080));
+        assert_eq!(
+            ports[1].1.connections, 1,
+            "the outbound socket on 127.9.9.9 is not the service's"
+        );
         let p80 = &ports[0].1;
         assert_eq!(
             (
@@ -336,8 +417,7 @@ mod tests {
 
     #[test]
     fn emits_other_and_rtt_histogram() {
-        let listening: HashSet<u16> = [80].into();
-        let ports = aggregate(&[conn(80, 1, 2, 250)], &listening, 0);
+        let ports = aggregate(&[conn(80, 1, 2, 250)], &listeners(&[("0.0.0.0", 80)]), 0);
         let text = crate::metrics::encode(emit(&ports, 1), crate::metrics::Format::Text);
         assert!(
             text.contains("sojourn_tcp_port_connections{port=\"other\"} 1"),
