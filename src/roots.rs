@@ -51,6 +51,16 @@ impl Roots {
     }
 }
 
+/// A missing file becomes [`CollectError::Missing`], so collectors can tell
+/// "kernel lacks this" from a real failure.
+fn io_error(path: &Path, e: io::Error) -> CollectError {
+    if e.kind() == io::ErrorKind::NotFound {
+        CollectError::Missing(path.display().to_string())
+    } else {
+        CollectError::Io(format!("{}: {e}", path.display()))
+    }
+}
+
 /// Most /proc files sojourn reads fit in one read of this size.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -61,13 +71,7 @@ const READ_CHUNK: usize = 16 * 1024;
 /// grow its buffer over several reads; starting with a 16 KiB buffer makes a
 /// typical /proc file cost one open, two reads and a close.
 pub fn read(path: &Path) -> Result<String, CollectError> {
-    let io_err = |e: io::Error| {
-        if e.kind() == io::ErrorKind::NotFound {
-            CollectError::Missing(path.display().to_string())
-        } else {
-            CollectError::Io(format!("{}: {e}", path.display()))
-        }
-    };
+    let io_err = |e| io_error(path, e);
     let file = std::fs::File::open(path).map_err(io_err)?;
     let mut buf = Vec::with_capacity(READ_CHUNK);
     // Through `Take`, read_to_end skips File's size probe (a statx that /proc
@@ -120,13 +124,7 @@ impl KeptFile {
 
     fn read_inner(&mut self) -> Result<(), CollectError> {
         let path = &self.path;
-        let io_err = |e: io::Error| {
-            if e.kind() == io::ErrorKind::NotFound {
-                CollectError::Missing(path.display().to_string())
-            } else {
-                CollectError::Io(format!("{}: {e}", path.display()))
-            }
-        };
+        let io_err = |e| io_error(path, e);
         if self.file.is_none() {
             self.file = Some(std::fs::File::open(path).map_err(io_err)?);
         }
