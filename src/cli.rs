@@ -195,6 +195,36 @@ pub fn command() -> Command {
                 .help("Listening ports reported one by one, those with the most queued bytes; the rest are summed as port=\"other\""),
         )
         .arg(
+            Arg::new("collector.cgroup.root")
+                .long("collector.cgroup.root")
+                .value_name("DIR")
+                .value_parser(parse_dir)
+                .help("cgroup filesystem mount [default: <path.sysfs>/fs/cgroup]"),
+        )
+        .arg(
+            Arg::new("collector.cgroup.include")
+                .long("collector.cgroup.include")
+                .value_name("REGEX")
+                .default_value(".*")
+                .value_parser(parse_regex)
+                .help("Cgroup paths (relative to the hierarchy root, e.g. /kubepods/...) to report"),
+        )
+        .arg(
+            Arg::new("collector.cgroup.exclude")
+                .long("collector.cgroup.exclude")
+                .value_name("REGEX")
+                .value_parser(parse_regex)
+                .help("Cgroup paths to leave out"),
+        )
+        .arg(
+            Arg::new("collector.cgroup.max-cgroups")
+                .long("collector.cgroup.max-cgroups")
+                .value_name("N")
+                .default_value("500")
+                .value_parser(clap::value_parser!(usize))
+                .help("Most cgroups reported (about 30 series each); the rest are counted in sojourn_cgroup_omitted"),
+        )
+        .arg(
             Arg::new("collector.filesystem.fs-types-exclude")
                 .long("collector.filesystem.fs-types-exclude")
                 .value_name("REGEX")
@@ -365,6 +395,14 @@ fn settings(m: &ArgMatches) -> Settings {
                 fs_types_exclude: regex("collector.filesystem.fs-types-exclude"),
                 mount_points_exclude: regex("collector.filesystem.mount-points-exclude"),
                 mount_timeout: dur("collector.filesystem.mount-timeout"),
+            },
+            cgroup: collectors::cgroup::Config {
+                root: m.get_one::<PathBuf>("collector.cgroup.root").cloned(),
+                include: regex("collector.cgroup.include"),
+                exclude: m.get_one::<Regex>("collector.cgroup.exclude").cloned(),
+                max_cgroups: *m
+                    .get_one::<usize>("collector.cgroup.max-cgroups")
+                    .expect("has default"),
             },
             tcp_ports: collectors::tcp_ports::TcpPortsConfig {
                 max_ports: *m

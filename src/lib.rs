@@ -12,6 +12,7 @@
 pub mod cli;
 pub mod collectors;
 pub mod inet_diag;
+pub mod kube;
 pub mod metrics;
 pub mod queue;
 pub mod roots;

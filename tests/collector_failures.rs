@@ -32,6 +32,13 @@ const SOURCES: &[(&str, &[&str])] = &[
         &["proc/net/snmp", "proc/net/netstat", "proc/net/sockstat"],
     ),
     ("udp", &["proc/net/udp", "proc/net/udp6"]),
+    (
+        "cgroup",
+        &[
+            "sys/fs/cgroup/system.slice/sshd.service/cpu.stat",
+            "sys/fs/cgroup/cgroup.controllers",
+        ],
+    ),
     ("filefd", &["proc/sys/fs/file-nr"]),
     (
         "conntrack",

@@ -10,6 +10,7 @@ use std::path::Path;
 use crate::metrics::Family;
 use crate::roots::Roots;
 
+pub mod cgroup;
 pub mod conntrack;
 pub mod cpu;
 pub mod disk;
@@ -80,6 +81,7 @@ pub struct Config {
     pub filesystem: filesystem::Config,
     pub queue: crate::queue::QueueConfig,
     pub tcp_ports: tcp_ports::TcpPortsConfig,
+    pub cgroup: cgroup::Config,
 }
 
 /// A source of metric families for one resource.
@@ -163,6 +165,12 @@ pub const ALL: &[Entry] = &[
         default_enabled: true,
         help: "Per listening port: established connections, receive/send queue bytes, RTT histogram, retransmits (NETLINK_SOCK_DIAG)",
         build: |_| Box::new(tcp_ports::TcpPortsCollector::new()),
+    },
+    Entry {
+        name: "cgroup",
+        default_enabled: true,
+        help: "Per container cgroup (v1 and v2): CPU, throttling, memory, OOM events, PSI, I/O, pids; Kubernetes pod and container identity",
+        build: |_| Box::new(cgroup::CgroupCollector),
     },
     Entry {
         name: "udp",
