@@ -9,9 +9,10 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(10_000);
-    let exclude =
-        regex::Regex::new(sojourn::collectors::disk::DEFAULT_DEVICE_EXCLUDE).expect("valid");
-    let mut sources = Sources::new(sojourn::roots::Roots::default(), exclude);
+    let cfg = sojourn::cli::parse(["sojourn"])
+        .expect("default flags")
+        .collect;
+    let mut sources = Sources::new(&cfg);
     let mut queues = QueueSet::new(QueueConfig::default());
     let mut samples = Vec::new();
     let start = std::time::Instant::now();

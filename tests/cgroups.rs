@@ -183,8 +183,13 @@ fn throttled_cgroup(name: &str) -> Throttled {
 fn a_busy_process_under_a_small_quota_is_throttled() {
     let name = format!("sojourn-test-{}", std::process::id());
     let cg = throttled_cgroup(&name);
-    std::thread::sleep(Duration::from_millis(1500));
     let include = format!("^/{name}$");
+    // The queue engine samples the cgroup's throttling once per CFS period.
+    let cfg = sojourn::cli::parse(["sojourn", "--collector.cgroup.include", &include])
+        .unwrap()
+        .collect;
+    let sampler = sojourn::queue::sampler::Sampler::start(&cfg).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
     let text = scrape(&["--collector.cgroup.include", &include]);
     let id = format!("cgroup=\"/{name}\",pod_uid=\"\",container_id=\"\",qos_class=\"\"");
     let throttled = value(
@@ -206,5 +211,22 @@ fn a_busy_process_under_a_small_quota_is_throttled() {
         value(&text, &format!("sojourn_cgroup_cpu_quota_seconds{{{id}}}")),
         Some(0.02)
     );
+
+    let queue = format!("cgroup_cpu:/{name}");
+    let queues = sampler.shared.queues.lock().unwrap();
+    let snap = queues
+        .snapshot(&queue)
+        .expect("a throttling queue for the cgroup");
+    assert!(
+        snap.standing,
+        "80 ms throttled per 100 ms period stands: {snap:?}"
+    );
+    assert!(snap.standing_seconds > 0.5, "{snap:?}");
+    let per_period = snap.last_min.unwrap();
+    assert!(
+        per_period > 0.05 && per_period <= 0.1,
+        "throttled {per_period} s per period"
+    );
+    drop(queues);
     drop(cg);
 }

@@ -9,9 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sojourn::metrics::{self, Format};
-use sojourn::queue::QueueConfig;
 use sojourn::queue::sampler::Sampler;
-use sojourn::roots::Roots;
 
 fn standing_seconds(sampler: &Sampler, queue: &str) -> f64 {
     sampler
@@ -46,12 +44,7 @@ fn burn(n: usize, d: Duration) {
 
 #[test]
 fn cpu_queue_is_clear_when_idle_and_stands_when_oversubscribed() {
-    let sampler = Sampler::start(
-        Roots::default(),
-        QueueConfig::default(),
-        regex::Regex::new(sojourn::collectors::disk::DEFAULT_DEVICE_EXCLUDE).unwrap(),
-    )
-    .unwrap();
+    let sampler = Sampler::start(&sojourn::cli::parse(["sojourn"]).unwrap().collect).unwrap();
     std::thread::sleep(Duration::from_millis(1000));
     let idle = standing_seconds(&sampler, "cpu");
     assert!(idle < 0.1, "idle machine: cpu queue stood {idle} s of 1 s");
@@ -159,12 +152,7 @@ fn an_accept_queue_that_is_not_drained_stands_and_overflows_then_clears() {
     let addr = listener.local_addr().unwrap();
     let queue = format!("tcp_accept:127.0.0.1:{}", addr.port());
 
-    let sampler = Sampler::start(
-        Roots::default(),
-        QueueConfig::default(),
-        regex::Regex::new(sojourn::collectors::disk::DEFAULT_DEVICE_EXCLUDE).unwrap(),
-    )
-    .unwrap();
+    let sampler = Sampler::start(&sojourn::cli::parse(["sojourn"]).unwrap().collect).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(
         sampler.shared.queues.lock().unwrap().is_standing(&queue),

@@ -28,12 +28,8 @@ pub struct QueueCollector {
 
 impl QueueCollector {
     pub fn new(cfg: &Config) -> Self {
-        let sampler = Sampler::start(
-            cfg.roots.clone(),
-            cfg.queue.clone(),
-            cfg.disk.device_exclude.clone(),
-        )
-        .map_err(|e| format!("cannot start the queue sampler thread: {e}"));
+        let sampler =
+            Sampler::start(cfg).map_err(|e| format!("cannot start the queue sampler thread: {e}"));
         QueueCollector { sampler }
     }
 }

@@ -101,7 +101,7 @@ pub struct Sample {
     /// Shared name: sources build each name once, not on every tick.
     pub queue: std::sync::Arc<str>,
     pub measure: Measure,
-    /// Where the value comes from (`schedstat`, `loadavg`, `psi`, `diskstats`, `inet_diag`).
+    /// Where the value comes from (`schedstat`, `loadavg`, `psi`, `diskstats`, `cgroup`, `inet_diag`).
     pub source: &'static str,
     pub value: f64,
 }

@@ -8,13 +8,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use regex::Regex;
-
-use super::sources::{DiskSource, ListenerSource, LoadavgSource, PsiSource, SchedstatSource};
-use super::{QueueConfig, QueueSet, Sample};
+use super::Measure;
+use super::sources::{
+    DiskSource, ListenerSource, LoadavgSource, PsiSource, SchedstatSource, cfs_counters,
+    throttle_delay,
+};
+use super::{QueueSet, Sample};
 use crate::collectors::CollectError;
 use crate::inet_diag::{Dumper, Socket, TCP_LISTEN};
-use crate::roots::{KeptFile, Roots};
+use crate::roots::KeptFile;
 
 /// Counters about the sampler itself.
 #[derive(Debug, Default)]
@@ -51,6 +53,101 @@ pub struct Sources {
     sockets: Vec<Socket>,
     /// `(queue, backlog)` of the listeners in the latest dump.
     pub limits: Vec<(Arc<str>, u32)>,
+    /// None without a cgroup filesystem.
+    throttle: Option<ThrottleSource>,
+}
+
+/// Reads every selected cgroup's cpu.stat once per CFS period (100 ms by
+/// default, every `every` ticks), and lists the cgroups again every 10 s.
+struct ThrottleSource {
+    base: std::path::PathBuf,
+    cfg: crate::collectors::cgroup::Config,
+    every: u32,
+    tick: u32,
+    cgroups: Vec<Throttled>,
+}
+
+struct Throttled {
+    rel: String,
+    queue: Arc<str>,
+    cpu_stat: KeptFile,
+    prev: Option<(u64, f64)>,
+}
+
+/// How often the cgroup list is walked again (containers come and go).
+const REWALK_TICKS_OF_PERIOD: u32 = 100;
+/// One CFS period, the default `cpu.cfs_period_us`: throttling is decided per period.
+const CFS_PERIOD: Duration = Duration::from_millis(100);
+
+impl ThrottleSource {
+    fn new(cfg: &crate::collectors::Config, sample_interval: Duration) -> Option<Self> {
+        use crate::collectors::cgroup::{Layout, detect};
+        let root = cfg
+            .cgroup
+            .root
+            .clone()
+            .unwrap_or_else(|| cfg.roots.sys("fs/cgroup"));
+        let base = match detect(&root)? {
+            Layout::V2(r) => r,
+            Layout::V1 { cpu, .. } => cpu?,
+        };
+        let every = (CFS_PERIOD.as_nanos() / sample_interval.as_nanos().max(1))
+            .clamp(1, u128::from(u32::MAX)) as u32;
+        Some(ThrottleSource {
+            base,
+            cfg: cfg.cgroup.clone(),
+            every,
+            tick: 0,
+            cgroups: Vec::new(),
+        })
+    }
+
+    fn rewalk(&mut self) {
+        // Throttling queues go through the QueueSet cap; walk no further than it.
+        let (paths, _) =
+            crate::collectors::cgroup::walk(&self.base, &self.cfg, self.cfg.max_cgroups);
+        let mut old = std::mem::take(&mut self.cgroups);
+        for rel in paths {
+            let kept = old
+                .iter()
+                .position(|c| c.rel == rel)
+                .map(|i| old.swap_remove(i));
+            self.cgroups.push(kept.unwrap_or_else(|| Throttled {
+                queue: Arc::from(format!("cgroup_cpu:{rel}")),
+                cpu_stat: KeptFile::new(
+                    self.base.join(rel.trim_start_matches('/')).join("cpu.stat"),
+                ),
+                prev: None,
+                rel,
+            }));
+        }
+    }
+
+    fn read(&mut self, out: &mut Vec<Sample>) {
+        if self.tick % (self.every * REWALK_TICKS_OF_PERIOD) == 0 {
+            self.rewalk();
+        }
+        let due = self.tick % self.every == 0;
+        self.tick = self.tick.wrapping_add(1);
+        if !due {
+            return;
+        }
+        for c in &mut self.cgroups {
+            // A container that exited, or a cgroup without the cpu controller: skipped.
+            let Ok(cur) = c.cpu_stat.read().map(cfs_counters) else {
+                continue;
+            };
+            let Ok(cur) = cur else { continue };
+            if let Some(prev) = c.prev.replace(cur) {
+                out.push(Sample {
+                    queue: c.queue.clone(),
+                    measure: Measure::Delay,
+                    source: "cgroup",
+                    value: throttle_delay(prev, cur),
+                });
+            }
+        }
+    }
 }
 
 pub enum CpuSource {
@@ -59,7 +156,9 @@ pub enum CpuSource {
 }
 
 impl Sources {
-    pub fn new(roots: Roots, disk_exclude: Regex) -> Self {
+    pub fn new(cfg: &crate::collectors::Config) -> Self {
+        let roots = cfg.roots.clone();
+        let disk_exclude = cfg.disk.device_exclude.clone();
         // The kernel has schedstat or not for the life of the process.
         let schedstat = roots.proc("schedstat");
         let cpu = if schedstat.exists() {
@@ -88,6 +187,7 @@ impl Sources {
             listeners: Dumper::new().ok().map(|d| (d, ListenerSource::default())),
             sockets: Vec::new(),
             limits: Vec::new(),
+            throttle: ThrottleSource::new(cfg, cfg.queue.sample_interval),
         }
     }
 
@@ -141,6 +241,9 @@ impl Sources {
                 Err(e) => error = Some(e),
             }
         }
+        if let Some(t) = &mut self.throttle {
+            t.read(out);
+        }
         error
     }
 }
@@ -154,8 +257,10 @@ fn thread_cpu_ns() -> u64 {
 }
 
 impl Sampler {
-    pub fn start(roots: Roots, config: QueueConfig, disk_exclude: Regex) -> std::io::Result<Self> {
+    pub fn start(cfg: &crate::collectors::Config) -> std::io::Result<Self> {
+        let config = cfg.queue.clone();
         let period = config.sample_interval;
+        let sources = Sources::new(cfg);
         let shared = Arc::new(Shared {
             queues: Mutex::new(QueueSet::new(config)),
             stats: SamplerStats::default(),
@@ -167,7 +272,7 @@ impl Sampler {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("queue-sampler".into())
-                .spawn(move || run(Sources::new(roots, disk_exclude), period, &shared, &stop))?
+                .spawn(move || run(sources, period, &shared, &stop))?
         };
         Ok(Sampler {
             shared,

@@ -342,6 +342,32 @@ impl ListenerSource {
     }
 }
 
+/// A cgroup's CFS counters: periods and throttled time in seconds, from
+/// cpu.stat (`nr_periods`, and `throttled_usec` on v2 or `throttled_time`
+/// in ns on v1).
+pub fn cfs_counters(cpu_stat: &str) -> Result<(u64, f64), ParseError> {
+    let flat = crate::collectors::cgroup::parse_flat(cpu_stat)?;
+    let get = |k: &str| flat.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+    let periods = get("nr_periods").ok_or_else(|| ParseError::new("no nr_periods"))?;
+    let throttled = match (get("throttled_usec"), get("throttled_time")) {
+        (Some(us), _) => us as f64 / 1e6,
+        (None, Some(ns)) => ns as f64 / 1e9,
+        (None, None) => return Err(ParseError::new("no throttled_usec or throttled_time")),
+    };
+    Ok((periods, throttled))
+}
+
+/// Container CPU throttling as a delay queue: seconds throttled per CFS
+/// period between two readings. No period elapsed means no runnable task
+/// (an idle queue: 0).
+pub fn throttle_delay(prev: (u64, f64), cur: (u64, f64)) -> f64 {
+    let periods = cur.0.saturating_sub(prev.0);
+    if periods == 0 {
+        return 0.0;
+    }
+    (cur.1 - prev.1).max(0.0) / periods as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,6 +447,20 @@ mod tests {
             "the name is built once"
         );
         assert_eq!(src.names.len(), 1, "the closed listener's name is dropped");
+    }
+
+    #[test]
+    fn throttling_per_period() {
+        let v2 =
+            cfs_counters("usage_usec 1\nnr_periods 10\nnr_throttled 4\nthrottled_usec 200000\n")
+                .unwrap();
+        assert_eq!(v2, (10, 0.2));
+        let v1 = cfs_counters("nr_periods 10\nnr_throttled 4\nthrottled_time 200000000\n").unwrap();
+        assert_eq!(v1, (10, 0.2));
+        assert!(cfs_counters("nr_periods 1\n").is_err());
+        // 5 periods, 0.4 s more throttling: 80 ms per 100 ms period.
+        assert!((throttle_delay((10, 0.2), (15, 0.6)) - 0.08).abs() < 1e-12);
+        assert_eq!(throttle_delay((10, 0.2), (10, 0.2)), 0.0, "idle");
     }
 
     #[test]
