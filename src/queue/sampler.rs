@@ -62,8 +62,8 @@ pub struct Sources {
 struct ThrottleSource {
     base: std::path::PathBuf,
     cfg: crate::collectors::cgroup::Config,
-    every: u32,
-    tick: u32,
+    every: u64,
+    tick: u64,
     cgroups: Vec<Throttled>,
 }
 
@@ -75,7 +75,7 @@ struct Throttled {
 }
 
 /// How often the cgroup list is walked again (containers come and go).
-const REWALK_TICKS_OF_PERIOD: u32 = 100;
+const REWALK_TICKS_OF_PERIOD: u64 = 100;
 /// One CFS period, the default `cpu.cfs_period_us`: throttling is decided per period.
 const CFS_PERIOD: Duration = Duration::from_millis(100);
 
@@ -124,10 +124,13 @@ impl ThrottleSource {
     }
 
     fn read(&mut self, out: &mut Vec<Sample>) {
-        if self.tick % (self.every * REWALK_TICKS_OF_PERIOD) == 0 {
+        if self
+            .tick
+            .is_multiple_of(self.every.saturating_mul(REWALK_TICKS_OF_PERIOD))
+        {
             self.rewalk();
         }
-        let due = self.tick % self.every == 0;
+        let due = self.tick.is_multiple_of(self.every);
         self.tick = self.tick.wrapping_add(1);
         if !due {
             return;
