@@ -91,8 +91,9 @@ impl ThrottleSource {
             Layout::V2(r) => r,
             Layout::V1 { cpu, .. } => cpu?,
         };
-        let every = (CFS_PERIOD.as_nanos() / sample_interval.as_nanos().max(1))
-            .clamp(1, u128::from(u32::MAX)) as u32;
+        let every = u64::try_from(CFS_PERIOD.as_nanos() / sample_interval.as_nanos().max(1))
+            .unwrap_or(u64::MAX)
+            .max(1);
         Some(ThrottleSource {
             base,
             cfg: cfg.cgroup.clone(),
