@@ -225,6 +225,21 @@ pub fn command() -> Command {
                 .help("Most cgroups reported (about 30 series each); the rest are counted in sojourn_cgroup_omitted"),
         )
         .arg(
+            Arg::new("collector.process.include")
+                .long("collector.process.include")
+                .value_name("REGEX")
+                .value_parser(parse_regex)
+                .help("Processes to report, matched on the command name then the command line; the first capture group names the group, else the command name (enables the process collector)"),
+        )
+        .arg(
+            Arg::new("collector.process.max-groups")
+                .long("collector.process.max-groups")
+                .value_name("N")
+                .default_value("100")
+                .value_parser(clap::value_parser!(usize))
+                .help("Most process groups reported; the rest are counted in sojourn_process_groups_omitted"),
+        )
+        .arg(
             Arg::new("collector.filesystem.fs-types-exclude")
                 .long("collector.filesystem.fs-types-exclude")
                 .value_name("REGEX")
@@ -350,7 +365,9 @@ fn settings(m: &ArgMatches) -> Settings {
     let collectors = ALL
         .iter()
         .filter(|e| {
-            if m.get_flag(&format!("collector.{}", e.name)) {
+            if e.name == "process" && m.get_one::<Regex>("collector.process.include").is_some() {
+                !m.get_flag("no-collector.process")
+            } else if m.get_flag(&format!("collector.{}", e.name)) {
                 true
             } else if m.get_flag(&format!("no-collector.{}", e.name)) {
                 false
@@ -395,6 +412,12 @@ fn settings(m: &ArgMatches) -> Settings {
                 fs_types_exclude: regex("collector.filesystem.fs-types-exclude"),
                 mount_points_exclude: regex("collector.filesystem.mount-points-exclude"),
                 mount_timeout: dur("collector.filesystem.mount-timeout"),
+            },
+            process: collectors::process::Config {
+                include: m.get_one::<Regex>("collector.process.include").cloned(),
+                max_groups: *m
+                    .get_one::<usize>("collector.process.max-groups")
+                    .expect("has default"),
             },
             cgroup: collectors::cgroup::Config {
                 root: m.get_one::<PathBuf>("collector.cgroup.root").cloned(),

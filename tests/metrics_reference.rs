@@ -54,7 +54,11 @@ fn emitted() -> BTreeMap<String, (String, BTreeSet<String>)> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let _server = listener.accept().unwrap();
-    let scraper = common::tree_scraper_with(&common::fixtures(), &[]);
+    // And the process collector, selecting the fixture's postgres process.
+    let scraper = common::tree_scraper_with(
+        &common::fixtures(),
+        &["--collector.process.include", "^(postgres)"],
+    );
     std::thread::sleep(std::time::Duration::from_millis(350));
     let text = metrics::encode(scraper.scrape(), Format::Text);
     let mut out: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();

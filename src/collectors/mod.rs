@@ -22,6 +22,7 @@ pub mod memory;
 pub mod netstat;
 pub mod network;
 pub mod pressure;
+pub mod process;
 pub mod queue;
 pub mod schedstat;
 pub mod tcp_ports;
@@ -82,6 +83,7 @@ pub struct Config {
     pub queue: crate::queue::QueueConfig,
     pub tcp_ports: tcp_ports::TcpPortsConfig,
     pub cgroup: cgroup::Config,
+    pub process: process::Config,
 }
 
 /// A source of metric families for one resource.
@@ -171,6 +173,12 @@ pub const ALL: &[Entry] = &[
         default_enabled: true,
         help: "Per container cgroup (v1 and v2): CPU, throttling, memory, OOM events, PSI, I/O, pids; Kubernetes pod and container identity",
         build: |_| Box::new(cgroup::CgroupCollector),
+    },
+    Entry {
+        name: "process",
+        default_enabled: false,
+        help: "Processes selected by --collector.process.include, grouped: CPU, RSS/PSS/VSZ, threads, fds vs limit, context switches, run-queue wait, faults, I/O, Go binaries",
+        build: |_| Box::<process::ProcessCollector>::default(),
     },
     Entry {
         name: "udp",

@@ -178,6 +178,8 @@ pub const LIVE_ONLY: [&str; 2] = ["--no-collector.queue", "--no-collector.tcp_po
 pub fn fixture_args() -> Vec<String> {
     let mut args = tree_args(&fixtures());
     args.extend(LIVE_ONLY.iter().map(|s| s.to_string()));
+    // proc/4242 is a postgres process.
+    args.extend(["--collector.process.include".into(), "^(postgres)".into()]);
     args
 }
 
