@@ -255,6 +255,15 @@ impl Default for Memo {
     }
 }
 
+/// Declares descriptor constants in a table, one line each:
+/// `NAME = counter("metric", "HELP (source).") .seconds();`
+#[macro_export]
+macro_rules! descs {
+    ($($id:ident = $kind:ident($name:literal, $help:literal) $(.$unit:ident())?;)*) => {
+        $(const $id: $crate::metrics::Desc = $crate::metrics::Desc::$kind($name, $help)$(.$unit())?;)*
+    };
+}
+
 /// Shorthand for a label whose value is computed at scrape time.
 pub fn label(key: &'static str, value: impl Into<Cow<'static, str>>) -> Label {
     (key, value.into())

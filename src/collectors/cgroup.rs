@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use regex::Regex;
 
 use super::{Collect, CollectError, Config as CollectConfig, ParseError, parse_u64};
-use crate::metrics::{Desc, Family, Label, label};
+use crate::metrics::{Family, Label, label};
 use crate::roots::read;
 
 /// v1 `memory.limit_in_bytes` without a limit is PAGE_COUNTER_MAX pages,
@@ -451,13 +451,7 @@ pub fn walk(base: &Path, cfg: &Config, limit: usize) -> (Vec<String>, usize) {
     (out, omitted)
 }
 
-macro_rules! descs {
-    ($($id:ident = $kind:ident($name:literal, $help:literal) $(.$unit:ident())?;)*) => {
-        $(const $id: Desc = Desc::$kind($name, $help)$(.$unit())?;)*
-    };
-}
-
-descs! {
+crate::descs! {
     CPU_USAGE = counter("cgroup_cpu_usage", "Utilization: CPU time used by the cgroup's tasks (cpu.stat usage_usec; v1 cpuacct.usage).") .seconds();
     CPU_USER = counter("cgroup_cpu_user", "Utilization: CPU time in user mode (cpu.stat user_usec; v1 cpuacct.stat).") .seconds();
     CPU_SYSTEM = counter("cgroup_cpu_system", "Utilization: CPU time in kernel mode (cpu.stat system_usec; v1 cpuacct.stat).") .seconds();

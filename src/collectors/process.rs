@@ -25,7 +25,7 @@ use procfs_core::process::{Io, LimitValue, Limits, Schedstat, Stat, Status};
 use regex::Regex;
 
 use super::{Collect, CollectError, Config as CollectConfig};
-use crate::metrics::{Desc, Family, label};
+use crate::metrics::{Family, label};
 
 pub const DEFAULT_MAX_GROUPS: usize = 100;
 
@@ -239,13 +239,7 @@ pub struct Group {
     pub sched_info: bool,
 }
 
-macro_rules! descs {
-    ($($id:ident = $kind:ident($name:literal, $help:literal) $(.$unit:ident())?;)*) => {
-        $(const $id: Desc = Desc::$kind($name, $help)$(.$unit())?;)*
-    };
-}
-
-descs! {
+crate::descs! {
     COUNT = gauge("process_instances", "Processes in the group (/proc/<pid>, selected by --collector.process.include).");
     CPU = counter("process_cpu", "Utilization: CPU time of the group's processes by mode, exited ones included (/proc/<pid>/stat utime, stime).") .seconds();
     RSS = gauge("process_resident_memory", "Utilization: resident memory, shared pages counted in every process (/proc/<pid>/stat rss).") .bytes();
