@@ -175,8 +175,13 @@ fn ticks() -> f64 {
     rustix::param::clock_ticks_per_second() as f64
 }
 
-/// Reads one selected process. `None` when it exited meanwhile.
-fn read_process(dir: &Path, stat: &Stat, go_cache: &mut HashMap<(u64, u64), bool>) -> Reading {
+/// Reads one selected process; files it lost meanwhile (it exited) read as zero.
+fn read_process(
+    dir: &Path,
+    stat: &Stat,
+    go_cache: &mut HashMap<(u64, u64), bool>,
+    go_seen: &mut HashSet<(u64, u64)>,
+) -> Reading {
     let text = |f: &str| std::fs::read_to_string(dir.join(f)).ok();
     let status = text("status").and_then(|t| Status::from_read(t.as_bytes()).ok());
     let io = text("io").and_then(|t| Io::from_read(t.as_bytes()).ok());
@@ -185,6 +190,7 @@ fn read_process(dir: &Path, stat: &Stat, go_cache: &mut HashMap<(u64, u64), bool
     let page = rustix::param::page_size() as u64;
     let go = std::fs::metadata(dir.join("exe")).ok().map(|m| {
         use std::os::unix::fs::MetadataExt;
+        go_seen.insert((m.dev(), m.ino()));
         *go_cache
             .entry((m.dev(), m.ino()))
             .or_insert_with(|| read_exe(&dir.join("exe")).is_some_and(|b| is_go_elf(&b)))
@@ -320,6 +326,7 @@ impl Collect for ProcessCollector {
         let mut live: HashSet<u32> = HashSet::new();
         let mut groups: HashMap<String, Group> = HashMap::new();
         let mut omitted: HashSet<String> = HashSet::new();
+        let mut go_seen: HashSet<(u64, u64)> = HashSet::new();
         for entry in entries.flatten() {
             let Some(pid) = entry
                 .file_name()
@@ -368,7 +375,7 @@ impl Collect for ProcessCollector {
                 omitted.insert(group);
                 continue;
             }
-            let r = read_process(&dir, &stat, go);
+            let r = read_process(&dir, &stat, go, &mut go_seen);
             let g = groups.entry(group.clone()).or_default();
             g.processes += 1;
             g.counters.add(&r.counters);
@@ -411,10 +418,8 @@ impl Collect for ProcessCollector {
         }
         // Groups with no process left keep no series; their exited totals are dropped.
         exited.retain(|g, _| groups.contains_key(g));
-        // The Go cache is bounded by the binaries of the selected processes.
-        if go.len() > 4 * cfg.process.max_groups.max(1) * 16 {
-            go.clear();
-        }
+        // Only the binaries of live selected processes stay cached.
+        go.retain(|k, _| go_seen.contains(k));
         let mut out: Vec<(String, Group)> = groups.into_iter().collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(emit(&out, omitted.len()))

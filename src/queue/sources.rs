@@ -17,6 +17,15 @@ use crate::inet_diag::{Socket, TCP_LISTEN};
 const NANOS_PER_SECOND: f64 = 1e9;
 const MILLIS_PER_SECOND: f64 = 1e3;
 
+/// Seconds waited per timeslice. No timeslice ran: nothing waited, an idle queue.
+fn delay_per_slice(wait_ns: u64, slices: u64) -> f64 {
+    if slices == 0 {
+        0.0
+    } else {
+        wait_ns as f64 / slices as f64 / NANOS_PER_SECOND
+    }
+}
+
 /// CPU run queue from /proc/schedstat: per CPU and host-wide, the delay per
 /// timeslice over the last sampling period, Δwait_ns ÷ Δtimeslices.
 #[derive(Debug)]
@@ -66,23 +75,14 @@ impl SchedstatSource {
                 queue: self.name(c.cpu),
                 measure: Measure::Delay,
                 source: "schedstat",
-                // No timeslice ran: nothing waited, an idle queue.
-                value: if ds == 0 {
-                    0.0
-                } else {
-                    dw as f64 / ds as f64 / NANOS_PER_SECOND
-                },
+                value: delay_per_slice(dw, ds),
             });
         }
         out.push(Sample {
             queue: self.host.clone(),
             measure: Measure::Delay,
             source: "schedstat",
-            value: if slices == 0 {
-                0.0
-            } else {
-                wait as f64 / slices as f64 / NANOS_PER_SECOND
-            },
+            value: delay_per_slice(wait, slices),
         });
         Ok(out)
     }
