@@ -111,6 +111,12 @@ fn include_exclude_and_cap() {
         "^/kubepods",
     ]);
     assert!(!kube.contains("sshd.service"));
+    assert_eq!(
+        kube.matches("sojourn_cgroup_cpu_usage_seconds_total{")
+            .count(),
+        2,
+        "{kube}"
+    );
     let no_docker = scrape(&[
         "--path.sysfs",
         sys.to_str().unwrap(),
@@ -118,6 +124,7 @@ fn include_exclude_and_cap() {
         "docker-",
     ]);
     assert!(!no_docker.contains("docker-"));
+    assert!(no_docker.contains("cri-containerd-") && no_docker.contains("sshd.service"));
     let capped = scrape(&[
         "--path.sysfs",
         sys.to_str().unwrap(),

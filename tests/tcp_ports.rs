@@ -80,9 +80,18 @@ fn a_slow_readers_receive_queue_rises_on_its_port() {
 #[test]
 fn outbound_connections_are_not_counted_as_a_service() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
     let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (_server, peer) = listener.accept().unwrap();
     let text = scrape_tcp_ports();
+    assert_eq!(
+        value(
+            &text,
+            &format!("sojourn_tcp_port_connections{{port=\"{port}\"}}")
+        ),
+        Some(1.0),
+        "the server side is counted once:\n{text}"
+    );
     assert!(
         !text.contains(&format!("port=\"{}\"", peer.port())),
         "the client's ephemeral port is not a service"
