@@ -62,6 +62,10 @@ pub struct Socket {
     /// send queue, not yet acknowledged.
     pub wqueue: u32,
     pub inode: u32,
+    /// The interface the socket is bound to (0: any).
+    pub interface: u32,
+    /// The kernel's identity of the socket (`idiag_cookie`), unique while it lives.
+    pub cookie: u64,
     pub tcp_info: Option<TcpInfo>,
 }
 
@@ -165,6 +169,39 @@ pub fn request(family: u8, states: u32, with_info: bool, seq: u32) -> [u8; NLMSG
     b
 }
 
+/// A request for one socket, found by its local address, port, interface
+/// and cookie (`inet_diag_req_v2` without NLM_F_DUMP). The kernel looks it
+/// up in its hash tables directly, where a dump of listeners visits every
+/// slot of the listening hash (16 384 here; more on hosts with more memory).
+pub fn request_exact(socket: &Socket, seq: u32) -> [u8; NLMSG_HDR_LEN + 56] {
+    const LEN: usize = NLMSG_HDR_LEN + 56;
+    let mut b = [0u8; LEN];
+    b[0..4].copy_from_slice(&(LEN as u32).to_ne_bytes());
+    b[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    b[6..8].copy_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    b[8..12].copy_from_slice(&seq.to_ne_bytes());
+    b[16] = socket.family;
+    b[17] = IPPROTO_TCP;
+    b[20..24].copy_from_slice(&(1u32 << socket.state).to_ne_bytes());
+    // sockid at 24: sport, dport (big-endian), src[16], dst[16], if, cookie[2].
+    b[24..26].copy_from_slice(&socket.local_port.to_be_bytes());
+    match socket.local {
+        IpAddr::V4(a) => b[28..32].copy_from_slice(&a.octets()),
+        IpAddr::V6(a) => b[28..44].copy_from_slice(&a.octets()),
+    }
+    if socket.state != TCP_LISTEN {
+        b[26..28].copy_from_slice(&socket.remote_port.to_be_bytes());
+        match socket.remote {
+            IpAddr::V4(a) => b[44..48].copy_from_slice(&a.octets()),
+            IpAddr::V6(a) => b[44..60].copy_from_slice(&a.octets()),
+        }
+    }
+    b[60..64].copy_from_slice(&socket.interface.to_ne_bytes());
+    b[64..68].copy_from_slice(&(socket.cookie as u32).to_ne_bytes());
+    b[68..72].copy_from_slice(&((socket.cookie >> 32) as u32).to_ne_bytes());
+    b
+}
+
 fn u16_ne(b: &[u8], at: usize) -> u16 {
     u16::from_ne_bytes([b[at], b[at + 1]])
 }
@@ -208,6 +245,8 @@ pub fn parse_inet_diag_msg(payload: &[u8]) -> Result<Socket, ParseError> {
         rqueue: u32_ne(payload, 56),
         wqueue: u32_ne(payload, 60),
         inode: u32_ne(payload, 68),
+        interface: u32_ne(id, 36),
+        cookie: u64::from(u32_ne(id, 40)) | (u64::from(u32_ne(id, 44)) << 32),
         tcp_info: None,
     };
     // Attributes: rtattr { u16 len, u16 type } + data, each 4-byte aligned.
@@ -271,10 +310,45 @@ pub fn parse_datagram(buf: &[u8], mut each: impl FnMut(Socket)) -> Result<bool, 
     Ok(false)
 }
 
+/// Parses one datagram of answers to exact requests, calling `each` per
+/// socket found. Returns how many requests it answered and how many of
+/// those were errors (ENOENT: the socket is gone, or is another of a
+/// SO_REUSEPORT group than the lookup selects).
+pub fn parse_exact_datagram(
+    buf: &[u8],
+    mut each: impl FnMut(Socket),
+) -> Result<(usize, usize), ParseError> {
+    let (mut answers, mut errors) = (0, 0);
+    let mut at = 0;
+    while at + NLMSG_HDR_LEN <= buf.len() {
+        let len = u32_ne(buf, at) as usize;
+        let kind = u16_ne(buf, at + 4);
+        if len < NLMSG_HDR_LEN || at + len > buf.len() {
+            return Err(ParseError(format!(
+                "netlink message of length {len} overruns the datagram"
+            )));
+        }
+        match kind {
+            NLMSG_ERROR => {
+                answers += 1;
+                errors += 1;
+            }
+            SOCK_DIAG_BY_FAMILY => {
+                answers += 1;
+                each(parse_inet_diag_msg(&buf[at + NLMSG_HDR_LEN..at + len])?);
+            }
+            _ => {}
+        }
+        at += (len + 3) & !3;
+    }
+    Ok((answers, errors))
+}
+
 /// A NETLINK_SOCK_DIAG socket and a receive buffer, kept for repeated dumps.
 pub struct Dumper {
     fd: OwnedFd,
     buf: Vec<u8>,
+    request: Vec<u8>,
     seq: u32,
 }
 
@@ -291,6 +365,7 @@ impl Dumper {
             fd,
             // Large enough for a kernel dump batch (it fills up to ~32 KiB).
             buf: vec![0; 64 * 1024],
+            request: Vec::new(),
             seq: 0,
         })
     }
@@ -325,6 +400,56 @@ impl Dumper {
         self.seq = self.seq.wrapping_add(1);
         let req = request_both_families_for_ports(states, with_info, self.seq, ports);
         self.exchange(&req, each)
+    }
+
+    /// Looks up each of `sockets` again (one request each, sent together),
+    /// calling `each` with its current record. Returns false when any is
+    /// not found: the caller dumps instead.
+    pub fn lookup(
+        &mut self,
+        sockets: &[Socket],
+        mut each: impl FnMut(Socket),
+    ) -> Result<bool, crate::collectors::CollectError> {
+        use crate::collectors::CollectError;
+        use rustix::io::Errno;
+        use rustix::net::netlink::SocketAddrNetlink;
+        use rustix::net::{RecvFlags, SendFlags, recv, sendto};
+        if sockets.is_empty() {
+            return Ok(true);
+        }
+        self.request.clear();
+        for s in sockets {
+            self.seq = self.seq.wrapping_add(1);
+            self.request.extend_from_slice(&request_exact(s, self.seq));
+        }
+        sendto(
+            &self.fd,
+            &self.request,
+            SendFlags::empty(),
+            &SocketAddrNetlink::new(0, 0),
+        )
+        .map_err(|e| CollectError::Io(format!("inet_diag request: {e}")))?;
+        // The kernel answers within sendto, so every reply is already queued:
+        // reading without blocking cannot hang the sampler on a lost one.
+        let (mut answers, mut errors) = (0, 0);
+        while answers < sockets.len() {
+            let n = match recv(&self.fd, &mut self.buf[..], RecvFlags::DONTWAIT) {
+                Ok((n, _)) => n,
+                Err(Errno::AGAIN) => break,
+                Err(e) => return Err(CollectError::Io(format!("inet_diag reply: {e}"))),
+            };
+            let (a, e) = match parse_exact_datagram(&self.buf[..n], &mut each) {
+                Ok(counts) => counts,
+                Err(e) => {
+                    // Left queued, the other answers would be read as the next dump's.
+                    while recv(&self.fd, &mut self.buf[..], RecvFlags::DONTWAIT).is_ok() {}
+                    return Err(CollectError::Parse(format!("inet_diag: {e}")));
+                }
+            };
+            answers += a;
+            errors += e;
+        }
+        Ok(answers == sockets.len() && errors == 0)
     }
 
     /// Dumps TCP sockets of `family` in `states`, calling `each` per socket.
@@ -565,9 +690,50 @@ mod tests {
         assert!(s.wqueue > 0, "backlog limit");
     }
 
+    #[test]
+    fn looks_up_real_listeners_of_both_families_by_cookie() {
+        let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let v6 = std::net::TcpListener::bind("[::1]:0").ok();
+        let ports: Vec<u16> = [Some(&v4), v6.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect();
+        let mut d = Dumper::new().unwrap();
+        let mut ours = Vec::new();
+        d.dump_all(1 << TCP_LISTEN, false, |s| {
+            if ports.contains(&s.local_port) {
+                ours.push(s)
+            }
+        })
+        .unwrap();
+        assert_eq!(ours.len(), ports.len());
+        assert!(ours.iter().all(|s| s.cookie != 0));
+        // Two connections wait in the IPv4 listener's accept queue.
+        let _c1 = std::net::TcpStream::connect(v4.local_addr().unwrap()).unwrap();
+        let _c2 = std::net::TcpStream::connect(v4.local_addr().unwrap()).unwrap();
+        let mut again = Vec::new();
+        assert!(d.lookup(&ours, |s| again.push(s)).unwrap());
+        assert_eq!(again.len(), ours.len());
+        let v4_of = |list: &[Socket]| *list.iter().find(|s| s.local_port == ports[0]).unwrap();
+        let queued = v4_of(&again);
+        assert_eq!((queued.rqueue, queued.cookie), (2, v4_of(&ours).cookie));
+        // A closed listener is not found; a new one on its port is another socket.
+        let addr = v4.local_addr().unwrap();
+        drop(v4);
+        assert!(!d.lookup(&ours, |_| {}).unwrap());
+        let _reopened = std::net::TcpListener::bind(addr);
+        let mut found = 0;
+        assert!(!d.lookup(&[v4_of(&ours)], |_| found += 1).unwrap());
+        assert_eq!(found, 0, "the cookie tells the new listener from the old");
+        // The socket still answers dumps afterwards: no stale replies left queued.
+        d.dump_all(1 << TCP_LISTEN, false, |_| {}).unwrap();
+    }
+
     proptest::proptest! {
         #[test]
         fn never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
+            let _ = parse_exact_datagram(&bytes, |_| {});
             let _ = parse_datagram(&bytes, |_| {});
             let _ = parse_inet_diag_msg(&bytes);
         }

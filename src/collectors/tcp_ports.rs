@@ -343,6 +343,8 @@ mod tests {
             rqueue: rq,
             wqueue: wq,
             inode: 1,
+            interface: 0,
+            cookie: 0,
             tcp_info: Some(TcpInfo {
                 rtt_us,
                 rttvar_us: 0,

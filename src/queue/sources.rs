@@ -202,34 +202,52 @@ struct Device {
     name: String,
     delay_queue: Arc<str>,
     inflight_queue: Arc<str>,
-    reading: DiskReading,
+    /// None until the first reading.
+    reading: Option<DiskReading>,
 }
 
-/// The fields of one /proc/diskstats line the queues need: name, ios,
-/// milliseconds reading and writing, milliseconds busy, and in flight. Read
-/// without procfs-core, which would allocate per device on every tick.
-fn diskstats_line(line: &str) -> Result<(&str, DiskReading, u64), ParseError> {
+/// The fields the queues need from the counters of one device, as
+/// /sys/class/block/DEV/stat lists them (and /proc/diskstats after major,
+/// minor and name): ios, milliseconds reading and writing, in flight,
+/// milliseconds busy. Read without procfs-core, which would allocate per
+/// device on every tick.
+fn disk_counters(fields: &[&str]) -> Result<(DiskReading, u64), ParseError> {
+    if fields.len() < 10 {
+        return Err(ParseError(format!(
+            "{} counters, at least 11 expected",
+            fields.len()
+        )));
+    }
+    let v = |i: usize| crate::collectors::parse_u64("diskstats field", fields[i]);
+    Ok((
+        DiskReading {
+            ios: v(0)?.saturating_add(v(4)?),
+            io_ms: v(3)?.saturating_add(v(7)?),
+            busy_ms: v(9)?,
+        },
+        v(8)?,
+    ))
+}
+
+/// Splits up to 13 whitespace-separated fields without allocating.
+fn fields(text: &str) -> ([&str; 13], usize) {
     let mut f = [""; 13];
     let mut n = 0;
-    for (slot, field) in f.iter_mut().zip(line.split_ascii_whitespace()) {
+    for (slot, field) in f.iter_mut().zip(text.split_ascii_whitespace()) {
         *slot = field;
         n += 1;
     }
-    if n < 13 {
-        return Err(ParseError(format!(
-            "line {line:?}: {n} fields, at least 14 expected"
-        )));
+    (f, n)
+}
+
+fn diskstats_line(line: &str) -> Result<(&str, DiskReading, u64), ParseError> {
+    let (f, n) = fields(line);
+    if n < 3 {
+        return Err(ParseError(format!("line {line:?}: no device name")));
     }
-    let v = |i: usize| crate::collectors::parse_u64("diskstats field", f[i]);
-    Ok((
-        f[2],
-        DiskReading {
-            ios: v(3)?.saturating_add(v(7)?),
-            io_ms: v(6)?.saturating_add(v(10)?),
-            busy_ms: v(12)?,
-        },
-        v(11)?,
-    ))
+    let (reading, in_flight) =
+        disk_counters(&f[3..n]).map_err(|e| ParseError(format!("line {line:?}: {e}")))?;
+    Ok((f[2], reading, in_flight))
 }
 
 impl DiskSource {
@@ -240,6 +258,13 @@ impl DiskSource {
         }
     }
 
+    /// The devices sampled, in the order [`DiskSource::sample_device`] indexes them.
+    pub fn device_names(&self) -> impl Iterator<Item = &str> {
+        self.devices.iter().map(|d| d.name.as_str())
+    }
+
+    /// Samples every device of a /proc/diskstats text, learning devices
+    /// that appeared and forgetting those gone.
     pub fn sample(&mut self, text: &str) -> Result<Vec<Sample>, ParseError> {
         let mut out = Vec::new();
         let mut seen = Vec::with_capacity(self.devices.len());
@@ -250,43 +275,16 @@ impl DiskSource {
             if self.exclude.is_match(name) {
                 continue;
             }
-            let device = match self.devices.iter().position(|d| d.name == name) {
-                Some(i) => {
-                    let mut d = self.devices.swap_remove(i);
-                    let p = std::mem::replace(&mut d.reading, cur);
-                    let ios = cur.ios.saturating_sub(p.ios);
-                    let value = if ios > 0 {
-                        let await_ms = cur.io_ms.saturating_sub(p.io_ms) as f64 / ios as f64;
-                        let service_ms = cur.busy_ms.saturating_sub(p.busy_ms) as f64 / ios as f64;
-                        Some((await_ms - service_ms).max(0.0) / MILLIS_PER_SECOND)
-                    } else if in_flight == 0 {
-                        Some(0.0) // idle device: an empty queue
-                    } else {
-                        None // I/O in flight but none completed: nothing to measure yet
-                    };
-                    if let Some(value) = value {
-                        out.push(Sample {
-                            queue: d.delay_queue.clone(),
-                            measure: Measure::Delay,
-                            source: "diskstats",
-                            value,
-                        });
-                    }
-                    d
-                }
+            let mut device = match self.devices.iter().position(|d| d.name == name) {
+                Some(i) => self.devices.swap_remove(i),
                 None => Device {
                     name: name.to_string(),
                     delay_queue: Arc::from(format!("disk:{name}")),
                     inflight_queue: Arc::from(format!("disk_inflight:{name}")),
-                    reading: cur,
+                    reading: None,
                 },
             };
-            out.push(Sample {
-                queue: device.inflight_queue.clone(),
-                measure: Measure::Length,
-                source: "diskstats",
-                value: in_flight as f64,
-            });
+            device.observe(cur, in_flight, &mut out);
             seen.push(device);
         }
         if lines == 0 {
@@ -295,6 +293,52 @@ impl DiskSource {
         // Devices gone from the file are forgotten with their state.
         self.devices = seen;
         Ok(out)
+    }
+
+    /// Samples device `index` from its /sys/class/block/DEV/stat text.
+    pub fn sample_device(
+        &mut self,
+        index: usize,
+        stat: &str,
+        out: &mut Vec<Sample>,
+    ) -> Result<(), ParseError> {
+        let (f, n) = fields(stat);
+        let (cur, in_flight) = disk_counters(&f[..n])?;
+        if let Some(device) = self.devices.get_mut(index) {
+            device.observe(cur, in_flight, out);
+        }
+        Ok(())
+    }
+}
+
+impl Device {
+    fn observe(&mut self, cur: DiskReading, in_flight: u64, out: &mut Vec<Sample>) {
+        if let Some(p) = self.reading.replace(cur) {
+            let ios = cur.ios.saturating_sub(p.ios);
+            let value = if ios > 0 {
+                let await_ms = cur.io_ms.saturating_sub(p.io_ms) as f64 / ios as f64;
+                let service_ms = cur.busy_ms.saturating_sub(p.busy_ms) as f64 / ios as f64;
+                Some((await_ms - service_ms).max(0.0) / MILLIS_PER_SECOND)
+            } else if in_flight == 0 {
+                Some(0.0) // idle device: an empty queue
+            } else {
+                None // I/O in flight but none completed: nothing to measure yet
+            };
+            if let Some(value) = value {
+                out.push(Sample {
+                    queue: self.delay_queue.clone(),
+                    measure: Measure::Delay,
+                    source: "diskstats",
+                    value,
+                });
+            }
+        }
+        out.push(Sample {
+            queue: self.inflight_queue.clone(),
+            measure: Measure::Length,
+            source: "diskstats",
+            value: in_flight as f64,
+        });
     }
 }
 
@@ -429,6 +473,8 @@ mod tests {
             rqueue: queued,
             wqueue: backlog,
             inode: 1,
+            interface: 0,
+            cookie: 0,
             tcp_info: None,
         };
         let mut src = ListenerSource::default();
@@ -478,6 +524,9 @@ mod tests {
         #[test]
         fn never_panics(text in "\\PC*") {
             let _ = DiskSource::new(Regex::new("^loop").unwrap()).sample(&text);
+            let mut d = DiskSource::new(Regex::new("^loop").unwrap());
+            let _ = d.sample(" 8 0 sda 1 0 0 1 0 0 0 0 0 1 0\n");
+            let _ = d.sample_device(0, &text, &mut Vec::new());
             let _ = SchedstatSource::default().sample(&text);
             let _ = LoadavgSource::new(2).sample(&text);
             let _ = PsiSource::default().sample("cpu", 1, &text);
@@ -510,5 +559,14 @@ mod tests {
         // Idle: an empty queue.
         let out = d.sample(&line(110, 1080, 540, 0)).unwrap();
         assert_eq!(out[0].value, 0.0);
+        // The device's sysfs stat file continues from the diskstats reading.
+        assert_eq!(d.device_names().collect::<Vec<_>>(), ["sda"]);
+        let mut out = Vec::new();
+        d.sample_device(0, "120 0 0 1200 0 0 0 0 1 550 0 0 0 0 0 0 0\n", &mut out)
+            .unwrap();
+        // 10 I/Os, 120 ms in all, 10 ms busy: 11 ms queued each.
+        assert!((out[0].value - 0.011).abs() < 1e-12, "{out:?}");
+        assert_eq!(out[1].value, 1.0);
+        assert!(d.sample_device(0, "1 2 3\n", &mut out).is_err());
     }
 }
