@@ -1,6 +1,6 @@
 //! Times NETLINK_SOCK_DIAG dumps on this host, for the socket benchmark:
 //! `cargo run --release --example dump_cost -- 200`.
-use sojourn::inet_diag::{AF_INET, AF_INET6, Dumper, TCP_ESTABLISHED, TCP_LISTEN};
+use sojourn::inet_diag::{AF_INET, AF_INET6, Dumper, RemotePorts, TCP_ESTABLISHED, TCP_LISTEN};
 
 fn main() {
     let n: u32 = std::env::args()
@@ -55,8 +55,10 @@ fn main() {
         let mut count = 0u64;
         let start = std::time::Instant::now();
         for _ in 0..n {
-            d.dump_all_for_ports(1 << TCP_ESTABLISHED, info, &ports, |_| count += 1)
-                .expect("dump");
+            d.dump_all_for_ports(1 << TCP_ESTABLISHED, info, &ports, RemotePorts::All, |_| {
+                count += 1
+            })
+            .expect("dump");
         }
         let per = start.elapsed().as_secs_f64() / f64::from(n);
         println!(

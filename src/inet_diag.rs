@@ -129,20 +129,60 @@ pub fn local_port_filter(ports: &[u16]) -> Vec<u8> {
     b
 }
 
+/// `INET_DIAG_BC_D_GE` / `_D_LE`: remote port ≥ / ≤ the operand.
+const INET_DIAG_BC_D_GE: u8 = 4;
+const INET_DIAG_BC_D_LE: u8 = 5;
+
+/// A share of the remote-port space, so that several dumps can each fill
+/// the records of part of the sockets in parallel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemotePorts {
+    All,
+    Below(u16),
+    AtLeast(u16),
+}
+
+/// `filter` preceded by a remote-port test that rejects the sockets outside
+/// `range` (its `no` jumps past the end of the whole program).
+pub fn and_remote_ports(range: RemotePorts, filter: Vec<u8>) -> Vec<u8> {
+    let (code, port) = match range {
+        RemotePorts::All => return filter,
+        // Below(0) keeps remote port 0 only, which no connection has.
+        RemotePorts::Below(p) => (INET_DIAG_BC_D_LE, p.saturating_sub(1)),
+        RemotePorts::AtLeast(p) => (INET_DIAG_BC_D_GE, p),
+    };
+    let mut b = Vec::with_capacity(8 + filter.len());
+    b.extend_from_slice(&[code, 8]);
+    b.extend_from_slice(&((8 + filter.len() + 4) as u16).to_ne_bytes());
+    b.extend_from_slice(&[0, 0]);
+    b.extend_from_slice(&port.to_ne_bytes());
+    b.extend_from_slice(&filter);
+    b
+}
+
 /// [`request_both_families`] that returns only sockets whose local port is
-/// in `ports`: the kernel skips the others before filling their records.
+/// in `ports` and whose remote port is in `remote`: the kernel skips the
+/// others before filling their records.
 pub fn request_both_families_for_ports(
     states: u32,
     with_info: bool,
     seq: u32,
     ports: &[u16],
+    remote: RemotePorts,
 ) -> Vec<u8> {
-    let bc = local_port_filter(ports);
-    let mut b = request_both_families(states, with_info, seq).to_vec();
-    let attr_len = 4 + bc.len();
-    b.extend_from_slice(&(attr_len as u16).to_ne_bytes());
+    let bc = and_remote_ports(remote, local_port_filter(ports));
+    with_bytecode(&request_both_families(states, with_info, seq), &bc)
+}
+
+/// `request` with the filter program `bc` attached.
+fn with_bytecode(request: &[u8], bc: &[u8]) -> Vec<u8> {
+    let mut b = request.to_vec();
+    if bc.is_empty() {
+        return b;
+    }
+    b.extend_from_slice(&((4 + bc.len()) as u16).to_ne_bytes());
     b.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
-    b.extend_from_slice(&bc);
+    b.extend_from_slice(bc);
     let total = b.len() as u32;
     b[0..4].copy_from_slice(&total.to_ne_bytes());
     b
@@ -383,22 +423,28 @@ impl Dumper {
     }
 
     /// [`Dumper::dump_all`] limited to sockets whose local port is in
-    /// `ports`; unfiltered when there are more than [`MAX_FILTER_PORTS`].
+    /// `ports` (every port when there are more than [`MAX_FILTER_PORTS`])
+    /// and whose remote port is in `remote`.
     pub fn dump_all_for_ports(
         &mut self,
         states: u32,
         with_info: bool,
         ports: &[u16],
+        remote: RemotePorts,
         each: impl FnMut(Socket),
     ) -> Result<(), crate::collectors::CollectError> {
         if ports.is_empty() {
             return Ok(());
         }
-        if ports.len() > MAX_FILTER_PORTS {
-            return self.dump_all(states, with_info, each);
-        }
         self.seq = self.seq.wrapping_add(1);
-        let req = request_both_families_for_ports(states, with_info, self.seq, ports);
+        let req = if ports.len() > MAX_FILTER_PORTS {
+            with_bytecode(
+                &request_both_families(states, with_info, self.seq),
+                &and_remote_ports(remote, Vec::new()),
+            )
+        } else {
+            request_both_families_for_ports(states, with_info, self.seq, ports, remote)
+        };
         self.exchange(&req, each)
     }
 
@@ -630,7 +676,7 @@ mod tests {
         // Other tests' clients on other 127.x addresses may have the same
         // local port numbers: the filter is by port, so look at our address.
         let ours = |s: &Socket| s.local == IpAddr::V4(Ipv4Addr::LOCALHOST);
-        d.dump_all_for_ports(1 << TCP_ESTABLISHED, true, &[pa], |s| {
+        d.dump_all_for_ports(1 << TCP_ESTABLISHED, true, &[pa], RemotePorts::All, |s| {
             assert_eq!(s.local_port, pa);
             if ours(&s) {
                 seen.push(s.local_port)
@@ -643,16 +689,55 @@ mod tests {
             "only the server side of the connection to port {pa}"
         );
         seen.clear();
-        d.dump_all_for_ports(1 << TCP_ESTABLISHED, false, &[9, pb, pa], |s| {
-            if ours(&s) {
-                seen.push(s.local_port)
-            }
-        })
+        d.dump_all_for_ports(
+            1 << TCP_ESTABLISHED,
+            false,
+            &[9, pb, pa],
+            RemotePorts::All,
+            |s| {
+                if ours(&s) {
+                    seen.push(s.local_port)
+                }
+            },
+        )
         .unwrap();
         seen.sort();
         let mut want = vec![pa, pb];
         want.sort();
         assert_eq!(seen, want);
+    }
+
+    #[test]
+    fn remote_port_shares_split_the_connections_without_overlap() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let clients: Vec<_> = (0..6)
+            .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+            .collect();
+        let servers: Vec<_> = (0..6).map(|_| l.accept().unwrap().0).collect();
+        let mut remote: Vec<u16> = clients
+            .iter()
+            .map(|c| c.local_addr().unwrap().port())
+            .collect();
+        remote.sort_unstable();
+        let split = remote[3];
+        let mut d = Dumper::new().unwrap();
+        let mut seen = |range| {
+            let mut v = Vec::new();
+            d.dump_all_for_ports(1 << TCP_ESTABLISHED, false, &[port], range, |s| {
+                if s.local == IpAddr::V4(Ipv4Addr::LOCALHOST) {
+                    v.push(s.remote_port)
+                }
+            })
+            .unwrap();
+            v.sort_unstable();
+            v
+        };
+        assert_eq!(seen(RemotePorts::Below(split)), remote[..3]);
+        assert_eq!(seen(RemotePorts::AtLeast(split)), remote[3..]);
+        assert_eq!(seen(RemotePorts::All), remote);
+        assert!(seen(RemotePorts::Below(0)).is_empty());
+        drop(servers);
     }
 
     #[test]
