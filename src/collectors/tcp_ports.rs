@@ -548,6 +548,41 @@ mod tests {
     }
 
     #[test]
+    fn parallel_dumps_count_what_one_dump_counts() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let clients: Vec<_> = (0..8)
+            .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+            .collect();
+        let _servers: Vec<_> = (0..8).map(|_| l.accept().unwrap().0).collect();
+        let mut remote: Vec<u16> = clients
+            .iter()
+            .map(|c| c.local_addr().unwrap().port())
+            .collect();
+        remote.sort_unstable();
+        let cfg = crate::cli::parse(["sojourn"]).unwrap().collect;
+        let c = TcpPortsCollector::new();
+        let connections = || {
+            let text =
+                crate::metrics::encode(c.collect(&cfg).unwrap(), crate::metrics::Format::Text);
+            let series = format!("sojourn_tcp_port_connections{{port=\"{port}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&series)?.parse::<f64>().ok())
+        };
+        assert_eq!(connections(), Some(8.0));
+        assert_eq!(
+            c.state.lock().unwrap().as_ref().unwrap().split,
+            None,
+            "8 connections: one dump"
+        );
+        c.state.lock().unwrap().as_mut().unwrap().split = Some(remote[4]);
+        assert_eq!(connections(), Some(8.0), "two halves, none lost or doubled");
+        if cpus() > 1 {
+            assert!(c.state.lock().unwrap().as_ref().unwrap().helper.is_some());
+        }
+    }
+
+    #[test]
     fn emits_other_and_rtt_histogram() {
         let ports = aggregate(&[conn(80, 1, 2, 250)], &listeners(&[("0.0.0.0", 80)]), 0);
         let text = crate::metrics::encode(emit(&ports, 1), crate::metrics::Format::Text);
