@@ -40,6 +40,15 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 }
 
 /// Durations as Prometheus writes them: `500ms`, `5s`, `1m`, `1h`.
+/// [`parse_duration`] that also takes zero (`0`, `0s`), meaning "every time".
+pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    match s.strip_suffix("ms").or_else(|| s.strip_suffix('s')) {
+        _ if s == "0" => Ok(Duration::ZERO),
+        Some(n) if n.parse::<f64>() == Ok(0.0) => Ok(Duration::ZERO),
+        _ => parse_duration(s),
+    }
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let split = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')
@@ -240,6 +249,14 @@ pub fn command() -> Command {
                 .help("Most process groups reported; the rest are counted in sojourn_process_groups_omitted"),
         )
         .arg(
+            Arg::new("collector.process.rescan-interval")
+                .long("collector.process.rescan-interval")
+                .value_name("DURATION")
+                .default_value("30s")
+                .value_parser(parse_duration_or_zero)
+                .help("How often /proc is listed for new processes (0s: every scrape); known processes are read at every scrape"),
+        )
+        .arg(
             Arg::new("collector.filesystem.fs-types-exclude")
                 .long("collector.filesystem.fs-types-exclude")
                 .value_name("REGEX")
@@ -418,6 +435,7 @@ fn settings(m: &ArgMatches) -> Settings {
                 max_groups: *m
                     .get_one::<usize>("collector.process.max-groups")
                     .expect("has default"),
+                rescan_interval: dur("collector.process.rescan-interval"),
             },
             cgroup: collectors::cgroup::Config {
                 root: m.get_one::<PathBuf>("collector.cgroup.root").cloned(),
@@ -518,5 +536,13 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("5d").is_err());
+        assert_eq!(parse_duration_or_zero("0s").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration_or_zero("0").unwrap(), Duration::ZERO);
+        assert_eq!(
+            parse_duration_or_zero("10s").unwrap(),
+            Duration::from_secs(10)
+        );
+        assert!(parse_duration_or_zero("0d").is_err());
+        assert!(parse_duration_or_zero("-1s").is_err());
     }
 }

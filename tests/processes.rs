@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use sojourn::metrics::{self, Format};
 
@@ -127,6 +128,46 @@ fn a_known_child_is_measured_and_forgotten_when_it_exits() {
     let text = metrics::encode(scraper.scrape(), Format::Text);
     assert!(!text.contains(&marker), "{text}");
     assert!(text.contains("sojourn_scrape_collector_success{collector=\"process\"} 1"));
+}
+
+#[test]
+fn new_processes_appear_at_the_next_rescan_and_exits_at_once() {
+    let marker = format!("sojourn-rescan-test-{}", std::process::id());
+    let include = format!("({marker})");
+    let s = sojourn::cli::parse([
+        "sojourn",
+        "--collector.disable-defaults",
+        "--collector.process.include",
+        &include,
+        "--collector.process.rescan-interval",
+        "1s",
+    ])
+    .unwrap();
+    let scraper = sojourn::scrape::Scraper::new(s.collect, &s.collectors);
+    let instances = || {
+        let text = metrics::encode(scraper.scrape(), Format::Text);
+        value(
+            &text,
+            &format!("sojourn_process_instances{{group=\"{marker}\"}}"),
+        )
+    };
+    let first = helper(&marker);
+    let started = std::time::Instant::now();
+    assert_eq!(instances(), Some(1.0));
+    let second = helper(&marker);
+    if started.elapsed() < Duration::from_millis(800) {
+        assert_eq!(
+            instances(),
+            Some(1.0),
+            "not listed again within the interval"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(instances(), Some(2.0), "found by the rescan");
+    stop(first);
+    assert_eq!(instances(), Some(1.0), "an exit is seen without a rescan");
+    stop(second);
+    assert_eq!(instances(), None);
 }
 
 mod common;
