@@ -234,6 +234,13 @@ pub fn command() -> Command {
                 .help("Most cgroups reported (about 30 series each); the rest are counted in sojourn_cgroup_omitted"),
         )
         .arg(
+            Arg::new("collector.cgroup.kubelet-url")
+                .long("collector.cgroup.kubelet-url")
+                .value_name("URL")
+                .value_parser(crate::kubelet::parse_url)
+                .help("The kubelet's read-only pods endpoint, e.g. http://127.0.0.1:10255/pods: adds namespace, pod and container labels to cgroup series (fetched every 30 s; unreachable: uid labels only)"),
+        )
+        .arg(
             Arg::new("collector.process.include")
                 .long("collector.process.include")
                 .value_name("REGEX")
@@ -444,6 +451,9 @@ fn settings(m: &ArgMatches) -> Settings {
                 max_cgroups: *m
                     .get_one::<usize>("collector.cgroup.max-cgroups")
                     .expect("has default"),
+                kubelet_url: m
+                    .get_one::<hyper::Uri>("collector.cgroup.kubelet-url")
+                    .cloned(),
             },
             tcp_ports: collectors::tcp_ports::TcpPortsConfig {
                 max_ports: *m

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod collectors;
 pub mod inet_diag;
 pub mod kube;
+pub mod kubelet;
 pub mod metrics;
 pub mod queue;
 pub mod roots;

@@ -237,3 +237,129 @@ fn a_busy_process_under_a_small_quota_is_throttled() {
     drop(queues);
     drop(cg);
 }
+
+/// A stand-in for the kubelet's read-only port: answers every request with
+/// `status` and `body`, and records the request lines.
+fn fake_kubelet(
+    status: &'static str,
+    body: &'static str,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            log.lock().unwrap().push(line.trim_end().to_string());
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                    break;
+                }
+            }
+            let mut s = stream;
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (port, seen)
+}
+
+const POD_LIST: &str = r#"{"kind":"PodList","apiVersion":"v1","items":[
+  {"metadata":{"name":"checkout-7d9f","namespace":"shop","uid":"0d3fc3ab-1c36-4a7a-9b3e-6d3c2b1a0f9e"},
+   "status":{"containerStatuses":[{"name":"app","containerID":"containerd://4f1c3a8e2b6d7f90a1b2c3d4e5f60718293a4b5c6d7e8f9012345678abcdef01"}]}}]}"#;
+
+fn v2_fixture_scrape(url: &str, until: impl Fn(&str) -> bool) -> String {
+    let root = common::fixtures().join("sys/fs/cgroup");
+    let root = root.to_str().unwrap();
+    let s = sojourn::cli::parse([
+        "sojourn",
+        "--collector.disable-defaults",
+        "--collector.cgroup",
+        "--collector.cgroup.root",
+        root,
+        "--collector.cgroup.kubelet-url",
+        url,
+    ])
+    .unwrap();
+    let scraper = sojourn::scrape::Scraper::new(s.collect, &s.collectors);
+    // The pod list is fetched in the background, right after start.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = metrics::encode(scraper.scrape(), Format::Text);
+        if until(&text) || std::time::Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn kubelet_names_label_the_containers_it_lists() {
+    let (port, seen) = fake_kubelet("200 OK", POD_LIST);
+    let text = v2_fixture_scrape(&format!("http://127.0.0.1:{port}/pods"), |t| {
+        t.contains("\nsojourn_cgroup_kubelet_up 1\n")
+    });
+    assert!(text.contains("\nsojourn_cgroup_kubelet_up 1\n"), "{text}");
+    assert_eq!(value(&text, "sojourn_cgroup_kubelet_pods "), Some(1.0));
+    assert_eq!(seen.lock().unwrap()[0], "GET /pods HTTP/1.1");
+    let named = text
+        .lines()
+        .find(|l| {
+            l.starts_with("sojourn_cgroup_cpu_usage_seconds_total{")
+                && l.contains("cri-containerd-4f1c")
+        })
+        .unwrap();
+    assert!(
+        named.contains(r#"pod_uid="0d3fc3ab-1c36-4a7a-9b3e-6d3c2b1a0f9e""#)
+            && named.contains(r#"namespace="shop",pod="checkout-7d9f",container="app""#),
+        "{named}"
+    );
+    // A pod the kubelet does not list keeps its ids, with empty names.
+    let unnamed = text
+        .lines()
+        .find(|l| {
+            l.starts_with("sojourn_cgroup_cpu_usage_seconds_total{") && l.contains("docker-b2c3")
+        })
+        .unwrap();
+    assert!(
+        unnamed.contains(r#"pod_uid="7a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d""#)
+            && unnamed.contains(r#"namespace="",pod="",container="""#),
+        "{unnamed}"
+    );
+}
+
+#[test]
+fn an_unreachable_or_failing_kubelet_leaves_uid_labels_and_the_scrape_whole() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let (failing_port, seen) = fake_kubelet("500 Internal Server Error", "{}");
+    for (port, requests) in [(closed_port, None), (failing_port, Some(seen))] {
+        let text = v2_fixture_scrape(&format!("http://127.0.0.1:{port}/pods"), |t| {
+            t.contains("\nsojourn_cgroup_kubelet_up 0\n")
+        });
+        assert!(text.contains("\nsojourn_cgroup_kubelet_up 0\n"), "{text}");
+        assert!(text.contains(r#"sojourn_scrape_collector_success{collector="cgroup"} 1"#));
+        assert!(text.contains(r#"pod_uid="0d3fc3ab-1c36-4a7a-9b3e-6d3c2b1a0f9e""#));
+        assert!(!text.contains(r#"pod="checkout"#));
+        if let Some(r) = requests {
+            assert!(!r.lock().unwrap().is_empty(), "the kubelet was asked");
+        }
+    }
+    let err = sojourn::cli::parse([
+        "sojourn",
+        "--collector.cgroup.kubelet-url",
+        "https://node:10250/pods",
+    ])
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("10255"), "{err}");
+}

@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use regex::Regex;
 
 use super::{Collect, CollectError, Config as CollectConfig, ParseError, parse_u64};
+use crate::kubelet::{Kubelet, PodDirectory};
 use crate::metrics::{Family, Label, label};
 use crate::roots::read;
 
@@ -42,6 +43,8 @@ pub struct Config {
     pub include: Regex,
     pub exclude: Option<Regex>,
     pub max_cgroups: usize,
+    /// The kubelet's read-only pods endpoint, for pod and container names.
+    pub kubelet_url: Option<hyper::Uri>,
 }
 
 pub const DEFAULT_MAX_CGROUPS: usize = 500;
@@ -53,6 +56,7 @@ impl Default for Config {
             include: Regex::new(".*").expect("valid"),
             exclude: None,
             max_cgroups: DEFAULT_MAX_CGROUPS,
+            kubelet_url: None,
         }
     }
 }
@@ -472,24 +476,48 @@ crate::descs! {
     PIDS = gauge("cgroup_pids", "Utilization: tasks in the cgroup (pids.current).");
     PIDS_LIMIT = gauge("cgroup_pids_limit", "Utilization (denominator): most tasks allowed; absent when unlimited (pids.max).");
     OMITTED = gauge("cgroup_omitted", "Cgroups left out because --collector.cgroup.max-cgroups was reached (cgroupfs).");
+    KUBELET_UP = gauge("cgroup_kubelet_up", "Whether the latest fetch of the kubelet's pod list (--collector.cgroup.kubelet-url) succeeded; on failure the names of the last good list are kept.");
+    KUBELET_PODS = gauge("cgroup_kubelet_pods", "Pods in the kubelet's pod list used for namespace, pod and container labels.");
 }
 
-fn identity_labels(rel: &str) -> Vec<Label> {
+/// The cgroup's labels; with a pod directory, `namespace`, `pod` and
+/// `container` too (empty when the kubelet does not list the ids).
+fn identity_labels(rel: &str, names: Option<&PodDirectory>) -> Vec<Label> {
     let k = crate::kube::parse(rel);
+    let mut labels = identity_id_labels(rel, k.as_ref());
+    if let Some(dir) = names {
+        let pod = k.as_ref().and_then(|k| dir.pods.get(&k.pod_uid));
+        let container = k
+            .as_ref()
+            .and_then(|k| k.container_id.as_ref())
+            .and_then(|id| dir.containers.get(id));
+        labels.push(label(
+            "namespace",
+            pod.map(|p| p.namespace.clone()).unwrap_or_default(),
+        ));
+        labels.push(label("pod", pod.map(|p| p.pod.clone()).unwrap_or_default()));
+        labels.push(label("container", container.cloned().unwrap_or_default()));
+    }
+    labels
+}
+
+fn identity_id_labels(rel: &str, k: Option<&crate::kube::KubeIdentity>) -> Vec<Label> {
     vec![
         label("cgroup", rel.to_string()),
-        label(
-            "pod_uid",
-            k.as_ref().map(|k| k.pod_uid.clone()).unwrap_or_default(),
-        ),
+        label("pod_uid", k.map(|k| k.pod_uid.clone()).unwrap_or_default()),
         label(
             "container_id",
-            k.as_ref()
-                .and_then(|k| k.container_id.clone())
-                .unwrap_or_default(),
+            k.and_then(|k| k.container_id.clone()).unwrap_or_default(),
         ),
         label("qos_class", k.map(|k| k.qos.as_str()).unwrap_or_default()),
     ]
+}
+
+/// What the kubelet said, when `--collector.cgroup.kubelet-url` is set.
+pub struct KubeletNames<'a> {
+    pub directory: &'a PodDirectory,
+    /// None until the first fetch has finished.
+    pub up: Option<bool>,
 }
 
 /// Maps parsed stats onto families; `device_name` turns `8:0` into `sda`.
@@ -497,6 +525,7 @@ pub fn emit(
     cgroups: &[(String, CgroupStats)],
     omitted: usize,
     device_name: impl Fn(&str) -> String,
+    kubelet: Option<KubeletNames<'_>>,
 ) -> Vec<Family> {
     let mut f: Vec<Family> = [
         CPU_USAGE,
@@ -523,7 +552,7 @@ pub fn emit(
     .map(Family::new)
     .collect();
     for (rel, s) in cgroups {
-        let id = identity_labels(rel);
+        let id = identity_labels(rel, kubelet.as_ref().map(|k| k.directory));
         let with = |extra: Vec<Label>| -> Vec<Label> { id.iter().cloned().chain(extra).collect() };
         let floats = [
             (0, s.cpu_usage_seconds),
@@ -597,10 +626,29 @@ pub fn emit(
         }
     }
     f.push(Family::single(OMITTED, omitted as u64));
+    if let Some(k) = kubelet {
+        if let Some(up) = k.up {
+            f.push(Family::single(KUBELET_UP, u64::from(up)));
+        }
+        f.push(Family::single(KUBELET_PODS, k.directory.pods.len() as u64));
+    }
     f
 }
 
-pub struct CgroupCollector;
+pub struct CgroupCollector {
+    kubelet: Option<Kubelet>,
+}
+
+impl CgroupCollector {
+    pub fn new(cfg: &Config) -> Self {
+        let kubelet = cfg.kubelet_url.clone().and_then(|url| {
+            Kubelet::start(url, crate::kubelet::REFRESH)
+                .map_err(|e| tracing::error!("kubelet pod names disabled: {e}"))
+                .ok()
+        });
+        CgroupCollector { kubelet }
+    }
+}
 
 impl Collect for CgroupCollector {
     fn collect(&self, cfg: &CollectConfig) -> Result<Vec<Family>, CollectError> {
@@ -645,9 +693,15 @@ impl Collect for CgroupCollector {
                     .collect()
             })
             .unwrap_or_default();
-        Ok(emit(&stats, omitted, |dev| {
-            names.get(dev).cloned().unwrap_or_else(|| dev.to_string())
-        }))
+        let kubelet = self.kubelet.as_ref().map(Kubelet::directory);
+        Ok(emit(
+            &stats,
+            omitted,
+            |dev| names.get(dev).cloned().unwrap_or_else(|| dev.to_string()),
+            kubelet
+                .as_ref()
+                .map(|(directory, up)| KubeletNames { directory, up: *up }),
+        ))
     }
 }
 

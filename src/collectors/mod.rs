@@ -172,7 +172,7 @@ pub const ALL: &[Entry] = &[
         name: "cgroup",
         default_enabled: true,
         help: "Per container cgroup (v1 and v2): CPU, throttling, memory, OOM events, PSI, I/O, pids; Kubernetes pod and container identity",
-        build: |_| Box::new(cgroup::CgroupCollector),
+        build: |c| Box::new(cgroup::CgroupCollector::new(&c.cgroup)),
     },
     Entry {
         name: "process",
