@@ -24,6 +24,8 @@ pub struct Settings {
     pub log_level: tracing::Level,
     pub collectors: Vec<&'static str>,
     pub collect: collectors::Config,
+    /// Set by the `proxy` subcommand.
+    pub proxy: Option<crate::proxy::Config>,
 }
 
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {
@@ -366,7 +368,86 @@ pub fn command() -> Command {
                     .hide(true),
             );
     }
-    cmd
+    let proxy = proxy_args(
+        Command::new("proxy")
+            .about("Sidecar reverse proxy: forwards --listen to --upstream and serves the service's golden signals on --web.listen-address (host collectors off unless enabled)")
+            .args(cmd.get_arguments().cloned()),
+    );
+    cmd.subcommand(proxy)
+}
+
+fn proxy_args(cmd: Command) -> Command {
+    cmd.arg(
+        Arg::new("listen")
+            .long("listen")
+            .value_name("ADDR")
+            .required(true)
+            .value_parser(parse_listen)
+            .help("Address the proxy accepts client connections on"),
+    )
+    .arg(
+        Arg::new("upstream")
+            .long("upstream")
+            .value_name("URL")
+            .required(true)
+            .value_parser(crate::proxy::parse_upstream)
+            .help("The service, e.g. http://127.0.0.1:8081; request paths and queries are kept"),
+    )
+    .arg(
+        Arg::new("service")
+            .long("service")
+            .value_name("NAME")
+            .default_value("default")
+            .help("The service label of the proxy's metrics"),
+    )
+    .arg(
+        Arg::new("route")
+            .long("route")
+            .value_name("TEMPLATE")
+            .action(ArgAction::Append)
+            .value_parser(|s: &str| crate::proxy::Route::parse(s))
+            .help("A route template for the http_route label, e.g. /users/{id} or /static/* (repeatable; first match wins; unmatched paths get an empty route, never the raw path)"),
+    )
+    .arg(
+        Arg::new("upstream.connect-timeout")
+            .long("upstream.connect-timeout")
+            .value_name("DURATION")
+            .default_value("1s")
+            .value_parser(parse_duration)
+            .help("Longest wait for a connection to the upstream (502 after)"),
+    )
+    .arg(
+        Arg::new("upstream.timeout")
+            .long("upstream.timeout")
+            .value_name("DURATION")
+            .default_value("30s")
+            .value_parser(parse_duration)
+            .help("Longest wait for the upstream's response headers (504 after)"),
+    )
+    .arg(
+        Arg::new("proxy.header-timeout")
+            .long("proxy.header-timeout")
+            .value_name("DURATION")
+            .default_value("10s")
+            .value_parser(parse_duration)
+            .help("Longest wait for a client's request headers (slow clients are closed)"),
+    )
+    .arg(
+        Arg::new("proxy.max-connections")
+            .long("proxy.max-connections")
+            .value_name("N")
+            .default_value("10000")
+            .value_parser(clap::value_parser!(usize))
+            .help("Most client connections at once; more are closed on arrival"),
+    )
+    .arg(
+        Arg::new("proxy.drain-timeout")
+            .long("proxy.drain-timeout")
+            .value_name("DURATION")
+            .default_value("30s")
+            .value_parser(parse_duration)
+            .help("On SIGTERM, longest wait for requests in flight before exiting"),
+    )
 }
 
 /// Parses arguments (the program name first) into settings. Errors are
@@ -377,15 +458,49 @@ where
     T: Into<std::ffi::OsString> + Clone,
 {
     let m = command().try_get_matches_from(args)?;
-    Ok(settings(&m))
+    Ok(match m.subcommand_matches("proxy") {
+        Some(p) => {
+            let mut s = settings(p, true);
+            s.proxy = Some(proxy_config(p));
+            s
+        }
+        None => settings(&m, false),
+    })
 }
 
-fn settings(m: &ArgMatches) -> Settings {
+fn proxy_config(m: &ArgMatches) -> crate::proxy::Config {
+    let dur = |id: &str| *m.get_one::<Duration>(id).expect("has default");
+    crate::proxy::Config {
+        listen: *m.get_one::<SocketAddr>("listen").expect("required"),
+        upstream: m
+            .get_one::<hyper::Uri>("upstream")
+            .cloned()
+            .expect("required"),
+        service: m
+            .get_one::<String>("service")
+            .cloned()
+            .expect("has default"),
+        routes: m
+            .get_many::<crate::proxy::Route>("route")
+            .map(|r| r.cloned().collect())
+            .unwrap_or_default(),
+        connect_timeout: dur("upstream.connect-timeout"),
+        timeout: dur("upstream.timeout"),
+        header_timeout: dur("proxy.header-timeout"),
+        max_connections: *m
+            .get_one::<usize>("proxy.max-connections")
+            .expect("has default"),
+        drain_timeout: dur("proxy.drain-timeout"),
+    }
+}
+
+/// `proxy_mode`: host collectors are off unless enabled by name.
+fn settings(m: &ArgMatches, proxy_mode: bool) -> Settings {
     let get = |id: &str| m.get_one::<String>(id).cloned().unwrap_or_default();
     let regex = |id: &str| m.get_one::<Regex>(id).cloned().expect("has default");
     let dur = |id: &str| *m.get_one::<Duration>(id).expect("has default");
     let path = |id: &str| m.get_one::<PathBuf>(id).cloned().expect("has default");
-    let disable_defaults = m.get_flag("collector.disable-defaults");
+    let disable_defaults = proxy_mode || m.get_flag("collector.disable-defaults");
     let collectors = ALL
         .iter()
         .filter(|e| {
@@ -471,6 +586,7 @@ fn settings(m: &ArgMatches) -> Settings {
                 max_queues: *m.get_one::<usize>("queue.max-queues").expect("has default"),
             },
         },
+        proxy: None,
     }
 }
 

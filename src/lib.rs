@@ -15,6 +15,7 @@ pub mod inet_diag;
 pub mod kube;
 pub mod kubelet;
 pub mod metrics;
+pub mod proxy;
 pub mod queue;
 pub mod roots;
 pub mod scrape;

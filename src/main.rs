@@ -37,6 +37,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(settings: cli::Settings) -> ExitCode {
+    if settings.proxy.is_some() {
+        return run_proxy(settings).await;
+    }
     let listener = match tokio::net::TcpListener::bind(settings.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -61,6 +64,64 @@ async fn run(settings: cli::Settings) -> ExitCode {
     let app = Arc::new(server::App::new(scraper, settings));
     server::serve(listener, app, shutdown_signal()).await;
     tracing::info!("shutting down");
+    ExitCode::SUCCESS
+}
+
+/// `sojourn proxy`: the proxy on --listen, its metrics (and any host
+/// collectors enabled) on --web.listen-address.
+async fn run_proxy(mut settings: cli::Settings) -> ExitCode {
+    let Some(cfg) = settings.proxy.take() else {
+        return ExitCode::FAILURE;
+    };
+    let proxy_listener = match tokio::net::TcpListener::bind(cfg.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("sojourn: cannot listen on {} (--listen): {e}", cfg.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let metrics_listener = match tokio::net::TcpListener::bind(settings.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "sojourn: cannot listen on {} (--web.listen-address): {e}",
+                settings.listen
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let stats = Arc::new(sojourn::proxy::stats::ServiceStats::new(
+        cfg.service.clone(),
+    ));
+    let mut collectors: Vec<(&'static str, Box<dyn sojourn::collectors::Collect>)> =
+        sojourn::collectors::ALL
+            .iter()
+            .filter(|e| settings.collectors.contains(&e.name))
+            .map(|e| (e.name, (e.build)(&settings.collect)))
+            .collect();
+    collectors.push((
+        "proxy",
+        Box::new(sojourn::proxy::ProxyCollector(stats.clone())),
+    ));
+    let scraper = Scraper::with_collectors(settings.collect.clone(), collectors);
+    let address =
+        |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(
+        proxy = %address(&proxy_listener),
+        upstream = %cfg.upstream,
+        metrics = %address(&metrics_listener),
+        service = %cfg.service,
+        "proxying"
+    );
+    let app = Arc::new(server::App::new(scraper, settings));
+    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    let metrics = tokio::spawn(server::serve(metrics_listener, app, async {
+        let _ = drained_rx.await;
+    }));
+    sojourn::proxy::serve(proxy_listener, cfg, stats, shutdown_signal()).await;
+    let _ = drained_tx.send(());
+    let _ = metrics.await;
+    tracing::info!("drained, exiting");
     ExitCode::SUCCESS
 }
 

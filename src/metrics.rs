@@ -34,6 +34,9 @@ pub struct Desc {
     pub help: Cow<'static, str>,
     pub kind: Kind,
     pub unit: Option<BaseUnit>,
+    /// False for names fixed by a convention outside sojourn (OpenTelemetry's
+    /// `http_server_request_duration_seconds`): no `sojourn_` namespace.
+    pub namespaced: bool,
 }
 
 /// Base units sojourn exports (Prometheus naming practice: base units only).
@@ -62,6 +65,7 @@ impl Desc {
             help: Cow::Borrowed(help),
             kind: Kind::Counter,
             unit: None,
+            namespaced: true,
         }
     }
     pub const fn histogram(name: &'static str, help: &'static str) -> Self {
@@ -70,6 +74,7 @@ impl Desc {
             help: Cow::Borrowed(help),
             kind: Kind::Histogram,
             unit: None,
+            namespaced: true,
         }
     }
     pub const fn gauge(name: &'static str, help: &'static str) -> Self {
@@ -78,6 +83,7 @@ impl Desc {
             help: Cow::Borrowed(help),
             kind: Kind::Gauge,
             unit: None,
+            namespaced: true,
         }
     }
     pub const fn seconds(mut self) -> Self {
@@ -92,10 +98,18 @@ impl Desc {
         self.unit = Some(BaseUnit::Ratio);
         self
     }
+    pub const fn without_namespace(mut self) -> Self {
+        self.namespaced = false;
+        self
+    }
 
     /// The name as a scraper sees it (namespace, unit and `_total` included).
     pub fn exposed_name(&self) -> String {
-        let mut name = format!("{NAMESPACE}_{}", self.name);
+        let mut name = if self.namespaced {
+            format!("{NAMESPACE}_{}", self.name)
+        } else {
+            self.name.to_string()
+        };
         match self.unit {
             Some(BaseUnit::Seconds) => name.push_str("_seconds"),
             Some(BaseUnit::Bytes) => name.push_str("_bytes"),
@@ -354,8 +368,15 @@ impl Collector for Snapshot {
 
 /// Encodes families in the requested format.
 pub fn encode(families: Vec<Family>, format: Format) -> String {
-    let mut registry = Registry::with_prefix(NAMESPACE);
-    registry.register_collector(Box::new(Snapshot(families)));
+    let (namespaced, bare): (Vec<Family>, Vec<Family>) =
+        families.into_iter().partition(|f| f.desc.namespaced);
+    let mut registry = Registry::default();
+    if !bare.is_empty() {
+        registry.register_collector(Box::new(Snapshot(bare)));
+    }
+    registry
+        .sub_registry_with_prefix(NAMESPACE)
+        .register_collector(Box::new(Snapshot(namespaced)));
     let mut out = String::with_capacity(64 * 1024);
     // Writing into a String cannot fail; an Err here would be an encoder bug.
     let result = match format {

@@ -15,6 +15,8 @@ struct Row {
     labels: BTreeSet<String>,
     /// Emitted only with a flag the default scrape does not set.
     with_kubelet: bool,
+    /// Emitted only by `sojourn proxy`.
+    with_proxy: bool,
 }
 
 fn documented() -> Vec<Row> {
@@ -47,6 +49,9 @@ fn documented() -> Vec<Row> {
                 with_kubelet: cells
                     .last()
                     .is_some_and(|d| d.starts_with("With `--collector.cgroup.kubelet-url`")),
+                with_proxy: cells
+                    .last()
+                    .is_some_and(|d| d.starts_with("With `sojourn proxy`")),
             }
         })
         .collect()
@@ -134,7 +139,7 @@ fn readme_reference_matches_emitted_metrics() {
             }
         }
     }
-    for r in rows.iter().filter(|r| !r.with_kubelet) {
+    for r in rows.iter().filter(|r| !r.with_kubelet && !r.with_proxy) {
         if !emitted.keys().any(|n| matches(&r.name, n)) {
             problems.push(format!(
                 "{} is in the README reference but not emitted",
@@ -203,6 +208,44 @@ fn kubelet_rows_and_labels_match_a_scrape_with_a_kubelet_url() {
         match emitted.get(&r.name) {
             Some((_, labels)) if *labels == want => {}
             other => problems.push(format!("{}: want {want:?}, emitted {other:?}", r.name)),
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn proxy_rows_match_the_proxys_families() {
+    use sojourn::proxy::stats::{ErrorType, RequestKey, RouteKey, ServiceStats};
+    let stats = ServiceStats::new("shop");
+    let route: std::sync::Arc<str> = std::sync::Arc::from("/users/{id}");
+    stats
+        .duration(&RequestKey {
+            method: "GET",
+            status: 200,
+            route: route.clone(),
+        })
+        .observe(0.002);
+    stats
+        .first_byte(&RouteKey {
+            method: "GET",
+            route,
+        })
+        .observe(0.001);
+    stats.error(ErrorType::Connect);
+    let emitted = families(&metrics::encode(stats.families(), Format::Text));
+    let rows = documented();
+    let mut problems = Vec::new();
+    for r in rows.iter().filter(|r| r.with_proxy) {
+        match emitted.get(&r.name) {
+            Some((kind, labels)) if *kind == r.kind && *labels == r.labels => {}
+            other => problems.push(format!("{}: emitted {other:?}", r.name)),
+        }
+    }
+    for name in emitted.keys() {
+        if !rows.iter().any(|r| r.with_proxy && &r.name == name) {
+            problems.push(format!(
+                "{name} is emitted by the proxy but has no proxy row in the README reference"
+            ));
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));

@@ -163,6 +163,7 @@ pub fn emit(meminfo: &[MeminfoEntry<'_>], vmstat: &[(&str, u64)]) -> Vec<Family>
             help: Cow::Borrowed(meminfo_help(e.key)),
             kind: Kind::Gauge,
             unit: None,
+            namespaced: true,
         };
         if e.bytes {
             desc = desc.bytes();
@@ -175,6 +176,7 @@ pub fn emit(meminfo: &[MeminfoEntry<'_>], vmstat: &[(&str, u64)]) -> Vec<Family>
             help: Cow::Borrowed(vmstat_help(key).unwrap_or_default()),
             kind: Kind::Counter,
             unit: None,
+            namespaced: true,
         };
         out.push(Family::single(desc, *value));
     }

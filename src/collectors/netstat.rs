@@ -432,6 +432,7 @@ pub fn emit(
             help: (*help).into(),
             kind: *kind,
             unit: None,
+            namespaced: true,
         };
         out.push(Family::single(desc, v.max(0) as u64));
     }

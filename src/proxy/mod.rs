@@ -1,0 +1,541 @@
+//! `sojourn proxy`: a sidecar reverse proxy that measures the four golden
+//! signals of the service behind it without touching the service.
+//!
+//! Bodies stream through in both directions (never buffered whole);
+//! upstream connections are pooled and kept alive; hop-by-hop headers are
+//! dropped, `X-Forwarded-For`/`X-Forwarded-Proto` added and `Host` kept.
+//! A request is recorded when its response body ends, or when the client
+//! goes away and the body is dropped (counted as cancelled), as Linkerd
+//! does: the latency a caller saw, not the time to the headers only (kept
+//! apart as time to first byte).
+
+pub mod stats;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http_body_util::Full;
+use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use stats::{ErrorType, RequestKey, RouteKey, ServiceStats, method_label};
+
+/// A route template: `/users/{id}/orders` matches one segment per `{…}`;
+/// a last segment `*` matches the rest of the path.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub template: Arc<str>,
+    segments: Vec<Segment>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Segment {
+    Literal(String),
+    Param,
+    Rest,
+}
+
+impl Route {
+    pub fn parse(template: &str) -> Result<Route, String> {
+        if !template.starts_with('/') {
+            return Err(format!("route {template:?} does not start with /"));
+        }
+        let parts: Vec<&str> = template.split('/').skip(1).collect();
+        let mut segments = Vec::with_capacity(parts.len());
+        for (i, p) in parts.iter().enumerate() {
+            segments.push(if *p == "*" {
+                if i + 1 != parts.len() {
+                    return Err(format!("route {template:?}: * must be the last segment"));
+                }
+                Segment::Rest
+            } else if p.starts_with('{') && p.ends_with('}') && p.len() > 2 {
+                Segment::Param
+            } else if p.contains(['{', '}', '*']) {
+                return Err(format!(
+                    "route {template:?}: segment {p:?} is neither literal, {{name}} nor *"
+                ));
+            } else {
+                Segment::Literal(p.to_string())
+            });
+        }
+        Ok(Route {
+            template: Arc::from(template),
+            segments,
+        })
+    }
+
+    pub fn matches(&self, path: &str) -> bool {
+        let Some(path) = path.strip_prefix('/') else {
+            return false;
+        };
+        let mut parts = path.split('/');
+        for seg in &self.segments {
+            match (seg, parts.next()) {
+                (Segment::Rest, _) => return true,
+                (Segment::Param, Some(p)) if !p.is_empty() => {}
+                (Segment::Literal(l), Some(p)) if l == p => {}
+                _ => return false,
+            }
+        }
+        parts.next().is_none()
+    }
+}
+
+/// The first route matching `path`, or empty: raw paths never become labels.
+pub fn route_of(routes: &[Route], path: &str) -> Arc<str> {
+    routes
+        .iter()
+        .find(|r| r.matches(path))
+        .map(|r| r.template.clone())
+        .unwrap_or_else(|| Arc::from(""))
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// `http://host:port`; the request's path and query are kept.
+    pub upstream: Uri,
+    pub service: String,
+    pub routes: Vec<Route>,
+    pub connect_timeout: Duration,
+    /// Longest wait for the upstream's response headers (504 after).
+    pub timeout: Duration,
+    /// Longest wait for a client's request headers (slowloris).
+    pub header_timeout: Duration,
+    /// Most client connections at once; more are closed on arrival.
+    pub max_connections: usize,
+    /// Longest wait for in-flight requests on SIGTERM.
+    pub drain_timeout: Duration,
+}
+
+/// Checks an `--upstream` value: an http URL with a host.
+pub fn parse_upstream(s: &str) -> Result<Uri, String> {
+    let uri: Uri = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!("{s:?}: only http:// upstreams are supported"));
+    }
+    if uri.host().is_none() {
+        return Err(format!("{s:?}: no host"));
+    }
+    Ok(uri)
+}
+
+/// Exposes the proxy's stats to the scraper.
+pub struct ProxyCollector(pub Arc<ServiceStats>);
+
+impl crate::collectors::Collect for ProxyCollector {
+    fn collect(
+        &self,
+        _: &crate::collectors::Config,
+    ) -> Result<Vec<crate::metrics::Family>, crate::collectors::CollectError> {
+        Ok(self.0.families())
+    }
+}
+
+struct Shared {
+    cfg: Config,
+    stats: Arc<ServiceStats>,
+    client: Client<HttpConnector, CountingBody>,
+}
+
+/// Serves the proxy on `listener` until `shutdown`, then stops accepting
+/// and waits up to the drain timeout for requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    cfg: Config,
+    stats: Arc<ServiceStats>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(cfg.connect_timeout));
+    connector.set_nodelay(true);
+    let client = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_timer(TokioTimer::new())
+        .build(connector);
+    let limit = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
+    let shared = Arc::new(Shared { cfg, stats, client });
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        // Over the connection limit: closed at once, so that idle or slow
+        // clients cannot hold every slot and memory stays bounded.
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let stats = shared.stats.clone();
+        stats.connections_total.fetch_add(1, Ordering::Relaxed);
+        stats.open_connections.fetch_add(1, Ordering::Relaxed);
+        let svc_shared = shared.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let shared = svc_shared.clone();
+            async move { Ok::<_, Infallible>(forward(&shared, req, peer).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(shared.cfg.header_timeout)
+            .max_buf_size(64 * 1024)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "client connection ended with an error");
+            }
+            stats.open_connections.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let drain = shared.cfg.drain_timeout;
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still in flight after {drain:?}; closing");
+    }
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers the Connection header names are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        headers.remove(n);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+fn upstream_uri(base: &Uri, req: &Uri) -> Result<Uri, hyper::http::Error> {
+    let mut parts = hyper::http::uri::Parts::default();
+    parts.scheme = base.scheme().cloned();
+    parts.authority = base.authority().cloned();
+    parts.path_and_query = req
+        .path_and_query()
+        .cloned()
+        .or_else(|| Some(hyper::http::uri::PathAndQuery::from_static("/")));
+    Ok(Uri::from_parts(parts)?)
+}
+
+async fn forward(
+    shared: &Shared,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<RecordedBody> {
+    let start = Instant::now();
+    let stats = shared.stats.clone();
+    stats.active_requests.fetch_add(1, Ordering::Relaxed);
+    let method = method_label(req.method());
+    let route = route_of(&shared.cfg.routes, req.uri().path());
+    let recorded = |status: StatusCode, inner: Inner| RecordedBody {
+        inner,
+        start,
+        stats: stats.clone(),
+        key: RequestKey {
+            method,
+            status: status.as_u16(),
+            route: route.clone(),
+        },
+        done: false,
+    };
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let forwarded_for = match parts
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(prior) => format!("{prior}, {}", peer.ip()),
+        None => peer.ip().to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+        parts.headers.insert("x-forwarded-for", v);
+    }
+    parts
+        .headers
+        .entry("x-forwarded-proto")
+        .or_insert(HeaderValue::from_static("http"));
+    parts.uri = match upstream_uri(&shared.cfg.upstream, &parts.uri) {
+        Ok(u) => u,
+        Err(_) => {
+            return local(StatusCode::BAD_REQUEST, "bad request target\n", recorded);
+        }
+    };
+    parts.version = hyper::Version::HTTP_11;
+    let body = CountingBody {
+        inner: body,
+        stats: stats.clone(),
+    };
+    let sent = shared.client.request(Request::from_parts(parts, body));
+    match tokio::time::timeout(shared.cfg.timeout, sent).await {
+        Ok(Ok(resp)) => {
+            stats
+                .first_byte(&RouteKey {
+                    method,
+                    route: route.clone(),
+                })
+                .observe(start.elapsed().as_secs_f64());
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Response::from_parts(parts.clone(), recorded(parts.status, Inner::Upstream(body)))
+        }
+        Ok(Err(e)) => {
+            let kind = if e.is_connect() {
+                ErrorType::Connect
+            } else {
+                ErrorType::Reset
+            };
+            stats.error(kind);
+            tracing::debug!(error = %e, "upstream request failed");
+            local(StatusCode::BAD_GATEWAY, "upstream unavailable\n", recorded)
+        }
+        Err(_) => {
+            stats.error(ErrorType::Timeout);
+            local(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream timed out\n",
+                recorded,
+            )
+        }
+    }
+}
+
+fn local(
+    status: StatusCode,
+    text: &'static str,
+    recorded: impl Fn(StatusCode, Inner) -> RecordedBody,
+) -> Response<RecordedBody> {
+    let mut r = Response::new(recorded(
+        status,
+        Inner::Local(Full::new(Bytes::from_static(text.as_bytes()))),
+    ));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// The request body on its way upstream, counted.
+pub struct CountingBody {
+    inner: Incoming,
+    stats: Arc<ServiceStats>,
+}
+
+impl Body for CountingBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.stats
+                .request_bytes
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+enum Inner {
+    Upstream(Incoming),
+    Local(Full<Bytes>),
+}
+
+/// The response body on its way to the client: counts bytes, and records
+/// the request when it ends or is dropped.
+pub struct RecordedBody {
+    inner: Inner,
+    start: Instant,
+    stats: Arc<ServiceStats>,
+    key: RequestKey,
+    done: bool,
+}
+
+impl RecordedBody {
+    fn finish(&mut self, cancelled: bool) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        if cancelled {
+            self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+        self.stats
+            .duration(&self.key)
+            .observe(self.start.elapsed().as_secs_f64());
+        self.stats.active_requests.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn inner_is_end(&self) -> bool {
+        match &self.inner {
+            Inner::Upstream(b) => b.is_end_stream(),
+            Inner::Local(b) => b.is_end_stream(),
+        }
+    }
+}
+
+impl Body for RecordedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = match &mut self.inner {
+            Inner::Upstream(b) => Pin::new(b).poll_frame(cx),
+            Inner::Local(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|never| match never {}))),
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.stats
+                        .response_bytes
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+            }
+            Poll::Ready(None) => self.finish(false),
+            Poll::Ready(Some(Err(_))) => {
+                self.stats.error(ErrorType::Reset);
+                self.finish(false);
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner_is_end()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Upstream(b) => b.size_hint(),
+            Inner::Local(b) => b.size_hint(),
+        }
+    }
+}
+
+impl Drop for RecordedBody {
+    fn drop(&mut self) {
+        // An empty body (HEAD, 204, 304) may be dropped unread once done.
+        let ended = self.inner_is_end();
+        self.finish(!ended);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match_templates_not_raw_paths() {
+        let routes: Vec<Route> = ["/users/{id}", "/users/{id}/orders", "/static/*", "/"]
+            .iter()
+            .map(|t| Route::parse(t).unwrap())
+            .collect();
+        assert_eq!(&*route_of(&routes, "/users/42"), "/users/{id}");
+        assert_eq!(
+            &*route_of(&routes, "/users/42/orders"),
+            "/users/{id}/orders"
+        );
+        assert_eq!(&*route_of(&routes, "/static/css/a.css"), "/static/*");
+        assert_eq!(&*route_of(&routes, "/"), "/");
+        assert_eq!(
+            &*route_of(&routes, "/users/"),
+            "",
+            "an empty segment is no id"
+        );
+        assert_eq!(&*route_of(&routes, "/nope"), "");
+        assert!(Route::parse("users").is_err());
+        assert!(Route::parse("/a/*/b").is_err());
+        assert!(Route::parse("/a{b}").is_err());
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_including_those_connection_names() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-trace"),
+        );
+        h.insert("x-trace", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn upstream_uri_keeps_path_and_query() {
+        let base: Uri = "http://127.0.0.1:8081".parse().unwrap();
+        let req: Uri = "/a/b?c=d".parse().unwrap();
+        assert_eq!(
+            upstream_uri(&base, &req).unwrap().to_string(),
+            "http://127.0.0.1:8081/a/b?c=d"
+        );
+        assert!(parse_upstream("https://x").is_err());
+        assert!(parse_upstream("http://127.0.0.1:1").is_ok());
+    }
+}

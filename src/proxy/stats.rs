@@ -1,0 +1,307 @@
+//! The proxy's golden signals, recorded on the request path with atomics
+//! and rendered into families at scrape time.
+//!
+//! Label sets are bounded: `http_request_method` is one of the standard
+//! methods or `_OTHER`; `http_response_status_code` a number from 100 to
+//! 599; `http_route` one of the configured route templates or empty (never
+//! the raw path); `service` one per proxied service.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::metrics::{Desc, Family, Label, label};
+use crate::queue::codel::Histogram;
+
+/// OpenTelemetry's advised buckets for `http.server.request.duration`, with
+/// finer ones under 5 ms, where a loopback sidecar's latencies live.
+pub const DURATION_BUCKETS: [f64; 18] = [
+    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0,
+    2.5, 5.0, 7.5, 10.0,
+];
+
+/// A fixed-bucket histogram that threads record into without a lock.
+#[derive(Debug)]
+pub struct AtomicHistogram {
+    /// Per bucket (not cumulative), +Inf last.
+    counts: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl Default for AtomicHistogram {
+    fn default() -> Self {
+        AtomicHistogram {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_ns: AtomicU64::new(0),
+        }
+    }
+}
+
+impl AtomicHistogram {
+    pub fn observe(&self, seconds: f64) {
+        let i = DURATION_BUCKETS.partition_point(|b| *b < seconds);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns
+            .fetch_add((seconds * 1e9) as u64, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> Histogram {
+        let mut h = Histogram::new(DURATION_BUCKETS.to_vec());
+        for (slot, c) in h.counts.iter_mut().zip(&self.counts) {
+            *slot = c.load(Ordering::Relaxed);
+        }
+        h.count = h.counts.iter().sum();
+        h.sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        h
+    }
+}
+
+/// `http.request.method` as OpenTelemetry bounds it.
+pub fn method_label(method: &hyper::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "CONNECT" => "CONNECT",
+        "OPTIONS" => "OPTIONS",
+        "TRACE" => "TRACE",
+        "PATCH" => "PATCH",
+        _ => "_OTHER",
+    }
+}
+
+/// Why a request failed on the proxy's side (`error_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorType {
+    /// The upstream refused or did not accept the connection in time.
+    Connect,
+    /// The upstream accepted but did not answer within the timeout.
+    Timeout,
+    /// The upstream closed or broke the connection mid-exchange.
+    Reset,
+}
+
+impl ErrorType {
+    pub const ALL: [ErrorType; 3] = [ErrorType::Connect, ErrorType::Timeout, ErrorType::Reset];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorType::Connect => "connect",
+            ErrorType::Timeout => "timeout",
+            ErrorType::Reset => "reset",
+        }
+    }
+}
+
+/// Key of one request-duration series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RequestKey {
+    pub method: &'static str,
+    pub status: u16,
+    pub route: Arc<str>,
+}
+
+/// Key of one time-to-first-byte series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RouteKey {
+    pub method: &'static str,
+    pub route: Arc<str>,
+}
+
+/// Everything recorded for one proxied service.
+#[derive(Debug, Default)]
+pub struct ServiceStats {
+    pub service: String,
+    durations: RwLock<HashMap<RequestKey, Arc<AtomicHistogram>>>,
+    first_byte: RwLock<HashMap<RouteKey, Arc<AtomicHistogram>>>,
+    pub request_bytes: AtomicU64,
+    pub response_bytes: AtomicU64,
+    errors: [AtomicU64; 3],
+    pub cancelled: AtomicU64,
+    pub active_requests: AtomicU64,
+    pub open_connections: AtomicU64,
+    pub connections_total: AtomicU64,
+}
+
+fn series<K: Clone + Eq + std::hash::Hash>(
+    map: &RwLock<HashMap<K, Arc<AtomicHistogram>>>,
+    key: &K,
+) -> Arc<AtomicHistogram> {
+    if let Some(h) = map.read().ok().and_then(|m| m.get(key).cloned()) {
+        return h;
+    }
+    match map.write() {
+        Ok(mut m) => m.entry(key.clone()).or_default().clone(),
+        // A panic while holding the lock: record into a detached histogram.
+        Err(_) => Arc::default(),
+    }
+}
+
+impl ServiceStats {
+    pub fn new(service: impl Into<String>) -> Self {
+        ServiceStats {
+            service: service.into(),
+            ..Default::default()
+        }
+    }
+
+    /// The histogram a finished request is recorded into.
+    pub fn duration(&self, key: &RequestKey) -> Arc<AtomicHistogram> {
+        series(&self.durations, key)
+    }
+
+    pub fn first_byte(&self, key: &RouteKey) -> Arc<AtomicHistogram> {
+        series(&self.first_byte, key)
+    }
+
+    pub fn error(&self, e: ErrorType) {
+        self.errors[e as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn families(&self) -> Vec<Family> {
+        let service = || label("service", self.service.clone());
+        let mut duration = Family::new(REQUEST_DURATION);
+        if let Ok(m) = self.durations.read() {
+            let mut keys: Vec<_> = m.iter().collect();
+            keys.sort_by(|a, b| {
+                (a.0.method, a.0.status, &a.0.route).cmp(&(b.0.method, b.0.status, &b.0.route))
+            });
+            for (k, h) in keys {
+                let labels: Vec<Label> = vec![
+                    service(),
+                    label("http_request_method", k.method),
+                    label("http_response_status_code", k.status.to_string()),
+                    label("http_route", k.route.to_string()),
+                ];
+                duration.push(labels, h.snapshot());
+            }
+        }
+        let mut ttfb = Family::new(FIRST_BYTE);
+        if let Ok(m) = self.first_byte.read() {
+            let mut keys: Vec<_> = m.iter().collect();
+            keys.sort_by(|a, b| (a.0.method, &a.0.route).cmp(&(b.0.method, &b.0.route)));
+            for (k, h) in keys {
+                ttfb.push(
+                    vec![
+                        service(),
+                        label("http_request_method", k.method),
+                        label("http_route", k.route.to_string()),
+                    ],
+                    h.snapshot(),
+                );
+            }
+        }
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut errors = Family::new(ERRORS);
+        for e in ErrorType::ALL {
+            errors.push(
+                vec![service(), label("error_type", e.as_str())],
+                load(&self.errors[e as usize]),
+            );
+        }
+        let one = |desc: Desc, v: u64| {
+            let mut f = Family::new(desc);
+            f.push(vec![service()], v);
+            f
+        };
+        vec![
+            duration,
+            ttfb,
+            one(REQUEST_BYTES, load(&self.request_bytes)),
+            one(RESPONSE_BYTES, load(&self.response_bytes)),
+            errors,
+            one(CANCELLED, load(&self.cancelled)),
+            one(ACTIVE, load(&self.active_requests)),
+            one(OPEN_CONNECTIONS, load(&self.open_connections)),
+            one(CONNECTIONS, load(&self.connections_total)),
+        ]
+    }
+}
+
+const REQUEST_DURATION: Desc = Desc::histogram(
+    "http_server_request_duration",
+    "Latency and traffic: time from receiving a request to the end of its response body, or to the client going away (OpenTelemetry http.server.request.duration, measured by the sojourn proxy).",
+)
+.seconds()
+.without_namespace();
+const FIRST_BYTE: Desc = Desc::histogram(
+    "proxy_time_to_first_byte",
+    "Latency: time from receiving a request to the upstream's response headers.",
+)
+.seconds();
+const REQUEST_BYTES: Desc = Desc::counter(
+    "proxy_request_body",
+    "Traffic: request body bytes forwarded upstream.",
+)
+.bytes();
+const RESPONSE_BYTES: Desc = Desc::counter(
+    "proxy_response_body",
+    "Traffic: response body bytes forwarded to clients.",
+)
+.bytes();
+const ERRORS: Desc = Desc::counter(
+    "proxy_upstream_errors",
+    "Errors: requests the upstream failed, by error_type: connect (refused or not accepted in time: 502), timeout (no response headers in time: 504), reset (the connection broke mid-exchange).",
+);
+const CANCELLED: Desc = Desc::counter(
+    "proxy_requests_cancelled",
+    "Errors: requests whose client went away before the response ended.",
+);
+const ACTIVE: Desc = Desc::gauge(
+    "proxy_active_requests",
+    "Saturation: requests in flight, from arrival to the end of the response body.",
+);
+const OPEN_CONNECTIONS: Desc = Desc::gauge(
+    "proxy_open_connections",
+    "Saturation: client connections open to the proxy.",
+);
+const CONNECTIONS: Desc =
+    Desc::counter("proxy_connections", "Traffic: client connections accepted.");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_put_a_value_on_its_upper_bound() {
+        let h = AtomicHistogram::default();
+        h.observe(0.0005);
+        h.observe(0.0006);
+        h.observe(20.0);
+        let s = h.snapshot();
+        assert_eq!(s.count, 3);
+        assert_eq!(s.counts[1], 1, "0.5 ms is in the le=0.0005 bucket");
+        assert_eq!(s.counts[2], 1);
+        assert_eq!(*s.counts.last().unwrap(), 1, "+Inf");
+        assert!((s.sum - 20.0011).abs() < 1e-6);
+    }
+
+    #[test]
+    fn methods_are_bounded() {
+        assert_eq!(method_label(&hyper::Method::GET), "GET");
+        let odd = hyper::Method::from_bytes(b"PROPFIND").unwrap();
+        assert_eq!(method_label(&odd), "_OTHER");
+    }
+
+    #[test]
+    fn families_render_every_series() {
+        let s = ServiceStats::new("shop");
+        let key = RequestKey {
+            method: "GET",
+            status: 200,
+            route: Arc::from("/users/{id}"),
+        };
+        s.duration(&key).observe(0.003);
+        s.duration(&key).observe(0.004);
+        s.error(ErrorType::Timeout);
+        let text = crate::metrics::encode(s.families(), crate::metrics::Format::Text);
+        assert!(text.contains(r#"http_server_request_duration_seconds_count{service="shop",http_request_method="GET",http_response_status_code="200",http_route="/users/{id}"} 2"#), "{text}");
+        assert!(
+            text.contains(
+                r#"sojourn_proxy_upstream_errors_total{service="shop",error_type="timeout"} 1"#
+            ),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,472 @@
+//! `sojourn proxy` as a real process between a real client and an upstream
+//! on loopback: status codes pass through and are counted, upstream
+//! failures become 502/504 counted by type, bodies stream byte-exact both
+//! ways, cancelled requests are counted, headers are rewritten as a proxy
+//! should, and SIGTERM drains requests in flight.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The upstream: a hyper server on its own runtime thread.
+///   /status/N        answers N
+///   /slow/MS         answers 200 after MS milliseconds
+///   /bytes/N         streams N bytes of a known pattern
+///   /drip            streams a chunk every 100 ms for 5 s
+///   /upload          reads the body, answers "LEN SUM"
+///   /headers         answers the request headers, one per line
+fn upstream() -> SocketAddr {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    type Boxed = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        |req: hyper::Request<hyper::body::Incoming>| async move {
+                            let path = req.uri().path().to_string();
+                            let full = |status: u16, body: String| {
+                                let mut r =
+                                    hyper::Response::new(Full::new(Bytes::from(body)).boxed());
+                                *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                                r
+                            };
+                            let resp: hyper::Response<Boxed> = if let Some(code) =
+                                path.strip_prefix("/status/")
+                            {
+                                full(code.parse().unwrap(), format!("status {code}\n"))
+                            } else if let Some(ms) = path.strip_prefix("/slow/") {
+                                tokio::time::sleep(Duration::from_millis(ms.parse().unwrap()))
+                                    .await;
+                                full(200, "slow\n".into())
+                            } else if let Some(n) = path.strip_prefix("/bytes/") {
+                                let n: usize = n.parse().unwrap();
+                                let (send, body) = tokio::sync::mpsc::channel(4);
+                                tokio::spawn(async move {
+                                    for start in (0..n).step_by(65536) {
+                                        let end = (start + 65536).min(n);
+                                        let chunk: Vec<u8> =
+                                            (start..end).map(|i| (i % 251) as u8).collect();
+                                        if send.send(Bytes::from(chunk)).await.is_err() {
+                                            return;
+                                        }
+                                    }
+                                });
+                                hyper::Response::new(Chunks(body).boxed())
+                            } else if path == "/drip" {
+                                let (send, body) = tokio::sync::mpsc::channel(1);
+                                tokio::spawn(async move {
+                                    for _ in 0..50 {
+                                        if send.send(Bytes::from_static(b"drip\n")).await.is_err() {
+                                            return;
+                                        }
+                                        tokio::time::sleep(Duration::from_millis(100)).await;
+                                    }
+                                });
+                                hyper::Response::new(Chunks(body).boxed())
+                            } else if path == "/upload" {
+                                let body = req.into_body().collect().await.unwrap().to_bytes();
+                                let sum: u64 = body.iter().map(|b| u64::from(*b)).sum();
+                                full(200, format!("{} {sum}", body.len()))
+                            } else if path == "/headers" {
+                                let mut lines: Vec<String> = req
+                                    .headers()
+                                    .iter()
+                                    .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("?")))
+                                    .collect();
+                                lines.sort();
+                                full(200, lines.join("\n"))
+                            } else {
+                                full(404, "no such test route\n".into())
+                            };
+                            Ok::<_, std::convert::Infallible>(resp)
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+    });
+    rx.recv().unwrap()
+}
+
+/// A streamed body: each chunk sent on the channel is one frame.
+struct Chunks(tokio::sync::mpsc::Receiver<hyper::body::Bytes>);
+
+impl hyper::body::Body for Chunks {
+    type Data = hyper::body::Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+struct Proxy {
+    child: Child,
+    addr: SocketAddr,
+    metrics: SocketAddr,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_proxy(upstream: &str, extra: &[&str]) -> Proxy {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sojourn"))
+        .args([
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            upstream,
+            "--web.listen-address",
+            "127.0.0.1:0",
+            "--service",
+            "shop",
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let line = loop {
+        let line = lines.next().expect("proxy exited").unwrap();
+        if line.contains("proxying") {
+            break line;
+        }
+    };
+    // Keep draining stderr so the proxy never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    let field = |key: &str| -> SocketAddr {
+        let start = line.find(&format!("{key}=")).unwrap() + key.len() + 1;
+        line[start..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    Proxy {
+        addr: field("proxy"),
+        metrics: field("metrics"),
+        child,
+    }
+}
+
+/// One HTTP/1.1 request on a new connection: (status, body).
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\nContent-Length: {}\r\n{headers}\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("headers end");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut body = raw[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    (status, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+        b = &b[eol + 2 + size + 2..];
+    }
+}
+
+fn metrics(p: &Proxy) -> String {
+    let (status, body) = request(p.metrics, "GET", "/metrics", "", b"");
+    assert_eq!(status, 200);
+    String::from_utf8(body).unwrap()
+}
+
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn status_codes_pass_through_and_every_request_is_counted() {
+    let up = upstream();
+    let p = start_proxy(&format!("http://{up}"), &["--route", "/status/{code}"]);
+    let sent = [(200, 5), (404, 2), (503, 1)];
+    for (code, n) in sent {
+        for _ in 0..n {
+            let (status, body) = request(p.addr, "GET", &format!("/status/{code}"), "", b"");
+            assert_eq!(status, code);
+            assert_eq!(body, format!("status {code}\n").as_bytes());
+        }
+    }
+    let text = metrics(&p);
+    for (code, n) in sent {
+        let series = format!(
+            r#"http_server_request_duration_seconds_count{{service="shop",http_request_method="GET",http_response_status_code="{code}",http_route="/status/{{code}}"}}"#
+        );
+        assert_eq!(value(&text, &series), Some(n as f64), "{series}\n{text}");
+    }
+    assert_eq!(
+        value(
+            &text,
+            r#"sojourn_proxy_time_to_first_byte_seconds_count{service="shop",http_request_method="GET",http_route="/status/{code}"}"#
+        ),
+        Some(8.0)
+    );
+    assert_eq!(
+        value(&text, r#"sojourn_proxy_active_requests{service="shop"}"#),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&text, r#"sojourn_proxy_connections_total{service="shop"}"#),
+        Some(8.0)
+    );
+    // No host collector in proxy mode unless asked for.
+    assert!(!text.contains("sojourn_cpu_seconds_total"));
+}
+
+#[test]
+fn an_upstream_that_is_down_is_a_502_counted_as_connect() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let p = start_proxy(&format!("http://127.0.0.1:{port}"), &[]);
+    let (status, _) = request(p.addr, "GET", "/anything", "", b"");
+    assert_eq!(status, 502);
+    let text = metrics(&p);
+    assert_eq!(
+        value(
+            &text,
+            r#"sojourn_proxy_upstream_errors_total{service="shop",error_type="connect"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"http_server_request_duration_seconds_count{service="shop",http_request_method="GET",http_response_status_code="502",http_route=""}"#
+        ),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn an_upstream_slower_than_the_timeout_is_a_504() {
+    let up = upstream();
+    let p = start_proxy(&format!("http://{up}"), &["--upstream.timeout", "300ms"]);
+    let started = Instant::now();
+    let (status, _) = request(p.addr, "GET", "/slow/3000", "", b"");
+    assert_eq!(status, 504);
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+    let (status, _) = request(p.addr, "GET", "/slow/10", "", b"");
+    assert_eq!(status, 200, "a fast request still passes");
+    let text = metrics(&p);
+    assert_eq!(
+        value(
+            &text,
+            r#"sojourn_proxy_upstream_errors_total{service="shop",error_type="timeout"}"#
+        ),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn large_bodies_stream_byte_exact_both_ways() {
+    let up = upstream();
+    let p = start_proxy(&format!("http://{up}"), &[]);
+    let upload: Vec<u8> = (0..8 * 1024 * 1024u64)
+        .map(|i| (i * 7 % 256) as u8)
+        .collect();
+    let (status, body) = request(p.addr, "POST", "/upload", "", &upload);
+    assert_eq!(status, 200);
+    let sum: u64 = upload.iter().map(|b| u64::from(*b)).sum();
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        format!("{} {sum}", upload.len())
+    );
+    let n = 16 * 1024 * 1024 + 7;
+    let (status, body) = request(p.addr, "GET", &format!("/bytes/{n}"), "", b"");
+    assert_eq!(status, 200);
+    assert_eq!(body.len(), n);
+    assert!(body.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+    let text = metrics(&p);
+    assert_eq!(
+        value(
+            &text,
+            r#"sojourn_proxy_request_body_bytes_total{service="shop"}"#
+        ),
+        Some(upload.len() as f64)
+    );
+    assert!(
+        value(
+            &text,
+            r#"sojourn_proxy_response_body_bytes_total{service="shop"}"#
+        )
+        .unwrap()
+            >= n as f64
+    );
+    // The proxy streamed: it never held the 16 MiB download.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", p.child.id())).unwrap();
+    let hwm_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    assert!(
+        hwm_kb < 16 * 1024,
+        "peak RSS {hwm_kb} kB: bodies were buffered"
+    );
+}
+
+#[test]
+fn a_client_that_goes_away_is_counted_as_cancelled() {
+    let up = upstream();
+    let p = start_proxy(&format!("http://{up}"), &[]);
+    let mut s = TcpStream::connect(p.addr).unwrap();
+    write!(s, "GET /drip HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut first = [0u8; 64];
+    let n = s.read(&mut first).unwrap();
+    assert!(n > 0 && first.starts_with(b"HTTP/1.1 200"));
+    drop(s);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = metrics(&p);
+        if value(
+            &text,
+            r#"sojourn_proxy_requests_cancelled_total{service="shop"}"#,
+        ) == Some(1.0)
+        {
+            assert_eq!(
+                value(&text, r#"sojourn_proxy_active_requests{service="shop"}"#),
+                Some(0.0)
+            );
+            assert_eq!(
+                value(
+                    &text,
+                    r#"http_server_request_duration_seconds_count{service="shop",http_request_method="GET",http_response_status_code="200",http_route=""}"#
+                ),
+                Some(1.0),
+                "a cancelled request is recorded too"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cancellation not counted:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn headers_are_rewritten_as_a_proxy_should() {
+    let up = upstream();
+    let p = start_proxy(&format!("http://{up}"), &[]);
+    let (status, body) = request(
+        p.addr,
+        "GET",
+        "/headers",
+        "X-Forwarded-For: 203.0.113.9\r\nKeep-Alive: timeout=5\r\nX-Kept: yes\r\n",
+        b"",
+    );
+    assert_eq!(status, 200);
+    let body = String::from_utf8(body).unwrap();
+    assert!(body.contains("host: shop.example"), "Host kept:\n{body}");
+    assert!(
+        body.contains("x-forwarded-for: 203.0.113.9, 127.0.0.1"),
+        "{body}"
+    );
+    assert!(body.contains("x-forwarded-proto: http"), "{body}");
+    assert!(body.contains("x-kept: yes"), "{body}");
+    assert!(
+        !body.contains("keep-alive: timeout"),
+        "hop-by-hop dropped:\n{body}"
+    );
+}
+
+#[test]
+fn sigterm_drains_requests_in_flight() {
+    let up = upstream();
+    let mut p = start_proxy(&format!("http://{up}"), &[]);
+    let addr = p.addr;
+    let inflight = std::thread::spawn(move || request(addr, "GET", "/slow/1500", "", b""));
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = p.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (status, body) = inflight.join().unwrap();
+    assert_eq!(
+        (status, body.as_slice()),
+        (200, &b"slow\n"[..]),
+        "the request in flight completed"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(code) = p.child.try_wait().unwrap() {
+            assert!(code.success(), "{code}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the proxy did not exit after draining"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(TcpStream::connect(addr).is_err(), "no longer accepting");
+}
