@@ -448,6 +448,30 @@ fn proxy_args(cmd: Command) -> Command {
             .value_parser(parse_duration)
             .help("On SIGTERM, longest wait for requests in flight before exiting"),
     )
+    .arg(
+        Arg::new("max-concurrency")
+            .long("max-concurrency")
+            .value_name("N")
+            .default_value("0")
+            .value_parser(clap::value_parser!(usize))
+            .help("Most requests forwarded at once; more wait in the proxy's queue, measured as queue=\"proxy:<service>\" (0: no limit, no queue)"),
+    )
+    .arg(
+        Arg::new("shed")
+            .long("shed")
+            .value_name("POLICY")
+            .default_value("none")
+            .value_parser(["none", "codel"])
+            .help("codel: answer 503 (Retry-After: 1) to a request still waiting after 2 × --queue.delay-target while the queue stands (needs --max-concurrency)"),
+    )
+    .arg(
+        Arg::new("queue-order")
+            .long("queue-order")
+            .value_name("ORDER")
+            .default_value("fifo")
+            .value_parser(["fifo", "adaptive-lifo"])
+            .help("adaptive-lifo: serve the newest waiting request first while the queue stands (needs --max-concurrency)"),
+    )
 }
 
 /// Parses arguments (the program name first) into settings. Errors are
@@ -460,6 +484,17 @@ where
     let m = command().try_get_matches_from(args)?;
     Ok(match m.subcommand_matches("proxy") {
         Some(p) => {
+            let unlimited = p.get_one::<usize>("max-concurrency") == Some(&0);
+            for (flag, default) in [("shed", "none"), ("queue-order", "fifo")] {
+                if unlimited && p.get_one::<String>(flag).is_some_and(|v| v != default) {
+                    return Err(command().error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        format!(
+                            "--{flag} needs --max-concurrency: without a limit there is no queue"
+                        ),
+                    ));
+                }
+            }
             let mut s = settings(p, true);
             s.proxy = Some(proxy_config(p));
             s
@@ -491,6 +526,21 @@ fn proxy_config(m: &ArgMatches) -> crate::proxy::Config {
             .get_one::<usize>("proxy.max-connections")
             .expect("has default"),
         drain_timeout: dur("proxy.drain-timeout"),
+        admission: match *m.get_one::<usize>("max-concurrency").expect("has default") {
+            0 => None,
+            n => Some(crate::proxy::admission::AdmissionConfig {
+                max_concurrency: n,
+                shed: m.get_one::<String>("shed").is_some_and(|s| s == "codel"),
+                order: if m
+                    .get_one::<String>("queue-order")
+                    .is_some_and(|s| s == "adaptive-lifo")
+                {
+                    crate::proxy::admission::Order::AdaptiveLifo
+                } else {
+                    crate::proxy::admission::Order::Fifo
+                },
+            }),
+        },
     }
 }
 

@@ -99,9 +99,19 @@ async fn run_proxy(mut settings: cli::Settings) -> ExitCode {
             .filter(|e| settings.collectors.contains(&e.name))
             .map(|e| (e.name, (e.build)(&settings.collect)))
             .collect();
+    let admission = cfg.admission.clone().map(|a| {
+        Arc::new(sojourn::proxy::admission::Admission::new(
+            a,
+            &cfg.service,
+            settings.collect.queue.clone(),
+        ))
+    });
     collectors.push((
         "proxy",
-        Box::new(sojourn::proxy::ProxyCollector(stats.clone())),
+        Box::new(sojourn::proxy::ProxyCollector {
+            stats: stats.clone(),
+            admission: admission.clone(),
+        }),
     ));
     let scraper = Scraper::with_collectors(settings.collect.clone(), collectors);
     let address =
@@ -118,7 +128,7 @@ async fn run_proxy(mut settings: cli::Settings) -> ExitCode {
     let metrics = tokio::spawn(server::serve(metrics_listener, app, async {
         let _ = drained_rx.await;
     }));
-    sojourn::proxy::serve(proxy_listener, cfg, stats, shutdown_signal()).await;
+    sojourn::proxy::serve(proxy_listener, cfg, stats, admission, shutdown_signal()).await;
     let _ = drained_tx.send(());
     let _ = metrics.await;
     tracing::info!("drained, exiting");

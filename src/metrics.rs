@@ -19,7 +19,7 @@ use prometheus_client::registry::{Registry, Unit};
 pub const NAMESPACE: &str = "sojourn";
 
 /// Metric types sojourn emits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     Counter,
     Gauge,
@@ -40,7 +40,7 @@ pub struct Desc {
 }
 
 /// Base units sojourn exports (Prometheus naming practice: base units only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BaseUnit {
     Seconds,
     Bytes,

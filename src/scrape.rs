@@ -108,6 +108,7 @@ impl Scraper {
                 }
             }
         }
+        let mut out = merge_same_names(out);
         out.push(success);
         out.push(duration);
         out.push(unsupported);
@@ -152,6 +153,35 @@ impl Scraper {
             tracing::info!(collector = name, "collector recovered");
         }
     }
+}
+
+/// Families of one name from several collectors (the queue metrics of the
+/// host sampler and of the proxy) become one family: an exposition may
+/// name a metric only once.
+fn merge_same_names(families: Vec<Family>) -> Vec<Family> {
+    type Key = (
+        std::borrow::Cow<'static, str>,
+        crate::metrics::Kind,
+        Option<crate::metrics::BaseUnit>,
+        bool,
+    );
+    let mut index: HashMap<Key, usize> = HashMap::with_capacity(families.len());
+    let mut out: Vec<Family> = Vec::with_capacity(families.len());
+    for f in families {
+        // What the exposed name is made of: `queue_standing` is a gauge and,
+        // in seconds, a counter. Names are mostly borrowed: no allocation.
+        let d = &f.desc;
+        match index.entry((d.name.clone(), d.kind, d.unit, d.namespaced)) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                out[*e.get()].samples.extend(f.samples);
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(out.len());
+                out.push(f);
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -298,5 +328,24 @@ mod tests {
             1,
             "{log}"
         );
+    }
+
+    #[test]
+    fn families_of_one_exposed_name_merge_and_others_do_not() {
+        use crate::metrics::Desc;
+        let gauge = Desc::gauge("queue_standing", "g");
+        let counter = Desc::counter("queue_standing", "c").seconds();
+        let mut a = Family::new(gauge.clone());
+        a.push(vec![label("queue", "cpu")], 1u64);
+        let mut b = Family::new(gauge);
+        b.push(vec![label("queue", "proxy:shop")], 0u64);
+        let c = Family::single(counter, 2.0);
+        let merged = merge_same_names(vec![a, c, b]);
+        assert_eq!(
+            merged.len(),
+            2,
+            "the gauge and the seconds counter stay apart"
+        );
+        assert_eq!(merged[0].samples.len(), 2);
     }
 }

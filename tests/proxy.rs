@@ -182,6 +182,18 @@ fn request(
     headers: &str,
     body: &[u8],
 ) -> (u16, Vec<u8>) {
+    let (status, _, body) = request_full(addr, method, path, headers, body);
+    (status, body)
+}
+
+/// (status, response head, body).
+fn request_full(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> (u16, String, Vec<u8>) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     write!(
@@ -206,7 +218,7 @@ fn request(
     {
         body = dechunk(&body);
     }
-    (status, body)
+    (status, head, body)
 }
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
@@ -469,4 +481,176 @@ fn sigterm_drains_requests_in_flight() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(TcpStream::connect(addr).is_err(), "no longer accepting");
+}
+
+/// `clients` threads each sending `each` requests to `path` one after the
+/// other: (status, latency, response head) of every request.
+fn overload(
+    addr: SocketAddr,
+    clients: usize,
+    each: usize,
+    path: &str,
+) -> Vec<(u16, Duration, String)> {
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let path = path.to_string();
+            std::thread::spawn(move || {
+                (0..each)
+                    .map(|_| {
+                        let t = Instant::now();
+                        let (status, head, _) = request_full(addr, "GET", &path, "", b"");
+                        (status, t.elapsed(), head)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect()
+}
+
+fn p99(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[(v.len() * 99 / 100).min(v.len() - 1)]
+}
+
+#[test]
+fn overload_makes_the_request_queue_stand_and_codel_sheds_it() {
+    let up = upstream();
+    let url = format!("http://{up}");
+    // 16 callers, 2 slots, 50 ms per request: callers wait up to ~400 ms.
+    let queued = start_proxy(&url, &["--max-concurrency", "2"]);
+    let results = overload(queued.addr, 16, 4, "/slow/50");
+    assert!(
+        results.iter().all(|r| r.0 == 200),
+        "without shedding every request is served"
+    );
+    let queued_p99 = p99(results.iter().map(|r| r.1).collect());
+    let text = metrics(&queued);
+    let standing = value(
+        &text,
+        r#"sojourn_queue_standing_seconds_total{queue="proxy:shop"}"#,
+    )
+    .unwrap();
+    assert!(
+        standing > 0.3,
+        "the proxy queue stood {standing} s:\n{text}"
+    );
+    assert!(
+        value(
+            &text,
+            r#"sojourn_queue_delay_seconds_count{queue="proxy:shop"}"#
+        )
+        .unwrap()
+            >= 64.0
+    );
+    assert!(
+        text.contains(r#"sojourn_queue_info{queue="proxy:shop",measure="delay",source="proxy"} 1"#),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"sojourn_proxy_requests_shed_total{service="shop"}"#
+        ),
+        Some(0.0)
+    );
+    // Idle again: the queue empties and stops standing.
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = request(queued.addr, "GET", "/slow/1", "", b"");
+    std::thread::sleep(Duration::from_millis(250));
+    let _ = request(queued.addr, "GET", "/slow/1", "", b"");
+    let text = metrics(&queued);
+    assert_eq!(
+        value(&text, r#"sojourn_queue_standing{queue="proxy:shop"}"#),
+        Some(0.0),
+        "{text}"
+    );
+
+    let shedding = start_proxy(&url, &["--max-concurrency", "2", "--shed", "codel"]);
+    let results = overload(shedding.addr, 16, 4, "/slow/50");
+    let shed: Vec<_> = results.iter().filter(|r| r.0 == 503).collect();
+    let served: Vec<Duration> = results.iter().filter(|r| r.0 == 200).map(|r| r.1).collect();
+    assert_eq!(shed.len() + served.len(), results.len());
+    assert!(!shed.is_empty(), "CoDel shed nothing under 8x overload");
+    assert!(
+        shed.iter()
+            .all(|r| r.2.to_ascii_lowercase().contains("retry-after: 1"))
+    );
+    // A shed request is told at once, not after queueing.
+    assert!(p99(shed.iter().map(|r| r.1).collect()) < Duration::from_millis(300));
+    let served_p99 = p99(served);
+    // Admitted requests no longer wait behind the whole backlog (about half
+    // the unshed p99 here; a quarter of margin for a noisy machine).
+    assert!(
+        served_p99.as_secs_f64() < 0.75 * queued_p99.as_secs_f64(),
+        "admitted p99 {served_p99:?} is not well below the unshed p99 {queued_p99:?}"
+    );
+    let text = metrics(&shedding);
+    assert_eq!(
+        value(
+            &text,
+            r#"sojourn_proxy_requests_shed_total{service="shop"}"#
+        ),
+        Some(shed.len() as f64)
+    );
+    eprintln!(
+        "p99 without shedding {queued_p99:?}; with codel {served_p99:?} for the admitted, {} of {} shed",
+        shed.len(),
+        results.len()
+    );
+}
+
+#[test]
+fn shedding_without_a_limit_is_refused_at_start() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sojourn"))
+        .args([
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            "http://127.0.0.1:1",
+            "--shed",
+            "codel",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-concurrency"));
+}
+
+#[test]
+fn adaptive_lifo_serves_the_newest_first_while_the_queue_stands() {
+    let up = upstream();
+    let url = format!("http://{up}");
+    let median = |v: Vec<Duration>| {
+        let mut v = v;
+        v.sort();
+        v[v.len() / 2]
+    };
+    let fifo = start_proxy(&url, &["--max-concurrency", "2"]);
+    let lifo = start_proxy(
+        &url,
+        &["--max-concurrency", "2", "--queue-order", "adaptive-lifo"],
+    );
+    let f = overload(fifo.addr, 16, 4, "/slow/50");
+    let l = overload(lifo.addr, 16, 4, "/slow/50");
+    assert!(
+        f.iter().chain(&l).all(|r| r.0 == 200),
+        "reordering sheds nothing"
+    );
+    let (f50, l50) = (
+        median(f.iter().map(|r| r.1).collect()),
+        median(l.iter().map(|r| r.1).collect()),
+    );
+    let (f99, l99) = (
+        p99(f.iter().map(|r| r.1).collect()),
+        p99(l.iter().map(|r| r.1).collect()),
+    );
+    eprintln!("fifo p50 {f50:?} p99 {f99:?}; adaptive lifo p50 {l50:?} p99 {l99:?}");
+    // Newest first: most callers are served sooner, a few much later.
+    assert!(l50 < f50, "lifo p50 {l50:?} not below fifo p50 {f50:?}");
+    assert!(l99 > f99, "lifo p99 {l99:?} not above fifo p99 {f99:?}");
 }

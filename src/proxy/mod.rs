@@ -9,6 +9,7 @@
 //! does: the latency a caller saw, not the time to the headers only (kept
 //! apart as time to first byte).
 
+pub mod admission;
 pub mod stats;
 
 use std::convert::Infallible;
@@ -29,6 +30,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use admission::{Admission, Admit, Permit};
 use stats::{ErrorType, RequestKey, RouteKey, ServiceStats, method_label};
 
 /// A route template: `/users/{id}/orders` matches one segment per `{…}`;
@@ -117,6 +119,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Longest wait for in-flight requests on SIGTERM.
     pub drain_timeout: Duration,
+    /// `--max-concurrency` and what to do beyond it; None: unlimited.
+    pub admission: Option<admission::AdmissionConfig>,
 }
 
 /// Checks an `--upstream` value: an http URL with a host.
@@ -131,15 +135,40 @@ pub fn parse_upstream(s: &str) -> Result<Uri, String> {
     Ok(uri)
 }
 
-/// Exposes the proxy's stats to the scraper.
-pub struct ProxyCollector(pub Arc<ServiceStats>);
+/// Exposes the proxy's stats, and its request queue, to the scraper.
+pub struct ProxyCollector {
+    pub stats: Arc<ServiceStats>,
+    pub admission: Option<Arc<Admission>>,
+}
+
+const SHED: crate::metrics::Desc = crate::metrics::Desc::counter(
+    "proxy_requests_shed",
+    "Errors: requests answered 503 by --shed codel: they waited past the slough time (2 × the delay target) while the request queue stood.",
+);
+const WAITING: crate::metrics::Desc = crate::metrics::Desc::gauge(
+    "proxy_queued_requests",
+    "Saturation: requests waiting for a slot under --max-concurrency.",
+);
 
 impl crate::collectors::Collect for ProxyCollector {
     fn collect(
         &self,
         _: &crate::collectors::Config,
     ) -> Result<Vec<crate::metrics::Family>, crate::collectors::CollectError> {
-        Ok(self.0.families())
+        let mut out = self.stats.families();
+        if let Some(a) = &self.admission {
+            let service = || vec![crate::metrics::label("service", self.stats.service.clone())];
+            let mut shed = crate::metrics::Family::new(SHED);
+            shed.push(service(), a.shed_total.load(Ordering::Relaxed));
+            let mut waiting = crate::metrics::Family::new(WAITING);
+            waiting.push(service(), a.waiting() as u64);
+            out.push(shed);
+            out.push(waiting);
+            if let Ok(q) = a.queues.lock() {
+                out.extend(q.emit());
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -147,6 +176,7 @@ struct Shared {
     cfg: Config,
     stats: Arc<ServiceStats>,
     client: Client<HttpConnector, CountingBody>,
+    admission: Option<Arc<Admission>>,
 }
 
 /// Serves the proxy on `listener` until `shutdown`, then stops accepting
@@ -155,6 +185,7 @@ pub async fn serve(
     listener: TcpListener,
     cfg: Config,
     stats: Arc<ServiceStats>,
+    admission: Option<Arc<Admission>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let mut connector = HttpConnector::new();
@@ -165,7 +196,12 @@ pub async fn serve(
         .pool_timer(TokioTimer::new())
         .build(connector);
     let limit = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
-    let shared = Arc::new(Shared { cfg, stats, client });
+    let shared = Arc::new(Shared {
+        cfg,
+        stats,
+        client,
+        admission,
+    });
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -270,6 +306,32 @@ async fn forward(
     stats.active_requests.fetch_add(1, Ordering::Relaxed);
     let method = method_label(req.method());
     let route = route_of(&shared.cfg.routes, req.uri().path());
+    let permit = match &shared.admission {
+        None => None,
+        Some(a) => match a.admit().await {
+            Admit::Go(p) => Some(p),
+            Admit::Shed => {
+                let body = RecordedBody {
+                    inner: Inner::Local(Full::new(Bytes::from_static(b"overloaded, retry\n"))),
+                    start,
+                    stats: stats.clone(),
+                    key: RequestKey {
+                        method,
+                        status: 503,
+                        route: route.clone(),
+                    },
+                    done: false,
+                    _permit: None,
+                };
+                let mut r = Response::new(body);
+                *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return r;
+            }
+        },
+    };
+    let permit = std::sync::Mutex::new(permit);
     let recorded = |status: StatusCode, inner: Inner| RecordedBody {
         inner,
         start,
@@ -280,6 +342,7 @@ async fn forward(
             route: route.clone(),
         },
         done: false,
+        _permit: permit.lock().ok().and_then(|mut p| p.take()),
     };
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
@@ -407,6 +470,8 @@ pub struct RecordedBody {
     stats: Arc<ServiceStats>,
     key: RequestKey,
     done: bool,
+    /// The request's slot under --max-concurrency, given back with the body.
+    _permit: Option<Permit>,
 }
 
 impl RecordedBody {
