@@ -193,6 +193,9 @@ pub async fn serve(
     connector.set_nodelay(true);
     let client = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
+        // As nginx's `keepalive 64`: a burst of clients must not leave
+        // a thousand idle upstream connections behind.
+        .pool_max_idle_per_host(64)
         .pool_timer(TokioTimer::new())
         .build(connector);
     let limit = Arc::new(Semaphore::new(cfg.max_connections.max(1)));

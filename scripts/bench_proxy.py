@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Throughput and latency of `sojourn proxy` beside nginx as a reverse proxy.
+
+usage: scripts/bench_proxy.py [--seconds 10] [--rounds 3] [--connections 50]
+                              [--idle 1000] [--no-build]
+
+Runs nginx (Debian's package) with ../shared/bench/nginx_pair.conf: a
+backend on 127.0.0.1:18081 answering `return 200`, and a keep-alive reverse
+proxy to it on 127.0.0.1:18082 (1 worker). Starts `sojourn proxy` on
+127.0.0.1:18083 to the same backend (its one-thread runtime, the same
+budget). Then drives wrk (1 thread, --connections, --latency) at the
+backend directly, through nginx and through sojourn, alternating for
+--rounds rounds so machine drift hits all alike, and reports requests/s
+and p50/p99 per target (median over rounds). Finally it opens --idle
+keep-alive connections to sojourn, each having made one request, and reads
+sojourn's RSS. Loopback only; everything started is stopped at the end.
+"""
+import argparse, os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONF = os.path.join(ROOT, "..", "shared", "bench", "nginx_pair.conf")
+TARGETS = {"direct": 18081, "nginx": 18082, "sojourn": 18083}
+
+
+def wait_port(port, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on {port}")
+
+
+def to_ms(v, unit):
+    return float(v) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+
+def wrk(port, seconds, connections):
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+                          f"http://127.0.0.1:{port}/"], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    pct = {}
+    for p in ("50", "99"):
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        pct[p] = to_ms(m.group(1), m.group(2))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return rps, pct["50"], pct["99"], int(errors.group(1)) if errors else 0
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--idle", type=int, default=1000)
+    ap.add_argument("--no-build", action="store_true")
+    a = ap.parse_args()
+    for tool in ("nginx", "wrk"):
+        if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
+            raise SystemExit(f"{tool} not installed (apt-get install -y nginx wrk)")
+    if not a.no_build:
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    os.makedirs("/tmp/ngx", exist_ok=True)
+    procs = []
+    try:
+        nginx = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-c", os.path.abspath(CONF), "-p", "/tmp/ngx"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(nginx)
+        sj = subprocess.Popen([os.path.join(ROOT, "target/release/sojourn"), "proxy", "--listen", "127.0.0.1:18083",
+                               "--upstream", "http://127.0.0.1:18081", "--web.listen-address", "127.0.0.1:19850",
+                               "--log.level", "warn"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(sj)
+        for port in (18081, 18082, 18083, 19850):
+            wait_port(port)
+        results = {t: [] for t in TARGETS}
+        for t, port in TARGETS.items():
+            wrk(port, 2, a.connections)  # warm-up: pools, caches
+        for r in range(a.rounds):
+            for t, port in TARGETS.items():
+                results[t].append(wrk(port, a.seconds, a.connections))
+                print(f"round {r + 1} {t:8}: {results[t][-1][0]:9.0f} req/s  p50 {results[t][-1][1]:.3f} ms  "
+                      f"p99 {results[t][-1][2]:.3f} ms  non-2xx {results[t][-1][3]}", flush=True)
+        print()
+        print("| target | requests/s | p50 | p99 |")
+        print("| --- | --- | --- | --- |")
+        med = {}
+        for t in TARGETS:
+            rps = statistics.median(x[0] for x in results[t])
+            p50 = statistics.median(x[1] for x in results[t])
+            p99 = statistics.median(x[2] for x in results[t])
+            med[t] = (rps, p50, p99)
+            print(f"| {t} | {rps:.0f} | {p50:.3f} ms | {p99:.3f} ms |")
+        print(f"\nsojourn / nginx: throughput {med['sojourn'][0] / med['nginx'][0]:.2f}, "
+              f"p99 {med['sojourn'][2] / med['nginx'][2]:.2f}")
+        # Idle keep-alive connections: each makes one request, then stays open.
+        before = rss_kb(sj.pid)
+        conns = []
+        for _ in range(a.idle):
+            s = socket.create_connection(("127.0.0.1", 18083))
+            s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+            conns.append(s)
+        for s in conns:
+            s.settimeout(5)
+            data = b""
+            while b"ok\n" not in data:
+                data += s.recv(4096)
+        time.sleep(0.5)
+        print(f"sojourn RSS: {before} kB before, {rss_kb(sj.pid)} kB holding {len(conns)} idle keep-alive connections")
+        for s in conns:
+            s.close()
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+if __name__ == "__main__":
+    main()
