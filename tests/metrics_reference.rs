@@ -218,19 +218,21 @@ fn proxy_rows_match_the_proxys_families() {
     use sojourn::proxy::stats::{ErrorType, RequestKey, RouteKey, ServiceStats};
     let stats = ServiceStats::new("shop");
     let route: std::sync::Arc<str> = std::sync::Arc::from("/users/{id}");
-    stats
-        .duration(&RequestKey {
+    stats.record_duration(
+        &RequestKey {
             method: "GET",
             status: 200,
             route: route.clone(),
-        })
-        .observe(0.002);
-    stats
-        .first_byte(&RouteKey {
+        },
+        0.002,
+    );
+    stats.record_first_byte(
+        &RouteKey {
             method: "GET",
             route,
-        })
-        .observe(0.001);
+        },
+        0.001,
+    );
     stats.error(ErrorType::Connect);
     let admission = std::sync::Arc::new(sojourn::proxy::admission::Admission::new(
         sojourn::proxy::admission::AdmissionConfig {

@@ -378,12 +378,13 @@ async fn forward(
     let sent = shared.client.request(Request::from_parts(parts, body));
     match tokio::time::timeout(shared.cfg.timeout, sent).await {
         Ok(Ok(resp)) => {
-            stats
-                .first_byte(&RouteKey {
+            stats.record_first_byte(
+                &RouteKey {
                     method,
                     route: route.clone(),
-                })
-                .observe(start.elapsed().as_secs_f64());
+                },
+                start.elapsed().as_secs_f64(),
+            );
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             Response::from_parts(parts.clone(), recorded(parts.status, Inner::Upstream(body)))
@@ -486,8 +487,7 @@ impl RecordedBody {
             self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
         }
         self.stats
-            .duration(&self.key)
-            .observe(self.start.elapsed().as_secs_f64());
+            .record_duration(&self.key, self.start.elapsed().as_secs_f64());
         self.stats.active_requests.fetch_sub(1, Ordering::Relaxed);
     }
 
