@@ -40,15 +40,8 @@ async fn run(settings: cli::Settings) -> ExitCode {
     if settings.proxy.is_some() {
         return run_proxy(settings).await;
     }
-    let listener = match tokio::net::TcpListener::bind(settings.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!(
-                "sojourn: cannot listen on {} (--web.listen-address): {e}",
-                settings.listen
-            );
-            return ExitCode::FAILURE;
-        }
+    let Some(listener) = bind(settings.listen, "--web.listen-address").await else {
+        return ExitCode::FAILURE;
     };
     let address = listener
         .local_addr()
@@ -73,22 +66,11 @@ async fn run_proxy(mut settings: cli::Settings) -> ExitCode {
     let Some(cfg) = settings.proxy.take() else {
         return ExitCode::FAILURE;
     };
-    let proxy_listener = match tokio::net::TcpListener::bind(cfg.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("sojourn: cannot listen on {} (--listen): {e}", cfg.listen);
-            return ExitCode::FAILURE;
-        }
+    let Some(proxy_listener) = bind(cfg.listen, "--listen").await else {
+        return ExitCode::FAILURE;
     };
-    let metrics_listener = match tokio::net::TcpListener::bind(settings.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!(
-                "sojourn: cannot listen on {} (--web.listen-address): {e}",
-                settings.listen
-            );
-            return ExitCode::FAILURE;
-        }
+    let Some(metrics_listener) = bind(settings.listen, "--web.listen-address").await else {
+        return ExitCode::FAILURE;
     };
     let stats = Arc::new(sojourn::proxy::stats::ServiceStats::new(
         cfg.service.clone(),
@@ -133,6 +115,14 @@ async fn run_proxy(mut settings: cli::Settings) -> ExitCode {
     let _ = metrics.await;
     tracing::info!("drained, exiting");
     ExitCode::SUCCESS
+}
+
+/// Binds `addr`, or says which flag named an address it cannot listen on.
+async fn bind(addr: std::net::SocketAddr, flag: &str) -> Option<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| eprintln!("sojourn: cannot listen on {addr} ({flag}): {e}"))
+        .ok()
 }
 
 async fn shutdown_signal() {

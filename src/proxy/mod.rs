@@ -94,13 +94,10 @@ impl Route {
     }
 }
 
-/// The first route matching `path`, or empty: raw paths never become labels.
-pub fn route_of(routes: &[Route], path: &str) -> Arc<str> {
-    routes
-        .iter()
-        .find(|r| r.matches(path))
-        .map(|r| r.template.clone())
-        .unwrap_or_else(|| Arc::from(""))
+/// The template of the first route matching `path`; None (an empty label)
+/// otherwise: raw paths never become labels.
+pub fn route_of<'a>(routes: &'a [Route], path: &str) -> Option<&'a Arc<str>> {
+    routes.iter().find(|r| r.matches(path)).map(|r| &r.template)
 }
 
 #[derive(Debug, Clone)]
@@ -177,6 +174,8 @@ struct Shared {
     stats: Arc<ServiceStats>,
     client: Client<HttpConnector, CountingBody>,
     admission: Option<Arc<Admission>>,
+    /// The empty `http_route`, shared rather than allocated per request.
+    no_route: Arc<str>,
 }
 
 /// Serves the proxy on `listener` until `shutdown`, then stops accepting
@@ -204,21 +203,11 @@ pub async fn serve(
         stats,
         client,
         admission,
+        no_route: Arc::from(""),
     });
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, peer)) = crate::server::accept_until(&listener, &mut shutdown).await {
         // Over the connection limit: closed at once, so that idle or slow
         // clients cannot hold every slot and memory stays bounded.
         let Ok(permit) = limit.clone().try_acquire_owned() else {
@@ -308,34 +297,12 @@ async fn forward(
     let stats = shared.stats.clone();
     stats.active_requests.fetch_add(1, Ordering::Relaxed);
     let method = method_label(req.method());
-    let route = route_of(&shared.cfg.routes, req.uri().path());
-    let permit = match &shared.admission {
-        None => None,
-        Some(a) => match a.admit().await {
-            Admit::Go(p) => Some(p),
-            Admit::Shed => {
-                let body = RecordedBody {
-                    inner: Inner::Local(Full::new(Bytes::from_static(b"overloaded, retry\n"))),
-                    start,
-                    stats: stats.clone(),
-                    key: RequestKey {
-                        method,
-                        status: 503,
-                        route: route.clone(),
-                    },
-                    done: false,
-                    _permit: None,
-                };
-                let mut r = Response::new(body);
-                *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return r;
-            }
-        },
-    };
-    let permit = std::sync::Mutex::new(permit);
-    let recorded = |status: StatusCode, inner: Inner| RecordedBody {
+    let route = route_of(&shared.cfg.routes, req.uri().path())
+        .unwrap_or(&shared.no_route)
+        .clone();
+    // Every response, the proxy's own included, is recorded when its body
+    // ends or is dropped; the request's slot goes back with it.
+    let recorded = |status: StatusCode, inner: Inner, permit: Option<Permit>| RecordedBody {
         inner,
         start,
         stats: stats.clone(),
@@ -345,8 +312,25 @@ async fn forward(
             route: route.clone(),
         },
         done: false,
-        _permit: permit.lock().ok().and_then(|mut p| p.take()),
+        _permit: permit,
     };
+    let permit = match &shared.admission {
+        None => None,
+        Some(a) => match a.admit().await {
+            Admit::Go(p) => Some(p),
+            Admit::Shed => {
+                let mut r = local(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded, retry\n",
+                    |s, i| recorded(s, i, None),
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return r;
+            }
+        },
+    };
+    let recorded = move |status: StatusCode, inner: Inner| recorded(status, inner, permit);
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let forwarded_for = match parts
@@ -387,7 +371,8 @@ async fn forward(
             );
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            Response::from_parts(parts.clone(), recorded(parts.status, Inner::Upstream(body)))
+            let body = recorded(parts.status, Inner::Upstream(body));
+            Response::from_parts(parts, body)
         }
         Ok(Err(e)) => {
             let kind = if e.is_connect() {
@@ -413,7 +398,7 @@ async fn forward(
 fn local(
     status: StatusCode,
     text: &'static str,
-    recorded: impl Fn(StatusCode, Inner) -> RecordedBody,
+    recorded: impl FnOnce(StatusCode, Inner) -> RecordedBody,
 ) -> Response<RecordedBody> {
     let mut r = Response::new(recorded(
         status,
@@ -561,19 +546,13 @@ mod tests {
             .iter()
             .map(|t| Route::parse(t).unwrap())
             .collect();
-        assert_eq!(&*route_of(&routes, "/users/42"), "/users/{id}");
-        assert_eq!(
-            &*route_of(&routes, "/users/42/orders"),
-            "/users/{id}/orders"
-        );
-        assert_eq!(&*route_of(&routes, "/static/css/a.css"), "/static/*");
-        assert_eq!(&*route_of(&routes, "/"), "/");
-        assert_eq!(
-            &*route_of(&routes, "/users/"),
-            "",
-            "an empty segment is no id"
-        );
-        assert_eq!(&*route_of(&routes, "/nope"), "");
+        let route = |path| route_of(&routes, path).map_or("", |r| &**r);
+        assert_eq!(route("/users/42"), "/users/{id}");
+        assert_eq!(route("/users/42/orders"), "/users/{id}/orders");
+        assert_eq!(route("/static/css/a.css"), "/static/*");
+        assert_eq!(route("/"), "/");
+        assert_eq!(route("/users/"), "", "an empty segment is no id");
+        assert_eq!(route("/nope"), "");
         assert!(Route::parse("users").is_err());
         assert!(Route::parse("/a/*/b").is_err());
         assert!(Route::parse("/a{b}").is_err());
