@@ -316,19 +316,33 @@ pub fn parse_inet_diag_msg(payload: &[u8]) -> Result<Socket, ParseError> {
     Ok(socket)
 }
 
-/// Parses one datagram of a dump reply, calling `each` per socket. Returns
-/// true once the dump's NLMSG_DONE was seen.
-pub fn parse_datagram(buf: &[u8], mut each: impl FnMut(Socket)) -> Result<bool, ParseError> {
+/// The netlink messages of one datagram: `(type, payload)` each, or an
+/// error for a length that overruns the datagram.
+fn messages(buf: &[u8]) -> impl Iterator<Item = Result<(u16, &[u8]), ParseError>> {
     let mut at = 0;
-    while at + NLMSG_HDR_LEN <= buf.len() {
+    std::iter::from_fn(move || {
+        if at + NLMSG_HDR_LEN > buf.len() {
+            return None;
+        }
         let len = u32_ne(buf, at) as usize;
         let kind = u16_ne(buf, at + 4);
         if len < NLMSG_HDR_LEN || at + len > buf.len() {
-            return Err(ParseError(format!(
+            at = buf.len();
+            return Some(Err(ParseError(format!(
                 "netlink message of length {len} overruns the datagram"
-            )));
+            ))));
         }
         let payload = &buf[at + NLMSG_HDR_LEN..at + len];
+        at += (len + 3) & !3;
+        Some(Ok((kind, payload)))
+    })
+}
+
+/// Parses one datagram of a dump reply, calling `each` per socket. Returns
+/// true once the dump's NLMSG_DONE was seen.
+pub fn parse_datagram(buf: &[u8], mut each: impl FnMut(Socket)) -> Result<bool, ParseError> {
+    for message in messages(buf) {
+        let (kind, payload) = message?;
         match kind {
             NLMSG_DONE => return Ok(true),
             NLMSG_ERROR => {
@@ -345,7 +359,6 @@ pub fn parse_datagram(buf: &[u8], mut each: impl FnMut(Socket)) -> Result<bool, 
             SOCK_DIAG_BY_FAMILY | TCPDIAG_GETSOCK => each(parse_inet_diag_msg(payload)?),
             _ => {}
         }
-        at += (len + 3) & !3;
     }
     Ok(false)
 }
@@ -359,27 +372,18 @@ pub fn parse_exact_datagram(
     mut each: impl FnMut(Socket),
 ) -> Result<(usize, usize), ParseError> {
     let (mut answers, mut errors) = (0, 0);
-    let mut at = 0;
-    while at + NLMSG_HDR_LEN <= buf.len() {
-        let len = u32_ne(buf, at) as usize;
-        let kind = u16_ne(buf, at + 4);
-        if len < NLMSG_HDR_LEN || at + len > buf.len() {
-            return Err(ParseError(format!(
-                "netlink message of length {len} overruns the datagram"
-            )));
-        }
-        match kind {
-            NLMSG_ERROR => {
+    for message in messages(buf) {
+        match message? {
+            (NLMSG_ERROR, _) => {
                 answers += 1;
                 errors += 1;
             }
-            SOCK_DIAG_BY_FAMILY => {
+            (SOCK_DIAG_BY_FAMILY, payload) => {
                 answers += 1;
-                each(parse_inet_diag_msg(&buf[at + NLMSG_HDR_LEN..at + len])?);
+                each(parse_inet_diag_msg(payload)?);
             }
             _ => {}
         }
-        at += (len + 3) & !3;
     }
     Ok((answers, errors))
 }

@@ -20,8 +20,11 @@ use std::net::IpAddr;
 use super::{Collect, CollectError, Config};
 use crate::inet_diag::{Dumper, RemotePorts, Socket, TCP_ESTABLISHED, TCP_LISTEN};
 
+/// CPUs this process may use, asked once: std reads the cgroup's CPU quota
+/// from files to answer, which a scrape need not repeat.
 fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 use crate::metrics::{Desc, Family, label};
 use crate::queue::codel::Histogram;

@@ -90,9 +90,7 @@ impl ThrottleSource {
             Layout::V2(r) => r,
             Layout::V1 { cpu, .. } => cpu?,
         };
-        let every = u64::try_from(CFS_PERIOD.as_nanos() / sample_interval.as_nanos().max(1))
-            .unwrap_or(u64::MAX)
-            .max(1);
+        let every = ticks_per(CFS_PERIOD, sample_interval);
         Some(ThrottleSource {
             base,
             cfg: cfg.cgroup.clone(),
@@ -216,12 +214,21 @@ impl Disks {
             .sample(text)
             .map_err(|e| CollectError::parse(self.diskstats.path(), e))?;
         out.extend(samples);
-        let files: Vec<KeptFile> = self
+        let paths: Vec<std::path::PathBuf> = self
             .source
             .device_names()
-            .map(|d| KeptFile::new(self.roots.sys(&format!("class/block/{d}/stat"))))
+            .map(|d| self.roots.sys(&format!("class/block/{d}/stat")))
             .collect();
-        self.stats = files.iter().all(|f| f.path().exists()).then_some(files);
+        // The same devices as before: keep the files open.
+        let same = self.stats.as_ref().is_some_and(|files| {
+            files.len() == paths.len() && files.iter().zip(&paths).all(|(f, p)| f.path() == p)
+        });
+        if !same {
+            self.stats = paths
+                .iter()
+                .all(|p| p.exists())
+                .then(|| paths.into_iter().map(KeptFile::new).collect());
+        }
         Ok(())
     }
 }
