@@ -811,7 +811,7 @@ mod tests {
         let addr = v4.local_addr().unwrap();
         drop(v4);
         assert!(!d.lookup(&ours, |_| {}).unwrap());
-        let _reopened = std::net::TcpListener::bind(addr);
+        let _reopened = std::net::TcpListener::bind(addr).expect("the port just freed");
         let mut found = 0;
         assert!(!d.lookup(&[v4_of(&ours)], |_| found += 1).unwrap());
         assert_eq!(found, 0, "the cookie tells the new listener from the old");

@@ -43,33 +43,6 @@ fn cgroup_families(text: &str) -> String {
         .collect()
 }
 
-/// Diffs `got` with a golden file; `UPDATE_GOLDEN=1` rewrites it.
-fn golden(path: &str, got: &str) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, got).unwrap();
-        return;
-    }
-    let want = std::fs::read_to_string(&path).expect("golden file; UPDATE_GOLDEN=1 writes it");
-    let diff: Vec<String> = want
-        .lines()
-        .filter(|l| !got.lines().any(|g| g == *l))
-        .map(|l| format!("- {l}"))
-        .chain(
-            got.lines()
-                .filter(|l| !want.lines().any(|w| w == *l))
-                .map(|l| format!("+ {l}")),
-        )
-        .take(40)
-        .collect();
-    assert!(
-        diff.is_empty(),
-        "{} differs (UPDATE_GOLDEN=1 regenerates it):\n{}",
-        path.display(),
-        diff.join("\n")
-    );
-}
-
 #[test]
 fn v1_cgroupfs_kubelet_tree() {
     let root = common::fixtures().join("cgroup-v1");
@@ -80,7 +53,7 @@ fn v1_cgroupfs_kubelet_tree() {
         "--path.procfs",
         fixture_proc.to_str().unwrap(),
     ]);
-    golden("tests/golden/cgroup-v1.txt", &cgroup_families(&text));
+    common::golden("tests/golden/cgroup-v1.txt", &cgroup_families(&text));
     let id = "cgroup=\"/kubepods/burstable/pod0d3fc3ab-1c36-4a7a-9b3e-6d3c2b1a0f9e/4f1c3a8e2b6d7f90a1b2c3d4e5f60718293a4b5c6d7e8f9012345678abcdef01\",pod_uid=\"0d3fc3ab-1c36-4a7a-9b3e-6d3c2b1a0f9e\",container_id=\"4f1c3a8e2b6d7f90a1b2c3d4e5f60718293a4b5c6d7e8f9012345678abcdef01\",qos_class=\"burstable\"";
     for (metric, want) in [
         ("sojourn_cgroup_cpu_usage_seconds_total", 8.123456789),

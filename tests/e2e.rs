@@ -55,29 +55,7 @@ fn scrape_fixtures() -> String {
 
 #[test]
 fn fixture_scrape_matches_golden_file() {
-    let got = normalize(&scrape_fixtures());
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(GOLDEN, &got).unwrap();
-        return;
-    }
-    let want = std::fs::read_to_string(GOLDEN).expect("golden file; UPDATE_GOLDEN=1 writes it");
-    if got != want {
-        let diff: Vec<String> = want
-            .lines()
-            .filter(|l| !got.lines().any(|g| g == *l))
-            .map(|l| format!("- {l}"))
-            .chain(
-                got.lines()
-                    .filter(|l| !want.lines().any(|w| w == *l))
-                    .map(|l| format!("+ {l}")),
-            )
-            .take(40)
-            .collect();
-        panic!(
-            "scrape differs from {GOLDEN} (UPDATE_GOLDEN=1 regenerates it):\n{}",
-            diff.join("\n")
-        );
-    }
+    common::golden(GOLDEN, &normalize(&scrape_fixtures()));
 }
 
 #[test]

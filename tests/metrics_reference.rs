@@ -13,10 +13,17 @@ struct Row {
     name: String,
     kind: String,
     labels: BTreeSet<String>,
-    /// Emitted only with a flag the default scrape does not set.
-    with_kubelet: bool,
-    /// Emitted only by `sojourn proxy`.
-    with_proxy: bool,
+    /// What the row's description says the metric needs (``With `…` ``):
+    /// a flag or mode the default scrape does not set; None for the rest.
+    condition: Option<String>,
+}
+
+impl Row {
+    fn needs(&self, prefix: &str) -> bool {
+        self.condition
+            .as_deref()
+            .is_some_and(|c| c.starts_with(prefix))
+    }
 }
 
 fn documented() -> Vec<Row> {
@@ -46,12 +53,11 @@ fn documented() -> Vec<Row> {
                     .to_string(),
                 kind: cells[1].to_string(),
                 labels,
-                with_kubelet: cells
+                condition: cells
                     .last()
-                    .is_some_and(|d| d.starts_with("With `--collector.cgroup.kubelet-url`")),
-                with_proxy: cells
-                    .last()
-                    .is_some_and(|d| d.starts_with("With `sojourn proxy")),
+                    .and_then(|d| d.strip_prefix("With `"))
+                    .and_then(|d| d.split('`').next())
+                    .map(String::from),
             }
         })
         .collect()
@@ -139,7 +145,18 @@ fn readme_reference_matches_emitted_metrics() {
             }
         }
     }
-    for r in rows.iter().filter(|r| !r.with_kubelet && !r.with_proxy) {
+    for r in rows.iter().filter(|r| {
+        r.condition.is_some()
+            && !r.needs("--collector.cgroup.kubelet-url")
+            && !r.needs("sojourn proxy")
+    }) {
+        problems.push(format!(
+            "{}: no test scrapes with `{}`",
+            r.name,
+            r.condition.as_deref().unwrap_or_default()
+        ));
+    }
+    for r in rows.iter().filter(|r| r.condition.is_none()) {
         if !emitted.keys().any(|n| matches(&r.name, n)) {
             problems.push(format!(
                 "{} is in the README reference but not emitted",
@@ -193,7 +210,10 @@ fn kubelet_rows_and_labels_match_a_scrape_with_a_kubelet_url() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     let mut problems = Vec::new();
-    for r in rows.iter().filter(|r| r.with_kubelet) {
+    for r in rows
+        .iter()
+        .filter(|r| r.needs("--collector.cgroup.kubelet-url"))
+    {
         match emitted.get(&r.name) {
             Some((kind, labels)) if *kind == r.kind && *labels == r.labels => {}
             other => problems.push(format!("{}: emitted {other:?}", r.name)),
@@ -255,7 +275,7 @@ fn proxy_rows_match_the_proxys_families() {
     ));
     let rows = documented();
     let mut problems = Vec::new();
-    for r in rows.iter().filter(|r| r.with_proxy) {
+    for r in rows.iter().filter(|r| r.needs("sojourn proxy")) {
         match emitted.get(&r.name) {
             Some((kind, labels)) if *kind == r.kind && *labels == r.labels => {}
             other => problems.push(format!("{}: emitted {other:?}", r.name)),
@@ -265,7 +285,10 @@ fn proxy_rows_match_the_proxys_families() {
         .keys()
         .filter(|n| n.starts_with("sojourn_proxy_") || n.starts_with("http_"))
     {
-        if !rows.iter().any(|r| r.with_proxy && &r.name == name) {
+        if !rows
+            .iter()
+            .any(|r| r.needs("sojourn proxy") && &r.name == name)
+        {
             problems.push(format!(
                 "{name} is emitted by the proxy but has no proxy row in the README reference"
             ));

@@ -49,23 +49,29 @@ fn value(text: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-#[test]
-fn a_known_child_is_measured_and_forgotten_when_it_exits() {
-    let marker = format!("sojourn-proc-test-{}", std::process::id());
+/// A scraper with only what `--collector.process.include (marker)` enables,
+/// and `extra` flags.
+fn process_scraper(marker: &str, extra: &[&str]) -> sojourn::scrape::Scraper {
     let include = format!("({marker})");
-    let s = sojourn::cli::parse([
+    let args = [
         "sojourn",
         "--collector.disable-defaults",
         "--collector.process.include",
         &include,
-    ])
-    .unwrap();
+    ];
+    let s = sojourn::cli::parse(args.iter().chain(extra)).unwrap();
     assert_eq!(
         s.collectors,
         ["process"],
         "an include enables the collector"
     );
-    let scraper = sojourn::scrape::Scraper::new(s.collect, &s.collectors);
+    sojourn::scrape::Scraper::new(s.collect, &s.collectors)
+}
+
+#[test]
+fn a_known_child_is_measured_and_forgotten_when_it_exits() {
+    let marker = format!("sojourn-proc-test-{}", std::process::id());
+    let scraper = process_scraper(&marker, &[]);
 
     let first = helper(&marker);
     let second = helper(&marker);
@@ -133,17 +139,7 @@ fn a_known_child_is_measured_and_forgotten_when_it_exits() {
 #[test]
 fn new_processes_appear_at_the_next_rescan_and_exits_at_once() {
     let marker = format!("sojourn-rescan-test-{}", std::process::id());
-    let include = format!("({marker})");
-    let s = sojourn::cli::parse([
-        "sojourn",
-        "--collector.disable-defaults",
-        "--collector.process.include",
-        &include,
-        "--collector.process.rescan-interval",
-        "1s",
-    ])
-    .unwrap();
-    let scraper = sojourn::scrape::Scraper::new(s.collect, &s.collectors);
+    let scraper = process_scraper(&marker, &["--collector.process.rescan-interval", "1s"]);
     let instances = || {
         let text = metrics::encode(scraper.scrape(), Format::Text);
         value(

@@ -101,14 +101,33 @@ pub fn request(
     path: &str,
     headers: &[(&str, &str)],
 ) -> HttpResponse {
+    request_with_body(addr, method, path, headers, b"")
+}
+
+/// One request on a new connection (`Connection: close`), with a body when
+/// `body` is not empty; `Host` is the address unless `headers` name one.
+pub fn request_with_body(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
+    if !body.is_empty() {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
     s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
     let split = raw
@@ -204,4 +223,38 @@ pub fn fixture_copy() -> (tempfile::TempDir, PathBuf) {
     let root = dir.path().join("fixtures");
     copy_tree(&fixtures(), &root);
     (dir, root)
+}
+
+/// Compares `got` with the golden file at `path` (relative to the crate),
+/// showing the lines that differ; `UPDATE_GOLDEN=1` rewrites the file.
+pub fn golden(path: &str, got: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, got).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path).expect("golden file; UPDATE_GOLDEN=1 writes it");
+    if got == want {
+        return;
+    }
+    let diff: Vec<String> = want
+        .lines()
+        .filter(|l| !got.lines().any(|g| g == *l))
+        .map(|l| format!("- {l}"))
+        .chain(
+            got.lines()
+                .filter(|l| !want.lines().any(|w| w == *l))
+                .map(|l| format!("+ {l}")),
+        )
+        .take(40)
+        .collect();
+    panic!(
+        "output differs from {} (UPDATE_GOLDEN=1 regenerates it); lines only on one side:\n{}",
+        path.display(),
+        if diff.is_empty() {
+            "(none: the same lines in another order or number)".to_string()
+        } else {
+            diff.join("\n")
+        }
+    );
 }
