@@ -56,14 +56,7 @@ fn promtool_checks_and_unit_tests_pass() {
     let rules = rule_files();
     let mut args = vec!["check", "rules"];
     args.extend(rules.iter().map(String::as_str));
-    if let Some(out) = promtool(&args) {
-        assert!(
-            out.status.success(),
-            "promtool check rules:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    assert_promtool_passes(&args);
     let tests: Vec<String> = test_files()
         .iter()
         .map(|p| p.to_string_lossy().into_owned())
@@ -71,10 +64,15 @@ fn promtool_checks_and_unit_tests_pass() {
     assert!(!tests.is_empty(), "no alerts/tests/*.yaml");
     let mut args = vec!["test", "rules"];
     args.extend(tests.iter().map(String::as_str));
-    if let Some(out) = promtool(&args) {
+    assert_promtool_passes(&args);
+}
+
+fn assert_promtool_passes(args: &[&str]) {
+    if let Some(out) = promtool(args) {
         assert!(
             out.status.success(),
-            "promtool test rules:\n{}{}",
+            "promtool {}:\n{}{}",
+            args[..2].join(" "),
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );

@@ -161,13 +161,16 @@ impl Admission {
         // With shedding, the waiter looks again every slough time: the
         // queue may start standing while it waits (its estimator learns
         // from the waits of the requests admitted meanwhile).
-        let granted = loop {
+        // A waiter's sender leaves the queue only by release(), which sends
+        // the grant, or by this waiter's own guard: the receive cannot fail.
+        loop {
             let rx = guard.rx.as_mut().expect("set above");
             if !self.cfg.shed {
-                break rx.await.is_ok();
+                let _ = rx.await;
+                break;
             }
             tokio::select! {
-                r = rx => break r.is_ok(),
+                _ = rx => break,
                 _ = tokio::time::sleep(self.slough) => {}
             }
             if self.standing() {
@@ -177,16 +180,10 @@ impl Admission {
                 self.record(arrived.elapsed());
                 return Admit::Shed;
             }
-        };
+        }
         // The slot is ours now: the guard must not pass it on.
         guard.rx = None;
         drop(guard);
-        if !granted {
-            // Only if the grant was lost: take a slot as an arrival would.
-            if let Ok(mut s) = self.state.lock() {
-                s.in_flight += 1;
-            }
-        }
         self.record(arrived.elapsed());
         Admit::Go(Permit(self.clone()))
     }
