@@ -24,8 +24,10 @@ pub struct Settings {
     pub log_level: tracing::Level,
     pub collectors: Vec<&'static str>,
     pub collect: collectors::Config,
-    /// Set by the `proxy` subcommand.
-    pub proxy: Option<crate::proxy::Config>,
+    /// Services to proxy: `sojourn proxy`'s flags and `--config.file`'s.
+    pub services: Vec<crate::proxy::Config>,
+    /// Targets to probe, from `--config.file`.
+    pub probes: Vec<crate::probe::Spec>,
 }
 
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {
@@ -118,6 +120,13 @@ pub fn command() -> Command {
                 .default_value(DEFAULT_LISTEN)
                 .value_parser(parse_listen)
                 .help("Address to serve metrics on (port 0 picks a free one)"),
+        )
+        .arg(
+            Arg::new("config.file")
+                .long("config.file")
+                .value_name("FILE")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("YAML file of services to proxy and targets to probe (see the README)"),
         )
         .arg(
             Arg::new("web.telemetry-path")
@@ -381,7 +390,8 @@ fn proxy_args(cmd: Command) -> Command {
         Arg::new("listen")
             .long("listen")
             .value_name("ADDR")
-            .required(true)
+            .required_unless_present("config.file")
+            .requires("upstream")
             .value_parser(parse_listen)
             .help("Address the proxy accepts client connections on"),
     )
@@ -389,7 +399,8 @@ fn proxy_args(cmd: Command) -> Command {
         Arg::new("upstream")
             .long("upstream")
             .value_name("URL")
-            .required(true)
+            .required_unless_present("config.file")
+            .requires("listen")
             .value_parser(crate::proxy::parse_upstream)
             .help("The service, e.g. http://127.0.0.1:8081; request paths and queries are kept"),
     )
@@ -496,11 +507,48 @@ where
                 }
             }
             let mut s = settings(p, true);
-            s.proxy = Some(proxy_config(p));
-            s
+            if p.contains_id("listen") {
+                s.services.push(proxy_config(p));
+            }
+            load_config(p, s)?
         }
-        None => settings(&m, false),
+        None => load_config(&m, settings(&m, false))?,
     })
+}
+
+/// Adds `--config.file`'s services and probes; an unreadable or invalid
+/// file is a usage error naming the file and the problem.
+fn load_config(m: &ArgMatches, mut s: Settings) -> Result<Settings, clap::Error> {
+    let Some(path) = m.get_one::<PathBuf>("config.file") else {
+        return Ok(s);
+    };
+    let invalid = |msg: String| {
+        command().error(
+            clap::error::ErrorKind::InvalidValue,
+            format!("--config.file {msg}"),
+        )
+    };
+    let cfg = crate::config::load(path).map_err(invalid)?;
+    for svc in cfg.services {
+        if let Some(other) = s.services.iter().find(|o| o.service == svc.service) {
+            return Err(invalid(format!(
+                "{}: service {:?} is also named by --service",
+                path.display(),
+                other.service
+            )));
+        }
+        if svc.listen.port() != 0 && s.services.iter().any(|o| o.listen == svc.listen) {
+            return Err(invalid(format!(
+                "{}: service {:?} listens on {}, as --listen does",
+                path.display(),
+                svc.service,
+                svc.listen
+            )));
+        }
+        s.services.push(svc);
+    }
+    s.probes = cfg.probes;
+    Ok(s)
 }
 
 fn proxy_config(m: &ArgMatches) -> crate::proxy::Config {
@@ -636,7 +684,8 @@ fn settings(m: &ArgMatches, proxy_mode: bool) -> Settings {
                 max_queues: *m.get_one::<usize>("queue.max-queues").expect("has default"),
             },
         },
-        proxy: None,
+        services: Vec::new(),
+        probes: Vec::new(),
     }
 }
 

@@ -11,10 +11,12 @@
 
 pub mod cli;
 pub mod collectors;
+pub mod config;
 pub mod inet_diag;
 pub mod kube;
 pub mod kubelet;
 pub mod metrics;
+pub mod probe;
 pub mod proxy;
 pub mod queue;
 pub mod roots;

@@ -36,85 +36,101 @@ fn main() -> ExitCode {
     runtime.block_on(run(settings))
 }
 
-async fn run(settings: cli::Settings) -> ExitCode {
-    if settings.proxy.is_some() {
-        return run_proxy(settings).await;
-    }
-    let Some(listener) = bind(settings.listen, "--web.listen-address").await else {
-        return ExitCode::FAILURE;
-    };
-    let address = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    let scraper = Scraper::new(settings.collect.clone(), &settings.collectors);
-    tracing::info!(
-        %address,
-        path = %settings.telemetry_path,
-        collectors = %settings.collectors.join(","),
-        "listening"
-    );
-    let app = Arc::new(server::App::new(scraper, settings));
-    server::serve(listener, app, shutdown_signal()).await;
-    tracing::info!("shutting down");
-    ExitCode::SUCCESS
-}
-
-/// `sojourn proxy`: the proxy on --listen, its metrics (and any host
-/// collectors enabled) on --web.listen-address.
-async fn run_proxy(mut settings: cli::Settings) -> ExitCode {
-    let Some(cfg) = settings.proxy.take() else {
-        return ExitCode::FAILURE;
-    };
-    let Some(proxy_listener) = bind(cfg.listen, "--listen").await else {
-        return ExitCode::FAILURE;
-    };
+/// The exporter; any services from `sojourn proxy` or `--config.file`
+/// proxied, and any probes run, on the same thread.
+async fn run(mut settings: cli::Settings) -> ExitCode {
+    let services = std::mem::take(&mut settings.services);
+    let probes = std::mem::take(&mut settings.probes);
+    // Every address is bound before anything runs: a taken port stops
+    // start-up, naming the flag or service.
     let Some(metrics_listener) = bind(settings.listen, "--web.listen-address").await else {
         return ExitCode::FAILURE;
     };
-    let stats = Arc::new(sojourn::proxy::stats::ServiceStats::new(
-        cfg.service.clone(),
-    ));
+    let mut proxies = Vec::with_capacity(services.len());
+    for cfg in services {
+        let what = format!("the listen address of service {:?}", cfg.service);
+        let Some(listener) = bind(cfg.listen, &what).await else {
+            return ExitCode::FAILURE;
+        };
+        proxies.push((listener, cfg));
+    }
     let mut collectors: Vec<(&'static str, Box<dyn sojourn::collectors::Collect>)> =
         sojourn::collectors::ALL
             .iter()
             .filter(|e| settings.collectors.contains(&e.name))
             .map(|e| (e.name, (e.build)(&settings.collect)))
             .collect();
-    let admission = cfg.admission.clone().map(|a| {
-        Arc::new(sojourn::proxy::admission::Admission::new(
-            a,
-            &cfg.service,
-            settings.collect.queue.clone(),
-        ))
-    });
-    collectors.push((
-        "proxy",
-        Box::new(sojourn::proxy::ProxyCollector {
-            stats: stats.clone(),
-            admission: admission.clone(),
-        }),
-    ));
-    let scraper = Scraper::with_collectors(settings.collect.clone(), collectors);
-    let address =
-        |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let mut handles = Vec::with_capacity(proxies.len());
+    for (_, cfg) in &proxies {
+        let stats = Arc::new(sojourn::proxy::stats::ServiceStats::new(
+            cfg.service.clone(),
+        ));
+        let admission = cfg.admission.clone().map(|a| {
+            Arc::new(sojourn::proxy::admission::Admission::new(
+                a,
+                &cfg.service,
+                settings.collect.queue.clone(),
+            ))
+        });
+        handles.push(sojourn::proxy::ServiceHandle { stats, admission });
+    }
+    if !handles.is_empty() {
+        collectors.push((
+            "proxy",
+            Box::new(sojourn::proxy::ProxyCollector {
+                services: handles.clone(),
+            }),
+        ));
+    }
+    if !probes.is_empty() {
+        let prober = Arc::new(sojourn::probe::Prober::start(probes));
+        collectors.push(("probe", Box::new(sojourn::probe::ProbeCollector(prober))));
+    }
+    let names: Vec<&str> = collectors.iter().map(|(n, _)| *n).collect();
     tracing::info!(
-        proxy = %address(&proxy_listener),
-        upstream = %cfg.upstream,
-        metrics = %address(&metrics_listener),
-        service = %cfg.service,
-        "proxying"
+        address = %address(&metrics_listener),
+        path = %settings.telemetry_path,
+        collectors = %names.join(","),
+        "listening"
     );
+    let scraper = Scraper::with_collectors(settings.collect.clone(), collectors);
     let app = Arc::new(server::App::new(scraper, settings));
+    if proxies.is_empty() {
+        server::serve(metrics_listener, app, shutdown_signal()).await;
+        tracing::info!("shutting down");
+        return ExitCode::SUCCESS;
+    }
+    // SIGTERM stops every proxy from accepting; metrics stay served until
+    // the last one has drained, so that the drain itself is observable.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut running = tokio::task::JoinSet::new();
+    for ((listener, cfg), handle) in proxies.into_iter().zip(handles) {
+        tracing::info!(
+            proxy = %address(&listener),
+            upstream = %cfg.upstream,
+            service = %cfg.service,
+            "proxying"
+        );
+        let mut stop = stop_rx.clone();
+        running.spawn(sojourn::proxy::serve(listener, cfg, handle, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }));
+    }
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     let metrics = tokio::spawn(server::serve(metrics_listener, app, async {
         let _ = drained_rx.await;
     }));
-    sojourn::proxy::serve(proxy_listener, cfg, stats, admission, shutdown_signal()).await;
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    while running.join_next().await.is_some() {}
     let _ = drained_tx.send(());
     let _ = metrics.await;
     tracing::info!("drained, exiting");
     ExitCode::SUCCESS
+}
+
+fn address(l: &tokio::net::TcpListener) -> String {
+    l.local_addr().map(|a| a.to_string()).unwrap_or_default()
 }
 
 /// Binds `addr`, or says which flag named an address it cannot listen on.

@@ -149,6 +149,7 @@ fn readme_reference_matches_emitted_metrics() {
         r.condition.is_some()
             && !r.needs("--collector.cgroup.kubelet-url")
             && !r.needs("sojourn proxy")
+            && !r.needs("--config.file")
     }) {
         problems.push(format!(
             "{}: no test scrapes with `{}`",
@@ -264,8 +265,10 @@ fn proxy_rows_match_the_proxys_families() {
         sojourn::queue::QueueConfig::default(),
     ));
     let collector = sojourn::proxy::ProxyCollector {
-        stats: std::sync::Arc::new(stats),
-        admission: Some(admission),
+        services: vec![sojourn::proxy::ServiceHandle {
+            stats: std::sync::Arc::new(stats),
+            admission: Some(admission),
+        }],
     };
     let cfg = sojourn::cli::parse(["sojourn"]).unwrap().collect;
     use sojourn::collectors::Collect;
@@ -291,6 +294,49 @@ fn proxy_rows_match_the_proxys_families() {
         {
             problems.push(format!(
                 "{name} is emitted by the proxy but has no proxy row in the README reference"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn probe_rows_match_a_scrape_with_probes() {
+    let https = common::test_server(true);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sojourn.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "probes:\n  - {{name: web, interval: 200ms, timeout: 150ms, http: {{url: 'https://{}/status/200', tls: {{insecure_skip_verify: true}}}}}}\n",
+            https.addr
+        ),
+    )
+    .unwrap();
+    let exporter = common::start(&[
+        "--collector.disable-defaults",
+        "--config.file",
+        config.to_str().unwrap(),
+    ]);
+    let text = common::scrape_until(exporter.addr, std::time::Duration::from_secs(10), |t| {
+        t.contains("sojourn_probe_tls_cert_expiry_timestamp_seconds{")
+    });
+    let emitted = families(&text);
+    let rows = documented();
+    let mut problems = Vec::new();
+    for r in rows.iter().filter(|r| r.needs("--config.file")) {
+        match emitted.get(&r.name) {
+            Some((kind, labels)) if *kind == r.kind && *labels == r.labels => {}
+            other => problems.push(format!("{}: emitted {other:?}", r.name)),
+        }
+    }
+    for name in emitted.keys().filter(|n| n.starts_with("sojourn_probe_")) {
+        if !rows
+            .iter()
+            .any(|r| r.needs("--config.file") && &r.name == name)
+        {
+            problems.push(format!(
+                "{name} has no `--config.file` row in the README reference"
             ));
         }
     }

@@ -123,6 +123,8 @@ impl hyper::body::Body for Chunks {
 struct Proxy {
     child: Child,
     addr: SocketAddr,
+    /// The other services' addresses, in the order asked for.
+    others: Vec<SocketAddr>,
     metrics: SocketAddr,
 }
 
@@ -134,44 +136,60 @@ impl Drop for Proxy {
 }
 
 fn start_proxy(upstream: &str, extra: &[&str]) -> Proxy {
+    let mut args = vec![
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        upstream,
+        "--service",
+        "shop",
+    ];
+    args.extend_from_slice(extra);
+    start_services(&args, &["shop"])
+}
+
+/// Starts sojourn with `args` and waits until it proxies every one of
+/// `services`; `addr` is the first one's.
+fn start_services(args: &[&str], services: &[&str]) -> Proxy {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sojourn"))
-        .args([
-            "proxy",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            upstream,
-            "--web.listen-address",
-            "127.0.0.1:0",
-            "--service",
-            "shop",
-        ])
-        .args(extra)
+        .args(args)
+        .args(["--web.listen-address", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let line = loop {
-        let line = lines.next().expect("proxy exited").unwrap();
-        if line.contains("proxying") {
-            break line;
-        }
+    let field = |line: &str, key: &str| -> String {
+        let start = line.find(&format!("{key}=")).unwrap() + key.len() + 1;
+        line[start..].split_whitespace().next().unwrap().to_string()
     };
+    let mut metrics = None;
+    let mut addrs = Vec::new();
+    while metrics.is_none() || addrs.len() < services.len() {
+        let line = lines.next().expect("sojourn exited").unwrap();
+        if line.contains("listening") {
+            metrics = Some(field(&line, "address").parse().unwrap());
+        } else if line.contains("proxying") {
+            addrs.push((
+                field(&line, "service"),
+                field(&line, "proxy").parse::<SocketAddr>().unwrap(),
+            ));
+        }
+    }
     // Keep draining stderr so the proxy never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    let field = |key: &str| -> SocketAddr {
-        let start = line.find(&format!("{key}=")).unwrap() + key.len() + 1;
-        line[start..]
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
+    let addr_of = |name: &str| {
+        addrs
+            .iter()
+            .find(|(s, _)| s == name)
+            .unwrap_or_else(|| panic!("service {name} not proxied: {addrs:?}"))
+            .1
     };
     Proxy {
-        addr: field("proxy"),
-        metrics: field("metrics"),
+        addr: addr_of(services[0]),
+        others: services[1..].iter().map(|s| addr_of(s)).collect(),
+        metrics: metrics.unwrap(),
         child,
     }
 }
@@ -302,6 +320,15 @@ fn an_upstream_slower_than_the_timeout_is_a_504() {
 fn large_bodies_stream_byte_exact_both_ways() {
     let up = upstream();
     let p = start_proxy(&format!("http://{up}"), &[]);
+    let kb = |field: &str| -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", p.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap()
+    };
+    let rss_before_kb = kb("VmRSS:");
     let upload: Vec<u8> = (0..8 * 1024 * 1024u64)
         .map(|i| (i * 7 % 256) as u8)
         .collect();
@@ -333,16 +360,12 @@ fn large_bodies_stream_byte_exact_both_ways() {
         .unwrap()
             >= n as f64
     );
-    // The proxy streamed: it never held the 16 MiB download.
-    let status = std::fs::read_to_string(format!("/proc/{}/status", p.child.id())).unwrap();
-    let hwm_kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap();
+    // The proxy streamed: its peak memory grew by less than the 8 MiB
+    // upload, let alone the 16 MiB download.
+    let growth_kb = kb("VmHWM:").saturating_sub(rss_before_kb);
     assert!(
-        hwm_kb < 16 * 1024,
-        "peak RSS {hwm_kb} kB: bodies were buffered"
+        growth_kb < 6 * 1024,
+        "peak RSS grew by {growth_kb} kB from {rss_before_kb} kB: bodies were buffered"
     );
 }
 
@@ -620,4 +643,71 @@ fn adaptive_lifo_serves_the_newest_first_while_the_queue_stands() {
     // Newest first: most callers are served sooner, a few much later.
     assert!(l50 < f50, "lifo p50 {l50:?} not below fifo p50 {f50:?}");
     assert!(l99 > f99, "lifo p99 {l99:?} not above fifo p99 {f99:?}");
+}
+
+#[test]
+fn several_services_from_a_config_file_are_proxied_and_counted_apart() {
+    let up = upstream();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sojourn.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "services:
+  - {{name: cart, listen: '127.0.0.1:0', upstream: 'http://{up}', routes: ['/status/{{code}}']}}
+  - {{name: search, listen: '127.0.0.1:0', upstream: 'http://{up}', max_concurrency: 2}}
+"
+        ),
+    )
+    .unwrap();
+    // The command line's service and the file's run side by side.
+    let p = start_services(
+        &[
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &format!("http://{up}"),
+            "--service",
+            "shop",
+            "--config.file",
+            config.to_str().unwrap(),
+        ],
+        &["shop", "cart", "search"],
+    );
+    let (cart, search) = (p.others[0], p.others[1]);
+    for _ in 0..3 {
+        assert_eq!(request(cart, "GET", "/status/201", &[], b"").0, 201);
+    }
+    for _ in 0..2 {
+        assert_eq!(request(search, "GET", "/status/404", &[], b"").0, 404);
+    }
+    assert_eq!(request(p.addr, "GET", "/status/200", &[], b"").0, 200);
+    let text = metrics(&p);
+    let count = |service: &str, status: u16, route: &str| {
+        value(
+            &text,
+            &format!(
+                r#"http_server_request_duration_seconds_count{{service="{service}",http_request_method="GET",http_response_status_code="{status}",http_route="{route}"}}"#
+            ),
+        )
+    };
+    assert_eq!(count("cart", 201, "/status/{code}"), Some(3.0), "{text}");
+    assert_eq!(count("search", 404, ""), Some(2.0), "{text}");
+    assert_eq!(count("shop", 200, ""), Some(1.0), "{text}");
+    assert_eq!(
+        value(&text, r#"sojourn_proxy_queued_requests{service="search"}"#),
+        Some(0.0),
+        "only search has a request queue"
+    );
+    assert_eq!(
+        value(&text, r#"sojourn_proxy_queued_requests{service="cart"}"#),
+        None
+    );
+    // Each family once, whatever the number of services.
+    let types = text
+        .lines()
+        .filter(|l| l.starts_with("# TYPE http_server_request_duration_seconds "))
+        .count();
+    assert_eq!(types, 1, "{text}");
 }

@@ -132,10 +132,18 @@ pub fn parse_upstream(s: &str) -> Result<Uri, String> {
     Ok(uri)
 }
 
-/// Exposes the proxy's stats, and its request queue, to the scraper.
-pub struct ProxyCollector {
+/// One proxied service's stats and request queue, shared by its proxy and
+/// the scraper.
+#[derive(Clone)]
+pub struct ServiceHandle {
     pub stats: Arc<ServiceStats>,
     pub admission: Option<Arc<Admission>>,
+}
+
+/// Exposes the proxied services' stats, and their request queues, to the
+/// scraper.
+pub struct ProxyCollector {
+    pub services: Vec<ServiceHandle>,
 }
 
 const SHED: crate::metrics::Desc = crate::metrics::Desc::counter(
@@ -152,9 +160,11 @@ impl crate::collectors::Collect for ProxyCollector {
         &self,
         _: &crate::collectors::Config,
     ) -> Result<Vec<crate::metrics::Family>, crate::collectors::CollectError> {
-        let mut out = self.stats.families();
-        if let Some(a) = &self.admission {
-            let service = || vec![crate::metrics::label("service", self.stats.service.clone())];
+        let mut out = Vec::new();
+        for svc in &self.services {
+            out.extend(svc.stats.families());
+            let Some(a) = &svc.admission else { continue };
+            let service = || vec![crate::metrics::label("service", svc.stats.service.clone())];
             let mut shed = crate::metrics::Family::new(SHED);
             shed.push(service(), a.shed_total.load(Ordering::Relaxed));
             let mut waiting = crate::metrics::Family::new(WAITING);
@@ -183,10 +193,10 @@ struct Shared {
 pub async fn serve(
     listener: TcpListener,
     cfg: Config,
-    stats: Arc<ServiceStats>,
-    admission: Option<Arc<Admission>>,
+    handle: ServiceHandle,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let ServiceHandle { stats, admission } = handle;
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(cfg.connect_timeout));
     connector.set_nodelay(true);

@@ -258,3 +258,124 @@ pub fn golden(path: &str, got: &str) {
         }
     );
 }
+
+/// A small HTTP(S) server on its own runtime thread, for probes:
+///   /status/N   answers N
+///   /slow/MS    answers 200 after MS milliseconds
+///   /text/T     answers 200 with body T
+pub struct TestServer {
+    pub addr: SocketAddr,
+    /// The self-signed certificate (PEM) when serving TLS.
+    pub ca_pem: Option<String>,
+}
+
+/// The certificate's notAfter, as a Unix time: 2031-05-17 00:00:00 UTC.
+pub const TEST_CERT_NOT_AFTER: i64 = 1_936_742_400;
+
+pub fn test_server(tls: bool) -> TestServer {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    let (tls_config, ca_pem) = if tls {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+                .unwrap();
+        params.not_after = rcgen::date_time_ymd(2031, 5, 17);
+        let cert = params.self_signed(&key).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+        (Some(std::sync::Arc::new(config)), Some(cert.pem()))
+    } else {
+        (None, None)
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            let acceptor = tls_config.map(tokio_rustls::TlsAcceptor::from);
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        |req: hyper::Request<hyper::body::Incoming>| async move {
+                            let path = req.uri().path().to_string();
+                            let (status, body) = if let Some(code) = path.strip_prefix("/status/") {
+                                (code.parse().unwrap(), format!("status {code}\n"))
+                            } else if let Some(ms) = path.strip_prefix("/slow/") {
+                                tokio::time::sleep(Duration::from_millis(ms.parse().unwrap()))
+                                    .await;
+                                (200, "slow\n".to_string())
+                            } else if let Some(t) = path.strip_prefix("/text/") {
+                                (200, t.to_string())
+                            } else {
+                                (404, "no such test route\n".to_string())
+                            };
+                            let mut r = hyper::Response::new(Full::new(Bytes::from(body)));
+                            *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                            Ok::<_, std::convert::Infallible>(r)
+                        },
+                    );
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match acceptor {
+                        Some(a) => {
+                            if let Ok(s) = a.accept(stream).await {
+                                let _ = http
+                                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                                    .await;
+                            }
+                        }
+                        None => {
+                            let _ = http
+                                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                                .await;
+                        }
+                    }
+                });
+            }
+        });
+    });
+    TestServer {
+        addr: rx.recv().unwrap(),
+        ca_pem,
+    }
+}
+
+/// Polls `addr`'s /metrics until `done` holds for its text, or panics after
+/// `within` with the last text.
+pub fn scrape_until(addr: SocketAddr, within: Duration, done: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let text = get(addr, "/metrics", &[]).text();
+        if done(&text) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not met within {within:?}; last scrape:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The value of the sample whose line starts with `series` (name and
+/// labels as exposed), if any.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
