@@ -2,7 +2,8 @@
 //! two threads recording at once (the budget: ≤ 50 ns):
 //! `cargo run --release --example histogram_record`.
 //! "observe" is the atomic histogram alone; "lookup + observe" adds finding
-//! the series by its labels, as the proxy does at the end of each request.
+//! the series by its labels; "+ window" adds the HdrHistogram of the
+//! sliding-window quantiles: all the proxy does at the end of each request.
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -32,7 +33,10 @@ fn main() {
         });
         println!("observe, {threads} thread(s): {ns:.1} ns per record");
     }
-    let stats = Arc::new(ServiceStats::new("bench"));
+    let stats = Arc::new(ServiceStats::with_routes(
+        "bench",
+        vec![Arc::from("/users/{id}")],
+    ));
     let key = RequestKey {
         method: "GET",
         status: 200,
@@ -44,5 +48,22 @@ fn main() {
             stats.record_duration(&key, (i % 1000) as f64 * 1e-5);
         });
         println!("lookup + observe, {threads} thread(s): {ns:.1} ns per record");
+    }
+    let w = Arc::new(sojourn::proxy::window::WindowedQuantiles::default());
+    for threads in [1, 2] {
+        let w = w.clone();
+        let ns = per_record_ns(threads, n / 4, move |i| {
+            w.record((i % 1000) as f64 * 1e-5);
+        });
+        println!("window alone, {threads} thread(s): {ns:.1} ns per record");
+    }
+    for threads in [1, 2] {
+        let (stats, key) = (stats.clone(), key.clone());
+        let ns = per_record_ns(threads, n / 4, move |i| {
+            let s = (i % 1000) as f64 * 1e-5;
+            stats.record_duration(&key, s);
+            stats.record_window(Some(0), s);
+        });
+        println!("lookup + observe + window, {threads} thread(s): {ns:.1} ns per record");
     }
 }

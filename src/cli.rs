@@ -460,6 +460,14 @@ fn proxy_args(cmd: Command) -> Command {
             .help("On SIGTERM, longest wait for requests in flight before exiting"),
     )
     .arg(
+        Arg::new("proxy.quantile-window")
+            .long("proxy.quantile-window")
+            .value_name("DURATION")
+            .default_value("1m")
+            .value_parser(parse_duration)
+            .help("Span of the sliding window of the latency quantiles (p50 … p99.9), turned every sixth of it"),
+    )
+    .arg(
         Arg::new("max-concurrency")
             .long("max-concurrency")
             .value_name("N")
@@ -574,6 +582,7 @@ fn proxy_config(m: &ArgMatches) -> crate::proxy::Config {
             .get_one::<usize>("proxy.max-connections")
             .expect("has default"),
         drain_timeout: dur("proxy.drain-timeout"),
+        quantile_window: dur("proxy.quantile-window"),
         admission: match *m.get_one::<usize>("max-concurrency").expect("has default") {
             0 => None,
             n => Some(crate::proxy::admission::AdmissionConfig {

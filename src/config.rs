@@ -68,6 +68,9 @@ fn default_max_connections() -> usize {
 fn default_drain_timeout() -> Duration {
     Duration::from_secs(30)
 }
+fn default_quantile_window() -> Duration {
+    Duration::from_secs(60)
+}
 fn default_interval() -> Duration {
     Duration::from_secs(15)
 }
@@ -101,6 +104,8 @@ struct ServiceSpec {
     max_connections: usize,
     #[serde(default = "default_drain_timeout", deserialize_with = "duration")]
     drain_timeout: Duration,
+    #[serde(default = "default_quantile_window", deserialize_with = "duration")]
+    quantile_window: Duration,
     #[serde(default)]
     max_concurrency: usize,
     #[serde(default)]
@@ -221,6 +226,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
             header_timeout: s.header_timeout,
             max_connections: s.max_connections.max(1),
             drain_timeout: s.drain_timeout,
+            quantile_window: s.quantile_window,
             admission: (s.max_concurrency > 0).then(|| proxy::admission::AdmissionConfig {
                 max_concurrency: s.max_concurrency,
                 shed: s.shed == Shed::Codel,

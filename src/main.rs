@@ -62,9 +62,7 @@ async fn run(mut settings: cli::Settings) -> ExitCode {
             .collect();
     let mut handles = Vec::with_capacity(proxies.len());
     for (_, cfg) in &proxies {
-        let stats = Arc::new(sojourn::proxy::stats::ServiceStats::new(
-            cfg.service.clone(),
-        ));
+        let stats = Arc::new(cfg.new_stats());
         let admission = cfg.admission.clone().map(|a| {
             Arc::new(sojourn::proxy::admission::Admission::new(
                 a,

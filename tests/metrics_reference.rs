@@ -255,6 +255,7 @@ fn proxy_rows_match_the_proxys_families() {
         0.001,
     );
     stats.error(ErrorType::Connect);
+    stats.record_window(None, 0.002);
     let admission = std::sync::Arc::new(sojourn::proxy::admission::Admission::new(
         sojourn::proxy::admission::AdmissionConfig {
             max_concurrency: 1,

@@ -711,3 +711,44 @@ fn several_services_from_a_config_file_are_proxied_and_counted_apart() {
         .count();
     assert_eq!(types, 1, "{text}");
 }
+
+#[test]
+fn window_quantiles_are_the_requests_latencies_and_age_out() {
+    let up = upstream();
+    let p = start_proxy(
+        &format!("http://{up}"),
+        &["--proxy.quantile-window", "3s", "--route", "/slow/{ms}"],
+    );
+    // 19 requests of ~40 ms and one of ~400 ms: p50 ≈ 40 ms, p99.9 ≈ 400 ms.
+    for _ in 0..19 {
+        assert_eq!(request(p.addr, "GET", "/slow/40", &[], b"").0, 200);
+    }
+    assert_eq!(request(p.addr, "GET", "/slow/400", &[], b"").0, 200);
+    let text = metrics(&p);
+    let q = |quantile: &str| {
+        value(
+            &text,
+            &format!(
+                r#"sojourn_proxy_request_duration_window_seconds{{service="shop",http_route="/slow/{{ms}}",quantile="{quantile}"}}"#
+            ),
+        )
+        .unwrap_or_else(|| panic!("no {quantile} quantile\n{text}"))
+    };
+    assert!((0.040..0.060).contains(&q("0.5")), "p50 {}", q("0.5"));
+    assert!((0.400..0.450).contains(&q("0.999")), "p99.9 {}", q("0.999"));
+    assert_eq!(
+        value(
+            &text,
+            r#"sojourn_proxy_requests_in_window{service="shop",http_route="/slow/{ms}"}"#
+        ),
+        Some(20.0)
+    );
+    // Three seconds later, and at most half a second of rotation after
+    // that, the window is empty and the quantiles are gone.
+    std::thread::sleep(Duration::from_millis(4500));
+    let text = metrics(&p);
+    assert!(
+        !text.contains("sojourn_proxy_request_duration_window_seconds{"),
+        "{text}"
+    );
+}

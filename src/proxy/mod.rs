@@ -11,6 +11,7 @@
 
 pub mod admission;
 pub mod stats;
+pub mod window;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -97,7 +98,12 @@ impl Route {
 /// The template of the first route matching `path`; None (an empty label)
 /// otherwise: raw paths never become labels.
 pub fn route_of<'a>(routes: &'a [Route], path: &str) -> Option<&'a Arc<str>> {
-    routes.iter().find(|r| r.matches(path)).map(|r| &r.template)
+    route_index(routes, path).map(|i| &routes[i].template)
+}
+
+/// The index of the first route matching `path`.
+pub fn route_index(routes: &[Route], path: &str) -> Option<usize> {
+    routes.iter().position(|r| r.matches(path))
 }
 
 #[derive(Debug, Clone)]
@@ -118,6 +124,18 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// `--max-concurrency` and what to do beyond it; None: unlimited.
     pub admission: Option<admission::AdmissionConfig>,
+    /// Span of the latency quantiles' sliding window.
+    pub quantile_window: Duration,
+}
+
+impl Config {
+    /// The stats of this service, with a quantile window per route.
+    pub fn new_stats(&self) -> ServiceStats {
+        ServiceStats::with_routes(
+            self.service.clone(),
+            self.routes.iter().map(|r| r.template.clone()).collect(),
+        )
+    }
 }
 
 /// Checks an `--upstream` value: an http URL with a host.
@@ -197,6 +215,16 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let ServiceHandle { stats, admission } = handle;
+    let rotation = window::rotation_interval(cfg.quantile_window);
+    let rotating = stats.clone();
+    let _rotator = AbortOnDrop(tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + rotation, rotation);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            rotating.rotate_windows();
+        }
+    }));
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(cfg.connect_timeout));
     connector.set_nodelay(true);
@@ -257,6 +285,15 @@ pub async fn serve(
     }
 }
 
+/// Stops a background task when its owner ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
@@ -307,8 +344,9 @@ async fn forward(
     let stats = shared.stats.clone();
     stats.active_requests.fetch_add(1, Ordering::Relaxed);
     let method = method_label(req.method());
-    let route = route_of(&shared.cfg.routes, req.uri().path())
-        .unwrap_or(&shared.no_route)
+    let route_index = route_index(&shared.cfg.routes, req.uri().path());
+    let route = route_index
+        .map_or(&shared.no_route, |i| &shared.cfg.routes[i].template)
         .clone();
     // Every response, the proxy's own included, is recorded when its body
     // ends or is dropped; the request's slot goes back with it.
@@ -321,6 +359,7 @@ async fn forward(
             status: status.as_u16(),
             route: route.clone(),
         },
+        route_index,
         done: false,
         _permit: permit,
     };
@@ -468,6 +507,7 @@ pub struct RecordedBody {
     start: Instant,
     stats: Arc<ServiceStats>,
     key: RequestKey,
+    route_index: Option<usize>,
     done: bool,
     /// The request's slot under --max-concurrency, given back with the body.
     _permit: Option<Permit>,
@@ -481,8 +521,9 @@ impl RecordedBody {
         if cancelled {
             self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
         }
-        self.stats
-            .record_duration(&self.key, self.start.elapsed().as_secs_f64());
+        let seconds = self.start.elapsed().as_secs_f64();
+        self.stats.record_duration(&self.key, seconds);
+        self.stats.record_window(self.route_index, seconds);
         self.stats.active_requests.fetch_sub(1, Ordering::Relaxed);
     }
 

@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use crate::metrics::{Desc, Family, Label, label};
 use crate::queue::codel::Histogram;
 
+use super::window::{QUANTILES, WindowedQuantiles};
+
 /// OpenTelemetry's advised buckets for `http.server.request.duration`, with
 /// finer ones under 5 ms, where a loopback sidecar's latencies live.
 pub const DURATION_BUCKETS: [f64; 18] = [
@@ -24,7 +26,7 @@ pub const DURATION_BUCKETS: [f64; 18] = [
 /// two threads recording at once do not fight over one cache line (a
 /// single shared histogram cost 158 ns per record with two threads here,
 /// against 10 ns with one).
-const SHARDS: usize = 8;
+pub(crate) const SHARDS: usize = 8;
 
 /// One shard's counters, alone on its cache lines.
 #[derive(Debug)]
@@ -55,7 +57,7 @@ impl Default for AtomicHistogram {
 }
 
 /// This thread's shard, assigned round-robin on first use.
-fn shard_index() -> usize {
+pub(crate) fn shard_index() -> usize {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     thread_local! {
         static INDEX: usize = (NEXT.fetch_add(1, Ordering::Relaxed) as usize) % SHARDS;
@@ -180,8 +182,8 @@ impl<K: Clone + Eq + std::hash::Hash> SeriesCache<K> {
 #[derive(Debug, Default)]
 pub struct ServiceStats {
     pub service: String,
-    durations: RwLock<HashMap<RequestKey, Arc<AtomicHistogram>>>,
-    first_byte: RwLock<HashMap<RouteKey, Arc<AtomicHistogram>>>,
+    durations: RwLock<SeriesMap<RequestKey>>,
+    first_byte: RwLock<SeriesMap<RouteKey>>,
     duration_cache: SeriesCache<RequestKey>,
     first_byte_cache: SeriesCache<RouteKey>,
     pub request_bytes: AtomicU64,
@@ -191,10 +193,12 @@ pub struct ServiceStats {
     pub active_requests: AtomicU64,
     pub open_connections: AtomicU64,
     pub connections_total: AtomicU64,
+    /// Sliding-window quantiles per route template, unmatched paths last.
+    windows: Vec<(Arc<str>, WindowedQuantiles)>,
 }
 
 fn series<K: Clone + Eq + std::hash::Hash>(
-    map: &RwLock<HashMap<K, Arc<AtomicHistogram>>>,
+    map: &RwLock<SeriesMap<K>>,
     key: &K,
 ) -> Arc<AtomicHistogram> {
     if let Some(h) = map.read().ok().and_then(|m| m.get(key).cloned()) {
@@ -208,10 +212,37 @@ fn series<K: Clone + Eq + std::hash::Hash>(
 }
 
 impl ServiceStats {
+    /// A service without route templates.
     pub fn new(service: impl Into<String>) -> Self {
+        Self::with_routes(service, Vec::new())
+    }
+
+    /// A service whose paths are matched against `templates`, in order.
+    pub fn with_routes(service: impl Into<String>, templates: Vec<Arc<str>>) -> Self {
         ServiceStats {
             service: service.into(),
+            windows: templates
+                .into_iter()
+                .chain([Arc::from("")])
+                .map(|t| (t, WindowedQuantiles::default()))
+                .collect(),
             ..Default::default()
+        }
+    }
+
+    /// Records a finished request into its route's window; `route_index`
+    /// is the matching template's (None: unmatched).
+    pub fn record_window(&self, route_index: Option<usize>, seconds: f64) {
+        let i = route_index.unwrap_or(self.windows.len().saturating_sub(1));
+        if let Some((_, w)) = self.windows.get(i) {
+            w.record(seconds);
+        }
+    }
+
+    /// Ends the windows' current sub-window (called every window / 6).
+    pub fn rotate_windows(&self) {
+        for (_, w) in &self.windows {
+            w.rotate();
         }
     }
 
@@ -263,6 +294,19 @@ impl ServiceStats {
                 );
             }
         }
+        let mut quantiles = Family::new(WINDOW_QUANTILE);
+        let mut in_window = Family::new(WINDOW_REQUESTS);
+        for (route, w) in &self.windows {
+            let Some(snap) = w.snapshot() else { continue };
+            let route = || label("http_route", route.to_string());
+            for (q, v) in QUANTILES.iter().zip(snap.values) {
+                quantiles.push(
+                    vec![service(), route(), label("quantile", q.to_string())],
+                    v,
+                );
+            }
+            in_window.push(vec![service(), route()], snap.count);
+        }
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut errors = Family::new(ERRORS);
         for e in ErrorType::ALL {
@@ -279,6 +323,8 @@ impl ServiceStats {
         vec![
             duration,
             ttfb,
+            quantiles,
+            in_window,
             one(REQUEST_BYTES, load(&self.request_bytes)),
             one(RESPONSE_BYTES, load(&self.response_bytes)),
             errors,
@@ -296,6 +342,15 @@ const REQUEST_DURATION: Desc = Desc::histogram(
 )
 .seconds()
 .without_namespace();
+const WINDOW_QUANTILE: Desc = Desc::gauge(
+    "proxy_request_duration_window",
+    "Latency: quantiles (0.5, 0.9, 0.99, 0.999) of request durations over the sliding window (--proxy.quantile-window, 1 min by default, turned every sixth), within 1 % (HdrHistogram of every request, measured by the sojourn proxy).",
+)
+.seconds();
+const WINDOW_REQUESTS: Desc = Desc::gauge(
+    "proxy_requests_in_window",
+    "Traffic: requests the quantiles of the sliding window are computed from (measured by the sojourn proxy).",
+);
 const FIRST_BYTE: Desc = Desc::histogram(
     "proxy_time_to_first_byte",
     "Latency: time from receiving a request to the upstream's response headers.",
