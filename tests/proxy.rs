@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 ///   /drip            streams a chunk every 100 ms for 5 s
 ///   /upload          reads the body, answers "LEN SUM"
 ///   /headers         answers the request headers, one per line
+///   /upgrade         switches to protocol "echo" (101) and echoes bytes
 fn upstream() -> SocketAddr {
     use http_body_util::{BodyExt, Full};
     use hyper::body::Bytes;
@@ -35,8 +36,23 @@ fn upstream() -> SocketAddr {
                 let (stream, _) = listener.accept().await.unwrap();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(
-                        |req: hyper::Request<hyper::body::Incoming>| async move {
+                        |mut req: hyper::Request<hyper::body::Incoming>| async move {
                             let path = req.uri().path().to_string();
+                            if path == "/upgrade" {
+                                let on = hyper::upgrade::on(&mut req);
+                                tokio::spawn(async move {
+                                    let Ok(io) = on.await else { return };
+                                    let mut io = hyper_util::rt::TokioIo::new(io);
+                                    let (mut r, mut w) = tokio::io::split(&mut io);
+                                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                                });
+                                let mut r = hyper::Response::new(Full::new(Bytes::new()).boxed());
+                                *r.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
+                                r.headers_mut()
+                                    .insert("connection", "upgrade".parse().unwrap());
+                                r.headers_mut().insert("upgrade", "echo".parse().unwrap());
+                                return Ok::<_, std::convert::Infallible>(r);
+                            }
                             let full = |status: u16, body: String| {
                                 let mut r =
                                     hyper::Response::new(Full::new(Bytes::from(body)).boxed());
@@ -96,6 +112,7 @@ fn upstream() -> SocketAddr {
                     );
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .with_upgrades()
                         .await;
                 });
             }
@@ -751,4 +768,140 @@ fn window_quantiles_are_the_requests_latencies_and_age_out() {
         !text.contains("sojourn_proxy_request_duration_window_seconds{"),
         "{text}"
     );
+}
+
+#[test]
+fn an_upgraded_connection_is_relayed_both_ways_and_counted() {
+    use std::io::{Read, Write};
+    let up = upstream();
+    let p = start_proxy(&format!("http://{up}"), &[]);
+    let mut client = std::net::TcpStream::connect(p.addr).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    client
+        .write_all(
+            b"GET /upgrade HTTP/1.1\r\nHost: shop.example\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+        )
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        client.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo"), "{head}");
+    assert!(head.contains("connection: upgrade"), "{head}");
+    for message in [&b"hello"[..], &[0u8, 1, 2, 255][..], &[7u8; 70_000][..]] {
+        client.write_all(message).unwrap();
+        let mut back = vec![0u8; message.len()];
+        client.read_exact(&mut back).unwrap();
+        assert_eq!(back, message);
+    }
+    let text = metrics(&p);
+    assert_eq!(
+        value(&text, r#"sojourn_proxy_open_tunnels{service="shop"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    drop(client);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = metrics(&p);
+        if value(&text, r#"sojourn_proxy_open_tunnels{service="shop"}"#) == Some(0.0)
+            || std::time::Instant::now() > deadline
+        {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        value(&text, r#"sojourn_proxy_open_tunnels{service="shop"}"#),
+        Some(0.0)
+    );
+    let bytes = 5 + 4 + 70_000;
+    assert_eq!(
+        value(
+            &text,
+            r#"sojourn_proxy_request_body_bytes_total{service="shop"}"#
+        ),
+        Some(bytes as f64)
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"sojourn_proxy_response_body_bytes_total{service="shop"}"#
+        ),
+        Some(bytes as f64)
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"http_server_request_duration_seconds_count{service="shop",http_request_method="GET",http_response_status_code="101",http_route=""}"#
+        ),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn http2_prior_knowledge_clients_are_served_and_counted() {
+    let up = upstream();
+    let p = start_proxy(&format!("http://{up}"), &[]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (statuses, headers) = rt.block_on(async {
+        use http_body_util::BodyExt;
+        let stream = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let mut statuses = Vec::new();
+        // Several streams at once on the one connection.
+        let requests: Vec<_> = ["/status/201", "/status/404", "/slow/50"]
+            .iter()
+            .map(|path| {
+                let req = hyper::Request::get(format!("http://shop.example{path}"))
+                    .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+                    .unwrap();
+                sender.send_request(req)
+            })
+            .collect();
+        for r in requests {
+            let resp = r.await.unwrap();
+            statuses.push(resp.status().as_u16());
+            resp.into_body().collect().await.unwrap();
+        }
+        let req = hyper::Request::get("http://shop.example/headers")
+            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (statuses, String::from_utf8(body.to_vec()).unwrap())
+    });
+    assert_eq!(statuses, [201, 404, 200]);
+    assert!(
+        headers.contains("host: shop.example"),
+        "Host kept: {headers}"
+    );
+    let text = metrics(&p);
+    for (status, n) in [(201, 1.0), (404, 1.0), (200, 2.0)] {
+        assert_eq!(
+            value(
+                &text,
+                &format!(
+                    r#"http_server_request_duration_seconds_count{{service="shop",http_request_method="GET",http_response_status_code="{status}",http_route=""}}"#
+                )
+            ),
+            Some(n),
+            "{status}\n{text}"
+        );
+    }
 }

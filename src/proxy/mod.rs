@@ -243,6 +243,19 @@ pub async fn serve(
         admission,
         no_route: Arc::from(""),
     });
+    // HTTP/1.1, and HTTP/2 with prior knowledge (h2c), told apart by the
+    // connection's first bytes.
+    let mut server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    server
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.cfg.header_timeout)
+        .max_buf_size(64 * 1024);
+    server
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(64 * 1024)
+        .max_concurrent_streams(256);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     while let Some((stream, peer)) = crate::server::accept_until(&listener, &mut shutdown).await {
@@ -261,11 +274,9 @@ pub async fn serve(
             let shared = svc_shared.clone();
             async move { Ok::<_, Infallible>(forward(&shared, req, peer).await) }
         });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(shared.cfg.header_timeout)
-            .max_buf_size(64 * 1024)
-            .serve_connection(TokioIo::new(stream), service);
+        let conn = server
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -335,9 +346,58 @@ fn upstream_uri(base: &Uri, req: &Uri) -> Result<Uri, hyper::http::Error> {
     Ok(Uri::from_parts(parts)?)
 }
 
+/// The protocol a request asks to switch to (`Connection: upgrade` and
+/// `Upgrade: …`, HTTP/1.1 only), e.g. websocket.
+fn upgrade_protocol(req: &Request<Incoming>) -> Option<HeaderValue> {
+    if req.version() != hyper::Version::HTTP_11 {
+        return None;
+    }
+    let asks = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| req.headers().get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// Relays an upgraded connection both ways until either side closes,
+/// counting its bytes as the service's traffic.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    stats: Arc<ServiceStats>,
+) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(both) => both,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    stats.open_tunnels.fetch_add(1, Ordering::Relaxed);
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        Ok((up, down)) => {
+            stats.request_bytes.fetch_add(up, Ordering::Relaxed);
+            stats.response_bytes.fetch_add(down, Ordering::Relaxed);
+        }
+        Err(e) => tracing::debug!(error = %e, "tunnel ended with an error"),
+    }
+    stats.open_tunnels.fetch_sub(1, Ordering::Relaxed);
+}
+
+fn mark_upgrade(headers: &mut HeaderMap, protocol: &HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol.clone());
+}
+
 async fn forward(
     shared: &Shared,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<RecordedBody> {
     let start = Instant::now();
@@ -380,8 +440,21 @@ async fn forward(
         },
     };
     let recorded = move |status: StatusCode, inner: Inner| recorded(status, inner, permit);
+    let upgrade = upgrade_protocol(&req);
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    if let Some(protocol) = &upgrade {
+        mark_upgrade(&mut parts.headers, protocol);
+    }
+    // An HTTP/2 request names its host in the URI only; the upstream
+    // speaks HTTP/1.1 and must see it as Host.
+    if !parts.headers.contains_key(header::HOST)
+        && let Some(authority) = parts.uri.authority()
+        && let Ok(host) = HeaderValue::from_str(authority.as_str())
+    {
+        parts.headers.insert(header::HOST, host);
+    }
     let forwarded_for = match parts
         .headers
         .get("x-forwarded-for")
@@ -410,7 +483,16 @@ async fn forward(
     };
     let sent = shared.client.request(Request::from_parts(parts, body));
     match tokio::time::timeout(shared.cfg.timeout, sent).await {
-        Ok(Ok(resp)) => {
+        Ok(Ok(mut resp)) => {
+            let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+            let upstream_upgrade = match (switched, client_upgrade) {
+                (true, Some(client)) => {
+                    let upstream = hyper::upgrade::on(&mut resp);
+                    tokio::spawn(tunnel(client, upstream, stats.clone()));
+                    resp.headers().get(header::UPGRADE).cloned()
+                }
+                _ => None,
+            };
             stats.record_first_byte(
                 &RouteKey {
                     method,
@@ -420,6 +502,9 @@ async fn forward(
             );
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
+            if let Some(protocol) = &upstream_upgrade {
+                mark_upgrade(&mut parts.headers, protocol);
+            }
             let body = recorded(parts.status, Inner::Upstream(body));
             Response::from_parts(parts, body)
         }

@@ -193,6 +193,8 @@ pub struct ServiceStats {
     pub active_requests: AtomicU64,
     pub open_connections: AtomicU64,
     pub connections_total: AtomicU64,
+    /// Upgraded connections (websocket) being relayed.
+    pub open_tunnels: AtomicU64,
     /// Sliding-window quantiles per route template, unmatched paths last.
     windows: Vec<(Arc<str>, WindowedQuantiles)>,
 }
@@ -332,6 +334,7 @@ impl ServiceStats {
             one(ACTIVE, load(&self.active_requests)),
             one(OPEN_CONNECTIONS, load(&self.open_connections)),
             one(CONNECTIONS, load(&self.connections_total)),
+            one(OPEN_TUNNELS, load(&self.open_tunnels)),
         ]
     }
 }
@@ -350,6 +353,10 @@ const WINDOW_QUANTILE: Desc = Desc::gauge(
 const WINDOW_REQUESTS: Desc = Desc::gauge(
     "proxy_requests_in_window",
     "Traffic: requests the quantiles of the sliding window are computed from (measured by the sojourn proxy).",
+);
+const OPEN_TUNNELS: Desc = Desc::gauge(
+    "proxy_open_tunnels",
+    "Saturation: upgraded connections (websocket) being relayed between a client and the upstream.",
 );
 const FIRST_BYTE: Desc = Desc::histogram(
     "proxy_time_to_first_byte",
