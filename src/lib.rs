@@ -16,6 +16,7 @@ pub mod inet_diag;
 pub mod kube;
 pub mod kubelet;
 pub mod metrics;
+pub mod native;
 pub mod probe;
 pub mod proxy;
 pub mod queue;

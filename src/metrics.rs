@@ -9,7 +9,9 @@ use std::borrow::Cow;
 use std::io::Write as _;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeMetric, NativeHistogram, NativeHistogramBuckets, NoLabelSet,
+};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -283,6 +285,9 @@ pub fn label(key: &'static str, value: impl Into<Cow<'static, str>>) -> Label {
     (key, value.into())
 }
 
+const PROTOBUF_MEDIA_TYPE: &str = "application/vnd.google.protobuf";
+const PROTOBUF_PROTO: &str = "proto=io.prometheus.client.MetricFamily";
+
 /// Exposition formats a scraper can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -290,6 +295,9 @@ pub enum Format {
     Text,
     /// OpenMetrics 1.0 text, what Prometheus asks for first.
     OpenMetrics,
+    /// Prometheus' delimited protobuf, asked for by a Prometheus with native
+    /// histograms enabled: the only format that carries them.
+    Protobuf,
 }
 
 impl Format {
@@ -297,6 +305,9 @@ impl Format {
     /// OpenMetrics only when asked for by name.
     pub fn negotiate(accept: Option<&str>) -> Format {
         match accept {
+            Some(a) if a.contains(PROTOBUF_MEDIA_TYPE) && a.contains(PROTOBUF_PROTO) => {
+                Format::Protobuf
+            }
             Some(a) if a.contains("application/openmetrics-text") => Format::OpenMetrics,
             _ => Format::Text,
         }
@@ -306,6 +317,9 @@ impl Format {
         match self {
             Format::Text => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
             Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Protobuf => {
+                "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"
+            }
         }
     }
 }
@@ -351,8 +365,30 @@ impl Collector for Snapshot {
                             .copied()
                             .zip(h.counts.iter().copied())
                             .collect();
-                        sample_encoder
-                            .encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)?
+                        match &h.native {
+                            None => sample_encoder
+                                .encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)?,
+                            Some(n) => sample_encoder.encode_histogram_with_native::<NoLabelSet>(
+                                h.sum,
+                                h.count,
+                                &buckets,
+                                None,
+                                NativeHistogram {
+                                    schema: crate::native::SCHEMA,
+                                    zero_threshold: crate::native::ZERO_THRESHOLD,
+                                    zero_count: n.zero_count,
+                                    negative: NativeHistogramBuckets {
+                                        spans: &[],
+                                        deltas: &[],
+                                    },
+                                    positive: NativeHistogramBuckets {
+                                        spans: &n.spans,
+                                        deltas: &n.deltas,
+                                    },
+                                    created: None,
+                                },
+                            )?,
+                        }
                     }
                     // A value of the wrong shape for its family is a bug in a
                     // collector; skipping it keeps the exposition valid.
@@ -366,8 +402,7 @@ impl Collector for Snapshot {
     }
 }
 
-/// Encodes families in the requested format.
-pub fn encode(families: Vec<Family>, format: Format) -> String {
+fn registry(families: Vec<Family>) -> Registry {
     let (namespaced, bare): (Vec<Family>, Vec<Family>) =
         families.into_iter().partition(|f| f.desc.namespaced);
     let mut registry = Registry::default();
@@ -377,16 +412,43 @@ pub fn encode(families: Vec<Family>, format: Format) -> String {
     registry
         .sub_registry_with_prefix(NAMESPACE)
         .register_collector(Box::new(Snapshot(namespaced)));
+    registry
+}
+
+/// Encodes families in a text format (protobuf asked for here gets the
+/// Prometheus text format).
+pub fn encode(families: Vec<Family>, format: Format) -> String {
+    let registry = registry(families);
     let mut out = String::with_capacity(64 * 1024);
     // Writing into a String cannot fail; an Err here would be an encoder bug.
     let result = match format {
-        Format::Text => prometheus_client::encoding::prometheus_text::encode(&mut out, &registry),
+        Format::Text | Format::Protobuf => {
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
+        }
         Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, &registry),
     };
     if let Err(e) = result {
         tracing::error!(error = %e, "encoding metrics failed");
     }
     out
+}
+
+/// Encodes families in any format, as the bytes of a response body.
+pub fn encode_bytes(families: Vec<Family>, format: Format) -> Vec<u8> {
+    match format {
+        Format::Protobuf => {
+            match prometheus_client::encoding::prometheus_protobuf::encode_to_vec(&registry(
+                families,
+            )) {
+                Ok(body) => body,
+                Err(e) => {
+                    tracing::error!(error = ?e, "encoding metrics failed");
+                    Vec::new()
+                }
+            }
+        }
+        text => encode(families, text).into_bytes(),
+    }
 }
 
 /// gzip at a fast level: a scrape is compressed once and read once.
@@ -458,7 +520,47 @@ mod tests {
     }
 
     #[test]
+    fn protobuf_carries_native_buckets_and_text_stays_classic() {
+        use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model::MetricFamily;
+        use prost::Message;
+        let h = crate::proxy::stats::AtomicHistogram::default();
+        for v in [0.001, 0.001, 0.0011, 2.0, 0.0] {
+            h.observe(v);
+        }
+        let family = Family::new(Desc::histogram("lat", "Latency (test).").seconds())
+            .with(vec![label("service", "a")], h.snapshot());
+        let body = encode_bytes(vec![family.clone()], Format::Protobuf);
+        let mut buf = &body[..];
+        let decoded = MetricFamily::decode_length_delimited(&mut buf).unwrap();
+        assert_eq!(decoded.name, "sojourn_lat_seconds");
+        let hist = decoded.metric[0].histogram.as_ref().unwrap();
+        assert_eq!(hist.sample_count, 5);
+        assert_eq!(hist.schema, crate::native::SCHEMA);
+        assert_eq!(hist.zero_count, 1);
+        // 0.001 and 0.0011 are in buckets -79 and -78; 2.0 in 8.
+        let spans: Vec<(i32, u32)> = hist
+            .positive_span
+            .iter()
+            .map(|s| (s.offset, s.length))
+            .collect();
+        assert_eq!(spans, vec![(-79, 2), (85, 1)]);
+        assert_eq!(hist.positive_delta, vec![2, -1, 0]);
+        assert!(!hist.bucket.is_empty(), "classic buckets too");
+        let text = encode(vec![family], Format::Text);
+        assert!(
+            text.contains("sojourn_lat_seconds_bucket{service=\"a\",le=\"0.001\"} 3"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn negotiation_prefers_openmetrics_only_when_named() {
+        assert_eq!(
+            Format::negotiate(Some(
+                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.7,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+            )),
+            Format::Protobuf
+        );
         assert_eq!(Format::negotiate(None), Format::Text);
         assert_eq!(Format::negotiate(Some("*/*")), Format::Text);
         assert_eq!(

@@ -190,12 +190,8 @@ async fn scrape(app: &App, headers: &HeaderMap) -> Response<Full<Bytes>> {
     let scraper = app.scraper.clone();
     let work = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let body = metrics::encode(scraper.scrape(), format);
-        if gzip {
-            metrics::gzip(body.as_bytes())
-        } else {
-            body.into_bytes()
-        }
+        let body = metrics::encode_bytes(scraper.scrape(), format);
+        if gzip { metrics::gzip(&body) } else { body }
     });
     match tokio::time::timeout(timeout, work).await {
         Ok(Ok(body)) => {

@@ -35,6 +35,9 @@ struct Shard {
     /// Per bucket (not cumulative), +Inf last.
     counts: [AtomicU64; DURATION_BUCKETS.len() + 1],
     sum_ns: AtomicU64,
+    /// Exponential buckets of the native histogram, and its zero bucket.
+    native: [AtomicU64; crate::native::DENSE],
+    native_zero: AtomicU64,
 }
 
 /// A fixed-bucket histogram that threads record into without a lock.
@@ -50,6 +53,8 @@ impl Default for AtomicHistogram {
                 .map(|_| Shard {
                     counts: std::array::from_fn(|_| AtomicU64::new(0)),
                     sum_ns: AtomicU64::new(0),
+                    native: std::array::from_fn(|_| AtomicU64::new(0)),
+                    native_zero: AtomicU64::new(0),
                 })
                 .collect(),
         }
@@ -73,17 +78,31 @@ impl AtomicHistogram {
         shard
             .sum_ns
             .fetch_add((seconds * 1e9) as u64, Ordering::Relaxed);
+        match crate::native::dense_index(seconds) {
+            Some(n) => shard.native[n].fetch_add(1, Ordering::Relaxed),
+            None => shard.native_zero.fetch_add(1, Ordering::Relaxed),
+        };
     }
 
     pub fn snapshot(&self) -> Histogram {
         let mut h = Histogram::new(DURATION_BUCKETS.to_vec());
         let mut sum_ns = 0u64;
+        let mut native = [0u64; crate::native::DENSE];
+        let mut native_zero = 0u64;
         for shard in self.shards.iter() {
             for (slot, c) in h.counts.iter_mut().zip(&shard.counts) {
                 *slot += c.load(Ordering::Relaxed);
             }
             sum_ns = sum_ns.wrapping_add(shard.sum_ns.load(Ordering::Relaxed));
+            for (slot, c) in native.iter_mut().zip(&shard.native) {
+                *slot += c.load(Ordering::Relaxed);
+            }
+            native_zero += shard.native_zero.load(Ordering::Relaxed);
         }
+        h.native = Some(Box::new(crate::native::NativeBuckets::from_dense(
+            native_zero,
+            &native,
+        )));
         h.count = h.counts.iter().sum();
         h.sum = sum_ns as f64 / 1e9;
         h

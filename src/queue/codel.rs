@@ -47,6 +47,9 @@ pub struct Histogram {
     pub counts: Vec<u64>,
     pub sum: f64,
     pub count: u64,
+    /// Exponential buckets too, exposed as a native histogram to scrapers
+    /// that negotiate protobuf.
+    pub native: Option<Box<crate::native::NativeBuckets>>,
 }
 
 impl Histogram {
@@ -60,6 +63,7 @@ impl Histogram {
             counts: vec![0; n],
             sum: 0.0,
             count: 0,
+            native: None,
         }
     }
 
