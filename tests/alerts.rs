@@ -176,13 +176,20 @@ fn known(documented: &[String], name: &str) -> bool {
 }
 
 #[test]
-fn rules_and_runbooks_name_only_documented_metrics() {
+fn rules_runbooks_and_dashboards_name_only_documented_metrics() {
     let documented = documented_metrics();
     assert!(documented.len() > 50);
     let re = regex::Regex::new(r"\bsojourn_[a-z0-9_]+").unwrap();
     let mut unknown = BTreeSet::new();
+    let dashboards: Vec<String> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/dashboards"))
+            .unwrap()
+            .map(|e| format!("dashboards/{}", e.unwrap().file_name().to_string_lossy()))
+            .collect();
+    assert!(dashboards.len() >= 5, "{dashboards:?}");
     for file in rule_files()
         .iter()
+        .chain(&dashboards)
         .map(String::as_str)
         .chain(["docs/runbooks.md"])
     {

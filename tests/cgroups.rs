@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::{Child, Command};
 use std::time::Duration;
 
 use sojourn::metrics::{self, Format};
@@ -154,56 +153,10 @@ fn include_exclude_and_cap() {
     );
 }
 
-/// A cgroup made for the test, with a busy child in it; removed on drop.
-struct Throttled {
-    dir: std::path::PathBuf,
-    child: Child,
-}
-
-impl Drop for Throttled {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // The kernel frees the cgroup once its last task has gone.
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.dir).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-fn throttled_cgroup(name: &str) -> Throttled {
-    let root = std::path::Path::new("/sys/fs/cgroup");
-    let v2 = root.join("cgroup.controllers").exists();
-    let dir = if v2 {
-        root.join(name)
-    } else {
-        root.join("cpu").join(name)
-    };
-    std::fs::create_dir(&dir).expect("create a cgroup (the tests run as root)");
-    if v2 {
-        let _ = std::fs::write(root.join("cgroup.subtree_control"), "+cpu");
-        std::fs::write(dir.join("cpu.max"), "20000 100000").unwrap();
-    } else {
-        std::fs::write(dir.join("cpu.cfs_period_us"), "100000").unwrap();
-        std::fs::write(dir.join("cpu.cfs_quota_us"), "20000").unwrap();
-    }
-    // A busy loop, bounded: the guard kills it.
-    let child = Command::new("sh")
-        .args(["-c", "while :; do :; done"])
-        .spawn()
-        .unwrap();
-    let guard = Throttled { dir, child };
-    std::fs::write(guard.dir.join("cgroup.procs"), guard.child.id().to_string()).unwrap();
-    guard
-}
-
 #[test]
 fn a_busy_process_under_a_small_quota_is_throttled() {
     let name = format!("sojourn-test-{}", std::process::id());
-    let cg = throttled_cgroup(&name);
+    let cg = common::throttled_cgroup(&name);
     let include = format!("^/{name}$");
     // The queue engine samples the cgroup's throttling once per CFS period.
     let cfg = sojourn::cli::parse(["sojourn", "--collector.cgroup.include", &include])

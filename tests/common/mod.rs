@@ -379,3 +379,69 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
+
+/// A cgroup made for the test, with a busy child in it; removed on drop.
+pub struct Throttled {
+    pub dir: std::path::PathBuf,
+    /// cgroup v1: the same cgroup in the cpuacct, memory and pids
+    /// hierarchies, so that usage, memory and tasks are reported too.
+    pub others: Vec<std::path::PathBuf>,
+    pub child: std::process::Child,
+}
+
+impl Drop for Throttled {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // The kernel frees a cgroup once its last task has gone.
+        for dir in std::iter::once(&self.dir).chain(&self.others) {
+            for _ in 0..50 {
+                if std::fs::remove_dir(dir).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+pub fn throttled_cgroup(name: &str) -> Throttled {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let v2 = root.join("cgroup.controllers").exists();
+    let dir = if v2 {
+        root.join(name)
+    } else {
+        root.join("cpu").join(name)
+    };
+    std::fs::create_dir(&dir).expect("create a cgroup (the tests run as root)");
+    if v2 {
+        let _ = std::fs::write(root.join("cgroup.subtree_control"), "+cpu");
+        std::fs::write(dir.join("cpu.max"), "20000 100000").unwrap();
+    } else {
+        std::fs::write(dir.join("cpu.cfs_period_us"), "100000").unwrap();
+        std::fs::write(dir.join("cpu.cfs_quota_us"), "20000").unwrap();
+    }
+    // A busy loop, bounded: the guard kills it.
+    let child = std::process::Command::new("sh")
+        .args(["-c", "while :; do :; done"])
+        .spawn()
+        .unwrap();
+    let mut guard = Throttled {
+        dir,
+        others: Vec::new(),
+        child,
+    };
+    std::fs::write(guard.dir.join("cgroup.procs"), guard.child.id().to_string()).unwrap();
+    if !v2 {
+        for controller in ["cpuacct", "memory", "pids"] {
+            let other = root.join(controller).join(name);
+            // Where cpuacct shares cpu's hierarchy the directory exists.
+            if other.exists() || std::fs::create_dir(&other).is_err() {
+                continue;
+            }
+            let _ = std::fs::write(other.join("cgroup.procs"), guard.child.id().to_string());
+            guard.others.push(other);
+        }
+    }
+    guard
+}

@@ -1,0 +1,423 @@
+#!/usr/bin/env python3
+"""Writes the Grafana dashboards in dashboards/ (run after changing this file;
+tests/dashboards.rs fails when the JSON and this script disagree).
+
+Every dashboard: the Prometheus datasource as a variable, a stable uid, the
+current schemaVersion, and `instance` (and where it applies `service` or
+`queue`) variables. Every panel's query works whether Prometheus stores the
+proxy's latency histograms as classic buckets or as native histograms
+(`--enable-feature=native-histograms`), and tests/prometheus.rs runs each one
+against a real Prometheus scraping sojourn and fails on an empty answer.
+
+    python3 scripts/dashboards.py
+"""
+import json
+import os
+
+SCHEMA_VERSION = 39
+DS = {"type": "prometheus", "uid": "${datasource}"}
+I = 'instance=~"$instance"'
+LAT = "http_server_request_duration_seconds"
+
+
+def var_datasource():
+    return {
+        "name": "datasource",
+        "label": "Prometheus",
+        "type": "datasource",
+        "query": "prometheus",
+        "current": {},
+        "hide": 0,
+        "refresh": 1,
+    }
+
+
+def var_query(name, query, label=None, all_value=".*", multi=True):
+    return {
+        "name": name,
+        "label": label or name,
+        "type": "query",
+        "datasource": DS,
+        "definition": query,
+        "query": {"query": query, "refId": f"{name}-var"},
+        "refresh": 2,
+        "includeAll": multi,
+        "multi": multi,
+        "allValue": all_value if multi else None,
+        "current": {},
+        "sort": 1,
+        "hide": 0,
+    }
+
+
+INSTANCE = var_query("instance", "label_values(sojourn_build_info, instance)")
+
+
+class Board:
+    def __init__(self, uid, title, description, variables, tags=()):
+        self.uid, self.title, self.description = uid, title, description
+        self.variables = [var_datasource()] + list(variables)
+        self.tags = ["sojourn"] + list(tags)
+        self.panels = []
+        self.y = 0
+        self.x = 0
+        self.next_id = 1
+
+    def row(self, title):
+        if self.x:
+            self.y += 8
+            self.x = 0
+        self.panels.append(
+            {
+                "id": self._id(),
+                "type": "row",
+                "title": title,
+                "collapsed": False,
+                "gridPos": {"h": 1, "w": 24, "x": 0, "y": self.y},
+                "panels": [],
+            }
+        )
+        self.y += 1
+
+    def _id(self):
+        i = self.next_id
+        self.next_id += 1
+        return i
+
+    def panel(self, title, description, targets, unit="short", width=8, kind="timeseries",
+              max_value=None):
+        if self.x + width > 24:
+            self.y += 8
+            self.x = 0
+        defaults = {"unit": unit}
+        if max_value is not None:
+            defaults["max"] = max_value
+            defaults["min"] = 0
+        p = {
+            "id": self._id(),
+            "type": kind,
+            "title": title,
+            "description": description,
+            "datasource": DS,
+            "gridPos": {"h": 8, "w": width, "x": self.x, "y": self.y},
+            "fieldConfig": {"defaults": defaults, "overrides": []},
+            "options": {"legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+                        "tooltip": {"mode": "multi", "sort": "desc"}}
+            if kind == "timeseries" else {"reduceOptions": {"calcs": ["lastNotNull"]}},
+            "targets": [
+                {"refId": chr(ord("A") + n), "datasource": DS, "expr": expr, "legendFormat": legend}
+                for n, (expr, legend) in enumerate(targets)
+            ],
+        }
+        self.panels.append(p)
+        self.x += width
+
+    def json(self):
+        return {
+            "uid": self.uid,
+            "title": self.title,
+            "description": self.description,
+            "tags": self.tags,
+            "schemaVersion": SCHEMA_VERSION,
+            "version": 1,
+            "editable": True,
+            "graphTooltip": 1,
+            "time": {"from": "now-1h", "to": "now"},
+            "refresh": "30s",
+            "timezone": "",
+            "templating": {"list": self.variables},
+            "annotations": {"list": []},
+            "links": [
+                {"title": "sojourn dashboards", "type": "dashboards", "tags": ["sojourn"],
+                 "asDropdown": True}
+            ],
+            "panels": self.panels,
+        }
+
+
+def both(classic, native):
+    """A query over the proxy's histograms, classic or native storage."""
+    return f"({classic}) or ({native})"
+
+
+def node():
+    b = Board("sojourn-use-node", "USE / Node",
+              "Utilization, saturation and errors of one host's resources, in Brendan Gregg's USE order. "
+              "Saturation comes first where sojourn measures a queue: a standing queue (CoDel) is the sign "
+              "that callers wait.", [INSTANCE], ["use"])
+    b.row("CPU")
+    b.panel("CPU utilization", "Busy share of all CPUs (/proc/stat).",
+            [(f'1 - avg by (instance) (rate(sojourn_cpu_seconds_total{{mode="idle",{I}}}[$__rate_interval]))',
+              "{{instance}}")], "percentunit", max_value=1)
+    b.panel("Per-CPU utilization", "One CPU at 100 % while the average is not: a single-threaded bottleneck.",
+            [(f'1 - rate(sojourn_cpu_seconds_total{{mode="idle",{I}}}[$__rate_interval])',
+              "{{instance}} cpu{{cpu}}")], "percentunit", max_value=1)
+    b.panel("Run queue standing", "Share of time the CPU run queue stood (sojourn queue engine, CoDel): "
+            "runnable threads waited longer than the delay target for a whole interval.",
+            [(f'rate(sojourn_queue_standing_seconds_total{{queue="cpu",{I}}}[$__rate_interval])', "{{instance}}")],
+            "percentunit", max_value=1)
+    b.panel("Run queue minimum over target", "The run queue's smallest delay (with schedstat) or length "
+            "(without) over the last interval, as a share of its target: above 1, the queue stands.",
+            [(f'(sojourn_queue_min_delay_seconds{{queue="cpu",{I}}} / sojourn_queue_target_delay_seconds{{queue="cpu",{I}}})'
+              f' or (sojourn_queue_min_length{{queue="cpu",{I}}} / sojourn_queue_target_length{{queue="cpu",{I}}})',
+              "{{instance}}")], "percentunit")
+    b.panel("CPU pressure", "Share of time some tasks stalled waiting for a CPU (PSI, /proc/pressure/cpu).",
+            [(f'rate(sojourn_pressure_stalled_seconds_total{{resource="cpu",{I}}}[$__rate_interval])',
+              "{{instance}} {{kind}}")], "percentunit")
+    b.panel("Load per CPU", "1-minute load average over the number of CPUs.",
+            [(f'sojourn_load1{{{I}}} / on (instance) count by (instance) (sojourn_cpu_seconds_total{{mode="idle",{I}}})',
+              "{{instance}}")])
+    b.row("Memory")
+    b.panel("Memory utilization", "Share of memory not available without swapping (/proc/meminfo MemAvailable).",
+            [(f'1 - sojourn_memory_mem_available_bytes{{{I}}} / sojourn_memory_mem_total_bytes{{{I}}}', "{{instance}}")],
+            "percentunit", max_value=1)
+    b.panel("Memory pressure", "Share of time tasks stalled on memory (PSI): reclaim and refaults.",
+            [(f'rate(sojourn_pressure_stalled_seconds_total{{resource="memory",{I}}}[$__rate_interval])',
+              "{{instance}} {{kind}}")], "percentunit")
+    b.panel("Major faults and OOM kills", "Page faults that read from disk (saturation), and processes the "
+            "kernel killed for memory (errors), per second.",
+            [(f'rate(sojourn_vmstat_pgmajfault_total{{{I}}}[$__rate_interval])', "{{instance}} major faults"),
+             (f'rate(sojourn_vmstat_oom_kill_total{{{I}}}[$__rate_interval])', "{{instance}} OOM kills")], "ops")
+    b.row("Disks")
+    b.panel("Disk busy", "Share of time each disk had I/O in flight (/proc/diskstats).",
+            [(f'rate(sojourn_disk_io_time_seconds_total{{{I}}}[$__rate_interval])', "{{instance}} {{device}}")],
+            "percentunit", max_value=1)
+    b.panel("Disk queue", "Average requests in flight (weighted I/O time), the disk's queue length.",
+            [(f'rate(sojourn_disk_io_time_weighted_seconds_total{{{I}}}[$__rate_interval])', "{{instance}} {{device}}")])
+    b.panel("Disk queue standing", "Share of time each disk's queue stood (sojourn queue engine).",
+            [(f'rate(sojourn_queue_standing_seconds_total{{queue=~"disk:.*",{I}}}[$__rate_interval])',
+              "{{instance}} {{queue}}")], "percentunit", max_value=1)
+    b.panel("I/O pressure", "Share of time tasks stalled on I/O (PSI).",
+            [(f'rate(sojourn_pressure_stalled_seconds_total{{resource="io",{I}}}[$__rate_interval])',
+              "{{instance}} {{kind}}")], "percentunit")
+    b.panel("Disk throughput", "Bytes read and written per second.",
+            [(f'rate(sojourn_disk_read_bytes_total{{{I}}}[$__rate_interval])', "{{instance}} {{device}} read"),
+             (f'rate(sojourn_disk_written_bytes_total{{{I}}}[$__rate_interval])', "{{instance}} {{device}} write")],
+            "Bps")
+    b.row("Filesystems")
+    b.panel("Filesystem used", "Share of each filesystem's space not available to users (statfs).",
+            [(f'1 - sojourn_filesystem_avail_bytes{{{I}}} / sojourn_filesystem_size_bytes{{{I}}}',
+              "{{instance}} {{mountpoint}}")], "percentunit", max_value=1)
+    b.panel("Inodes used", "Share of each filesystem's inodes in use.",
+            [(f'1 - sojourn_filesystem_files_free{{{I}}} / sojourn_filesystem_files{{{I}}}',
+              "{{instance}} {{mountpoint}}")], "percentunit", max_value=1)
+    b.panel("Filesystem errors", "1 when statfs failed or the mount is read-only.",
+            [(f'sojourn_filesystem_device_error{{{I}}} + sojourn_filesystem_readonly{{{I}}}',
+              "{{instance}} {{mountpoint}}")])
+    b.row("Network")
+    b.panel("Interface throughput", "Bytes received and sent per second (/proc/net/dev).",
+            [(f'rate(sojourn_network_receive_bytes_total{{{I}}}[$__rate_interval])', "{{instance}} {{device}} rx"),
+             (f'rate(sojourn_network_transmit_bytes_total{{{I}}}[$__rate_interval])', "{{instance}} {{device}} tx")],
+            "Bps")
+    b.panel("Drops and softnet squeezes", "Packets dropped by interfaces, and softirq budget exhausted "
+            "(saturation of packet processing).",
+            [(f'rate(sojourn_network_receive_drop_total{{{I}}}[$__rate_interval]) + rate(sojourn_network_transmit_drop_total{{{I}}}[$__rate_interval])',
+              "{{instance}} {{device}} drops"),
+             (f'sum by (instance) (rate(sojourn_softnet_times_squeezed_total{{{I}}}[$__rate_interval]))',
+              "{{instance}} squeezed")], "pps")
+    b.panel("Interface errors", "Receive and transmit errors per second.",
+            [(f'rate(sojourn_network_receive_errs_total{{{I}}}[$__rate_interval]) + rate(sojourn_network_transmit_errs_total{{{I}}}[$__rate_interval])',
+              "{{instance}} {{device}}")], "pps")
+    b.row("TCP and sockets")
+    b.panel("Established connections", "TCP connections in ESTABLISHED or CLOSE-WAIT (/proc/net/snmp).",
+            [(f'sojourn_netstat_tcp_curr_estab{{{I}}}', "{{instance}}")])
+    b.panel("Accept queue", "Listen overflows and drops per second (saturation), and the share of time "
+            "each port's accept queue stood.",
+            [(f'rate(sojourn_netstat_tcpext_listen_overflows_total{{{I}}}[$__rate_interval])', "{{instance}} overflows"),
+             (f'rate(sojourn_netstat_tcpext_listen_drops_total{{{I}}}[$__rate_interval])', "{{instance}} drops"),
+             (f'rate(sojourn_queue_standing_seconds_total{{queue=~"tcp_accept:.*",{I}}}[$__rate_interval])',
+              "{{instance}} {{queue}} standing")])
+    b.panel("Retransmits", "Share of TCP segments sent again (errors), and resets sent.",
+            [(f'rate(sojourn_netstat_tcp_retrans_segs_total{{{I}}}[$__rate_interval]) / (rate(sojourn_netstat_tcp_out_segs_total{{{I}}}[$__rate_interval]) > 0)',
+              "{{instance}} retransmit ratio")], "percentunit")
+    b.panel("Socket buffers", "Bytes queued in TCP receive and send queues, by local port.",
+            [(f'sojourn_tcp_port_receive_queue_bytes{{{I}}}', "{{instance}} :{{port}} rx"),
+             (f'sojourn_tcp_port_send_queue_bytes{{{I}}}', "{{instance}} :{{port}} tx")], "bytes")
+    b.panel("File descriptors", "File handles allocated over the system's maximum (/proc/sys/fs/file-nr).",
+            [(f'sojourn_filefd_allocated{{{I}}} / sojourn_filefd_maximum{{{I}}}', "{{instance}}")], "percentunit")
+    b.panel("Connection tracking", "Conntrack entries over the table size: new flows are dropped when full.",
+            [(f'sojourn_nf_conntrack_entries{{{I}}} / sojourn_nf_conntrack_entries_limit{{{I}}}', "{{instance}}")],
+            "percentunit")
+    b.row("sojourn itself")
+    b.panel("Collectors failing", "Collectors that could not read their sources in the last scrape.",
+            [(f'sum by (instance) (1 - sojourn_scrape_collector_success{{{I}}})', "{{instance}}")])
+    b.panel("Queue sampler CPU", "CPU the queue sampler used, as a share of one core.",
+            [(f'rate(sojourn_queue_sampler_cpu_seconds_total{{{I}}}[$__rate_interval])', "{{instance}}")],
+            "percentunit")
+    return b
+
+
+def cluster():
+    b = Board("sojourn-use-cluster", "USE / Cluster",
+              "Every host side by side: which one is saturated, on which resource. Each panel shows the "
+              "worst instances first.", [INSTANCE], ["use"])
+    b.row("Saturation: standing queues")
+    b.panel("Most-standing queues", "The queues that stood the largest share of time, across hosts.",
+            [(f'topk(10, rate(sojourn_queue_standing_seconds_total{{{I}}}[$__rate_interval]))',
+              "{{instance}} {{queue}}")], "percentunit", width=12, max_value=1)
+    b.panel("CPU run queue standing by host", "Share of time each host's run queue stood.",
+            [(f'rate(sojourn_queue_standing_seconds_total{{queue="cpu",{I}}}[$__rate_interval])', "{{instance}}")],
+            "percentunit", width=12, max_value=1)
+    b.row("Utilization")
+    b.panel("CPU utilization by host", "", [
+        (f'1 - avg by (instance) (rate(sojourn_cpu_seconds_total{{mode="idle",{I}}}[$__rate_interval]))',
+         "{{instance}}")], "percentunit", max_value=1)
+    b.panel("Memory utilization by host", "", [
+        (f'1 - sojourn_memory_mem_available_bytes{{{I}}} / sojourn_memory_mem_total_bytes{{{I}}}', "{{instance}}")],
+        "percentunit", max_value=1)
+    b.panel("Busiest disk by host", "", [
+        (f'max by (instance) (rate(sojourn_disk_io_time_seconds_total{{{I}}}[$__rate_interval]))', "{{instance}}")],
+        "percentunit", max_value=1)
+    b.row("Pressure and errors")
+    b.panel("Pressure by host and resource", "PSI 'some' stall share.", [
+        (f'rate(sojourn_pressure_stalled_seconds_total{{kind="some",{I}}}[$__rate_interval])',
+         "{{instance}} {{resource}}")], "percentunit")
+    b.panel("TCP retransmit ratio by host", "", [
+        (f'rate(sojourn_netstat_tcp_retrans_segs_total{{{I}}}[$__rate_interval]) / (rate(sojourn_netstat_tcp_out_segs_total{{{I}}}[$__rate_interval]) > 0)',
+         "{{instance}}")], "percentunit")
+    b.panel("Collectors failing by host", "", [
+        (f'sum by (instance) (1 - sojourn_scrape_collector_success{{{I}}})', "{{instance}}")])
+    return b
+
+
+def queues():
+    q = 'queue=~"$queue"'
+    b = Board("sojourn-queues", "Queues",
+              "Every queue sojourn samples (CPU run queue, disks, accept queues, container CPU throttling, "
+              "the proxy's request queue), with CoDel's view: a queue is bad when it stands — its minimum "
+              "delay over an interval stays above the target.",
+              [INSTANCE, var_query("queue", 'label_values(sojourn_queue_standing{instance=~"$instance"}, queue)')],
+              ["queues"])
+    b.row("Standing")
+    b.panel("Standing now", "1 while the queue stands (its minimum delay over the last interval is over target).",
+            [(f'sojourn_queue_standing{{{I},{q}}}', "{{instance}} {{queue}}")], width=12)
+    b.panel("Time standing", "Share of time each queue stood.",
+            [(f'rate(sojourn_queue_standing_seconds_total{{{I},{q}}}[$__rate_interval])', "{{instance}} {{queue}}")],
+            "percentunit", width=12, max_value=1)
+    b.row("Delay and load")
+    b.panel("Minimum over target", "The smallest delay (or length, for queues measured by length) seen in "
+            "the last interval over its target: what every item waited at least; above 1 the queue stands.",
+            [(f'(sojourn_queue_min_delay_seconds{{{I},{q}}} / sojourn_queue_target_delay_seconds{{{I},{q}}})'
+              f' or (sojourn_queue_min_length{{{I},{q}}} / sojourn_queue_target_length{{{I},{q}}})',
+              "{{instance}} {{queue}}")], "percentunit")
+    b.panel("Minimum delay", "The smallest delay seen in the last interval, for queues measured by delay.",
+            [(f'sojourn_queue_min_delay_seconds{{{I},{q}}}', "{{instance}} {{queue}}")], "s")
+    b.panel("Delay p99", "99th percentile of sampled delays.",
+            [(f'histogram_quantile(0.99, sum by (instance, queue, le) (rate(sojourn_queue_delay_seconds_bucket{{{I},{q}}}[$__rate_interval])))',
+              "{{instance}} {{queue}}")], "s")
+    b.panel("Load", "Arrivals over service capacity; above 1 the queue grows.",
+            [(f'sojourn_queue_load_ratio{{{I},{q}}}', "{{instance}} {{queue}}")])
+    b.panel("Minimum length", "The smallest length seen in the last interval.",
+            [(f'sojourn_queue_min_length{{{I},{q}}}', "{{instance}} {{queue}}")])
+    b.panel("Intervals by state", "Intervals judged good or standing, per second.",
+            [(f'sum by (instance, queue, state) (rate(sojourn_queue_intervals_total{{{I},{q}}}[$__rate_interval]))',
+              "{{instance}} {{queue}} {{state}}")])
+    return b
+
+
+def golden():
+    s = 'service=~"$service"'
+    b = Board("sojourn-golden-signals", "Golden signals / Service",
+              "Latency, traffic, errors and saturation of each service behind `sojourn proxy`, and its probes.",
+              [INSTANCE, var_query("service", 'label_values(sojourn_proxy_active_requests{instance=~"$instance"}, service)'),
+               var_query("probe", 'label_values(sojourn_probe_attempts_total{instance=~"$instance"}, probe)')],
+              ["golden-signals"])
+    b.row("Latency")
+    b.panel("p50 / p99 / p99.9 (sliding window)", "Exact quantiles over the proxy's sliding window "
+            "(HdrHistogram, 1 %), per route.",
+            [(f'sojourn_proxy_request_duration_window_seconds{{{I},{s},quantile=~"0.5|0.99|0.999"}}',
+              "{{service}} {{http_route}} p{{quantile}}")], "s", width=12)
+    b.panel("p99 from the histogram", "histogram_quantile over the latency histogram (classic or native).",
+            [(both(f'histogram_quantile(0.99, sum by (service, le) (rate({LAT}_bucket{{{I},{s}}}[$__rate_interval])))',
+                   f'histogram_quantile(0.99, sum by (service) (rate({LAT}{{{I},{s}}}[$__rate_interval])))'),
+              "{{service}}")], "s", width=12)
+    b.panel("Time to first byte p99", "Arrival to the upstream's response headers.",
+            [(both(f'histogram_quantile(0.99, sum by (service, le) (rate(sojourn_proxy_time_to_first_byte_seconds_bucket{{{I},{s}}}[$__rate_interval])))',
+                   f'histogram_quantile(0.99, sum by (service) (rate(sojourn_proxy_time_to_first_byte_seconds{{{I},{s}}}[$__rate_interval])))'),
+              "{{service}}")], "s")
+    b.row("Traffic")
+    b.panel("Requests per second", "By status code.",
+            [(both(f'sum by (service, http_response_status_code) (rate({LAT}_count{{{I},{s}}}[$__rate_interval]))',
+                   f'sum by (service, http_response_status_code) (histogram_count(rate({LAT}{{{I},{s}}}[$__rate_interval])))'),
+              "{{service}} {{http_response_status_code}}")], "reqps")
+    b.panel("Bytes", "Request and response bodies per second.",
+            [(f'rate(sojourn_proxy_request_body_bytes_total{{{I},{s}}}[$__rate_interval])', "{{service}} in"),
+             (f'rate(sojourn_proxy_response_body_bytes_total{{{I},{s}}}[$__rate_interval])', "{{service}} out")],
+            "Bps")
+    b.row("Errors")
+    errors = both(f'sum by (service) (rate({LAT}_count{{{I},{s},http_response_status_code=~"5.."}}[$__rate_interval]))',
+                  f'sum by (service) (histogram_count(rate({LAT}{{{I},{s},http_response_status_code=~"5.."}}[$__rate_interval])))')
+    total = both(f'sum by (service) (rate({LAT}_count{{{I},{s}}}[$__rate_interval]))',
+                 f'sum by (service) (histogram_count(rate({LAT}{{{I},{s}}}[$__rate_interval])))')
+    b.panel("5xx ratio", "Share of requests answered 5xx (the upstream's or the proxy's 502/503/504).",
+            [(f'({errors} or 0 * {total}) / {total}', "{{service}}")], "percentunit", max_value=1)
+    b.panel("Upstream errors", "Connect failures (502), timeouts (504), resets.",
+            [(f'sum by (service, error_type) (rate(sojourn_proxy_upstream_errors_total{{{I},{s}}}[$__rate_interval]))',
+              "{{service}} {{error_type}}")], "ops")
+    b.panel("Cancelled and shed", "Clients gone before the end; requests shed by --shed codel.",
+            [(f'rate(sojourn_proxy_requests_cancelled_total{{{I},{s}}}[$__rate_interval])', "{{service}} cancelled")],
+            "ops")
+    b.row("Saturation")
+    b.panel("In flight", "Requests in flight, and waiting in the proxy's queue.",
+            [(f'sojourn_proxy_active_requests{{{I},{s}}}', "{{service}} active"),
+             (f'sojourn_proxy_queued_requests{{{I},{s}}}', "{{service}} queued")])
+    b.panel("Request queue standing", "Share of time the proxy's request queue stood (--max-concurrency).",
+            [(f'rate(sojourn_queue_standing_seconds_total{{{I},queue=~"proxy:.*"}}[$__rate_interval])',
+              "{{queue}}")], "percentunit", max_value=1)
+    b.panel("Connections", "Client connections open.",
+            [(f'sojourn_proxy_open_connections{{{I},{s}}}', "{{service}}")])
+    p = 'probe=~"$probe"'
+    b.row("Probes")
+    b.panel("Probe success", "1 if the last probe succeeded.",
+            [(f'sojourn_probe_success{{{I},{p}}}', "{{probe}}")], max_value=1)
+    b.panel("Probe phases p90", "Resolve, connect, TLS, processing, transfer.",
+            [(both(f'histogram_quantile(0.9, sum by (probe, phase, le) (rate(sojourn_probe_phase_duration_seconds_bucket{{{I},{p}}}[$__rate_interval])))',
+                   f'histogram_quantile(0.9, sum by (probe, phase) (rate(sojourn_probe_phase_duration_seconds{{{I},{p}}}[$__rate_interval])))'),
+              "{{probe}} {{phase}}")], "s")
+    b.panel("Probe failures", "Failures per second by reason.",
+            [(f'sum by (probe, reason) (rate(sojourn_probe_failures_total{{{I},{p}}}[$__rate_interval]))',
+              "{{probe}} {{reason}}")], "ops")
+    b.panel("Certificate expiry", "Days until the earliest certificate a TLS probe saw expires.",
+            [(f'(sojourn_probe_tls_cert_expiry_timestamp_seconds{{{I},{p}}} - time()) / 86400', "{{probe}}")], "d")
+    return b
+
+
+def containers():
+    b = Board("sojourn-containers", "Containers",
+              "Per-container CPU, throttling (a queue: runnable threads waiting for the next CFS period), "
+              "memory and I/O, from cgroups.", [INSTANCE], ["containers"])
+    c = "{{instance}} {{namespace}}{{pod}}{{container}} {{cgroup}}"
+    b.row("CPU")
+    b.panel("CPU usage", "Cores used, top 20.",
+            [(f'topk(20, rate(sojourn_cgroup_cpu_usage_seconds_total{{{I}}}[$__rate_interval]))', c)], width=12)
+    b.panel("Throttled periods", "Share of CFS periods in which the container was throttled.",
+            [(f'rate(sojourn_cgroup_cpu_throttled_periods_total{{{I}}}[$__rate_interval]) / (rate(sojourn_cgroup_cpu_periods_total{{{I}}}[$__rate_interval]) > 0)', c)],
+            "percentunit", width=12, max_value=1)
+    b.panel("Throttling queue delay", "Minimum delay of the throttling queue (sojourn queue engine).",
+            [(f'sojourn_queue_min_delay_seconds{{queue=~"cgroup_cpu:.*",{I}}}', "{{instance}} {{queue}}")], "s",
+            width=12)
+    b.panel("Quota", "CPU quota per period, in cores.",
+            [(f'sojourn_cgroup_cpu_quota_seconds{{{I}}} / sojourn_cgroup_cpu_period_seconds{{{I}}}', c)], width=12)
+    b.row("Memory and I/O")
+    b.panel("Working set", "Memory the kernel cannot reclaim without I/O, what the OOM killer looks at.",
+            [(f'topk(20, sojourn_cgroup_memory_working_set_bytes{{{I}}})', c)], "bytes")
+    b.panel("Memory events", "Reclaim pressure and OOM events per second.",
+            [(f'sum by (instance, cgroup, event) (rate(sojourn_cgroup_memory_events_total{{{I}}}[$__rate_interval]))',
+              "{{instance}} {{cgroup}} {{event}}")], "ops")
+    b.panel("Processes", "Tasks in each cgroup.",
+            [(f'sojourn_cgroup_pids{{{I}}}', c)])
+    return b
+
+
+def main():
+    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "dashboards")
+    os.makedirs(out, exist_ok=True)
+    for name, board in [("use-node", node()), ("use-cluster", cluster()), ("queues", queues()),
+                        ("golden-signals", golden()), ("containers", containers())]:
+        with open(os.path.join(out, f"{name}.json"), "w") as f:
+            json.dump(board.json(), f, indent=2, sort_keys=True)
+            f.write("\n")
+
+
+if __name__ == "__main__":
+    main()

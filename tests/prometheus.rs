@@ -1,0 +1,327 @@
+//! sojourn as its users meet it: a real Prometheus (Debian's package) on
+//! loopback scrapes a real sojourn every second, with native histograms
+//! enabled and sojourn's rules loaded, while sojourn proxies a sample
+//! service and probes it. Through Prometheus' HTTP API the test then
+//! asserts that every recording rule and every dashboard panel's query
+//! returns data, that the proxy's latency arrives as a native histogram,
+//! and that the fast error-budget alert fires when the service answers 500s
+//! and not before.
+//!
+//! The rules file is loaded as shipped, except that every `for:` is cut to
+//! 1 s: an alert's pending time is Prometheus' business, not what is tested.
+//! SOJOURN_REQUIRE_PROMTOOL=1 (set by .ci/run) makes a missing Prometheus a
+//! failure; elsewhere the test is skipped with a message.
+
+mod common;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// An instant query's result vector.
+fn query(prometheus: SocketAddr, expr: &str) -> Vec<serde_json::Value> {
+    let r = common::get(
+        prometheus,
+        &format!("/api/v1/query?query={}", percent_encode(expr)),
+        &[],
+    );
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_else(|e| {
+        panic!(
+            "{expr}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&r.body)
+        )
+    });
+    assert_eq!(body["status"], "success", "{expr}: {body}");
+    match &body["data"]["result"] {
+        serde_json::Value::Array(v) => v.clone(),
+        // A scalar or string result: one value.
+        other => vec![other.clone()],
+    }
+}
+
+fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn prometheus_installed() -> bool {
+    match Command::new("prometheus").arg("--version").output() {
+        Ok(_) => true,
+        Err(e) => {
+            assert!(
+                std::env::var_os("SOJOURN_REQUIRE_PROMTOOL").is_none(),
+                "SOJOURN_REQUIRE_PROMTOOL is set but prometheus cannot run: {e}"
+            );
+            eprintln!("prometheus not installed; live Prometheus test skipped");
+            false
+        }
+    }
+}
+
+/// Every `record:` name in a rules file.
+fn recording_rules(rules: &str) -> Vec<String> {
+    rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- record:"))
+        .map(|r| r.trim().to_string())
+        .collect()
+}
+
+/// Every panel query of the dashboards, with its dashboard and panel title.
+fn dashboard_queries() -> Vec<(String, String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards");
+    let mut out = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    for path in files
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+    {
+        let dash: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let title = dash["title"].as_str().unwrap_or_default().to_string();
+        let mut panels: Vec<&serde_json::Value> = Vec::new();
+        fn walk<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a serde_json::Value>) {
+            if let Some(ps) = v["panels"].as_array() {
+                for p in ps {
+                    out.push(p);
+                    walk(p, out);
+                }
+            }
+        }
+        walk(&dash, &mut panels);
+        for p in panels {
+            for t in p["targets"].as_array().into_iter().flatten() {
+                if let Some(expr) = t["expr"].as_str() {
+                    out.push((
+                        title.clone(),
+                        p["title"].as_str().unwrap_or_default().to_string(),
+                        expr.to_string(),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A dashboard query as Grafana would send it with every variable set to
+/// "All" (regex `.*`) and the service to the test's.
+fn substitute(expr: &str) -> String {
+    expr.replace("$__rate_interval", "1m")
+        .replace("$__interval", "15s")
+        .replace("$__range", "5m")
+        .replace("${service:regex}", "shop")
+        .replace("$service", "shop")
+        .replace("${instance:regex}", ".*")
+        .replace("$instance", ".*")
+        .replace("${queue:regex}", ".*")
+        .replace("$queue", ".*")
+        .replace("${probe:regex}", ".*")
+        .replace("$probe", ".*")
+}
+
+#[test]
+fn a_real_prometheus_gets_every_rule_panel_native_histogram_and_the_fault_alert() {
+    if !prometheus_installed() {
+        return;
+    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = tempfile::tempdir().unwrap();
+    // The service: a backend the proxy forwards to, and that the probe checks.
+    let backend = common::test_server(false);
+    let tls_backend = common::test_server(true);
+    // A throttled container, so that the container rules have data.
+    let _container = common::throttled_cgroup(&format!("sojourn-e2e-{}", std::process::id()));
+    let proxy_port = free_port();
+    let config = dir.path().join("sojourn.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "services:
+  - {{name: shop, listen: '127.0.0.1:{proxy_port}', upstream: 'http://{b}', routes: ['/status/{{code}}'], max_concurrency: 64}}
+probes:
+  - {{name: shop-health, interval: 1s, timeout: 500ms, http: {{url: 'http://{b}/status/200'}}}}
+  - {{name: shop-tls, interval: 1s, timeout: 500ms, http: {{url: 'https://{t}/status/200', tls: {{insecure_skip_verify: true}}}}}}
+",
+            b = backend.addr,
+            t = tls_backend.addr
+        ),
+    )
+    .unwrap();
+    let sojourn = common::start(&["--config.file", config.to_str().unwrap()]);
+
+    let rules = std::fs::read_to_string(format!("{root}/alerts/sojourn-rules.yml")).unwrap();
+    let fast_for = regex::Regex::new(r"(?m)^(\s+)for: \S+$").unwrap();
+    std::fs::write(
+        dir.path().join("rules.yml"),
+        fast_for.replace_all(&rules, "${1}for: 1s").as_bytes(),
+    )
+    .unwrap();
+    let prom_port = free_port();
+    std::fs::File::create(dir.path().join("prometheus.yml"))
+        .unwrap()
+        .write_all(
+            format!(
+                "global: {{scrape_interval: 1s, evaluation_interval: 1s}}
+rule_files: [rules.yml]
+scrape_configs:
+  - job_name: sojourn
+    static_configs: [{{targets: ['{}']}}]
+",
+                sojourn.addr
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let prometheus_addr: SocketAddr = format!("127.0.0.1:{prom_port}").parse().unwrap();
+    let _prometheus = Killed(
+        Command::new("prometheus")
+            .current_dir(dir.path())
+            .args([
+                "--config.file=prometheus.yml",
+                "--storage.tsdb.path=data",
+                &format!("--web.listen-address={prometheus_addr}"),
+                "--enable-feature=native-histograms",
+                "--log.level=warn",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
+    // Traffic through the proxy, 200s until the fault is injected.
+    let status = Arc::new(AtomicU16::new(200));
+    let stop = Arc::new(AtomicBool::new(false));
+    let proxy: SocketAddr = format!("127.0.0.1:{proxy_port}").parse().unwrap();
+    let traffic = {
+        let (status, stop) = (status.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let code = status.load(Ordering::Relaxed);
+                let _ = std::panic::catch_unwind(|| {
+                    common::get(proxy, &format!("/status/{code}"), &[])
+                });
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+
+    wait_for(
+        "Prometheus scraping sojourn",
+        Duration::from_secs(30),
+        || {
+            std::net::TcpStream::connect(prometheus_addr).is_ok()
+                && query(prometheus_addr, r#"up{job="sojourn"} == 1"#).len() == 1
+        },
+    );
+    // Rates need two samples, rules an evaluation after them.
+    let recorded = recording_rules(&rules);
+    assert!(recorded.len() >= 10, "{recorded:?}");
+    let mut missing;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        missing = recorded
+            .iter()
+            .filter(|r| query(prometheus_addr, r).is_empty())
+            .cloned()
+            .collect::<Vec<_>>();
+        if missing.is_empty() || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        missing.is_empty(),
+        "recording rules with no result: {missing:?}"
+    );
+
+    // Native histograms: the proxy's latency is stored as one.
+    let native = query(
+        prometheus_addr,
+        r#"http_server_request_duration_seconds{service="shop"}"#,
+    );
+    assert!(
+        native.iter().any(|s| s.get("histogram").is_some()),
+        "no native histogram sample: {native:?}"
+    );
+    let p99 = query(
+        prometheus_addr,
+        r#"histogram_quantile(0.99, sum(rate(http_server_request_duration_seconds{service="shop"}[1m])))"#,
+    );
+    assert_eq!(
+        p99.len(),
+        1,
+        "a quantile from the native histogram: {p99:?}"
+    );
+
+    let panels = dashboard_queries();
+    assert!(panels.len() >= 20, "{} panel queries", panels.len());
+    let empty: Vec<String> = panels
+        .iter()
+        .filter(|(_, _, expr)| query(prometheus_addr, &substitute(expr)).is_empty())
+        .map(|(d, p, e)| format!("{d} / {p}: {e}"))
+        .collect();
+    assert!(
+        empty.is_empty(),
+        "panels with no data:\n{}",
+        empty.join("\n")
+    );
+
+    let firing = || {
+        query(
+            prometheus_addr,
+            r#"ALERTS{alertname="SojournServiceErrorBudgetBurnFast",service="shop"}"#,
+        )
+    };
+    assert!(firing().is_empty(), "fires without a fault: {:?}", firing());
+    status.store(500, Ordering::Relaxed);
+    wait_for(
+        "SojournServiceErrorBudgetBurnFast firing on the 500s",
+        Duration::from_secs(40),
+        || {
+            firing()
+                .iter()
+                .any(|a| a["metric"]["alertstate"] == "firing")
+        },
+    );
+    stop.store(true, Ordering::Relaxed);
+    let _ = traffic.join();
+}
