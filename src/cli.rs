@@ -28,6 +28,8 @@ pub struct Settings {
     pub services: Vec<crate::proxy::Config>,
     /// Targets to probe, from `--config.file`.
     pub probes: Vec<crate::probe::Spec>,
+    /// TLS and basic auth of the HTTP endpoints, from `--web.config.file`.
+    pub web: crate::web_config::WebConfig,
 }
 
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {
@@ -120,6 +122,13 @@ pub fn command() -> Command {
                 .default_value(DEFAULT_LISTEN)
                 .value_parser(parse_listen)
                 .help("Address to serve metrics on (port 0 picks a free one)"),
+        )
+        .arg(
+            Arg::new("web.config.file")
+                .long("web.config.file")
+                .value_name("FILE")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("TLS and basic auth for the HTTP endpoints, in the Prometheus exporter-toolkit format"),
         )
         .arg(
             Arg::new("config.file")
@@ -527,6 +536,14 @@ where
 /// Adds `--config.file`'s services and probes; an unreadable or invalid
 /// file is a usage error naming the file and the problem.
 fn load_config(m: &ArgMatches, mut s: Settings) -> Result<Settings, clap::Error> {
+    if let Some(path) = m.get_one::<PathBuf>("web.config.file") {
+        s.web = crate::web_config::load(path).map_err(|msg| {
+            command().error(
+                clap::error::ErrorKind::InvalidValue,
+                format!("--web.config.file {msg}"),
+            )
+        })?;
+    }
     let Some(path) = m.get_one::<PathBuf>("config.file") else {
         return Ok(s);
     };
@@ -695,6 +712,7 @@ fn settings(m: &ArgMatches, proxy_mode: bool) -> Settings {
         },
         services: Vec::new(),
         probes: Vec::new(),
+        web: Default::default(),
     }
 }
 

@@ -23,3 +23,4 @@ pub mod queue;
 pub mod roots;
 pub mod scrape;
 pub mod server;
+pub mod web_config;

@@ -54,19 +54,58 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let tls = app
+        .settings
+        .web
+        .tls
+        .clone()
+        .map(tokio_rustls::TlsAcceptor::from);
     while let Some((stream, _)) = accept_until(&listener, &mut shutdown).await {
         let app = app.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| handle(app.clone(), req));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            match tls {
+                None => serve_connection(stream, app).await,
+                // A client gets as long for its handshake as for its headers.
+                Some(tls) => {
+                    match tokio::time::timeout(HEADER_READ_TIMEOUT, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_connection(stream, app).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                }
             }
         });
     }
+}
+
+async fn serve_connection<S>(stream: S, app: Arc<App>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| handle(app.clone(), req));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Whether the request carries the credentials `--web.config.file` asks
+/// for; bcrypt runs off the serving thread.
+async fn authorized(app: &App, req: &Request<Incoming>) -> bool {
+    let Some(auth) = app.settings.web.auth.clone() else {
+        return true;
+    };
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes().to_vec());
+    tokio::task::spawn_blocking(move || auth.allows(header.as_deref()))
+        .await
+        .unwrap_or(false)
 }
 
 /// The next connection, or None once `shutdown` has completed.
@@ -103,6 +142,14 @@ pub async fn handle(
     app: Arc<App>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if !authorized(&app, &req).await {
+        let mut r = text(StatusCode::UNAUTHORIZED, "Unauthorized.\n");
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"sojourn\""),
+        );
+        return Ok(r);
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = text(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -5,7 +5,7 @@
 //! asserts that every recording rule and every dashboard panel's query
 //! returns data, that the proxy's latency arrives as a native histogram,
 //! and that the fast error-budget alert fires when the service answers 500s
-//! and not before.
+//! and not before. A second sojourn is scraped over TLS with basic auth.
 //!
 //! The rules file is loaded as shipped, except that every `for:` is cut to
 //! 1 s: an alert's pending time is Prometheus' business, not what is tested.
@@ -186,6 +186,22 @@ probes:
     )
     .unwrap();
     let sojourn = common::start(&["--config.file", config.to_str().unwrap()]);
+    // A second sojourn behind TLS and basic auth ("prometheus:s3cret").
+    common::pki(dir.path());
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    std::fs::write(
+        dir.path().join("web.yml"),
+        format!(
+            "tls_server_config: {{cert_file: server.crt, key_file: server.key}}\nbasic_auth_users: {{prometheus: '{hash}'}}\n"
+        ),
+    )
+    .unwrap();
+    let secured = common::start(&[
+        "--collector.disable-defaults",
+        "--collector.loadavg",
+        "--web.config.file",
+        dir.path().join("web.yml").to_str().unwrap(),
+    ]);
 
     let rules = std::fs::read_to_string(format!("{root}/alerts/sojourn-rules.yml")).unwrap();
     let fast_for = regex::Regex::new(r"(?m)^(\s+)for: \S+$").unwrap();
@@ -204,8 +220,13 @@ rule_files: [rules.yml]
 scrape_configs:
   - job_name: sojourn
     static_configs: [{{targets: ['{}']}}]
+  - job_name: sojourn-tls
+    scheme: https
+    tls_config: {{ca_file: ca.crt}}
+    basic_auth: {{username: prometheus, password: s3cret}}
+    static_configs: [{{targets: ['{}']}}]
 ",
-                sojourn.addr
+                sojourn.addr, secured.addr
             )
             .as_bytes(),
         )

@@ -445,3 +445,38 @@ pub fn throttled_cgroup(name: &str) -> Throttled {
     }
     guard
 }
+
+pub struct Pki {
+    pub ca_pem: String,
+    pub ca_der: rustls::pki_types::CertificateDer<'static>,
+    pub client_cert: rustls::pki_types::CertificateDer<'static>,
+    pub client_key: Vec<u8>,
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, the
+/// server's and the CA's written into `dir`.
+pub fn pki(dir: &Path) -> Pki {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let mut client_params = rcgen::CertificateParams::new(vec!["prometheus".to_string()]).unwrap();
+    client_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let client = client_params.signed_by(&client_key, &issuer).unwrap();
+    std::fs::write(dir.join("server.crt"), server.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("ca.crt"), ca_cert.pem()).unwrap();
+    Pki {
+        ca_pem: ca_cert.pem(),
+        ca_der: ca_cert.der().clone(),
+        client_cert: client.der().clone(),
+        client_key: client_key.serialize_der(),
+    }
+}
