@@ -1,0 +1,259 @@
+//! deploy/ is product: the Kubernetes manifests validate against the
+//! Kubernetes schemas (kubernetes-validate from PyPI, required in CI by
+//! SOJOURN_REQUIRE_K8S_VALIDATE=1), the PrometheusRule is the rules file,
+//! the DaemonSet has what a node agent needs, the sidecar example's sojourn
+//! config is one sojourn accepts, and the systemd unit and Dockerfile run
+//! the binary with flags it knows.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_yaml_ng::Value;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn docs(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| {
+            serde::Deserialize::deserialize(d).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        })
+        .filter(|v: &Value| !v.is_null())
+        .collect()
+}
+
+fn manifests() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for dir in ["deploy/kubernetes/base", "deploy/kubernetes/examples"] {
+        for e in std::fs::read_dir(Path::new(ROOT).join(dir)).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "yaml")
+                && p.file_name().is_some_and(|n| n != "kustomization.yaml")
+            {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn get<'a>(v: &'a Value, path: &str) -> &'a Value {
+    path.split('.').fold(v, |v, k| match k.parse::<usize>() {
+        Ok(i) => &v[i],
+        Err(_) => &v[k],
+    })
+}
+
+#[test]
+fn the_kustomization_lists_every_base_manifest() {
+    let base = Path::new(ROOT).join("deploy/kubernetes/base");
+    let k = &docs(&base.join("kustomization.yaml"))[0];
+    let listed: Vec<&str> = k["resources"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    for r in &listed {
+        assert!(base.join(r).exists(), "{r} is listed but missing");
+    }
+    for p in manifests().iter().filter(|p| p.starts_with(&base)) {
+        let name = p.file_name().unwrap().to_str().unwrap();
+        assert!(
+            listed.contains(&name),
+            "{name} is not in kustomization.yaml"
+        );
+    }
+}
+
+#[test]
+fn core_resources_validate_against_the_kubernetes_schemas() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for path in manifests() {
+        for (i, doc) in docs(&path).into_iter().enumerate() {
+            let api = doc["apiVersion"].as_str().unwrap_or_default();
+            // The Prometheus Operator's kinds have no schema there: checked below.
+            if api.starts_with("monitoring.coreos.com/") {
+                continue;
+            }
+            let f = dir.path().join(format!(
+                "{}-{i}.yaml",
+                path.file_stem().unwrap().to_string_lossy()
+            ));
+            std::fs::write(&f, serde_yaml_ng::to_string(&doc).unwrap()).unwrap();
+            files.push(f);
+        }
+    }
+    assert!(files.len() >= 6, "{files:?}");
+    // As a module: found wherever pip put it, shims or not.
+    let installed = Command::new("python3")
+        .args(["-m", "kubernetes_validate", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let run = if installed {
+        Command::new("python3")
+            .args(["-m", "kubernetes_validate"])
+            .arg("--strict")
+            .arg("--quiet")
+            .args(&files)
+            .output()
+    } else {
+        Err(std::io::Error::other(
+            "python3 -m kubernetes_validate is not installed",
+        ))
+    };
+    match run {
+        Ok(out) => assert!(
+            out.status.success(),
+            "kubernetes-validate:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => {
+            assert!(
+                std::env::var_os("SOJOURN_REQUIRE_K8S_VALIDATE").is_none(),
+                "SOJOURN_REQUIRE_K8S_VALIDATE is set but kubernetes-validate cannot run: {e}"
+            );
+            eprintln!("kubernetes-validate not installed; schema validation skipped");
+        }
+    }
+}
+
+#[test]
+fn the_prometheusrule_is_the_rules_file() {
+    let rules = &docs(&Path::new(ROOT).join("alerts/sojourn-rules.yml"))[0];
+    let pr = &docs(&Path::new(ROOT).join("deploy/kubernetes/base/prometheusrule.yaml"))[0];
+    assert_eq!(pr["kind"], Value::from("PrometheusRule"));
+    assert_eq!(pr["apiVersion"], Value::from("monitoring.coreos.com/v1"));
+    assert!(
+        pr["spec"] == *rules,
+        "deploy/kubernetes/base/prometheusrule.yaml differs from alerts/sojourn-rules.yml: run scripts/prometheusrule.py"
+    );
+}
+
+#[test]
+fn the_daemonset_is_a_read_only_non_root_node_agent_with_requests_and_limits() {
+    let ds = &docs(&Path::new(ROOT).join("deploy/kubernetes/base/daemonset.yaml"))[0];
+    let pod = get(ds, "spec.template.spec");
+    assert_eq!(pod["hostPID"], Value::from(true));
+    assert_eq!(pod["hostNetwork"], Value::from(true));
+    assert_eq!(get(pod, "securityContext.runAsNonRoot"), &Value::from(true));
+    let c = get(pod, "containers.0");
+    for m in c["volumeMounts"].as_sequence().unwrap() {
+        assert_eq!(m["readOnly"], Value::from(true), "{m:?}");
+    }
+    for k in [
+        "requests.cpu",
+        "requests.memory",
+        "limits.cpu",
+        "limits.memory",
+    ] {
+        assert!(!get(&c["resources"], k).is_null(), "resources.{k} unset");
+    }
+    let caps: Vec<&str> = get(c, "securityContext.capabilities.add")
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(caps, ["SYS_PTRACE", "DAC_READ_SEARCH"]);
+    assert_eq!(
+        get(c, "securityContext.readOnlyRootFilesystem"),
+        &Value::from(true)
+    );
+    // Every flag is one sojourn knows (the env references resolved).
+    let args: Vec<String> = c["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().replace("$(NODE_IP)", "127.0.0.1"))
+        .map(|a| {
+            a.replace("/host/proc", "/proc")
+                .replace("/host/sys", "/sys")
+                .replace("/host/root", "/")
+        })
+        .collect();
+    let mut argv = vec!["sojourn".to_string()];
+    argv.extend(args);
+    sojourn::cli::parse(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+}
+
+#[test]
+fn the_monitoring_resources_select_what_they_monitor() {
+    let sm = &docs(&Path::new(ROOT).join("deploy/kubernetes/base/servicemonitor.yaml"))[0];
+    let svc = &docs(&Path::new(ROOT).join("deploy/kubernetes/base/service.yaml"))[0];
+    assert_eq!(sm["kind"], Value::from("ServiceMonitor"));
+    for (k, v) in get(sm, "spec.selector.matchLabels").as_mapping().unwrap() {
+        assert_eq!(
+            &get(svc, "metadata.labels")[k],
+            v,
+            "Service lacks label {k:?}"
+        );
+    }
+    let port = get(sm, "spec.endpoints.0.port");
+    assert_eq!(get(svc, "spec.ports.0.name"), port);
+}
+
+#[test]
+fn the_sidecar_example_runs_a_config_sojourn_accepts() {
+    let docs = docs(&Path::new(ROOT).join("deploy/kubernetes/examples/sidecar.yaml"));
+    let cm = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    let text = get(cm, "data.sojourn.yml").as_str();
+    // `data.sojourn.yml` is one key with a dot in it.
+    let text = text.unwrap_or_else(|| cm["data"]["sojourn.yml"].as_str().unwrap());
+    let cfg = sojourn::config::parse(text, Path::new(".")).unwrap();
+    assert_eq!(cfg.services.len(), 1);
+    assert_eq!(cfg.probes.len(), 1);
+    let deploy = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let sidecar = get(deploy, "spec.template.spec.containers.1");
+    assert_eq!(sidecar["name"], Value::from("sojourn"));
+    let drain = cfg.services[0].drain_timeout.as_secs();
+    let grace = get(deploy, "spec.template.spec.terminationGracePeriodSeconds")
+        .as_u64()
+        .unwrap();
+    assert!(
+        grace > drain,
+        "grace {grace} s must outlast the drain {drain} s"
+    );
+}
+
+#[test]
+fn the_systemd_unit_and_dockerfile_start_the_binary() {
+    let unit =
+        std::fs::read_to_string(Path::new(ROOT).join("deploy/systemd/sojourn.service")).unwrap();
+    for line in [
+        "ExecStart=/usr/local/bin/sojourn $SOJOURN_ARGS",
+        "DynamicUser=yes",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "WantedBy=multi-user.target",
+    ] {
+        assert!(
+            unit.lines().any(|l| l == line),
+            "sojourn.service lacks {line}"
+        );
+    }
+    if let Ok(out) = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(Path::new(ROOT).join("deploy/systemd/sojourn.service"))
+        .output()
+    {
+        let err = String::from_utf8_lossy(&out.stderr);
+        // The binary is not installed here; anything else is a unit error.
+        let problems: Vec<&str> = err
+            .lines()
+            .filter(|l| !l.contains("/usr/local/bin/sojourn") && !l.trim().is_empty())
+            .collect();
+        assert!(problems.is_empty(), "systemd-analyze verify:\n{err}");
+    }
+    let docker = std::fs::read_to_string(Path::new(ROOT).join("Dockerfile")).unwrap();
+    assert!(
+        docker.contains("FROM scratch"),
+        "the image is the binary alone"
+    );
+    assert!(docker.contains("--locked"));
+    assert!(docker.contains(r#"ENTRYPOINT ["/sojourn"]"#));
+    assert!(docker.contains("USER 65534"));
+}
