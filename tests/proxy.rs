@@ -905,3 +905,77 @@ fn http2_prior_knowledge_clients_are_served_and_counted() {
         );
     }
 }
+
+/// A raw HTTP/1.1 upstream that counts the connections it accepts and
+/// answers "ok" to every request; with `close_after`, it closes each
+/// connection that long after its last answer, without saying so (as an
+/// upstream's idle timeout does).
+fn counting_upstream(
+    close_after: Option<Duration>,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let _ = stream.set_read_timeout(close_after);
+                    match stream.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[test]
+fn upstream_connections_are_reused_and_a_stale_one_is_replaced() {
+    let (up, accepted) = counting_upstream(None);
+    let p = start_proxy(&format!("http://{up}"), &[]);
+    for _ in 0..20 {
+        assert_eq!(request(p.addr, "GET", "/", &[], b"").0, 200);
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "20 sequential requests share one upstream connection"
+    );
+    drop(p);
+
+    // The upstream drops idle connections after 100 ms: the proxy notices
+    // and opens a new one; no client sees an error.
+    let (up, accepted) = counting_upstream(Some(Duration::from_millis(100)));
+    let p = start_proxy(&format!("http://{up}"), &[]);
+    for _ in 0..3 {
+        assert_eq!(request(p.addr, "GET", "/", &[], b"").0, 200);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+    let text = metrics(&p);
+    for e in ["connect", "reset"] {
+        assert_eq!(
+            value(
+                &text,
+                &format!(
+                    r#"sojourn_proxy_upstream_errors_total{{service="shop",error_type="{e}"}}"#
+                )
+            ),
+            Some(0.0),
+            "{text}"
+        );
+    }
+}

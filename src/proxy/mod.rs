@@ -11,6 +11,7 @@
 
 pub mod admission;
 pub mod stats;
+pub mod upstream;
 pub mod window;
 
 use std::convert::Infallible;
@@ -25,8 +26,6 @@ use http_body_util::Full;
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -200,7 +199,7 @@ impl crate::collectors::Collect for ProxyCollector {
 struct Shared {
     cfg: Config,
     stats: Arc<ServiceStats>,
-    client: Client<HttpConnector, CountingBody>,
+    upstream: Arc<upstream::UpstreamPool>,
     admission: Option<Arc<Admission>>,
     /// The empty `http_route`, shared rather than allocated per request.
     no_route: Arc<str>,
@@ -225,21 +224,15 @@ pub async fn serve(
             rotating.rotate_windows();
         }
     }));
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(cfg.connect_timeout));
-    connector.set_nodelay(true);
-    let client = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        // As nginx's `keepalive 64`: a burst of clients must not leave
-        // a thousand idle upstream connections behind.
-        .pool_max_idle_per_host(64)
-        .pool_timer(TokioTimer::new())
-        .build(connector);
+    let upstream = Arc::new(upstream::UpstreamPool::new(
+        &cfg.upstream,
+        cfg.connect_timeout,
+    ));
     let limit = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
     let shared = Arc::new(Shared {
         cfg,
         stats,
-        client,
+        upstream,
         admission,
         no_route: Arc::from(""),
     });
@@ -335,10 +328,8 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
-fn upstream_uri(base: &Uri, req: &Uri) -> Result<Uri, hyper::http::Error> {
+fn upstream_path(req: &Uri) -> Result<Uri, hyper::http::Error> {
     let mut parts = hyper::http::uri::Parts::default();
-    parts.scheme = base.scheme().cloned();
-    parts.authority = base.authority().cloned();
     parts.path_and_query = req
         .path_and_query()
         .cloned()
@@ -421,6 +412,7 @@ async fn forward(
         },
         route_index,
         done: false,
+        connection: None,
         _permit: permit,
     };
     let permit = match &shared.admission {
@@ -470,7 +462,8 @@ async fn forward(
         .headers
         .entry("x-forwarded-proto")
         .or_insert(HeaderValue::from_static("http"));
-    parts.uri = match upstream_uri(&shared.cfg.upstream, &parts.uri) {
+    // Origin form on the upstream connection: the path and query only.
+    parts.uri = match upstream_path(&parts.uri) {
         Ok(u) => u,
         Err(_) => {
             return local(StatusCode::BAD_REQUEST, "bad request target\n", recorded);
@@ -481,9 +474,9 @@ async fn forward(
         inner: body,
         stats: stats.clone(),
     };
-    let sent = shared.client.request(Request::from_parts(parts, body));
+    let sent = shared.upstream.send(Request::from_parts(parts, body));
     match tokio::time::timeout(shared.cfg.timeout, sent).await {
-        Ok(Ok(mut resp)) => {
+        Ok(Ok((mut resp, sender))) => {
             let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
             let upstream_upgrade = match (switched, client_upgrade) {
                 (true, Some(client)) => {
@@ -505,17 +498,20 @@ async fn forward(
             if let Some(protocol) = &upstream_upgrade {
                 mark_upgrade(&mut parts.headers, protocol);
             }
-            let body = recorded(parts.status, Inner::Upstream(body));
+            let mut body = recorded(parts.status, Inner::Upstream(body));
+            // An upgraded connection is the tunnel's now, not the pool's.
+            if upstream_upgrade.is_none() {
+                body.connection = Some((sender, shared.upstream.clone()));
+            }
             Response::from_parts(parts, body)
         }
         Ok(Err(e)) => {
-            let kind = if e.is_connect() {
-                ErrorType::Connect
-            } else {
-                ErrorType::Reset
+            let kind = match e {
+                upstream::UpstreamError::Connect(_) => ErrorType::Connect,
+                upstream::UpstreamError::Reset(_) => ErrorType::Reset,
             };
             stats.error(kind);
-            tracing::debug!(error = %e, "upstream request failed");
+            tracing::debug!(error = ?e, "upstream request failed");
             local(StatusCode::BAD_GATEWAY, "upstream unavailable\n", recorded)
         }
         Err(_) => {
@@ -594,6 +590,11 @@ pub struct RecordedBody {
     key: RequestKey,
     route_index: Option<usize>,
     done: bool,
+    /// The upstream connection, back to the pool when the body has ended.
+    connection: Option<(
+        hyper::client::conn::http1::SendRequest<CountingBody>,
+        Arc<upstream::UpstreamPool>,
+    )>,
     /// The request's slot under --max-concurrency, given back with the body.
     _permit: Option<Permit>,
 }
@@ -610,6 +611,14 @@ impl RecordedBody {
         self.stats.record_duration(&self.key, seconds);
         self.stats.record_window(self.route_index, seconds);
         self.stats.active_requests.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The upstream connection goes back to the pool once its response
+    /// has been read to the end (never mid-body: its bytes would be left).
+    fn give_back_connection(&mut self) {
+        if let Some((sender, pool)) = self.connection.take() {
+            pool.give_back(sender);
+        }
     }
 
     fn inner_is_end(&self) -> bool {
@@ -642,7 +651,10 @@ impl Body for RecordedBody {
                         .fetch_add(data.len() as u64, Ordering::Relaxed);
                 }
             }
-            Poll::Ready(None) => self.finish(false),
+            Poll::Ready(None) => {
+                self.give_back_connection();
+                self.finish(false)
+            }
             Poll::Ready(Some(Err(_))) => {
                 self.stats.error(ErrorType::Reset);
                 self.finish(false);
@@ -666,8 +678,12 @@ impl Body for RecordedBody {
 
 impl Drop for RecordedBody {
     fn drop(&mut self) {
-        // An empty body (HEAD, 204, 304) may be dropped unread once done.
+        // An empty body (HEAD, 204, 304), or one whose last frame said so,
+        // may be dropped unread once done.
         let ended = self.inner_is_end();
+        if ended {
+            self.give_back_connection();
+        }
         self.finish(!ended);
     }
 }
@@ -711,13 +727,11 @@ mod tests {
     }
 
     #[test]
-    fn upstream_uri_keeps_path_and_query() {
-        let base: Uri = "http://127.0.0.1:8081".parse().unwrap();
+    fn upstream_path_keeps_path_and_query() {
         let req: Uri = "/a/b?c=d".parse().unwrap();
-        assert_eq!(
-            upstream_uri(&base, &req).unwrap().to_string(),
-            "http://127.0.0.1:8081/a/b?c=d"
-        );
+        assert_eq!(upstream_path(&req).unwrap().to_string(), "/a/b?c=d");
+        let absolute: Uri = "http://shop.example/a?b".parse().unwrap();
+        assert_eq!(upstream_path(&absolute).unwrap().to_string(), "/a?b");
         assert!(parse_upstream("https://x").is_err());
         assert!(parse_upstream("http://127.0.0.1:1").is_ok());
     }
