@@ -554,24 +554,9 @@ fn load_config(m: &ArgMatches, mut s: Settings) -> Result<Settings, clap::Error>
         )
     };
     let cfg = crate::config::load(path).map_err(invalid)?;
-    for svc in cfg.services {
-        if let Some(other) = s.services.iter().find(|o| o.service == svc.service) {
-            return Err(invalid(format!(
-                "{}: service {:?} is also named by --service",
-                path.display(),
-                other.service
-            )));
-        }
-        if svc.listen.port() != 0 && s.services.iter().any(|o| o.listen == svc.listen) {
-            return Err(invalid(format!(
-                "{}: service {:?} listens on {}, as --listen does",
-                path.display(),
-                svc.service,
-                svc.listen
-            )));
-        }
-        s.services.push(svc);
-    }
+    s.services.extend(cfg.services);
+    crate::config::check_services(&s.services)
+        .map_err(|e| invalid(format!("{} with --service/--listen: {e}", path.display())))?;
     s.probes = cfg.probes;
     Ok(s)
 }
@@ -796,5 +781,45 @@ mod tests {
         );
         assert!(parse_duration_or_zero("0d").is_err());
         assert!(parse_duration_or_zero("-1s").is_err());
+    }
+
+    #[test]
+    fn config_file_services_meet_the_command_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sojourn.yml");
+        std::fs::write(
+            &file,
+            "services: [{name: shop, listen: '127.0.0.1:18999', upstream: 'http://127.0.0.1:1'}]",
+        )
+        .unwrap();
+        let proxy = |service: &str| {
+            parse([
+                "sojourn",
+                "proxy",
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                "http://127.0.0.1:1",
+                "--service",
+                service,
+                "--config.file",
+                file.to_str().unwrap(),
+            ])
+        };
+        let err = proxy("shop").unwrap_err().to_string();
+        assert!(
+            err.contains("named twice") && err.contains("sojourn.yml"),
+            "{err}"
+        );
+        let s = proxy("cart").unwrap();
+        assert_eq!(s.services.len(), 2);
+        // A file's service gets the flags' defaults for what it leaves out.
+        let (flags, file) = (&s.services[0], &s.services[1]);
+        assert_eq!(file.connect_timeout, flags.connect_timeout);
+        assert_eq!(file.timeout, flags.timeout);
+        assert_eq!(file.header_timeout, flags.header_timeout);
+        assert_eq!(file.max_connections, flags.max_connections);
+        assert_eq!(file.drain_timeout, flags.drain_timeout);
+        assert_eq!(file.quantile_window, flags.quantile_window);
     }
 }

@@ -185,23 +185,11 @@ pub fn load(path: &Path) -> Result<Config, String> {
 /// Parses a config's text; relative `ca_file`s are read from `base`.
 pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
     let spec: FileSpec = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
-    let mut names = HashSet::new();
-    let mut listens = HashSet::new();
     let mut services = Vec::with_capacity(spec.services.len());
     for s in spec.services {
         let at = |e: String| format!("service {:?}: {e}", s.name);
         if s.name.is_empty() {
             return Err("a service has an empty name".into());
-        }
-        if !names.insert(s.name.clone()) {
-            return Err(at("named twice".into()));
-        }
-        // Port 0 (any free port) may be asked for by several.
-        if s.listen.port() != 0 && !listens.insert(s.listen) {
-            return Err(at(format!(
-                "listen {} is used by another service",
-                s.listen
-            )));
         }
         let upstream = proxy::parse_upstream(&s.upstream).map_err(at)?;
         let routes = s
@@ -237,6 +225,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
             }),
         });
     }
+    check_services(&services)?;
     let mut probe_names = HashSet::new();
     let mut probes = Vec::with_capacity(spec.probes.len());
     for p in spec.probes {
@@ -273,6 +262,26 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
         });
     }
     Ok(Config { services, probes })
+}
+
+/// Service names, which become the `service` label, and listen addresses
+/// must be unique, whether a service comes from the file or the command
+/// line; port 0 (any free port) may be asked for by several.
+pub fn check_services(services: &[proxy::Config]) -> Result<(), String> {
+    let mut names = HashSet::new();
+    let mut listens = HashSet::new();
+    for s in services {
+        if !names.insert(s.service.as_str()) {
+            return Err(format!("service {:?}: named twice", s.service));
+        }
+        if s.listen.port() != 0 && !listens.insert(s.listen) {
+            return Err(format!(
+                "service {:?}: listen {} is used by another service",
+                s.service, s.listen
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn http_target(h: HttpSpec, base: &Path) -> Result<probe::HttpTarget, String> {

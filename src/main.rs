@@ -54,24 +54,11 @@ async fn run(mut settings: cli::Settings) -> ExitCode {
         };
         proxies.push((listener, cfg));
     }
-    let mut collectors: Vec<(&'static str, Box<dyn sojourn::collectors::Collect>)> =
-        sojourn::collectors::ALL
-            .iter()
-            .filter(|e| settings.collectors.contains(&e.name))
-            .map(|e| (e.name, (e.build)(&settings.collect)))
-            .collect();
-    let mut handles = Vec::with_capacity(proxies.len());
-    for (_, cfg) in &proxies {
-        let stats = Arc::new(cfg.new_stats());
-        let admission = cfg.admission.clone().map(|a| {
-            Arc::new(sojourn::proxy::admission::Admission::new(
-                a,
-                &cfg.service,
-                settings.collect.queue.clone(),
-            ))
-        });
-        handles.push(sojourn::proxy::ServiceHandle { stats, admission });
-    }
+    let mut collectors = sojourn::scrape::build(&settings.collect, &settings.collectors);
+    let handles: Vec<_> = proxies
+        .iter()
+        .map(|(_, cfg)| cfg.new_handle(settings.collect.queue.clone()))
+        .collect();
     if !handles.is_empty() {
         collectors.push((
             "proxy",

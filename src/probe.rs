@@ -426,15 +426,6 @@ async fn handshake(
     Ok(stream)
 }
 
-/// Aborts the connection's task when the exchange ends or times out.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 async fn http_exchange<S>(stream: S, h: &HttpTarget, a: &mut Attempt) -> Result<(), Reason>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -442,7 +433,8 @@ where
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|_| Reason::Http)?;
-    let _conn = AbortOnDrop(tokio::spawn(async move {
+    // The connection's task ends with the exchange, or its timeout.
+    let _conn = crate::server::AbortOnDrop(tokio::spawn(async move {
         let _ = conn.await;
     }));
     let mut request = Request::builder()

@@ -37,6 +37,14 @@ struct LoggedError {
     at: Instant,
 }
 
+/// Builds the collectors of [`ALL`] named in `enabled`, in table order.
+pub fn build(cfg: &Config, enabled: &[&str]) -> Vec<(&'static str, Box<dyn Collect>)> {
+    ALL.iter()
+        .filter(|e| enabled.contains(&e.name))
+        .map(|e| (e.name, (e.build)(cfg)))
+        .collect()
+}
+
 pub struct Scraper {
     collectors: Vec<(&'static str, Box<dyn Collect>)>,
     cfg: Config,
@@ -48,19 +56,12 @@ impl Scraper {
     /// `enabled` holds collector names from [`ALL`]; unknown names are ignored
     /// (the command line validates them first).
     pub fn new(cfg: Config, enabled: &[&str]) -> Self {
-        let collectors = ALL
-            .iter()
-            .filter(|e| enabled.contains(&e.name))
-            .map(|e| (e.name, (e.build)(&cfg)))
-            .collect();
-        Scraper {
-            collectors,
-            cfg,
-            last_errors: Mutex::new(HashMap::new()),
-        }
+        let collectors = build(&cfg, enabled);
+        Self::with_collectors(cfg, collectors)
     }
 
-    /// A scraper over given collectors, for tests of the orchestration itself.
+    /// A scraper over given collectors: the host's and the proxy's or
+    /// probes' (or a test's).
     pub fn with_collectors(cfg: Config, collectors: Vec<(&'static str, Box<dyn Collect>)>) -> Self {
         Scraper {
             collectors,

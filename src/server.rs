@@ -47,6 +47,15 @@ impl App {
     }
 }
 
+/// Stops a background task when its owner ends (or is dropped by a timeout).
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Serves until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,

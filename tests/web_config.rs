@@ -120,7 +120,6 @@ fn tls_and_basic_auth_guard_every_request() {
     let mut buf = Vec::new();
     let _ = plain.read_to_end(&mut buf);
     assert!(!String::from_utf8_lossy(&buf).contains("sojourn_load1"));
-    let _ = pki.ca_pem;
 }
 
 #[test]

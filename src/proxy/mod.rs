@@ -94,13 +94,8 @@ impl Route {
     }
 }
 
-/// The template of the first route matching `path`; None (an empty label)
+/// The index of the first route matching `path`; None (an empty label)
 /// otherwise: raw paths never become labels.
-pub fn route_of<'a>(routes: &'a [Route], path: &str) -> Option<&'a Arc<str>> {
-    route_index(routes, path).map(|i| &routes[i].template)
-}
-
-/// The index of the first route matching `path`.
 pub fn route_index(routes: &[Route], path: &str) -> Option<usize> {
     routes.iter().position(|r| r.matches(path))
 }
@@ -128,12 +123,19 @@ pub struct Config {
 }
 
 impl Config {
-    /// The stats of this service, with a quantile window per route.
-    pub fn new_stats(&self) -> ServiceStats {
-        ServiceStats::with_routes(
-            self.service.clone(),
-            self.routes.iter().map(|r| r.template.clone()).collect(),
-        )
+    /// This service's stats (a quantile window per route) and, with
+    /// `--max-concurrency`, its request queue.
+    pub fn new_handle(&self, queue: crate::queue::QueueConfig) -> ServiceHandle {
+        ServiceHandle {
+            stats: Arc::new(ServiceStats::with_routes(
+                self.service.clone(),
+                self.routes.iter().map(|r| r.template.clone()).collect(),
+            )),
+            admission: self
+                .admission
+                .clone()
+                .map(|a| Arc::new(Admission::new(a, &self.service, queue))),
+        }
     }
 }
 
@@ -216,7 +218,7 @@ pub async fn serve(
     let ServiceHandle { stats, admission } = handle;
     let rotation = window::rotation_interval(cfg.quantile_window);
     let rotating = stats.clone();
-    let _rotator = AbortOnDrop(tokio::spawn(async move {
+    let _rotator = crate::server::AbortOnDrop(tokio::spawn(async move {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + rotation, rotation);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -286,15 +288,6 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("requests still in flight after {drain:?}; closing");
-    }
-}
-
-/// Stops a background task when its owner ends.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -698,7 +691,7 @@ mod tests {
             .iter()
             .map(|t| Route::parse(t).unwrap())
             .collect();
-        let route = |path| route_of(&routes, path).map_or("", |r| &**r);
+        let route = |path| route_index(&routes, path).map_or("", |i| &*routes[i].template);
         assert_eq!(route("/users/42"), "/users/{id}");
         assert_eq!(route("/users/42/orders"), "/users/{id}/orders");
         assert_eq!(route("/static/css/a.css"), "/static/*");

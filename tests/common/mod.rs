@@ -447,7 +447,6 @@ pub fn throttled_cgroup(name: &str) -> Throttled {
 }
 
 pub struct Pki {
-    pub ca_pem: String,
     pub ca_der: rustls::pki_types::CertificateDer<'static>,
     pub client_cert: rustls::pki_types::CertificateDer<'static>,
     pub client_key: Vec<u8>,
@@ -474,7 +473,6 @@ pub fn pki(dir: &Path) -> Pki {
     std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
     std::fs::write(dir.join("ca.crt"), ca_cert.pem()).unwrap();
     Pki {
-        ca_pem: ca_cert.pem(),
         ca_der: ca_cert.der().clone(),
         client_cert: client.der().clone(),
         client_key: client_key.serialize_der(),
