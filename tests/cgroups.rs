@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::sample as value;
+
 use std::time::Duration;
 
 use sojourn::metrics::{self, Format};
@@ -21,13 +23,6 @@ fn scrape(args: &[&str]) -> String {
     let s = sojourn::cli::parse(args).unwrap();
     let scraper = sojourn::scrape::Scraper::new(s.collect, &s.collectors);
     metrics::encode(scraper.scrape(), Format::Text)
-}
-
-fn value(text: &str, prefix: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit_once(' '))
-        .and_then(|(_, v)| v.parse().ok())
 }
 
 /// The cgroup families of a scrape, for golden files (durations vary).
@@ -275,7 +270,7 @@ fn kubelet_names_label_the_containers_it_lists() {
         t.contains("\nsojourn_cgroup_kubelet_up 1\n")
     });
     assert!(text.contains("\nsojourn_cgroup_kubelet_up 1\n"), "{text}");
-    assert_eq!(value(&text, "sojourn_cgroup_kubelet_pods "), Some(1.0));
+    assert_eq!(value(&text, "sojourn_cgroup_kubelet_pods"), Some(1.0));
     assert_eq!(seen.lock().unwrap()[0], "GET /pods HTTP/1.1");
     let named = text
         .lines()

@@ -43,12 +43,6 @@ fn stop(mut c: Child) {
     let _ = c.wait();
 }
 
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// A scraper with only what `--collector.process.include (marker)` enables,
 /// and `extra` flags.
 fn process_scraper(marker: &str, extra: &[&str]) -> sojourn::scrape::Scraper {
@@ -167,6 +161,8 @@ fn new_processes_appear_at_the_next_rescan_and_exits_at_once() {
 }
 
 mod common;
+
+use common::sample as value;
 
 #[test]
 fn schedstat_of_zeros_means_no_run_queue_series() {

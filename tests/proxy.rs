@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::sample as value;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -23,102 +25,83 @@ fn upstream() -> SocketAddr {
     use http_body_util::{BodyExt, Full};
     use hyper::body::Bytes;
     type Boxed = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(
-                        |mut req: hyper::Request<hyper::body::Incoming>| async move {
-                            let path = req.uri().path().to_string();
-                            if path == "/upgrade" {
-                                let on = hyper::upgrade::on(&mut req);
-                                tokio::spawn(async move {
-                                    let Ok(io) = on.await else { return };
-                                    let mut io = hyper_util::rt::TokioIo::new(io);
-                                    let (mut r, mut w) = tokio::io::split(&mut io);
-                                    let _ = tokio::io::copy(&mut r, &mut w).await;
-                                });
-                                let mut r = hyper::Response::new(Full::new(Bytes::new()).boxed());
-                                *r.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
-                                r.headers_mut()
-                                    .insert("connection", "upgrade".parse().unwrap());
-                                r.headers_mut().insert("upgrade", "echo".parse().unwrap());
-                                return Ok::<_, std::convert::Infallible>(r);
+    common::serve_on_thread(|stream| async move {
+        let svc = hyper::service::service_fn(
+            |mut req: hyper::Request<hyper::body::Incoming>| async move {
+                let path = req.uri().path().to_string();
+                if path == "/upgrade" {
+                    let on = hyper::upgrade::on(&mut req);
+                    tokio::spawn(async move {
+                        let Ok(io) = on.await else { return };
+                        let mut io = hyper_util::rt::TokioIo::new(io);
+                        let (mut r, mut w) = tokio::io::split(&mut io);
+                        let _ = tokio::io::copy(&mut r, &mut w).await;
+                    });
+                    let mut r = hyper::Response::new(Full::new(Bytes::new()).boxed());
+                    *r.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
+                    r.headers_mut()
+                        .insert("connection", "upgrade".parse().unwrap());
+                    r.headers_mut().insert("upgrade", "echo".parse().unwrap());
+                    return Ok::<_, std::convert::Infallible>(r);
+                }
+                let full = |status: u16, body: String| {
+                    let mut r = hyper::Response::new(Full::new(Bytes::from(body)).boxed());
+                    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                    r
+                };
+                let resp: hyper::Response<Boxed> = if let Some(code) = path.strip_prefix("/status/")
+                {
+                    full(code.parse().unwrap(), format!("status {code}\n"))
+                } else if let Some(ms) = path.strip_prefix("/slow/") {
+                    tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
+                    full(200, "slow\n".into())
+                } else if let Some(n) = path.strip_prefix("/bytes/") {
+                    let n: usize = n.parse().unwrap();
+                    let (send, body) = tokio::sync::mpsc::channel(4);
+                    tokio::spawn(async move {
+                        for start in (0..n).step_by(65536) {
+                            let end = (start + 65536).min(n);
+                            let chunk: Vec<u8> = (start..end).map(|i| (i % 251) as u8).collect();
+                            if send.send(Bytes::from(chunk)).await.is_err() {
+                                return;
                             }
-                            let full = |status: u16, body: String| {
-                                let mut r =
-                                    hyper::Response::new(Full::new(Bytes::from(body)).boxed());
-                                *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                                r
-                            };
-                            let resp: hyper::Response<Boxed> = if let Some(code) =
-                                path.strip_prefix("/status/")
-                            {
-                                full(code.parse().unwrap(), format!("status {code}\n"))
-                            } else if let Some(ms) = path.strip_prefix("/slow/") {
-                                tokio::time::sleep(Duration::from_millis(ms.parse().unwrap()))
-                                    .await;
-                                full(200, "slow\n".into())
-                            } else if let Some(n) = path.strip_prefix("/bytes/") {
-                                let n: usize = n.parse().unwrap();
-                                let (send, body) = tokio::sync::mpsc::channel(4);
-                                tokio::spawn(async move {
-                                    for start in (0..n).step_by(65536) {
-                                        let end = (start + 65536).min(n);
-                                        let chunk: Vec<u8> =
-                                            (start..end).map(|i| (i % 251) as u8).collect();
-                                        if send.send(Bytes::from(chunk)).await.is_err() {
-                                            return;
-                                        }
-                                    }
-                                });
-                                hyper::Response::new(Chunks(body).boxed())
-                            } else if path == "/drip" {
-                                let (send, body) = tokio::sync::mpsc::channel(1);
-                                tokio::spawn(async move {
-                                    for _ in 0..50 {
-                                        if send.send(Bytes::from_static(b"drip\n")).await.is_err() {
-                                            return;
-                                        }
-                                        tokio::time::sleep(Duration::from_millis(100)).await;
-                                    }
-                                });
-                                hyper::Response::new(Chunks(body).boxed())
-                            } else if path == "/upload" {
-                                let body = req.into_body().collect().await.unwrap().to_bytes();
-                                let sum: u64 = body.iter().map(|b| u64::from(*b)).sum();
-                                full(200, format!("{} {sum}", body.len()))
-                            } else if path == "/headers" {
-                                let mut lines: Vec<String> = req
-                                    .headers()
-                                    .iter()
-                                    .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("?")))
-                                    .collect();
-                                lines.sort();
-                                full(200, lines.join("\n"))
-                            } else {
-                                full(404, "no such test route\n".into())
-                            };
-                            Ok::<_, std::convert::Infallible>(resp)
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .with_upgrades()
-                        .await;
-                });
-            }
-        });
-    });
-    rx.recv().unwrap()
+                        }
+                    });
+                    hyper::Response::new(Chunks(body).boxed())
+                } else if path == "/drip" {
+                    let (send, body) = tokio::sync::mpsc::channel(1);
+                    tokio::spawn(async move {
+                        for _ in 0..50 {
+                            if send.send(Bytes::from_static(b"drip\n")).await.is_err() {
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    });
+                    hyper::Response::new(Chunks(body).boxed())
+                } else if path == "/upload" {
+                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                    let sum: u64 = body.iter().map(|b| u64::from(*b)).sum();
+                    full(200, format!("{} {sum}", body.len()))
+                } else if path == "/headers" {
+                    let mut lines: Vec<String> = req
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("?")))
+                        .collect();
+                    lines.sort();
+                    full(200, lines.join("\n"))
+                } else {
+                    full(404, "no such test route\n".into())
+                };
+                Ok::<_, std::convert::Infallible>(resp)
+            },
+        );
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+            .with_upgrades()
+            .await;
+    })
 }
 
 /// A streamed body: each chunk sent on the channel is one frame.
@@ -241,9 +224,15 @@ fn metrics(p: &Proxy) -> String {
     String::from_utf8(body).unwrap()
 }
 
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+/// Requests the histogram counted for GETs of `service` with `status` on
+/// `route` ("" for unmatched paths).
+fn gets_counted(text: &str, service: &str, status: u16, route: &str) -> Option<f64> {
+    value(
+        text,
+        &format!(
+            r#"http_server_request_duration_seconds_count{{service="{service}",http_request_method="GET",http_response_status_code="{status}",http_route="{route}"}}"#
+        ),
+    )
 }
 
 #[test]
@@ -260,10 +249,11 @@ fn status_codes_pass_through_and_every_request_is_counted() {
     }
     let text = metrics(&p);
     for (code, n) in sent {
-        let series = format!(
-            r#"http_server_request_duration_seconds_count{{service="shop",http_request_method="GET",http_response_status_code="{code}",http_route="/status/{{code}}"}}"#
+        assert_eq!(
+            gets_counted(&text, "shop", code, "/status/{code}"),
+            Some(n as f64),
+            "{code}\n{text}"
         );
-        assert_eq!(value(&text, &series), Some(n as f64), "{series}\n{text}");
     }
     assert_eq!(
         value(
@@ -300,13 +290,7 @@ fn an_upstream_that_is_down_is_a_502_counted_as_connect() {
         ),
         Some(1.0)
     );
-    assert_eq!(
-        value(
-            &text,
-            r#"http_server_request_duration_seconds_count{service="shop",http_request_method="GET",http_response_status_code="502",http_route=""}"#
-        ),
-        Some(1.0)
-    );
+    assert_eq!(gets_counted(&text, "shop", 502, ""), Some(1.0));
 }
 
 #[test]
@@ -409,10 +393,7 @@ fn a_client_that_goes_away_is_counted_as_cancelled() {
                 Some(0.0)
             );
             assert_eq!(
-                value(
-                    &text,
-                    r#"http_server_request_duration_seconds_count{service="shop",http_request_method="GET",http_response_status_code="200",http_route=""}"#
-                ),
+                gets_counted(&text, "shop", 200, ""),
                 Some(1.0),
                 "a cancelled request is recorded too"
             );
@@ -701,14 +682,7 @@ fn several_services_from_a_config_file_are_proxied_and_counted_apart() {
     }
     assert_eq!(request(p.addr, "GET", "/status/200", &[], b"").0, 200);
     let text = metrics(&p);
-    let count = |service: &str, status: u16, route: &str| {
-        value(
-            &text,
-            &format!(
-                r#"http_server_request_duration_seconds_count{{service="{service}",http_request_method="GET",http_response_status_code="{status}",http_route="{route}"}}"#
-            ),
-        )
-    };
+    let count = |service, status, route| gets_counted(&text, service, status, route);
     assert_eq!(count("cart", 201, "/status/{code}"), Some(3.0), "{text}");
     assert_eq!(count("search", 404, ""), Some(2.0), "{text}");
     assert_eq!(count("shop", 200, ""), Some(1.0), "{text}");
@@ -836,13 +810,7 @@ fn an_upgraded_connection_is_relayed_both_ways_and_counted() {
         ),
         Some(bytes as f64)
     );
-    assert_eq!(
-        value(
-            &text,
-            r#"http_server_request_duration_seconds_count{service="shop",http_request_method="GET",http_response_status_code="101",http_route=""}"#
-        ),
-        Some(1.0)
-    );
+    assert_eq!(gets_counted(&text, "shop", 101, ""), Some(1.0));
 }
 
 #[test]
@@ -894,12 +862,7 @@ fn http2_prior_knowledge_clients_are_served_and_counted() {
     let text = metrics(&p);
     for (status, n) in [(201, 1.0), (404, 1.0), (200, 2.0)] {
         assert_eq!(
-            value(
-                &text,
-                &format!(
-                    r#"http_server_request_duration_seconds_count{{service="shop",http_request_method="GET",http_response_status_code="{status}",http_route=""}}"#
-                )
-            ),
+            gets_counted(&text, "shop", status, ""),
             Some(n),
             "{status}\n{text}"
         );

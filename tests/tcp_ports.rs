@@ -1,9 +1,12 @@
 //! Per-port TCP signals on real loopback sockets: a slow reader's receive
 //! queue rises on its port; connections are counted per listening port.
 
+mod common;
+
 use std::io::Write;
 use std::time::Duration;
 
+use common::sample as value;
 use sojourn::metrics::{self, Format};
 
 fn scrape_tcp_ports() -> String {
@@ -15,12 +18,6 @@ fn scrape_tcp_ports() -> String {
     .unwrap();
     let scraper = sojourn::scrape::Scraper::new(s.collect, &s.collectors);
     metrics::encode(scraper.scrape(), Format::Text)
-}
-
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 #[test]

@@ -272,6 +272,31 @@ pub struct TestServer {
 /// The certificate's notAfter, as a Unix time: 2031-05-17 00:00:00 UTC.
 pub const TEST_CERT_NOT_AFTER: i64 = 1_936_742_400;
 
+/// Accepts on a free loopback port, on a thread with its own runtime, and
+/// runs `per_connection` as a task for each connection.
+pub fn serve_on_thread<F, Fut>(per_connection: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                tokio::spawn(per_connection(stream));
+            }
+        });
+    });
+    rx.recv().unwrap()
+}
+
 pub fn test_server(tls: bool) -> TestServer {
     use http_body_util::Full;
     use hyper::body::Bytes;
@@ -297,62 +322,46 @@ pub fn test_server(tls: bool) -> TestServer {
     } else {
         (None, None)
     };
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            let acceptor = tls_config.map(tokio_rustls::TlsAcceptor::from);
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(
-                        |req: hyper::Request<hyper::body::Incoming>| async move {
-                            let path = req.uri().path().to_string();
-                            let (status, body) = if let Some(code) = path.strip_prefix("/status/") {
-                                (code.parse().unwrap(), format!("status {code}\n"))
-                            } else if let Some(ms) = path.strip_prefix("/slow/") {
-                                tokio::time::sleep(Duration::from_millis(ms.parse().unwrap()))
-                                    .await;
-                                (200, "slow\n".to_string())
-                            } else if let Some(t) = path.strip_prefix("/text/") {
-                                (200, t.to_string())
-                            } else {
-                                (404, "no such test route\n".to_string())
-                            };
-                            let mut r = hyper::Response::new(Full::new(Bytes::from(body)));
-                            *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                            Ok::<_, std::convert::Infallible>(r)
-                        },
-                    );
-                    let http = hyper::server::conn::http1::Builder::new();
-                    match acceptor {
-                        Some(a) => {
-                            if let Ok(s) = a.accept(stream).await {
-                                let _ = http
-                                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
-                                    .await;
-                            }
-                        }
-                        None => {
-                            let _ = http
-                                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                                .await;
-                        }
+    let acceptor = tls_config.map(tokio_rustls::TlsAcceptor::from);
+    let addr = serve_on_thread(move |stream| {
+        let acceptor = acceptor.clone();
+        async move {
+            let svc = hyper::service::service_fn(
+                |req: hyper::Request<hyper::body::Incoming>| async move {
+                    let path = req.uri().path().to_string();
+                    let (status, body) = if let Some(code) = path.strip_prefix("/status/") {
+                        (code.parse().unwrap(), format!("status {code}\n"))
+                    } else if let Some(ms) = path.strip_prefix("/slow/") {
+                        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
+                        (200, "slow\n".to_string())
+                    } else if let Some(t) = path.strip_prefix("/text/") {
+                        (200, t.to_string())
+                    } else {
+                        (404, "no such test route\n".to_string())
+                    };
+                    let mut r = hyper::Response::new(Full::new(Bytes::from(body)));
+                    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                    Ok::<_, std::convert::Infallible>(r)
+                },
+            );
+            let http = hyper::server::conn::http1::Builder::new();
+            match acceptor {
+                Some(a) => {
+                    if let Ok(s) = a.accept(stream).await {
+                        let _ = http
+                            .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                            .await;
                     }
-                });
+                }
+                None => {
+                    let _ = http
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                }
             }
-        });
+        }
     });
-    TestServer {
-        addr: rx.recv().unwrap(),
-        ca_pem,
-    }
+    TestServer { addr, ca_pem }
 }
 
 /// Polls `addr`'s /metrics until `done` holds for its text, or panics after
