@@ -325,3 +325,19 @@ fn an_unreachable_or_failing_kubelet_leaves_uid_labels_and_the_scrape_whole() {
     .unwrap();
     assert!(err.to_string().contains("10255"), "{err}");
 }
+
+#[test]
+fn device_names_are_remembered_not_read_at_every_scrape() {
+    let (_dir, root) = common::fixture_copy();
+    let scraper = common::tree_scraper_with(
+        &root,
+        &["--collector.disable-defaults", "--collector.cgroup"],
+    );
+    let named = |text: &str| text.contains(r#"device="sda",direction="read"} 1048576"#);
+    let first = metrics::encode(scraper.scrape(), Format::Text);
+    assert!(named(&first), "{first}");
+    // The device is known: /proc/diskstats is not needed again.
+    std::fs::remove_file(root.join("proc/diskstats")).unwrap();
+    let second = metrics::encode(scraper.scrape(), Format::Text);
+    assert!(named(&second), "{second}");
+}

@@ -637,6 +637,41 @@ pub fn emit(
 
 pub struct CgroupCollector {
     kubelet: Option<Kubelet>,
+    /// `8:0` → `sda`, from /proc/diskstats: read again only when a cgroup
+    /// names a device not in it, not at every scrape (the disk collector
+    /// reads that file too).
+    device_names: std::sync::Mutex<HashMap<String, String>>,
+}
+
+impl CgroupCollector {
+    /// The device names the stats need, refreshed if one is unknown.
+    fn device_names(
+        &self,
+        cfg: &CollectConfig,
+        stats: &[(String, CgroupStats)],
+    ) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        // A panic while refreshing left a map that is still a map.
+        let mut names = self
+            .device_names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let unknown = stats
+            .iter()
+            .flat_map(|(_, s)| &s.io)
+            .any(|(dev, ..)| !names.contains_key(dev));
+        if unknown {
+            *names = read(&cfg.roots.proc("diskstats"))
+                .ok()
+                .and_then(|t| super::disk::parse_diskstats(&t).ok())
+                .map(|d| {
+                    d.into_iter()
+                        .map(|d| (format!("{}:{}", d.major, d.minor), d.name))
+                        .collect()
+                })
+                .unwrap_or_default();
+        }
+        names
+    }
 }
 
 impl CgroupCollector {
@@ -646,7 +681,10 @@ impl CgroupCollector {
                 .map_err(|e| tracing::error!("kubelet pod names disabled: {e}"))
                 .ok()
         });
-        CgroupCollector { kubelet }
+        CgroupCollector {
+            kubelet,
+            device_names: Default::default(),
+        }
     }
 }
 
@@ -684,15 +722,7 @@ impl Collect for CgroupCollector {
                 Err(e) => return Err(e),
             }
         }
-        let names: HashMap<String, String> = read(&cfg.roots.proc("diskstats"))
-            .ok()
-            .and_then(|t| super::disk::parse_diskstats(&t).ok())
-            .map(|d| {
-                d.into_iter()
-                    .map(|d| (format!("{}:{}", d.major, d.minor), d.name))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let names = self.device_names(cfg, &stats);
         let kubelet = self.kubelet.as_ref().map(Kubelet::directory);
         Ok(emit(
             &stats,
