@@ -71,14 +71,13 @@ async fn run(mut settings: cli::Settings) -> ExitCode {
         let prober = Arc::new(sojourn::probe::Prober::start(probes));
         collectors.push(("probe", Box::new(sojourn::probe::ProbeCollector(prober))));
     }
-    let names: Vec<&str> = collectors.iter().map(|(n, _)| *n).collect();
+    let scraper = Scraper::with_collectors(settings.collect.clone(), collectors);
     tracing::info!(
         address = %address(&metrics_listener),
         path = %settings.telemetry_path,
-        collectors = %names.join(","),
+        collectors = %scraper.collector_names().join(","),
         "listening"
     );
-    let scraper = Scraper::with_collectors(settings.collect.clone(), collectors);
     let app = Arc::new(server::App::new(scraper, settings));
     if proxies.is_empty() {
         server::serve(metrics_listener, app, shutdown_signal()).await;

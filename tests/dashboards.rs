@@ -144,6 +144,16 @@ fn the_files_are_what_the_generator_writes() {
         .status()
         .expect("python3 runs the dashboard generator");
     assert!(status.success());
+    let mut written: Vec<String> = std::fs::read_dir(out.path().join("dashboards"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    written.sort();
+    let committed: Vec<String> = dashboards().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        written, committed,
+        "the generator and dashboards/ hold different files"
+    );
     for (name, _) in dashboards() {
         let committed =
             std::fs::read_to_string(Path::new(ROOT).join("dashboards").join(&name)).unwrap();
