@@ -545,6 +545,41 @@ impl Dumper {
     }
 }
 
+/// `n` established loopback connections to one listener, for tests: the
+/// listening port and the clients' ports
+/// (the remote ports the server side sees), sorted.
+#[cfg(test)]
+pub(crate) struct LoopbackConnections {
+    pub port: u16,
+    pub remote_ports: Vec<u16>,
+    /// Held open for the test's length.
+    _sockets: (
+        std::net::TcpListener,
+        Vec<std::net::TcpStream>,
+        Vec<std::net::TcpStream>,
+    ),
+}
+
+#[cfg(test)]
+pub(crate) fn loopback_connections(n: usize) -> LoopbackConnections {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let clients: Vec<_> = (0..n)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let servers: Vec<_> = (0..n).map(|_| l.accept().unwrap().0).collect();
+    let mut remote_ports: Vec<u16> = clients
+        .iter()
+        .map(|c| c.local_addr().unwrap().port())
+        .collect();
+    remote_ports.sort_unstable();
+    LoopbackConnections {
+        port,
+        remote_ports,
+        _sockets: (l, clients, servers),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -713,17 +748,8 @@ mod tests {
 
     #[test]
     fn remote_port_shares_split_the_connections_without_overlap() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let clients: Vec<_> = (0..6)
-            .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
-            .collect();
-        let servers: Vec<_> = (0..6).map(|_| l.accept().unwrap().0).collect();
-        let mut remote: Vec<u16> = clients
-            .iter()
-            .map(|c| c.local_addr().unwrap().port())
-            .collect();
-        remote.sort_unstable();
+        let conns = super::loopback_connections(6);
+        let (port, remote) = (conns.port, &conns.remote_ports);
         let split = remote[3];
         let mut d = Dumper::new().unwrap();
         let mut seen = |range| {
@@ -739,9 +765,8 @@ mod tests {
         };
         assert_eq!(seen(RemotePorts::Below(split)), remote[..3]);
         assert_eq!(seen(RemotePorts::AtLeast(split)), remote[3..]);
-        assert_eq!(seen(RemotePorts::All), remote);
+        assert_eq!(&seen(RemotePorts::All), remote);
         assert!(seen(RemotePorts::Below(0)).is_empty());
-        drop(servers);
     }
 
     #[test]

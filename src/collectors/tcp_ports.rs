@@ -552,17 +552,8 @@ mod tests {
 
     #[test]
     fn parallel_dumps_count_what_one_dump_counts() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let clients: Vec<_> = (0..8)
-            .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
-            .collect();
-        let _servers: Vec<_> = (0..8).map(|_| l.accept().unwrap().0).collect();
-        let mut remote: Vec<u16> = clients
-            .iter()
-            .map(|c| c.local_addr().unwrap().port())
-            .collect();
-        remote.sort_unstable();
+        let conns = crate::inet_diag::loopback_connections(8);
+        let (port, remote) = (conns.port, &conns.remote_ports);
         let cfg = crate::cli::parse(["sojourn"]).unwrap().collect;
         let c = TcpPortsCollector::new();
         let connections = || {
