@@ -30,6 +30,15 @@ pub struct Settings {
     pub probes: Vec<crate::probe::Spec>,
     /// TLS and basic auth of the HTTP endpoints, from `--web.config.file`.
     pub web: crate::web_config::WebConfig,
+    /// `sojourn check`: sample for a while, print the USE table, exit.
+    pub check: Option<CheckArgs>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckArgs {
+    /// How long to sample (`--for`).
+    pub window: Duration,
+    pub json: bool,
 }
 
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {
@@ -391,7 +400,30 @@ pub fn command() -> Command {
             .about("Sidecar reverse proxy: forwards --listen to --upstream and serves the service's golden signals on --web.listen-address (host collectors off unless enabled)")
             .args(cmd.get_arguments().cloned()),
     );
-    cmd.subcommand(proxy)
+    let check = Command::new("check")
+        .about("Samples every collector and queue on this host for a while (--for) and prints the USE table, worst first; exits 1 when anything is saturated, erroring or slow")
+        .args(cmd.get_arguments().cloned())
+        .arg(
+            Arg::new("for")
+                .long("for")
+                .value_name("DURATION")
+                .default_value("10s")
+                .value_parser(|s: &str| {
+                    let d = parse_duration(s)?;
+                    if d < Duration::from_millis(500) {
+                        return Err("at least 500ms: two snapshots and a queue interval".to_string());
+                    }
+                    Ok(d)
+                })
+                .help("How long to sample (500ms or more)"),
+        )
+        .arg(
+            Arg::new("json")
+                .long("json")
+                .action(ArgAction::SetTrue)
+                .help("Print the report as JSON (every resource, the findings, failed collectors)"),
+        );
+    cmd.subcommand(proxy).subcommand(check)
 }
 
 fn proxy_args(cmd: Command) -> Command {
@@ -443,6 +475,14 @@ fn proxy_args(cmd: Command) -> Command {
             .default_value("30s")
             .value_parser(parse_duration)
             .help("Longest wait for the upstream's response headers (504 after)"),
+    )
+    .arg(
+        Arg::new("proxy.latency-target")
+            .long("proxy.latency-target")
+            .value_name("DURATION")
+            .default_value("500ms")
+            .value_parser(parse_duration)
+            .help("p99 above which `sojourn check` and the / page call the service slow (exported as sojourn_proxy_latency_target_seconds)"),
     )
     .arg(
         Arg::new("proxy.header-timeout")
@@ -529,7 +569,21 @@ where
             }
             load_config(p, s)?
         }
-        None => load_config(&m, settings(&m, false))?,
+        None => match m.subcommand_matches("check") {
+            Some(c) => {
+                let mut s = load_config(c, settings(c, false))?;
+                // The report is the output: start-up notes would only bury it.
+                if c.value_source("log.level") != Some(clap::parser::ValueSource::CommandLine) {
+                    s.log_level = tracing::Level::WARN;
+                }
+                s.check = Some(CheckArgs {
+                    window: *c.get_one::<Duration>("for").expect("has default"),
+                    json: c.get_flag("json"),
+                });
+                s
+            }
+            None => load_config(&m, settings(&m, false))?,
+        },
     })
 }
 
@@ -585,6 +639,7 @@ fn proxy_config(m: &ArgMatches) -> crate::proxy::Config {
             .expect("has default"),
         drain_timeout: dur("proxy.drain-timeout"),
         quantile_window: dur("proxy.quantile-window"),
+        latency_target: dur("proxy.latency-target"),
         admission: match *m.get_one::<usize>("max-concurrency").expect("has default") {
             0 => None,
             n => Some(crate::proxy::admission::AdmissionConfig {
@@ -698,6 +753,7 @@ fn settings(m: &ArgMatches, proxy_mode: bool) -> Settings {
         services: Vec::new(),
         probes: Vec::new(),
         web: Default::default(),
+        check: None,
     }
 }
 
@@ -821,5 +877,35 @@ mod tests {
         assert_eq!(file.max_connections, flags.max_connections);
         assert_eq!(file.drain_timeout, flags.drain_timeout);
         assert_eq!(file.quantile_window, flags.quantile_window);
+        assert_eq!(file.latency_target, flags.latency_target);
+    }
+
+    #[test]
+    fn check_takes_a_window_and_json_and_the_exporter_flags() {
+        let s = parse([
+            "sojourn",
+            "check",
+            "--for",
+            "3s",
+            "--json",
+            "--no-collector.udp",
+        ])
+        .unwrap();
+        assert_eq!(
+            s.check,
+            Some(CheckArgs {
+                window: Duration::from_secs(3),
+                json: true
+            })
+        );
+        assert!(!s.collectors.contains(&"udp") && s.collectors.contains(&"queue"));
+        assert_eq!(s.log_level, tracing::Level::WARN);
+        let d = parse(["sojourn", "check"]).unwrap().check.unwrap();
+        assert_eq!(d.window, Duration::from_secs(10));
+        assert!(!d.json);
+        let e = parse(["sojourn", "check", "--for", "100ms"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("at least 500ms"), "{e}");
+        assert!(parse(["sojourn"]).unwrap().check.is_none());
     }
 }

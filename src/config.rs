@@ -71,6 +71,9 @@ fn default_drain_timeout() -> Duration {
 fn default_quantile_window() -> Duration {
     Duration::from_secs(60)
 }
+fn default_latency_target() -> Duration {
+    Duration::from_millis(500)
+}
 fn default_interval() -> Duration {
     Duration::from_secs(15)
 }
@@ -106,6 +109,8 @@ struct ServiceSpec {
     drain_timeout: Duration,
     #[serde(default = "default_quantile_window", deserialize_with = "duration")]
     quantile_window: Duration,
+    #[serde(default = "default_latency_target", deserialize_with = "duration")]
+    latency_target: Duration,
     #[serde(default)]
     max_concurrency: usize,
     #[serde(default)]
@@ -215,6 +220,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
             max_connections: s.max_connections.max(1),
             drain_timeout: s.drain_timeout,
             quantile_window: s.quantile_window,
+            latency_target: s.latency_target,
             admission: (s.max_concurrency > 0).then(|| proxy::admission::AdmissionConfig {
                 max_concurrency: s.max_concurrency,
                 shed: s.shed == Shed::Codel,

@@ -9,6 +9,7 @@
 //! [`metrics::Family`] snapshots; [`metrics::encode`] writes the exposition
 //! format the scraper asked for.
 
+pub mod check;
 pub mod cli;
 pub mod collectors;
 pub mod config;

@@ -15,6 +15,9 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
+    if let Some(args) = settings.check.clone() {
+        return sojourn::check::run(&settings, &args);
+    }
     // One thread serves HTTP; scrapes run on the blocking pool, at most
     // --web.max-requests of them at once.
     let blocking = if settings.max_requests == 0 {

@@ -269,6 +269,7 @@ fn proxy_rows_match_the_proxys_families() {
         services: vec![sojourn::proxy::ServiceHandle {
             stats: std::sync::Arc::new(stats),
             admission: Some(admission),
+            latency_target: std::time::Duration::from_millis(500),
         }],
     };
     let cfg = sojourn::cli::parse(["sojourn"]).unwrap().collect;

@@ -120,6 +120,8 @@ pub struct Config {
     pub admission: Option<admission::AdmissionConfig>,
     /// Span of the latency quantiles' sliding window.
     pub quantile_window: Duration,
+    /// The p99 the service should stay under (`sojourn check`, the / page).
+    pub latency_target: Duration,
 }
 
 impl Config {
@@ -127,6 +129,7 @@ impl Config {
     /// `--max-concurrency`, its request queue.
     pub fn new_handle(&self, queue: crate::queue::QueueConfig) -> ServiceHandle {
         ServiceHandle {
+            latency_target: self.latency_target,
             stats: Arc::new(ServiceStats::with_routes(
                 self.service.clone(),
                 self.routes.iter().map(|r| r.template.clone()).collect(),
@@ -156,6 +159,7 @@ pub fn parse_upstream(s: &str) -> Result<Uri, String> {
 #[derive(Clone)]
 pub struct ServiceHandle {
     pub stats: Arc<ServiceStats>,
+    pub latency_target: Duration,
     pub admission: Option<Arc<Admission>>,
 }
 
@@ -169,6 +173,11 @@ const SHED: crate::metrics::Desc = crate::metrics::Desc::counter(
     "proxy_requests_shed",
     "Errors: requests answered 503 by --shed codel: they waited past the slough time (2 × the delay target) while the request queue stood.",
 );
+const LATENCY_TARGET: crate::metrics::Desc = crate::metrics::Desc::gauge(
+    "proxy_latency_target",
+    "Latency: the p99 the service should stay under (--proxy.latency-target, config latency_target); sojourn check and the / page call it slow above.",
+)
+.seconds();
 const WAITING: crate::metrics::Desc = crate::metrics::Desc::gauge(
     "proxy_queued_requests",
     "Saturation: requests waiting for a slot under --max-concurrency.",
@@ -180,6 +189,16 @@ impl crate::collectors::Collect for ProxyCollector {
         _: &crate::collectors::Config,
     ) -> Result<Vec<crate::metrics::Family>, crate::collectors::CollectError> {
         let mut out = Vec::new();
+        let mut targets = crate::metrics::Family::new(LATENCY_TARGET);
+        for svc in &self.services {
+            targets.push(
+                vec![crate::metrics::label("service", svc.stats.service.clone())],
+                svc.latency_target.as_secs_f64(),
+            );
+        }
+        if !self.services.is_empty() {
+            out.push(targets);
+        }
         for svc in &self.services {
             out.extend(svc.stats.families());
             let Some(a) = &svc.admission else { continue };
@@ -215,7 +234,9 @@ pub async fn serve(
     handle: ServiceHandle,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let ServiceHandle { stats, admission } = handle;
+    let ServiceHandle {
+        stats, admission, ..
+    } = handle;
     let rotation = window::rotation_interval(cfg.quantile_window);
     let rotating = stats.clone();
     let _rotator = crate::server::AbortOnDrop(tokio::spawn(async move {

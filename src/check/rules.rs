@@ -1,0 +1,1227 @@
+//! The rules that turn a window of snapshots into USE rows, one function per
+//! resource, in USE-checklist order. Thresholds are the constants of
+//! [`super`], documented in the README.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::snapshot::Window;
+use super::{
+    BUSY, FILESYSTEM_FULL, HOT_CPU, IMBALANCE_AVERAGE, NOTICE_SHARE, RETRANSMIT_RATIO,
+    RETRANSMITS_MIN, Report, Row, SERVICE_ERROR_RATIO, SERVICE_MIN_REQUESTS, SOCKET_QUEUE_BYTES,
+    STANDING_SHARE, Signal, TABLE_FULL, Verdict,
+};
+
+/// Rows in insertion order, one per resource name.
+#[derive(Default)]
+struct Rows {
+    rows: Vec<Row>,
+}
+
+impl Rows {
+    fn row(&mut self, kind: &'static str, resource: &str) -> &mut Row {
+        let i = match self.rows.iter().position(|r| r.resource == resource) {
+            Some(i) => i,
+            None => {
+                self.rows.push(Row::new(kind, resource));
+                self.rows.len() - 1
+            }
+        };
+        &mut self.rows[i]
+    }
+
+    fn find(&self, resource: &str) -> Option<&Row> {
+        self.rows.iter().find(|r| r.resource == resource)
+    }
+}
+
+pub fn evaluate(w: &Window) -> Report {
+    let mut rows = Rows::default();
+    cpu(w, &mut rows);
+    memory(w, &mut rows);
+    disks(w, &mut rows);
+    filesystems(w, &mut rows);
+    network(w, &mut rows);
+    tcp(w, &mut rows);
+    tcp_ports(w, &mut rows);
+    udp(w, &mut rows);
+    tables(w, &mut rows);
+    cgroups(w, &mut rows);
+    queues(w, &mut rows);
+    probes(w, &mut rows);
+    // Services last: a slow service names the host resources found above.
+    services(w, &mut rows);
+    let failures = w
+        .last()
+        .all("sojourn_scrape_collector_success")
+        .iter()
+        .filter(|s| s.value == 0.0)
+        .map(|s| s.label("collector").to_string())
+        .filter(|c| {
+            w.last().value(
+                "sojourn_scrape_collector_unsupported",
+                &[("collector", c.as_str())],
+            ) != Some(1.0)
+        })
+        .collect();
+    Report::from_rows(w.seconds(), rows.rows, failures)
+}
+
+pub fn pct(share: f64) -> String {
+    format!("{:.0} %", share * 100.0)
+}
+
+pub fn duration(seconds: f64) -> String {
+    if seconds >= 1.0 {
+        format!("{seconds:.1} s")
+    } else if seconds >= 0.001 {
+        format!("{:.0} ms", seconds * 1e3)
+    } else {
+        format!("{:.0} µs", seconds * 1e6)
+    }
+}
+
+pub fn bytes(b: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = b;
+    let mut unit = 0;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{v:.0} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+fn count(n: f64) -> String {
+    format!("{n:.0}")
+}
+
+fn busy(row: &mut Row, share: f64, what: &str) {
+    row.utilization = Some(Signal::new(share, pct(share)));
+    if share >= BUSY {
+        row.judge(Verdict::Busy, share, format!("{what} {}", pct(share)));
+    }
+}
+
+fn cpu(w: &Window, rows: &mut Rows) {
+    let name = "sojourn_cpu_seconds_total";
+    let cpus: BTreeSet<String> = w
+        .last()
+        .all(name)
+        .iter()
+        .map(|s| s.label("cpu").to_string())
+        .collect();
+    if cpus.is_empty() {
+        return;
+    }
+    let share_of = |cpu: &str| {
+        let total = w.increase(name, &[("cpu", cpu)])?;
+        let idle = w
+            .increase(name, &[("cpu", cpu), ("mode", "idle")])
+            .unwrap_or(0.0)
+            + w.increase(name, &[("cpu", cpu), ("mode", "iowait")])
+                .unwrap_or(0.0);
+        (total > 0.0).then(|| ((total - idle) / total).clamp(0.0, 1.0))
+    };
+    let shares: Vec<(String, f64)> = cpus
+        .iter()
+        .filter_map(|c| share_of(c).map(|s| (c.clone(), s)))
+        .collect();
+    if shares.is_empty() {
+        return;
+    }
+    let average = shares.iter().map(|(_, s)| s).sum::<f64>() / shares.len() as f64;
+    let host = rows.row("cpu", "cpu");
+    host.headline = true;
+    busy(host, average, &format!("all {} CPUs busy", shares.len()));
+    if let Some(t) = w.increase("sojourn_cpu_package_throttles_total", &[]) {
+        let cores = w
+            .increase("sojourn_cpu_core_throttles_total", &[])
+            .unwrap_or(0.0);
+        if t + cores > 0.0 {
+            host.errors = Some(Signal::new(t + cores, count(t + cores)));
+            host.judge(
+                Verdict::Errors,
+                t + cores,
+                format!("{} thermal throttling events", count(t + cores)),
+            );
+        }
+    }
+    for (cpu, share) in &shares {
+        let row = rows.row("cpu", &format!("cpu{cpu}"));
+        row.utilization = Some(Signal::new(*share, pct(*share)));
+        if shares.len() > 1 && *share >= HOT_CPU && average <= IMBALANCE_AVERAGE {
+            row.judge(
+                Verdict::Saturated,
+                *share,
+                format!(
+                    "cpu{cpu} busy {} while the {} CPUs average {}: one hot thread, or work pinned to this CPU",
+                    pct(*share),
+                    shares.len(),
+                    pct(average)
+                ),
+            );
+        }
+    }
+}
+
+fn memory(w: &Window, rows: &mut Rows) {
+    let last = w.last();
+    let (Some(total), Some(avail)) = (
+        last.value("sojourn_memory_mem_total_bytes", &[]),
+        last.value("sojourn_memory_mem_available_bytes", &[]),
+    ) else {
+        return;
+    };
+    let row = rows.row("memory", "memory");
+    row.headline = true;
+    if total > 0.0 {
+        let used = (1.0 - avail / total).clamp(0.0, 1.0);
+        busy(
+            row,
+            used,
+            &format!("{} of {} in use", bytes(total - avail), bytes(total)),
+        );
+    }
+    let scanned = w
+        .increase("sojourn_vmstat_pgscan_direct_total", &[])
+        .unwrap_or(0.0);
+    let swapped = w
+        .increase("sojourn_vmstat_pswpin_total", &[])
+        .unwrap_or(0.0);
+    if scanned > 0.0 || swapped > 0.0 {
+        row.saturation = Some(Signal::new(
+            scanned + swapped,
+            format!("{} pages reclaimed directly", count(scanned)),
+        ));
+        row.evidence.push(format!(
+            "{} pages scanned by direct reclaim, {} pages swapped in",
+            count(scanned),
+            count(swapped)
+        ));
+    }
+    if let Some(k) = w
+        .increase("sojourn_vmstat_oom_kill_total", &[])
+        .filter(|k| *k > 0.0)
+    {
+        row.errors = Some(Signal::new(k, format!("{} OOM kills", count(k))));
+        row.judge(
+            Verdict::Errors,
+            k,
+            format!("{} processes killed by the OOM killer", count(k)),
+        );
+    }
+}
+
+fn disks(w: &Window, rows: &mut Rows) {
+    for s in w.last().all("sojourn_disk_io_time_seconds_total") {
+        let dev = s.label("device");
+        let row = rows.row("disk", &format!("disk {dev}"));
+        row.headline = true;
+        if let Some(share) = w.rate("sojourn_disk_io_time_seconds_total", &[("device", dev)]) {
+            busy(row, share.clamp(0.0, 1.0), "I/O in flight");
+        }
+        if let Some(e) = w
+            .increase("sojourn_disk_io_errors_total", &[("device", dev)])
+            .filter(|e| *e > 0.0)
+        {
+            row.errors = Some(Signal::new(e, count(e)));
+            row.judge(Verdict::Errors, e, format!("{} I/O errors", count(e)));
+        }
+    }
+}
+
+fn filesystems(w: &Window, rows: &mut Rows) {
+    let last = w.last();
+    for s in last.all("sojourn_filesystem_size_bytes") {
+        let mp = s.label("mountpoint");
+        let want = [("mountpoint", mp)];
+        let row = rows.row("filesystem", &format!("filesystem {mp}"));
+        row.headline = true;
+        let avail = last.value("sojourn_filesystem_avail_bytes", &want);
+        let free = last.value("sojourn_filesystem_free_bytes", &want);
+        // As df: the blocks reserved for root count as neither used nor
+        // available.
+        if let (Some(avail), Some(free)) = (avail, free)
+            && s.value - free + avail > 0.0
+        {
+            let used = ((s.value - free) / (s.value - free + avail)).clamp(0.0, 1.0);
+            row.utilization = Some(Signal::new(used, pct(used)));
+            if used >= FILESYSTEM_FULL {
+                row.judge(
+                    Verdict::Saturated,
+                    used,
+                    format!(
+                        "{} used, {} left for unprivileged writers",
+                        pct(used),
+                        bytes(avail)
+                    ),
+                );
+            } else if used >= BUSY {
+                row.judge(Verdict::Busy, used, format!("{} used", pct(used)));
+            }
+        }
+        if let (Some(files), Some(free)) = (
+            last.value("sojourn_filesystem_files", &want),
+            last.value("sojourn_filesystem_files_free", &want),
+        ) && files > 0.0
+            && 1.0 - free / files >= FILESYSTEM_FULL
+        {
+            row.judge(
+                Verdict::Saturated,
+                1.0 - free / files,
+                format!("{} of inodes used", pct(1.0 - free / files)),
+            );
+        }
+        for (gauge, what) in [
+            ("sojourn_filesystem_readonly", "mounted read-only"),
+            ("sojourn_filesystem_device_error", "statvfs failed"),
+            (
+                "sojourn_filesystem_stale",
+                "statvfs did not answer (stale mount)",
+            ),
+        ] {
+            if last.value(gauge, &want) == Some(1.0) {
+                row.errors = Some(Signal::new(1.0, what));
+                row.judge(Verdict::Errors, 1.0, what);
+            }
+        }
+        // A read-only mount is often meant to be: only an error once it
+        // was writable in this window.
+        if row.verdict == Verdict::Errors
+            && row.evidence.iter().all(|e| e == "mounted read-only")
+            && w.first().value("sojourn_filesystem_readonly", &want) == Some(1.0)
+        {
+            row.verdict = Verdict::Ok;
+            row.score = 0.0;
+            row.errors = None;
+            row.evidence.clear();
+        }
+    }
+}
+
+fn network(w: &Window, rows: &mut Rows) {
+    let last = w.last();
+    for s in last.all("sojourn_network_receive_bytes_total") {
+        let dev = s.label("device");
+        let want = [("device", dev)];
+        let inc = |n: &str| w.increase(n, &want).unwrap_or(0.0);
+        let row = rows.row("network", &format!("network {dev}"));
+        row.headline = dev != "lo";
+        if let Some(speed) = last
+            .value("sojourn_network_speed_bytes", &want)
+            .filter(|s| *s > 0.0)
+        {
+            let rx = inc("sojourn_network_receive_bytes_total") / w.seconds();
+            let tx = inc("sojourn_network_transmit_bytes_total") / w.seconds();
+            busy(row, (rx.max(tx) / speed).clamp(0.0, 1.0), "link used");
+        }
+        let packets = inc("sojourn_network_receive_packets_total")
+            + inc("sojourn_network_transmit_packets_total");
+        let drops = inc("sojourn_network_receive_drop_total")
+            + inc("sojourn_network_receive_fifo_total")
+            + inc("sojourn_network_transmit_drop_total")
+            + inc("sojourn_network_transmit_fifo_total");
+        if drops > 0.0 {
+            row.saturation = Some(Signal::new(drops, format!("{} drops", count(drops))));
+            // Some drivers count frames of unknown protocols as receive
+            // drops, a trickle on an idle link: only a share of traffic counts.
+            let share = drops / (packets + drops);
+            if drops >= 10.0 && share >= 0.01 {
+                row.judge(
+                    Verdict::Saturated,
+                    share,
+                    format!(
+                        "{} packets dropped ({} of packets): queue or ring full",
+                        count(drops),
+                        pct(share)
+                    ),
+                );
+            }
+        }
+        let errors = inc("sojourn_network_receive_errs_total")
+            + inc("sojourn_network_receive_frame_total")
+            + inc("sojourn_network_transmit_errs_total")
+            + inc("sojourn_network_transmit_carrier_total")
+            + inc("sojourn_network_transmit_colls_total");
+        if errors > 0.0 {
+            row.errors = Some(Signal::new(errors, count(errors)));
+            row.judge(
+                Verdict::Errors,
+                errors,
+                format!("{} interface errors", count(errors)),
+            );
+        }
+        if last.value("sojourn_network_up", &want) == Some(0.0)
+            && w.first().value("sojourn_network_up", &want) == Some(1.0)
+        {
+            row.judge(Verdict::Errors, 1.0, "went down during the window");
+        }
+    }
+    let dropped = w
+        .increase("sojourn_softnet_dropped_total", &[])
+        .unwrap_or(0.0);
+    if dropped > 0.0 {
+        let row = rows.row("network", "network softnet backlog");
+        row.saturation = Some(Signal::new(dropped, format!("{} drops", count(dropped))));
+        row.judge(
+            Verdict::Saturated,
+            dropped,
+            format!(
+                "{} packets dropped: a CPU's input backlog was full",
+                count(dropped)
+            ),
+        );
+    }
+}
+
+fn tcp(w: &Window, rows: &mut Rows) {
+    let Some(out) = w.increase("sojourn_netstat_tcp_out_segs_total", &[]) else {
+        return;
+    };
+    let row = rows.row("tcp", "tcp");
+    row.headline = true;
+    if let Some(estab) = w.last().value("sojourn_netstat_tcp_curr_estab", &[]) {
+        row.evidence
+            .push(format!("{} connections established", count(estab)));
+    }
+    let retrans = w
+        .increase("sojourn_netstat_tcp_retrans_segs_total", &[])
+        .unwrap_or(0.0);
+    // A SYN to a full listener is retransmitted too: that is the accept
+    // queue's saturation, not the path's loss.
+    let syn = w
+        .increase("sojourn_netstat_tcpext_tcp_syn_retrans_total", &[])
+        .unwrap_or(0.0);
+    let data = (retrans - syn).max(0.0);
+    if out > 0.0 {
+        let ratio = data / out;
+        row.errors = Some(Signal::new(ratio, format!("{} retransmitted", pct(ratio))));
+        if data >= RETRANSMITS_MIN && ratio >= RETRANSMIT_RATIO {
+            row.judge(
+                Verdict::Errors,
+                ratio,
+                format!(
+                    "{} of {} segments retransmitted ({}): loss on the path or a peer not acknowledging",
+                    count(data),
+                    count(out),
+                    pct(ratio)
+                ),
+            );
+        }
+    }
+    let timeouts = w
+        .increase("sojourn_netstat_tcpext_tcp_timeouts_total", &[])
+        .unwrap_or(0.0);
+    if timeouts > 0.0 && row.verdict == Verdict::Errors {
+        row.evidence
+            .push(format!("{} retransmission timeouts", count(timeouts)));
+    }
+    let drops = w
+        .increase("sojourn_netstat_tcpext_tcp_backlog_drop_total", &[])
+        .unwrap_or(0.0)
+        + w.increase("sojourn_netstat_tcpext_tcp_rcv_q_drop_total", &[])
+            .unwrap_or(0.0);
+    if drops > 0.0 {
+        row.saturation = Some(Signal::new(drops, format!("{} drops", count(drops))));
+        row.judge(
+            Verdict::Saturated,
+            drops,
+            format!(
+                "{} segments dropped: socket backlog or receive queue full",
+                count(drops)
+            ),
+        );
+    }
+}
+
+fn tcp_ports(w: &Window, rows: &mut Rows) {
+    // Enough snapshots to call a queue standing rather than caught once.
+    let needed = w.snapshots().len().min(3);
+    for s in w.last().all("sojourn_tcp_port_connections") {
+        let port = s.label("port");
+        let want = [("port", port)];
+        let name = format!("tcp_port {port}");
+        for (gauge, largest, what, why) in [
+            (
+                "sojourn_tcp_port_receive_queue_bytes",
+                "sojourn_tcp_port_receive_queue_max_bytes",
+                "receive queue",
+                "the application is not reading as fast as data arrives",
+            ),
+            (
+                "sojourn_tcp_port_send_queue_bytes",
+                "sojourn_tcp_port_send_queue_max_bytes",
+                "send queue",
+                "peers or the path are not taking data as fast as it is written",
+            ),
+        ] {
+            if w.seen(gauge, &want) < needed {
+                continue;
+            }
+            let Some(stood) = w.min(gauge, &want).filter(|b| *b >= SOCKET_QUEUE_BYTES) else {
+                continue;
+            };
+            let row = rows.row("tcp_port", &name);
+            row.saturation = Some(Signal::new(stood, format!("{what} {}", bytes(stood))));
+            row.judge(
+                Verdict::Saturated,
+                1.0,
+                format!(
+                    "{what} stood at ≥ {} for {} over {} connections (largest {}): {why}",
+                    bytes(stood),
+                    duration(w.seconds()),
+                    count(s.value),
+                    bytes(w.last().value(largest, &want).unwrap_or(stood)),
+                ),
+            );
+        }
+    }
+}
+
+fn udp(w: &Window, rows: &mut Rows) {
+    let rcv = w.increase("sojourn_netstat_udp_rcvbuf_errors_total", &[]);
+    let Some(rcv) = rcv else { return };
+    let row = rows.row("udp", "udp");
+    let full = rcv
+        + w.increase("sojourn_netstat_udp_sndbuf_errors_total", &[])
+            .unwrap_or(0.0)
+        + w.increase("sojourn_netstat_udp6_rcvbuf_errors_total", &[])
+            .unwrap_or(0.0)
+        + w.increase("sojourn_netstat_udp6_sndbuf_errors_total", &[])
+            .unwrap_or(0.0);
+    if full > 0.0 {
+        row.saturation = Some(Signal::new(full, format!("{} drops", count(full))));
+        row.judge(
+            Verdict::Saturated,
+            full,
+            format!(
+                "{} datagrams dropped: a socket buffer was full",
+                count(full)
+            ),
+        );
+    }
+    let csum = w
+        .increase("sojourn_netstat_udp_in_csum_errors_total", &[])
+        .unwrap_or(0.0)
+        + w.increase("sojourn_netstat_udp6_in_csum_errors_total", &[])
+            .unwrap_or(0.0);
+    if csum > 0.0 {
+        row.errors = Some(Signal::new(csum, count(csum)));
+        row.judge(
+            Verdict::Errors,
+            csum,
+            format!("{} datagrams with a bad checksum", count(csum)),
+        );
+    }
+}
+
+fn tables(w: &Window, rows: &mut Rows) {
+    let last = w.last();
+    for (kind, name, used, limit, what) in [
+        (
+            "fd",
+            "file descriptors",
+            "sojourn_filefd_allocated",
+            "sojourn_filefd_maximum",
+            "file handles allocated",
+        ),
+        (
+            "conntrack",
+            "conntrack",
+            "sojourn_nf_conntrack_entries",
+            "sojourn_nf_conntrack_entries_limit",
+            "connection-tracking entries",
+        ),
+    ] {
+        let (Some(u), Some(l)) = (last.value(used, &[]), last.value(limit, &[])) else {
+            continue;
+        };
+        let row = rows.row(kind, name);
+        row.headline = true;
+        if l > 0.0 {
+            let share = (u / l).clamp(0.0, 1.0);
+            row.utilization = Some(Signal::new(share, pct(share)));
+            if share >= TABLE_FULL {
+                row.judge(
+                    Verdict::Saturated,
+                    share,
+                    format!("{} of {} {what}", count(u), count(l)),
+                );
+            }
+        }
+    }
+    let failed: f64 = ["drop", "early_drop", "insert_failed"]
+        .iter()
+        .filter_map(|e| w.increase("sojourn_nf_conntrack_events_total", &[("event", e)]))
+        .sum();
+    if failed > 0.0 {
+        let row = rows.row("conntrack", "conntrack");
+        row.errors = Some(Signal::new(failed, count(failed)));
+        row.judge(
+            Verdict::Errors,
+            failed,
+            format!(
+                "{} flows dropped or not inserted: the table is full",
+                count(failed)
+            ),
+        );
+    }
+}
+
+fn cgroups(w: &Window, rows: &mut Rows) {
+    let last = w.last();
+    for s in last.all("sojourn_cgroup_memory_usage_bytes") {
+        let cg = s.label("cgroup");
+        let want = [("cgroup", cg)];
+        let resource = format!("cgroup {cg} memory");
+        let limit = last.value("sojourn_cgroup_memory_limit_bytes", &want);
+        let working = last
+            .value("sojourn_cgroup_memory_working_set_bytes", &want)
+            .unwrap_or(s.value);
+        let event = |e: &str| {
+            w.increase(
+                "sojourn_cgroup_memory_events_total",
+                &[("cgroup", cg), ("event", e)],
+            )
+            .unwrap_or(0.0)
+        };
+        let hit = event("max") + event("high");
+        let killed = event("oom_kill") + event("oom");
+        let stalled = w
+            .rate(
+                "sojourn_cgroup_pressure_stalled_seconds_total",
+                &[("cgroup", cg), ("resource", "memory"), ("kind", "some")],
+            )
+            .unwrap_or(0.0);
+        let used = limit
+            .filter(|l| *l > 0.0)
+            .map(|l| (working / l).clamp(0.0, 1.0));
+        if hit == 0.0 && killed == 0.0 && stalled < NOTICE_SHARE && used.is_none_or(|u| u < BUSY) {
+            continue;
+        }
+        let row = rows.row("container_memory", &resource);
+        if let (Some(u), Some(l)) = (used, limit) {
+            busy(
+                row,
+                u,
+                &format!("{} of its {} limit in use", bytes(working), bytes(l)),
+            );
+        }
+        if hit > 0.0 {
+            let scanned = w
+                .increase("sojourn_cgroup_memory_pages_scanned_total", &want)
+                .map(|p| format!(", {} pages scanned", count(p)))
+                .unwrap_or_default();
+            row.saturation = Some(Signal::new(hit, format!("limit hit {} times", count(hit))));
+            row.judge(
+                Verdict::Saturated,
+                1.0,
+                format!(
+                    "hit its memory limit {} times in {}{scanned}: its tasks reclaim before they allocate",
+                    count(hit),
+                    duration(w.seconds())
+                ),
+            );
+        }
+        if stalled >= NOTICE_SHARE {
+            row.judge(
+                if stalled >= STANDING_SHARE {
+                    Verdict::Saturated
+                } else {
+                    row.verdict
+                },
+                stalled,
+                format!("some task stalled on memory {} of the time", pct(stalled)),
+            );
+        }
+        if killed > 0.0 {
+            row.errors = Some(Signal::new(killed, format!("{} OOM kills", count(killed))));
+            row.judge(
+                Verdict::Errors,
+                killed,
+                format!("{} tasks killed by the OOM killer", count(killed)),
+            );
+        }
+    }
+    for s in last.all("sojourn_cgroup_cpu_quota_seconds") {
+        let cg = s.label("cgroup");
+        let want = [("cgroup", cg)];
+        let (Some(period), Some(usage)) = (
+            last.value("sojourn_cgroup_cpu_period_seconds", &want),
+            w.rate("sojourn_cgroup_cpu_usage_seconds_total", &want),
+        ) else {
+            continue;
+        };
+        if period <= 0.0 || s.value <= 0.0 {
+            continue;
+        }
+        let cores = s.value / period;
+        let share = (usage / cores).clamp(0.0, 1.0);
+        let periods = w
+            .increase("sojourn_cgroup_cpu_periods_total", &want)
+            .unwrap_or(0.0);
+        let throttled = w
+            .increase("sojourn_cgroup_cpu_throttled_periods_total", &want)
+            .unwrap_or(0.0);
+        if share < BUSY && throttled == 0.0 {
+            continue;
+        }
+        let row = rows.row("container_cpu", &format!("cgroup {cg} cpu"));
+        row.utilization = Some(Signal::new(
+            share,
+            format!("{} of {:.2} cores", pct(share), cores),
+        ));
+        if periods > 0.0 && throttled > 0.0 {
+            row.evidence.push(format!(
+                "throttled in {} of {} CFS periods",
+                count(throttled),
+                count(periods)
+            ));
+        }
+    }
+}
+
+/// Splits a queue name into the kind and name of the resource it belongs to.
+pub fn queue_resource(queue: &str) -> (&'static str, String) {
+    if queue == "cpu" || queue == "cpu:psi" {
+        return ("cpu", "cpu".into());
+    }
+    if let Some(n) = queue.strip_prefix("cpu")
+        && !n.is_empty()
+        && n.bytes().all(|b| b.is_ascii_digit())
+    {
+        return ("cpu", queue.into());
+    }
+    if queue == "memory:psi" {
+        return ("memory", "memory".into());
+    }
+    if queue == "io:psi" {
+        return ("disk", "disk io (all devices)".into());
+    }
+    let (prefix, rest) = queue.split_once(':').unwrap_or((queue, ""));
+    match prefix {
+        "disk" | "disk_inflight" => ("disk", format!("disk {rest}")),
+        "cgroup_cpu" => ("container_cpu", format!("cgroup {rest} cpu")),
+        "tcp_accept" => ("tcp_accept", format!("tcp_accept {rest}")),
+        "proxy" => ("service", format!("service {rest}")),
+        _ => ("queue", format!("queue {queue}")),
+    }
+}
+
+fn queues(w: &Window, rows: &mut Rows) {
+    let last = w.last();
+    let overflows = w
+        .increase("sojourn_netstat_tcpext_listen_overflows_total", &[])
+        .unwrap_or(0.0);
+    let mut overflow_named = false;
+    let infos: Vec<(String, String)> = last
+        .all("sojourn_queue_info")
+        .iter()
+        .map(|s| (s.label("queue").to_string(), s.label("measure").to_string()))
+        .collect();
+    for (queue, measure) in infos {
+        let want = [("queue", queue.as_str())];
+        let standing = w
+            .increase("sojourn_queue_standing_seconds_total", &want)
+            .unwrap_or(0.0);
+        let share = (standing / w.seconds()).clamp(0.0, 1.0);
+        let (kind, resource) = queue_resource(&queue);
+        if share < NOTICE_SHARE && !(kind == "tcp_accept" && overflows > 0.0 && share > 0.0) {
+            continue;
+        }
+        let (gauge, target, show): (&str, &str, fn(f64) -> String) = match measure.as_str() {
+            "delay" => (
+                "sojourn_queue_min_delay_seconds",
+                "sojourn_queue_target_delay_seconds",
+                duration,
+            ),
+            "share" => (
+                "sojourn_queue_min_stall_ratio",
+                "sojourn_queue_target_stall_ratio",
+                pct,
+            ),
+            _ => (
+                "sojourn_queue_min_length",
+                "sojourn_queue_target_length",
+                count,
+            ),
+        };
+        let worst = w.max(gauge, &want).unwrap_or(0.0);
+        let target = last.value(target, &want).unwrap_or(0.0);
+        let what = match queue.as_str() {
+            "cpu" => "run queue".to_string(),
+            "cpu:psi" | "memory:psi" | "io:psi" => "stall (PSI some)".to_string(),
+            q => format!("queue {q}"),
+        };
+        let mut line = format!(
+            "{what} standing {} of {} ({}), min {measure} up to {} (target {})",
+            duration(standing),
+            duration(w.seconds()),
+            pct(share),
+            show(worst),
+            show(target)
+        );
+        if let Some(limit) = last.value("sojourn_queue_limit", &want) {
+            line.push_str(&format!(", backlog {}", count(limit)));
+        }
+        if kind == "tcp_accept" && overflows > 0.0 {
+            line.push_str(&format!(
+                "; {} connections dropped by full accept queues on this host",
+                count(overflows)
+            ));
+            overflow_named = true;
+        }
+        let row = rows.row(kind, &resource);
+        let prior = row.saturation.as_ref().map_or(0.0, |s| s.value);
+        if share >= prior {
+            row.saturation = Some(Signal::new(share, format!("standing {}", pct(share))));
+        }
+        let saturated = share >= STANDING_SHARE || (kind == "tcp_accept" && overflows > 0.0);
+        row.judge(
+            if saturated {
+                Verdict::Saturated
+            } else {
+                Verdict::Ok
+            },
+            share,
+            line,
+        );
+    }
+    if overflows > 0.0 && !overflow_named {
+        let row = rows.row("tcp_accept", "tcp_accept (all listeners)");
+        row.saturation = Some(Signal::new(
+            overflows,
+            format!("{} overflows", count(overflows)),
+        ));
+        row.judge(
+            Verdict::Saturated,
+            1.0,
+            format!(
+                "{} connections dropped: a listener's accept queue was full (it did not stand at 10 ms samples: bursts)",
+                count(overflows)
+            ),
+        );
+    }
+}
+
+fn probes(w: &Window, rows: &mut Rows) {
+    for s in w.last().all("sojourn_probe_attempts_total") {
+        let probe = s.label("probe");
+        let want = [("probe", probe)];
+        let attempts = w
+            .increase("sojourn_probe_attempts_total", &want)
+            .unwrap_or(0.0);
+        let row = rows.row("probe", &format!("probe {probe}"));
+        row.headline = true;
+        let mut reasons = BTreeMap::new();
+        for f in w.last().all("sojourn_probe_failures_total") {
+            if f.label("probe") != probe {
+                continue;
+            }
+            let reason = f.label("reason");
+            let n = w
+                .increase(
+                    "sojourn_probe_failures_total",
+                    &[("probe", probe), ("reason", reason)],
+                )
+                .unwrap_or(0.0);
+            if n > 0.0 {
+                reasons.insert(reason.to_string(), n);
+            }
+        }
+        let failed: f64 = reasons.values().sum();
+        if failed > 0.0 {
+            let why: Vec<String> = reasons
+                .iter()
+                .map(|(r, n)| format!("{} {r}", count(*n)))
+                .collect();
+            row.errors = Some(Signal::new(failed, format!("{} failed", count(failed))));
+            row.judge(
+                Verdict::Errors,
+                failed / attempts.max(failed),
+                format!(
+                    "{} of {} probes failed: {}",
+                    count(failed),
+                    count(attempts.max(failed)),
+                    why.join(", ")
+                ),
+            );
+        } else if w.last().value("sojourn_probe_success", &want) == Some(0.0) {
+            row.judge(Verdict::Errors, 1.0, "the last probe failed");
+        }
+    }
+}
+
+fn services(w: &Window, rows: &mut Rows) {
+    let hist = "http_server_request_duration_seconds";
+    let names: BTreeSet<String> = w
+        .last()
+        .all(hist)
+        .iter()
+        .map(|s| s.label("service").to_string())
+        .chain(
+            w.last()
+                .all("sojourn_proxy_active_requests")
+                .iter()
+                .map(|s| s.label("service").to_string()),
+        )
+        .collect();
+    let host_findings: Vec<String> = rows
+        .rows
+        .iter()
+        .filter(|r| r.verdict.is_finding() && r.kind != "service" && r.kind != "probe")
+        .map(|r| r.resource.clone())
+        .collect();
+    for svc in names {
+        let want = [("service", svc.as_str())];
+        let resource = format!("service {svc}");
+        let target = w
+            .last()
+            .value("sojourn_proxy_latency_target_seconds", &want)
+            .unwrap_or(0.5);
+        let all = w.histogram_increase(hist, &want);
+        let requests = all.as_ref().map_or(0, |b| b.total());
+        let row = rows.row("service", &resource);
+        row.headline = true;
+        let rate = requests as f64 / w.seconds();
+        row.utilization = Some(Signal::new(rate, format!("{rate:.1} req/s")));
+        if let Some(inflight) = w.last().value("sojourn_proxy_active_requests", &want) {
+            row.evidence.push(format!(
+                "{} requests in {}, {} in flight",
+                requests,
+                duration(w.seconds()),
+                count(inflight)
+            ));
+        }
+        let p99 = all.as_ref().and_then(|b| b.quantile(0.99));
+        if let Some(p99) = p99.filter(|_| requests >= SERVICE_MIN_REQUESTS)
+            && p99 > target
+        {
+            let ttfb = w
+                .histogram_increase("sojourn_proxy_time_to_first_byte_seconds", &want)
+                .and_then(|b| b.quantile(0.99));
+            let mut line = format!(
+                "p99 {} over the {} target ({} requests)",
+                duration(p99),
+                duration(target),
+                requests
+            );
+            if let Some(t) = ttfb {
+                line.push_str(&format!(
+                    "; time to the upstream's first byte p99 {}",
+                    duration(t)
+                ));
+            }
+            let queued = rows
+                .find(&resource)
+                .is_some_and(|r| r.verdict == Verdict::Saturated);
+            if queued {
+                line.push_str("; requests wait in the proxy's own queue");
+            } else if host_findings.is_empty() {
+                line.push_str(
+                    "; no resource on this host is saturated: the time is spent upstream",
+                );
+            } else {
+                line.push_str(&format!(
+                    "; while {} on this host",
+                    host_findings.join(", ")
+                ));
+            }
+            let row = rows.row("service", &resource);
+            row.judge(Verdict::Slow, p99 / target, line);
+        }
+        let row = rows.row("service", &resource);
+        let errors: f64 = w
+            .last()
+            .all(hist)
+            .iter()
+            .filter(|s| {
+                s.label("service") == svc && s.label("http_response_status_code").starts_with('5')
+            })
+            .filter_map(|s| {
+                let labels: Vec<(&str, &str)> =
+                    s.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                w.increase(hist, &labels)
+            })
+            .sum();
+        let upstream = w
+            .increase("sojourn_proxy_upstream_errors_total", &want)
+            .unwrap_or(0.0);
+        if requests > 0 {
+            let ratio = errors / requests as f64;
+            row.errors = Some(Signal::new(ratio, format!("{} 5xx", pct(ratio))));
+            if ratio >= SERVICE_ERROR_RATIO {
+                row.judge(
+                    Verdict::Errors,
+                    ratio,
+                    format!(
+                        "{} of {requests} requests answered 5xx ({})",
+                        count(errors),
+                        pct(ratio)
+                    ),
+                );
+            }
+        }
+        if upstream > 0.0 {
+            row.evidence.push(format!(
+                "{} upstream connect, timeout or reset errors",
+                count(upstream)
+            ));
+        }
+        let shed = w
+            .increase("sojourn_proxy_requests_shed_total", &want)
+            .unwrap_or(0.0);
+        if shed > 0.0 {
+            row.judge(
+                Verdict::Saturated,
+                1.0,
+                format!(
+                    "{} requests shed (503) by CoDel: the request queue stood",
+                    count(shed)
+                ),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::{Snapshot, evaluate};
+
+    /// Two CPUs, mostly idle; every scenario below starts from this host.
+    fn host(at: f64, busy: [f64; 2]) -> Snapshot {
+        let mut s = Snapshot {
+            at,
+            ..Default::default()
+        };
+        for (cpu, b) in ["0", "1"].iter().zip(busy) {
+            s.push(
+                "sojourn_cpu_seconds_total",
+                &[("cpu", cpu), ("mode", "user")],
+                b * at,
+            );
+            s.push(
+                "sojourn_cpu_seconds_total",
+                &[("cpu", cpu), ("mode", "idle")],
+                (1.0 - b) * at,
+            );
+        }
+        s.push("sojourn_memory_mem_total_bytes", &[], 8e9);
+        s.push("sojourn_memory_mem_available_bytes", &[], 6e9);
+        s.push("sojourn_netstat_tcp_out_segs_total", &[], 1000.0 * at);
+        s.push("sojourn_netstat_tcp_retrans_segs_total", &[], 0.0);
+        s.push("sojourn_netstat_tcpext_tcp_syn_retrans_total", &[], 0.0);
+        s.push("sojourn_netstat_tcpext_listen_overflows_total", &[], 0.0);
+        s
+    }
+
+    fn queue(s: &mut Snapshot, q: &'static str, measure: &str, standing: f64, min: f64) {
+        s.push(
+            "sojourn_queue_info",
+            &[("queue", q), ("measure", measure)],
+            1.0,
+        );
+        s.push(
+            "sojourn_queue_standing_seconds_total",
+            &[("queue", q)],
+            standing,
+        );
+        s.push("sojourn_queue_min_length", &[("queue", q)], min);
+        s.push("sojourn_queue_target_length", &[("queue", q)], 1.0);
+    }
+
+    fn findings(snaps: &[Snapshot]) -> Vec<String> {
+        evaluate(snaps).unwrap().findings
+    }
+
+    #[test]
+    fn an_idle_host_has_no_findings() {
+        let snaps = [host(0.0, [0.05, 0.05]), host(10.0, [0.05, 0.05])];
+        let r = evaluate(&snaps).unwrap();
+        assert!(r.findings.is_empty(), "{r:?}");
+        assert_eq!(r.window_seconds, 10.0);
+        let cpu = r.resources.iter().find(|r| r.resource == "cpu").unwrap();
+        assert!((cpu.utilization.as_ref().unwrap().value - 0.05).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_standing_run_queue_saturates_the_cpu_and_a_burst_does_not() {
+        let mut a = host(0.0, [1.0, 1.0]);
+        let mut b = host(10.0, [1.0, 1.0]);
+        queue(&mut a, "cpu", "length", 0.0, 0.0);
+        queue(&mut b, "cpu", "length", 9.6, 3.0);
+        let r = evaluate(&[a, b]).unwrap();
+        assert_eq!(r.findings, ["cpu"]);
+        let cpu = &r.resources[0];
+        assert_eq!(cpu.verdict, Verdict::Saturated);
+        assert!(
+            cpu.evidence.iter().any(|e| e.starts_with(
+                "run queue standing 9.6 s of 10.0 s (96 %), min length up to 3 (target 1)"
+            )),
+            "{cpu:?}"
+        );
+        // Stood 2 s of 10: noticed, not a finding.
+        let mut a = host(0.0, [0.5, 0.5]);
+        let mut b = host(10.0, [0.5, 0.5]);
+        queue(&mut a, "cpu", "length", 0.0, 0.0);
+        queue(&mut b, "cpu", "length", 2.0, 0.0);
+        assert!(findings(&[a, b]).is_empty());
+    }
+
+    #[test]
+    fn one_hot_cpu_is_found_while_the_average_is_not_busy() {
+        let r = evaluate(&[host(0.0, [1.0, 0.05]), host(10.0, [1.0, 0.05])]).unwrap();
+        assert_eq!(r.findings, ["cpu0"]);
+        assert!(r.resources[0].evidence[0].contains("while the 2 CPUs average 52 %"));
+        // Both CPUs busy: no imbalance, and busy is not a finding by itself.
+        assert!(findings(&[host(0.0, [1.0, 1.0]), host(10.0, [1.0, 1.0])]).is_empty());
+    }
+
+    #[test]
+    fn accept_overflows_name_the_standing_listener_and_syn_retransmits_are_not_loss() {
+        let mut a = host(0.0, [0.1, 0.1]);
+        let mut b = host(5.0, [0.1, 0.1]);
+        queue(&mut a, "tcp_accept:127.0.0.1:8080", "length", 0.0, 0.0);
+        queue(&mut b, "tcp_accept:127.0.0.1:8080", "length", 4.9, 5.0);
+        b.push(
+            "sojourn_queue_limit",
+            &[("queue", "tcp_accept:127.0.0.1:8080")],
+            4.0,
+        );
+        for (name, v) in [
+            ("sojourn_netstat_tcpext_listen_overflows_total", 212.0),
+            ("sojourn_netstat_tcp_retrans_segs_total", 300.0),
+            ("sojourn_netstat_tcpext_tcp_syn_retrans_total", 300.0),
+        ] {
+            b.series.get_mut(name).unwrap()[0].value = v;
+        }
+        let r = evaluate(&[a, b]).unwrap();
+        assert_eq!(r.findings, ["tcp_accept 127.0.0.1:8080"]);
+        let e = &r.resources[0].evidence[0];
+        assert!(
+            e.contains("backlog 4") && e.contains("212 connections dropped"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn retransmits_beyond_one_percent_are_errors() {
+        let a = host(0.0, [0.1, 0.1]);
+        let mut b = host(10.0, [0.1, 0.1]);
+        b.series
+            .get_mut("sojourn_netstat_tcp_retrans_segs_total")
+            .unwrap()[0]
+            .value = 500.0;
+        let r = evaluate(&[a, b]).unwrap();
+        assert_eq!(r.findings, ["tcp"]);
+        assert_eq!(r.resources[0].verdict, Verdict::Errors);
+        assert!(
+            r.resources[0]
+                .evidence
+                .iter()
+                .any(|e| e.contains("500 of 10000 segments retransmitted (5 %)"))
+        );
+    }
+
+    #[test]
+    fn a_socket_queue_stands_only_when_every_snapshot_holds_it() {
+        let snap = |at: f64, rq: f64| {
+            let mut s = host(at, [0.1, 0.1]);
+            s.push("sojourn_tcp_port_connections", &[("port", "8080")], 1.0);
+            s.push(
+                "sojourn_tcp_port_receive_queue_bytes",
+                &[("port", "8080")],
+                rq,
+            );
+            s.push(
+                "sojourn_tcp_port_receive_queue_max_bytes",
+                &[("port", "8080")],
+                rq,
+            );
+            s.push(
+                "sojourn_tcp_port_send_queue_bytes",
+                &[("port", "8080")],
+                0.0,
+            );
+            s
+        };
+        let stood = [snap(0.0, 2e6), snap(1.0, 2.5e6), snap(2.0, 3e6)];
+        let r = evaluate(&stood).unwrap();
+        assert_eq!(r.findings, ["tcp_port 8080"]);
+        assert!(r.resources[0].evidence[0].starts_with("receive queue stood at ≥ 2.0 MB"));
+        let drained = [snap(0.0, 2e6), snap(1.0, 0.0), snap(2.0, 3e6)];
+        assert!(findings(&drained).is_empty());
+    }
+
+    fn service(at: f64, fast: u64, slow: u64, errors: u64) -> Snapshot {
+        let mut s = host(at, [0.1, 0.1]);
+        let bounds = [0.1, 1.0, f64::INFINITY];
+        let hist = "http_server_request_duration_seconds";
+        s.push_histogram(
+            hist,
+            &[("service", "shop"), ("http_response_status_code", "200")],
+            &bounds,
+            &[fast, slow, 0],
+        );
+        s.push_histogram(
+            hist,
+            &[("service", "shop"), ("http_response_status_code", "503")],
+            &bounds,
+            &[errors, 0, 0],
+        );
+        s.push("sojourn_proxy_active_requests", &[("service", "shop")], 1.0);
+        s.push(
+            "sojourn_proxy_latency_target_seconds",
+            &[("service", "shop")],
+            0.25,
+        );
+        s
+    }
+
+    #[test]
+    fn a_slow_service_on_a_quiet_host_blames_its_upstream() {
+        let r = evaluate(&[service(0.0, 100, 0, 0), service(10.0, 150, 50, 0)]).unwrap();
+        assert_eq!(r.findings, ["service shop"]);
+        let row = &r.resources[0];
+        assert_eq!(row.verdict, Verdict::Slow);
+        let e = row.evidence.iter().find(|e| e.starts_with("p99")).unwrap();
+        assert!(e.contains("over the 250 ms target (100 requests)"), "{e}");
+        assert!(e.contains("the time is spent upstream"), "{e}");
+        // Fast but failing.
+        let r = evaluate(&[service(0.0, 100, 0, 0), service(10.0, 190, 0, 10)]).unwrap();
+        assert_eq!(r.resources[0].verdict, Verdict::Errors);
+        assert!(
+            r.resources[0]
+                .evidence
+                .iter()
+                .any(|e| e == "10 of 100 requests answered 5xx (10 %)")
+        );
+    }
+
+    #[test]
+    fn queue_names_map_to_their_resources() {
+        assert_eq!(queue_resource("cpu:psi"), ("cpu", "cpu".to_string()));
+        assert_eq!(queue_resource("cpu3"), ("cpu", "cpu3".to_string()));
+        assert_eq!(
+            queue_resource("disk_inflight:loop0"),
+            ("disk", "disk loop0".to_string())
+        );
+        assert_eq!(
+            queue_resource("cgroup_cpu:/kubepods/pod1"),
+            ("container_cpu", "cgroup /kubepods/pod1 cpu".to_string())
+        );
+        assert_eq!(
+            queue_resource("tcp_accept:[::]:80"),
+            ("tcp_accept", "tcp_accept [::]:80".to_string())
+        );
+        assert_eq!(
+            queue_resource("proxy:shop"),
+            ("service", "service shop".to_string())
+        );
+    }
+}
