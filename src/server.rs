@@ -33,6 +33,8 @@ pub struct App {
     pub scraper: Arc<Scraper>,
     pub settings: Settings,
     limiter: Option<Arc<Semaphore>>,
+    /// The `/` page's live USE table.
+    pub live: Arc<crate::check::live::Live>,
 }
 
 impl App {
@@ -43,6 +45,7 @@ impl App {
             scraper: Arc::new(scraper),
             settings,
             limiter,
+            live: Arc::default(),
         }
     }
 }
@@ -174,6 +177,9 @@ pub async fn handle(
     } else {
         match path {
             "/" => landing_page(&app),
+            "/api/use" => live_use(&app),
+            "/assets/sojourn.js" => asset(JS, "text/javascript; charset=utf-8"),
+            "/assets/sojourn.css" => asset(CSS, "text/css; charset=utf-8"),
             "/-/healthy" => text(StatusCode::OK, "Healthy\n"),
             "/-/ready" => text(StatusCode::OK, "Ready\n"),
             _ => text(
@@ -289,21 +295,59 @@ async fn scrape(app: &App, headers: &HeaderMap) -> Response<Full<Bytes>> {
     }
 }
 
+// The page and its assets are in the binary: no CDN, nothing to install.
+const PAGE: &str = include_str!("check/page/index.html");
+const JS: &str = include_str!("check/page/sojourn.js");
+const CSS: &str = include_str!("check/page/sojourn.css");
+
+fn asset(body: &'static str, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+/// The live USE table as JSON; the first request starts the sampling
+/// task, which stops a minute after the last.
+fn live_use(app: &Arc<App>) -> Response<Full<Bytes>> {
+    if app.live.touch() {
+        tokio::spawn(crate::check::live::sample(
+            app.live.clone(),
+            app.scraper.clone(),
+        ));
+    }
+    let mut r = Response::new(Full::new(Bytes::from(app.live.json())));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
 fn landing_page(app: &App) -> Response<Full<Bytes>> {
-    let path = &app.settings.telemetry_path;
     let collectors: String = app
         .scraper
         .collector_names()
         .iter()
         .map(|c| format!("<li>{c}</li>"))
         .collect();
-    let html = format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>sojourn</title></head>\n\
-         <body><h1>sojourn {version}</h1>\n<p>Why calls are slow: USE metrics and queue delay for Prometheus.</p>\n\
-         <p><a href=\"{path}\">Metrics</a> · <a href=\"/-/healthy\">Health</a> · <a href=\"/-/ready\">Readiness</a></p>\n\
-         <h2>Enabled collectors</h2><ul>{collectors}</ul></body></html>\n",
-        version = env!("CARGO_PKG_VERSION"),
-    );
+    // The page's links are relative, so it works behind a path prefix; the
+    // telemetry path is made relative too.
+    let metrics = escape(app.settings.telemetry_path.trim_start_matches('/'));
+    let html = PAGE
+        .replace("{{VERSION}}", env!("CARGO_PKG_VERSION"))
+        .replace("{{METRICS_PATH}}", &metrics)
+        .replace("{{COLLECTORS}}", &collectors);
     let mut r = Response::new(Full::new(Bytes::from(html)));
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -156,7 +156,7 @@ fn openmetrics_gzip_and_pages() {
 
     let landing = get(e.addr, "/", &[]);
     assert_eq!(landing.status, 200);
-    assert!(landing.text().contains("href=\"/metrics\""));
+    assert!(landing.text().contains("href=\"metrics\""));
     assert_eq!(get(e.addr, "/-/healthy", &[]).status, 200);
     assert_eq!(get(e.addr, "/-/ready", &[]).status, 200);
     assert_eq!(get(e.addr, "/nope", &[]).status, 404);

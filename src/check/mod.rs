@@ -9,6 +9,7 @@
 //! *slow* when its p99 passed its latency target. High utilization alone is
 //! *busy*, not a finding: a resource can be fully used with nobody waiting.
 
+pub mod live;
 pub mod render;
 pub mod rules;
 pub mod snapshot;
@@ -110,7 +111,6 @@ pub struct Row {
     pub score: f64,
     /// Shown in the table even when ok (host-wide resources); per-CPU,
     /// per-port and per-cgroup rows only when they have something to say.
-    #[serde(skip)]
     pub headline: bool,
 }
 
