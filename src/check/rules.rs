@@ -676,11 +676,23 @@ fn cgroups(w: &Window, rows: &mut Rows) {
             format!("{} of {:.2} cores", pct(share), cores),
         ));
         if periods > 0.0 && throttled > 0.0 {
-            row.evidence.push(format!(
-                "throttled in {} of {} CFS periods",
+            // The kernel's own count, seen from the first two scrapes; the
+            // cgroup_cpu queue (its delay per period) joins once the
+            // sampler lists the cgroup (every 10 s).
+            let share = throttled / periods;
+            let line = format!(
+                "throttled in {} of {} CFS periods ({}): the quota of {:.2} cores runs out",
                 count(throttled),
-                count(periods)
-            ));
+                count(periods),
+                pct(share),
+                cores
+            );
+            if share >= STANDING_SHARE {
+                row.saturation = Some(Signal::new(share, format!("throttled {}", pct(share))));
+                row.judge(Verdict::Saturated, share, line);
+            } else {
+                row.evidence.push(line);
+            }
         }
     }
 }
@@ -1201,6 +1213,35 @@ mod tests {
                 .iter()
                 .any(|e| e == "10 of 100 requests answered 5xx (10 %)")
         );
+    }
+
+    #[test]
+    fn a_cgroup_throttled_in_most_periods_is_saturated() {
+        let snap = |at: f64, throttled: f64| {
+            let mut s = host(at, [0.2, 0.1]);
+            let cg = [("cgroup", "/shop")];
+            s.push("sojourn_cgroup_cpu_quota_seconds", &cg, 0.02);
+            s.push("sojourn_cgroup_cpu_period_seconds", &cg, 0.1);
+            s.push("sojourn_cgroup_cpu_usage_seconds_total", &cg, 0.2 * at);
+            s.push("sojourn_cgroup_cpu_periods_total", &cg, 10.0 * at);
+            s.push(
+                "sojourn_cgroup_cpu_throttled_periods_total",
+                &cg,
+                throttled * at,
+            );
+            s
+        };
+        let r = evaluate(&[snap(0.0, 9.0), snap(4.0, 9.0)]).unwrap();
+        assert_eq!(r.findings, ["cgroup /shop cpu"]);
+        assert!(
+            r.resources[0].evidence[0]
+                .starts_with("throttled in 36 of 40 CFS periods (90 %): the quota of 0.20 cores"),
+            "{:?}",
+            r.resources[0]
+        );
+        // Throttled now and then: said, not a finding.
+        let r = evaluate(&[snap(0.0, 1.0), snap(4.0, 1.0)]).unwrap();
+        assert!(r.findings.is_empty(), "{r:?}");
     }
 
     #[test]
