@@ -796,6 +796,24 @@ fn every_fault_names_its_resource_and_nothing_else() {
         ))
     }));
 
+    outcomes.push(scenario("one hot CPU", None, vec![], || {
+        // One busy shell pinned to CPU 0: that CPU is full while the
+        // average is not, and nothing waits (the USE checklist's per-CPU
+        // imbalance).
+        let pinned = Command::new("taskset")
+            .args(["-c", "0", "sh", "-c", "while :; do :; done"])
+            .spawn()
+            .map_err(|e| format!("taskset: {e}"))?;
+        Ok((
+            Children(vec![pinned]),
+            Expect {
+                required: vec![("cpu", "cpu0".into())],
+                allowed_kinds: vec!["cpu"],
+                in_check: true,
+            },
+        ))
+    }));
+
     outcomes.push(scenario("CPU throttling", None, vec![], || {
         let cg = common::throttled_cgroup("sojourn-scenario-throttle");
         Ok((
