@@ -57,19 +57,6 @@ fn headless(browser: &str, url: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Busy shells (the loop is a builtin: no grandchildren), killed on drop
-/// so that a failing assertion leaves no load for the next test.
-struct Busy(Vec<std::process::Child>);
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// Width and height from a PNG's IHDR chunk.
 fn png_size(png: &[u8]) -> (u32, u32) {
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
@@ -126,16 +113,7 @@ fn the_page_shows_the_live_use_table_and_a_standing_cpu_queue_in_red() {
     // More busy processes than CPUs: the run queue stands, and within the
     // live window (5 s) the page says so.
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let busy = Busy(
-        (0..cpus + 2)
-            .map(|_| {
-                Command::new("sh")
-                    .args(["-c", "while :; do :; done"])
-                    .spawn()
-                    .unwrap()
-            })
-            .collect(),
-    );
+    let busy = common::busy_shells(cpus + 2);
     let started = Instant::now();
     loop {
         let r = common::get(exporter.addr, "/api/use", &[]).text();

@@ -41,7 +41,13 @@ impl Drop for Exporter {
 
 /// Starts the binary on a free loopback port and waits for its "listening" line.
 pub fn start(extra: &[&str]) -> Exporter {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sojourn"))
+    start_with(Command::new(env!("CARGO_BIN_EXE_sojourn")), extra)
+}
+
+/// [`start`] with `command` running the binary (e.g. `ip netns exec NS
+/// sojourn`).
+pub fn start_with(mut command: Command, extra: &[&str]) -> Exporter {
+    let mut child = command
         .args(["--web.listen-address", "127.0.0.1:0"])
         .args(extra)
         .stdout(Stdio::null())
@@ -387,6 +393,33 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// Processes killed (and reaped) on drop, so that a failing assertion
+/// leaves no load behind for the next test.
+pub struct Children(pub Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `n` busy shells; the loop is a builtin, so no grandchild outlives the kill.
+pub fn busy_shells(n: usize) -> Children {
+    Children(
+        (0..n)
+            .map(|_| {
+                Command::new("sh")
+                    .args(["-c", "while :; do :; done"])
+                    .spawn()
+                    .expect("start sh")
+            })
+            .collect(),
+    )
 }
 
 /// A cgroup made for the test, with a busy child in it; removed on drop.

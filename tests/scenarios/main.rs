@@ -13,7 +13,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -58,51 +58,17 @@ fn run(program: &str, args: &[&str]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// A sojourn exporter (maybe inside a namespace); killed on drop.
+/// A sojourn exporter, maybe inside a namespace.
 struct Exporter {
-    child: Child,
-    addr: SocketAddr,
+    running: common::Exporter,
     netns: Option<String>,
-}
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Exporter {
     fn start(netns: Option<&str>, args: &[String]) -> Exporter {
-        let mut child = command(netns, bin())
-            .args(["--web.listen-address", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sojourn");
-        let mut reader = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        while !line.contains("listening") {
-            line.clear();
-            assert!(
-                reader.read_line(&mut line).unwrap() > 0,
-                "sojourn exited before listening"
-            );
-        }
-        let addr = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("address="))
-            .unwrap()
-            .parse()
-            .unwrap();
-        std::thread::spawn(move || {
-            let mut sink = String::new();
-            let _ = reader.read_to_string(&mut sink);
-        });
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let e = Exporter {
-            child,
-            addr,
+            running: common::start_with(command(netns, bin()), &args),
             netns: netns.map(str::to_string),
         };
         // The first request starts the live sampler; wait for its table.
@@ -117,7 +83,7 @@ impl Exporter {
     /// `/api/use`, fetched from inside the exporter's namespace.
     fn live(&self) -> Value {
         let body = match &self.netns {
-            None => common::get(self.addr, "/api/use", &[]).text(),
+            None => common::get(self.running.addr, "/api/use", &[]).text(),
             Some(ns) => run(
                 "ip",
                 &[
@@ -127,7 +93,7 @@ impl Exporter {
                     "python3",
                     "-c",
                     "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())",
-                    &format!("http://{}/api/use", self.addr),
+                    &format!("http://{}/api/use", self.running.addr),
                 ],
             )
             .unwrap_or_default(),
@@ -326,31 +292,7 @@ fn scenario<G>(
 
 // ---- Faults. Each returns a guard whose drop undoes it. ----
 
-/// Processes killed (and reaped) on drop.
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn busy_shells(n: usize) -> Children {
-    // The loop is a shell builtin: no grandchildren outlive the kill.
-    Children(
-        (0..n)
-            .map(|_| {
-                Command::new("sh")
-                    .args(["-c", "while :; do :; done"])
-                    .spawn()
-                    .unwrap()
-            })
-            .collect(),
-    )
-}
+use common::{Children, busy_shells};
 
 /// Threads stopped on drop.
 struct Stop(Arc<AtomicBool>, Vec<std::thread::JoinHandle<()>>);
