@@ -186,15 +186,24 @@ fn a_busy_process_under_a_small_quota_is_throttled() {
     let snap = queues
         .snapshot(&queue)
         .expect("a throttling queue for the cgroup");
+    // Most intervals stood; not necessarily the last one, as a reading
+    // can fall where the task was not runnable (a loaded test machine).
     assert!(
-        snap.standing,
+        snap.intervals_standing >= 3 * snap.intervals_ok.max(1),
         "80 ms throttled per 100 ms period stands: {snap:?}"
     );
     assert!(snap.standing_seconds > 0.5, "{snap:?}");
-    let per_period = snap.last_min.unwrap();
+    let h = &snap.histogram;
+    let in_period: u64 = h
+        .bounds
+        .iter()
+        .zip(&h.counts)
+        .filter(|(b, _)| **b > 0.05 && **b <= 0.1)
+        .map(|(_, c)| c)
+        .sum();
     assert!(
-        per_period > 0.05 && per_period <= 0.1,
-        "throttled {per_period} s per period"
+        3 * in_period >= 2 * h.count,
+        "most readings throttled 50-100 ms per period: {snap:?}"
     );
     drop(queues);
     drop(cg);
