@@ -104,6 +104,45 @@ fn v1_cgroupfs_kubelet_tree() {
 }
 
 #[test]
+fn a_cgroup_in_the_memory_hierarchy_only_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("cgroup-v1");
+    common::copy_tree(&common::fixtures().join("cgroup-v1"), &root);
+    let only = root.join("memory/batch-job");
+    std::fs::create_dir(&only).unwrap();
+    for (file, text) in [
+        ("cgroup.procs", "4242\n"),
+        ("memory.usage_in_bytes", "33554432\n"),
+        ("memory.limit_in_bytes", "33554432\n"),
+        ("memory.failcnt", "870\n"),
+    ] {
+        std::fs::write(only.join(file), text).unwrap();
+    }
+    let text = scrape(&["--collector.cgroup.root", root.to_str().unwrap()]);
+    let id = "cgroup=\"/batch-job\",pod_uid=\"\",container_id=\"\",qos_class=\"\"";
+    assert_eq!(
+        value(&text, &format!("sojourn_cgroup_memory_usage_bytes{{{id}}}")),
+        Some(33554432.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            &format!("sojourn_cgroup_memory_events_total{{{id},event=\"max\"}}")
+        ),
+        Some(870.0)
+    );
+    assert!(!text.contains(&format!("sojourn_cgroup_cpu_usage_seconds_total{{{id}}}")));
+    assert_eq!(
+        value(
+            &text,
+            "sojourn_scrape_collector_success{collector=\"cgroup\"}"
+        ),
+        Some(1.0)
+    );
+}
+
+#[test]
 fn include_exclude_and_cap() {
     let sys = common::fixtures().join("sys");
     let all = scrape(&["--path.sysfs", sys.to_str().unwrap()]);

@@ -702,13 +702,26 @@ impl Collect for CgroupCollector {
             ))
         })?;
         let limit = cfg.cgroup.max_cgroups;
-        let base = match &layout {
-            Layout::V2(r) => r.clone(),
+        let (paths, omitted) = match &layout {
+            Layout::V2(r) => walk(r, &cfg.cgroup, limit),
+            // A cgroup may exist in one v1 hierarchy and not the other (a
+            // memory-only cgroup made by hand or by a tool): both are walked.
             Layout::V1 { cpu, memory, .. } => {
-                cpu.clone().or_else(|| memory.clone()).unwrap_or_default()
+                let mut all = std::collections::BTreeSet::new();
+                let mut omitted = 0;
+                for base in [cpu, memory].into_iter().flatten() {
+                    let (p, o) = walk(base, &cfg.cgroup, limit);
+                    all.extend(p);
+                    omitted = omitted.max(o);
+                }
+                let mut paths: Vec<String> = all.into_iter().collect();
+                if paths.len() > limit {
+                    omitted += paths.len() - limit;
+                    paths.truncate(limit);
+                }
+                (paths, omitted)
             }
         };
-        let (paths, omitted) = walk(&base, &cfg.cgroup, limit);
         let mut stats = Vec::with_capacity(paths.len());
         for rel in paths {
             let s = match &layout {

@@ -481,13 +481,6 @@ fn memory_pressure(name: &str) -> Result<((Cgroup, Loop), String), String> {
         dirs: vec![dir.clone()],
         child: None,
     };
-    // On v1 a container runtime makes the cgroup in every hierarchy; the
-    // cgroup collector lists them from the cpu one.
-    if !v2 {
-        let cpu = root.join("cpu").join(name);
-        std::fs::create_dir(&cpu).map_err(|e| format!("{}: {e}", cpu.display()))?;
-        cg.dirs.insert(0, cpu);
-    }
     let limit = (32u64 << 20).to_string();
     if v2 {
         let _ = std::fs::write(root.join("cgroup.subtree_control"), "+memory");
