@@ -15,14 +15,16 @@ use super::{
 #[derive(Default)]
 struct Rows {
     rows: Vec<Row>,
+    index: std::collections::HashMap<String, usize>,
 }
 
 impl Rows {
     fn row(&mut self, kind: &'static str, resource: &str) -> &mut Row {
-        let i = match self.rows.iter().position(|r| r.resource == resource) {
-            Some(i) => i,
+        let i = match self.index.get(resource) {
+            Some(&i) => i,
             None => {
                 self.rows.push(Row::new(kind, resource));
+                self.index.insert(resource.to_string(), self.rows.len() - 1);
                 self.rows.len() - 1
             }
         };
@@ -30,7 +32,7 @@ impl Rows {
     }
 
     fn find(&self, resource: &str) -> Option<&Row> {
-        self.rows.iter().find(|r| r.resource == resource)
+        self.index.get(resource).map(|&i| &self.rows[i])
     }
 }
 
@@ -573,37 +575,43 @@ fn tables(w: &Window, rows: &mut Rows) {
 }
 
 fn cgroups(w: &Window, rows: &mut Rows) {
+    // Each family is read once into a map by cgroup: hundreds of cgroups
+    // must not mean hundreds of scans of every family.
     let last = w.last();
+    let cg = "cgroup";
+    let limits = last.sum_by("sojourn_cgroup_memory_limit_bytes", cg, &[]);
+    let working_sets = last.sum_by("sojourn_cgroup_memory_working_set_bytes", cg, &[]);
+    let events = |e: &[&str]| {
+        let mut sum: std::collections::HashMap<String, f64> = Default::default();
+        for e in e {
+            for (k, v) in w.increase_by("sojourn_cgroup_memory_events_total", cg, &[("event", e)]) {
+                *sum.entry(k).or_default() += v;
+            }
+        }
+        sum
+    };
+    let hits = events(&["max", "high"]);
+    let kills = events(&["oom_kill", "oom"]);
+    let stalls = w.increase_by(
+        "sojourn_cgroup_pressure_stalled_seconds_total",
+        cg,
+        &[("resource", "memory"), ("kind", "some")],
+    );
+    let scans = w.increase_by("sojourn_cgroup_memory_pages_scanned_total", cg, &[]);
     for s in last.all("sojourn_cgroup_memory_usage_bytes") {
-        let cg = s.label("cgroup");
-        let want = [("cgroup", cg)];
-        let resource = format!("cgroup {cg} memory");
-        let limit = last.value("sojourn_cgroup_memory_limit_bytes", &want);
-        let working = last
-            .value("sojourn_cgroup_memory_working_set_bytes", &want)
-            .unwrap_or(s.value);
-        let event = |e: &str| {
-            w.increase(
-                "sojourn_cgroup_memory_events_total",
-                &[("cgroup", cg), ("event", e)],
-            )
-            .unwrap_or(0.0)
-        };
-        let hit = event("max") + event("high");
-        let killed = event("oom_kill") + event("oom");
-        let stalled = w
-            .rate(
-                "sojourn_cgroup_pressure_stalled_seconds_total",
-                &[("cgroup", cg), ("resource", "memory"), ("kind", "some")],
-            )
-            .unwrap_or(0.0);
+        let name = s.label(cg);
+        let limit = limits.get(name).copied();
+        let working = working_sets.get(name).copied().unwrap_or(s.value);
+        let hit = hits.get(name).copied().unwrap_or(0.0);
+        let killed = kills.get(name).copied().unwrap_or(0.0);
+        let stalled = stalls.get(name).copied().unwrap_or(0.0) / w.seconds();
         let used = limit
             .filter(|l| *l > 0.0)
             .map(|l| (working / l).clamp(0.0, 1.0));
         if hit == 0.0 && killed == 0.0 && stalled < NOTICE_SHARE && used.is_none_or(|u| u < BUSY) {
             continue;
         }
-        let row = rows.row("container_memory", &resource);
+        let row = rows.row("container_memory", &format!("cgroup {name} memory"));
         if let (Some(u), Some(l)) = (used, limit) {
             busy(
                 row,
@@ -612,9 +620,9 @@ fn cgroups(w: &Window, rows: &mut Rows) {
             );
         }
         if hit > 0.0 {
-            let scanned = w
-                .increase("sojourn_cgroup_memory_pages_scanned_total", &want)
-                .map(|p| format!(", {} pages scanned", count(p)))
+            let scanned = scans
+                .get(name)
+                .map(|p| format!(", {} pages scanned", count(*p)))
                 .unwrap_or_default();
             row.saturation = Some(Signal::new(hit, format!("limit hit {} times", count(hit))));
             row.judge(
@@ -647,30 +655,26 @@ fn cgroups(w: &Window, rows: &mut Rows) {
             );
         }
     }
+    let periods_by = last.sum_by("sojourn_cgroup_cpu_period_seconds", cg, &[]);
+    let usages = w.increase_by("sojourn_cgroup_cpu_usage_seconds_total", cg, &[]);
+    let all_periods = w.increase_by("sojourn_cgroup_cpu_periods_total", cg, &[]);
+    let throttled_by = w.increase_by("sojourn_cgroup_cpu_throttled_periods_total", cg, &[]);
     for s in last.all("sojourn_cgroup_cpu_quota_seconds") {
-        let cg = s.label("cgroup");
-        let want = [("cgroup", cg)];
-        let (Some(period), Some(usage)) = (
-            last.value("sojourn_cgroup_cpu_period_seconds", &want),
-            w.rate("sojourn_cgroup_cpu_usage_seconds_total", &want),
-        ) else {
+        let name = s.label(cg);
+        let (Some(&period), Some(&used)) = (periods_by.get(name), usages.get(name)) else {
             continue;
         };
         if period <= 0.0 || s.value <= 0.0 {
             continue;
         }
         let cores = s.value / period;
-        let share = (usage / cores).clamp(0.0, 1.0);
-        let periods = w
-            .increase("sojourn_cgroup_cpu_periods_total", &want)
-            .unwrap_or(0.0);
-        let throttled = w
-            .increase("sojourn_cgroup_cpu_throttled_periods_total", &want)
-            .unwrap_or(0.0);
+        let share = (used / w.seconds() / cores).clamp(0.0, 1.0);
+        let periods = all_periods.get(name).copied().unwrap_or(0.0);
+        let throttled = throttled_by.get(name).copied().unwrap_or(0.0);
         if share < BUSY && throttled == 0.0 {
             continue;
         }
-        let row = rows.row("container_cpu", &format!("cgroup {cg} cpu"));
+        let row = rows.row("container_cpu", &format!("cgroup {name} cpu"));
         row.utilization = Some(Signal::new(
             share,
             format!("{} of {:.2} cores", pct(share), cores),
@@ -1007,10 +1011,7 @@ mod tests {
 
     /// Two CPUs, mostly idle; every scenario below starts from this host.
     fn host(at: f64, busy: [f64; 2]) -> Snapshot {
-        let mut s = Snapshot {
-            at,
-            ..Default::default()
-        };
+        let mut s = Snapshot::new(at);
         for (cpu, b) in ["0", "1"].iter().zip(busy) {
             s.push(
                 "sojourn_cpu_seconds_total",
@@ -1242,6 +1243,47 @@ mod tests {
         // Throttled now and then: said, not a finding.
         let r = evaluate(&[snap(0.0, 1.0), snap(4.0, 1.0)]).unwrap();
         assert!(r.findings.is_empty(), "{r:?}");
+    }
+
+    #[test]
+    fn a_cgroup_hitting_its_memory_limit_is_saturated_and_oom_kills_are_errors() {
+        let snap = |at: f64, failcnt: f64, kills: f64| {
+            let mut s = host(at, [0.1, 0.1]);
+            for cg in ["/batch", "/idle"] {
+                let l = [("cgroup", cg)];
+                s.push("sojourn_cgroup_memory_usage_bytes", &l, 32e6);
+                s.push("sojourn_cgroup_memory_working_set_bytes", &l, 1e6);
+                s.push("sojourn_cgroup_memory_limit_bytes", &l, 32e6);
+                let (f, k) = if cg == "/batch" {
+                    (failcnt, kills)
+                } else {
+                    (0.0, 0.0)
+                };
+                s.push(
+                    "sojourn_cgroup_memory_events_total",
+                    &[("cgroup", cg), ("event", "max")],
+                    f,
+                );
+                s.push(
+                    "sojourn_cgroup_memory_events_total",
+                    &[("cgroup", cg), ("event", "oom_kill")],
+                    k,
+                );
+            }
+            s
+        };
+        let r = evaluate(&[snap(0.0, 100.0, 0.0), snap(2.0, 970.0, 0.0)]).unwrap();
+        assert_eq!(r.findings, ["cgroup /batch memory"]);
+        assert_eq!(
+            r.resources[0].evidence,
+            ["hit its memory limit 870 times in 2.0 s: its tasks reclaim before they allocate"]
+        );
+        let r = evaluate(&[snap(0.0, 100.0, 0.0), snap(2.0, 100.0, 2.0)]).unwrap();
+        assert_eq!(r.resources[0].verdict, Verdict::Errors);
+        assert_eq!(
+            r.resources[0].evidence,
+            ["2 tasks killed by the OOM killer"]
+        );
     }
 
     #[test]

@@ -33,6 +33,12 @@ impl Series {
         want.iter().all(|(k, v)| self.label(k) == *v)
     }
 
+    fn sorted_labels(&self) -> Vec<(&str, &str)> {
+        let mut l: Vec<(&str, &str)> = self.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        l.sort_unstable();
+        l
+    }
+
     fn same_labels(&self, other: &Series) -> bool {
         self.labels.len() == other.labels.len()
             && self.labels.iter().all(|(k, v)| other.label(k) == v)
@@ -73,6 +79,14 @@ impl Snapshot {
             }
         }
         Snapshot { at, series }
+    }
+
+    /// An empty snapshot taken at `at`.
+    pub fn new(at: f64) -> Self {
+        Snapshot {
+            at,
+            series: HashMap::new(),
+        }
     }
 
     /// Adds one series (tests build snapshots this way).
@@ -135,6 +149,18 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// `sum by (key) (name{want})`: one pass over the series, for rules
+    /// that look at hundreds of cgroups.
+    pub fn sum_by(&self, name: &str, key: &str, want: &[(&str, &str)]) -> HashMap<String, f64> {
+        let mut out: HashMap<String, f64> = HashMap::new();
+        for s in self.all(name).iter().filter(|s| s.matches(want)) {
+            *out.entry(s.label(key).to_string()).or_default() += s.value;
+        }
+        out
+    }
+}
+
 /// Snapshots in time order, at least one.
 pub struct Window<'a> {
     snaps: &'a [Snapshot],
@@ -183,6 +209,34 @@ impl<'a> Window<'a> {
             };
         }
         found.then_some(total)
+    }
+
+    /// `sum by (key) (increase(name{want}))` in one pass, each series
+    /// matched to its earlier self through a map rather than a search.
+    pub fn increase_by(
+        &self,
+        name: &str,
+        key: &str,
+        want: &[(&str, &str)],
+    ) -> HashMap<String, f64> {
+        let before: HashMap<Vec<(&str, &str)>, f64> = self
+            .first()
+            .all(name)
+            .iter()
+            .filter(|s| s.matches(want))
+            .map(|s| (s.sorted_labels(), s.value))
+            .collect();
+        let mut out: HashMap<String, f64> = HashMap::new();
+        for s in self.last().all(name).iter().filter(|s| s.matches(want)) {
+            let prior = before.get(&s.sorted_labels()).copied().unwrap_or(0.0);
+            let gained = if s.value >= prior {
+                s.value - prior
+            } else {
+                s.value
+            };
+            *out.entry(s.label(key).to_string()).or_default() += gained;
+        }
+        out
     }
 
     pub fn rate(&self, name: &str, want: &[(&str, &str)]) -> Option<f64> {
@@ -332,6 +386,26 @@ mod tests {
         assert_eq!(w.min("sojourn_queued", &[]), Some(1.0));
         assert_eq!(w.max("sojourn_queued", &[]), Some(3.0));
         assert_eq!(w.seen("sojourn_requests_total", &[("port", "22")]), 2);
+    }
+
+    #[test]
+    fn by_label_sums_agree_with_the_one_series_answers() {
+        let snaps = [
+            snap(0.0, &[("80", 100), ("443", 50)], 3),
+            snap(2.0, &[("80", 160), ("443", 5), ("22", 9)], 2),
+        ];
+        let w = Window::new(&snaps).unwrap();
+        let by = w.increase_by("sojourn_requests_total", "port", &[]);
+        for port in ["80", "443", "22"] {
+            assert_eq!(
+                by.get(port).copied(),
+                w.increase("sojourn_requests_total", &[("port", port)]),
+                "{port}"
+            );
+        }
+        let last = w.last().sum_by("sojourn_requests_total", "port", &[]);
+        assert_eq!(last["443"], 5.0);
+        assert_eq!(last.len(), 3);
     }
 
     #[test]
