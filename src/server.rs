@@ -177,7 +177,7 @@ pub async fn handle(
     } else {
         match path {
             "/" => landing_page(&app),
-            "/api/use" => live_use(&app),
+            "/api/use" => live_use(&app, req.uri().query() == Some("all=1")),
             "/assets/sojourn.js" => asset(JS, "text/javascript; charset=utf-8"),
             "/assets/sojourn.css" => asset(CSS, "text/css; charset=utf-8"),
             "/-/healthy" => text(StatusCode::OK, "Healthy\n"),
@@ -310,14 +310,14 @@ fn asset(body: &'static str, content_type: &'static str) -> Response<Full<Bytes>
 
 /// The live USE table as JSON; the first request starts the sampling
 /// task, which stops a minute after the last.
-fn live_use(app: &Arc<App>) -> Response<Full<Bytes>> {
+fn live_use(app: &Arc<App>, all: bool) -> Response<Full<Bytes>> {
     if app.live.touch() {
         tokio::spawn(crate::check::live::sample(
             app.live.clone(),
             app.scraper.clone(),
         ));
     }
-    let mut r = Response::new(Full::new(Bytes::from(app.live.json())));
+    let mut r = Response::new(Full::new(Bytes::from(app.live.json(all))));
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,

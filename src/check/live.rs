@@ -34,7 +34,6 @@ pub struct Point {
 
 #[derive(Default)]
 struct State {
-    snaps: VecDeque<Snapshot>,
     report: Option<Report>,
     history: HashMap<String, VecDeque<Point>>,
     last_request: Option<Instant>,
@@ -46,13 +45,39 @@ pub struct Live {
     state: Mutex<State>,
 }
 
+/// The snapshots of the last [`WINDOW`], owned by the sampling task: the
+/// evaluation over them runs on the blocking pool, never under the lock
+/// the HTTP handler takes.
+#[derive(Default)]
+pub struct Recent {
+    snaps: VecDeque<Snapshot>,
+}
+
+impl Recent {
+    /// Adds a snapshot, drops those older than the window, and returns the
+    /// table over what is left (None until there are two).
+    pub fn push(&mut self, snap: Snapshot) -> Option<Report> {
+        let at = snap.at;
+        self.snaps.push_back(snap);
+        while self
+            .snaps
+            .front()
+            .is_some_and(|f| at - f.at > WINDOW.as_secs_f64() + 0.5)
+        {
+            self.snaps.pop_front();
+        }
+        super::evaluate(self.snaps.make_contiguous())
+    }
+}
+
 #[derive(Serialize)]
 struct View<'a> {
     /// False until two snapshots a step apart exist.
     ready: bool,
     window_seconds: f64,
     report: Option<&'a Report>,
-    history: &'a HashMap<String, VecDeque<Point>>,
+    /// Per resource shown; every resource's with `all`.
+    history: HashMap<&'a str, &'a VecDeque<Point>>,
 }
 
 impl Live {
@@ -80,22 +105,10 @@ impl Live {
         false
     }
 
-    /// Adds a snapshot, recomputes the table over the last [`WINDOW`] and
-    /// appends each resource's point to its history.
-    pub fn push(&self, snap: Snapshot, unix_now: f64) {
+    /// Stores the latest table and appends each resource's point to its
+    /// history.
+    pub fn publish(&self, report: Report, unix_now: f64) {
         let Ok(mut s) = self.state.lock() else {
-            return;
-        };
-        let at = snap.at;
-        s.snaps.push_back(snap);
-        while s
-            .snaps
-            .front()
-            .is_some_and(|f| at - f.at > WINDOW.as_secs_f64() + 0.5)
-        {
-            s.snaps.pop_front();
-        }
-        let Some(report) = super::evaluate(s.snaps.make_contiguous()) else {
             return;
         };
         for row in &report.resources {
@@ -120,39 +133,64 @@ impl Live {
         s.report = Some(report);
     }
 
-    pub fn json(&self) -> String {
+    /// The view as JSON. The page draws history only for the rows it
+    /// shows (host-wide ones and findings) unless asked for `all`: a
+    /// history of every cgroup would be a megabyte every two seconds.
+    pub fn json(&self, all: bool) -> String {
         let Ok(s) = self.state.lock() else {
             return "{}".into();
+        };
+        let history = match &s.report {
+            Some(r) => r
+                .resources
+                .iter()
+                .filter(|row| all || row.headline || row.verdict != super::Verdict::Ok)
+                .filter_map(|row| {
+                    s.history
+                        .get_key_value(&row.resource)
+                        .map(|(k, h)| (k.as_str(), h))
+                })
+                .collect(),
+            None => HashMap::new(),
         };
         serde_json::to_string(&View {
             ready: s.report.is_some(),
             window_seconds: WINDOW.as_secs_f64(),
             report: s.report.as_ref(),
-            history: &s.history,
+            history,
         })
         .unwrap_or_else(|_| "{}".into())
     }
 }
 
-/// Scrapes every [`STEP`] while [`Live::keep_running`] says so.
+/// Scrapes and evaluates every [`STEP`], on the blocking pool (the
+/// serving thread also carries scrapes and the proxy), while
+/// [`Live::keep_running`] says so.
 pub async fn sample(live: Arc<Live>, scraper: Arc<crate::scrape::Scraper>) {
     let origin = Instant::now();
     let mut tick = tokio::time::interval(STEP);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut recent = Recent::default();
     loop {
         tick.tick().await;
         if !live.keep_running() {
             return;
         }
         let scraper = scraper.clone();
-        let Ok(families) = tokio::task::spawn_blocking(move || scraper.scrape()).await else {
-            continue;
-        };
-        let snap = Snapshot::from_families(origin.elapsed().as_secs_f64(), &families);
-        let unix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        live.push(snap, unix);
+        let work = tokio::task::spawn_blocking(move || {
+            let snap = Snapshot::from_families(origin.elapsed().as_secs_f64(), &scraper.scrape());
+            let report = recent.push(snap);
+            (recent, report)
+        });
+        // A panicking rule loses the window, not the page.
+        let report;
+        (recent, report) = work.await.unwrap_or_default();
+        if let Some(report) = report {
+            let unix = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            live.publish(report, unix);
+        }
     }
 }
 
@@ -161,10 +199,7 @@ mod tests {
     use super::*;
 
     fn snap(at: f64, busy: f64) -> Snapshot {
-        let mut s = Snapshot {
-            at,
-            ..Default::default()
-        };
+        let mut s = Snapshot::new(at);
         s.push(
             "sojourn_cpu_seconds_total",
             &[("cpu", "0"), ("mode", "user")],
@@ -183,23 +218,39 @@ mod tests {
         let live = Live::default();
         assert!(live.touch(), "the first request starts the task");
         assert!(!live.touch(), "later ones do not");
-        let v: serde_json::Value = serde_json::from_str(&live.json()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&live.json(false)).unwrap();
         assert_eq!(v["ready"], false);
-        for i in 0..(HISTORY_POINTS + 10) {
-            live.push(snap(i as f64, 0.5), 1e9 + i as f64);
-        }
-        let s = live.state.lock().unwrap();
+        let mut recent = Recent::default();
         assert!(
-            s.snaps.len() <= WINDOW.as_secs() as usize + 1,
-            "{}",
-            s.snaps.len()
+            recent.push(snap(0.0, 0.5)).is_none(),
+            "one snapshot is no table"
         );
-        assert_eq!(s.history["cpu"].len(), HISTORY_POINTS);
-        drop(s);
-        let v: serde_json::Value = serde_json::from_str(&live.json()).unwrap();
+        for i in 1..(HISTORY_POINTS + 10) {
+            let report = recent.push(snap(i as f64, 0.5)).unwrap();
+            live.publish(report, 1e9 + i as f64);
+        }
+        assert!(
+            recent.snaps.len() <= WINDOW.as_secs() as usize + 1,
+            "{}",
+            recent.snaps.len()
+        );
+        assert_eq!(
+            live.state.lock().unwrap().history["cpu"].len(),
+            HISTORY_POINTS
+        );
+        let v: serde_json::Value = serde_json::from_str(&live.json(false)).unwrap();
         assert_eq!(v["ready"], true);
         assert_eq!(v["report"]["resources"][0]["resource"], "cpu");
         assert_eq!(v["history"]["cpu"][0]["u"], 0.5);
+        assert!(
+            v["history"].get("cpu0").is_none(),
+            "an ok per-CPU row's history is left out"
+        );
+        let v: serde_json::Value = serde_json::from_str(&live.json(true)).unwrap();
+        assert_eq!(
+            v["history"]["cpu0"][0]["u"], 0.5,
+            "unless every resource is asked for"
+        );
         assert!(live.keep_running());
     }
 }

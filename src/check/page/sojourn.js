@@ -80,7 +80,7 @@ function render(view) {
 
 async function poll() {
   try {
-    const res = await fetch("api/use", { cache: "no-store" });
+    const res = await fetch(all.checked ? "api/use?all=1" : "api/use", { cache: "no-store" });
     if (!res.ok) throw new Error(`api/use answered ${res.status}`);
     render(await res.json());
   } catch (e) {
@@ -90,5 +90,6 @@ async function poll() {
   setTimeout(poll, POLL_MS);
 }
 
+// Every resource's history is fetched only while asked for.
 all.addEventListener("change", () => last && render(last));
 poll();
