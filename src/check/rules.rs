@@ -278,29 +278,26 @@ fn filesystems(w: &Window, rows: &mut Rows) {
                 format!("{} of inodes used", pct(1.0 - free / files)),
             );
         }
-        for (gauge, what) in [
-            ("sojourn_filesystem_readonly", "mounted read-only"),
-            ("sojourn_filesystem_device_error", "statvfs failed"),
+        // A read-only mount is often meant to be: only an error once it
+        // was writable when the window began.
+        let went_readonly = last.value("sojourn_filesystem_readonly", &want) == Some(1.0)
+            && w.first().value("sojourn_filesystem_readonly", &want) != Some(1.0);
+        let failures = [
+            (went_readonly, "mounted read-only"),
             (
-                "sojourn_filesystem_stale",
+                last.value("sojourn_filesystem_device_error", &want) == Some(1.0),
+                "statvfs failed",
+            ),
+            (
+                last.value("sojourn_filesystem_stale", &want) == Some(1.0),
                 "statvfs did not answer (stale mount)",
             ),
-        ] {
-            if last.value(gauge, &want) == Some(1.0) {
+        ];
+        for (failed, what) in failures {
+            if failed {
                 row.errors = Some(Signal::new(1.0, what));
                 row.judge(Verdict::Errors, 1.0, what);
             }
-        }
-        // A read-only mount is often meant to be: only an error once it
-        // was writable in this window.
-        if row.verdict == Verdict::Errors
-            && row.evidence.iter().all(|e| e == "mounted read-only")
-            && w.first().value("sojourn_filesystem_readonly", &want) == Some(1.0)
-        {
-            row.verdict = Verdict::Ok;
-            row.score = 0.0;
-            row.errors = None;
-            row.evidence.clear();
         }
     }
 }
@@ -1243,6 +1240,31 @@ mod tests {
         // Throttled now and then: said, not a finding.
         let r = evaluate(&[snap(0.0, 1.0), snap(4.0, 1.0)]).unwrap();
         assert!(r.findings.is_empty(), "{r:?}");
+    }
+
+    #[test]
+    fn a_mount_that_went_read_only_is_an_error_and_one_always_read_only_is_not() {
+        let snap = |at: f64, ro: f64| {
+            let mut s = host(at, [0.1, 0.1]);
+            let m = [("mountpoint", "/data")];
+            s.push("sojourn_filesystem_size_bytes", &m, 100e9);
+            s.push("sojourn_filesystem_free_bytes", &m, 60e9);
+            s.push("sojourn_filesystem_avail_bytes", &m, 55e9);
+            s.push("sojourn_filesystem_readonly", &m, ro);
+            s
+        };
+        let r = evaluate(&[snap(0.0, 0.0), snap(4.0, 1.0)]).unwrap();
+        assert_eq!(r.findings, ["filesystem /data"]);
+        assert_eq!(r.resources[0].evidence, ["mounted read-only"]);
+        let r = evaluate(&[snap(0.0, 1.0), snap(4.0, 1.0)]).unwrap();
+        assert!(r.findings.is_empty(), "{r:?}");
+        // Used as df counts it: 40 of 95 GB that users can have.
+        let fs = r
+            .resources
+            .iter()
+            .find(|r| r.resource == "filesystem /data")
+            .unwrap();
+        assert_eq!(fs.utilization.as_ref().unwrap().text, "42 %");
     }
 
     #[test]
