@@ -422,6 +422,17 @@ pub fn busy_shells(n: usize) -> Children {
     )
 }
 
+/// Removes a cgroup directory whose tasks were killed: the kernel frees a
+/// cgroup only once its last task has gone, so this retries for a second.
+pub fn remove_cgroup(dir: &Path) {
+    for _ in 0..50 {
+        if std::fs::remove_dir(dir).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A cgroup made for the test, with a busy child in it; removed on drop.
 pub struct Throttled {
     pub dir: std::path::PathBuf,
@@ -435,14 +446,8 @@ impl Drop for Throttled {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        // The kernel frees a cgroup once its last task has gone.
         for dir in std::iter::once(&self.dir).chain(&self.others) {
-            for _ in 0..50 {
-                if std::fs::remove_dir(dir).is_ok() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            remove_cgroup(dir);
         }
     }
 }

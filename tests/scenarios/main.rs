@@ -141,8 +141,9 @@ fn findings(report: &Value) -> Vec<Finding> {
         .collect()
 }
 
-/// What a scenario expects: resources that must be named (kind, and a
-/// substring of the resource), and the kinds allowed beside them.
+/// What a scenario expects: resources that must be named (kind and the
+/// resource's full name: "cpu" must not be satisfied by "cpu0"), and the
+/// kinds allowed beside them.
 struct Expect {
     required: Vec<(&'static str, String)>,
     allowed_kinds: Vec<&'static str>,
@@ -153,11 +154,9 @@ struct Expect {
 
 impl Expect {
     fn names(&self, found: &[Finding]) -> bool {
-        self.required.iter().all(|(kind, part)| {
-            found
-                .iter()
-                .any(|(k, r)| k == kind && r.contains(part.as_str()))
-        })
+        self.required
+            .iter()
+            .all(|(kind, name)| found.iter().any(|(k, r)| k == kind && r == name))
     }
 
     fn describe(&self) -> String {
@@ -437,12 +436,7 @@ impl Drop for Cgroup {
             let _ = c.wait();
         }
         for d in &self.dirs {
-            for _ in 0..50 {
-                if std::fs::remove_dir(d).is_ok() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            common::remove_cgroup(d);
         }
     }
 }
