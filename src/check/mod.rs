@@ -156,12 +156,14 @@ pub struct Report {
 
 impl Report {
     pub fn from_rows(window_seconds: f64, mut rows: Vec<Row>, failures: Vec<String>) -> Self {
+        // Two stable sorts: names in natural order (each key made once),
+        // then severity, which keeps that order among equals.
+        rows.sort_by_cached_key(|r| natural(&r.resource));
         rows.sort_by(|a, b| {
             b.verdict
                 .cmp(&a.verdict)
                 .then(b.score.total_cmp(&a.score))
                 .then_with(|| a.kind.cmp(b.kind))
-                .then_with(|| natural(&a.resource).cmp(&natural(&b.resource)))
         });
         let findings = rows
             .iter()
@@ -259,5 +261,30 @@ pub fn run(
         std::process::ExitCode::from(1)
     } else {
         std::process::ExitCode::SUCCESS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_ordered_worst_first_then_by_kind_then_naturally() {
+        let mut hot = Row::new("cpu", "cpu3");
+        hot.judge(Verdict::Saturated, 0.9, "hot");
+        let mut full = Row::new("filesystem", "filesystem /");
+        full.judge(Verdict::Saturated, 0.97, "full");
+        let rows = ["cpu10", "cpu9", "cpu2"]
+            .into_iter()
+            .map(|n| Row::new("cpu", n))
+            .chain([Row::new("memory", "memory"), hot, full])
+            .collect();
+        let r = Report::from_rows(1.0, rows, Vec::new());
+        let order: Vec<&str> = r.resources.iter().map(|r| r.resource.as_str()).collect();
+        assert_eq!(
+            order,
+            ["filesystem /", "cpu3", "cpu2", "cpu9", "cpu10", "memory"]
+        );
+        assert_eq!(r.findings, ["filesystem /", "cpu3"]);
     }
 }
