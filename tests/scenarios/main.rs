@@ -126,17 +126,23 @@ fn list(found: &[Finding]) -> String {
         .join(", ")
 }
 
+/// The report's own `findings`, each with its resource's kind.
 fn findings(report: &Value) -> Vec<Finding> {
-    report["resources"]
+    let rows = report["resources"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    report["findings"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|r| matches!(r["verdict"].as_str(), Some("saturated" | "errors" | "slow")))
-        .map(|r| {
-            (
-                r["kind"].as_str().unwrap_or("").to_string(),
-                r["resource"].as_str().unwrap_or("").to_string(),
-            )
+        .filter_map(Value::as_str)
+        .map(|name| {
+            let kind = rows
+                .iter()
+                .find(|r| r["resource"] == name)
+                .and_then(|r| r["kind"].as_str())
+                .unwrap_or("");
+            (kind.to_string(), name.to_string())
         })
         .collect()
 }
