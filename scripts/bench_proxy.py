@@ -13,7 +13,7 @@ backend directly, through nginx and through sojourn, alternating for
 --rounds rounds so machine drift hits all alike, and reports requests/s
 and p50/p99 per target (median over rounds). Finally it opens --idle
 keep-alive connections to sojourn, each having made one request, and reads
-sojourn's RSS. Loopback only; everything started is stopped at the end.
+sojourn's RSS 3 s later. Loopback only; everything started is stopped at the end.
 """
 import argparse, os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
@@ -114,7 +114,9 @@ def main():
             data = b""
             while b"ok\n" not in data:
                 data += s.recv(4096)
-        time.sleep(0.5)
+        # Idle means idle: a connection gives its HTTP buffers back after
+        # one to two seconds without a request (src/proxy/client.rs).
+        time.sleep(3)
         print(f"sojourn RSS: {before} kB before, {rss_kb(sj.pid)} kB holding {len(conns)} idle keep-alive connections")
         for s in conns:
             s.close()

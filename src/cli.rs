@@ -490,7 +490,15 @@ fn proxy_args(cmd: Command) -> Command {
             .value_name("DURATION")
             .default_value("10s")
             .value_parser(parse_duration)
-            .help("Longest wait for a client's request headers (slow clients are closed)"),
+            .help("Longest wait for a client's request headers, and for a new connection's first byte (slow clients are closed)"),
+    )
+    .arg(
+        Arg::new("proxy.idle-timeout")
+            .long("proxy.idle-timeout")
+            .value_name("DURATION")
+            .default_value("75s")
+            .value_parser(parse_duration)
+            .help("Longest wait for the next request on an idle keep-alive connection (nginx's keepalive_timeout)"),
     )
     .arg(
         Arg::new("proxy.max-connections")
@@ -634,6 +642,7 @@ fn proxy_config(m: &ArgMatches) -> crate::proxy::Config {
         connect_timeout: dur("upstream.connect-timeout"),
         timeout: dur("upstream.timeout"),
         header_timeout: dur("proxy.header-timeout"),
+        idle_timeout: dur("proxy.idle-timeout"),
         max_connections: *m
             .get_one::<usize>("proxy.max-connections")
             .expect("has default"),
@@ -874,6 +883,7 @@ mod tests {
         assert_eq!(file.connect_timeout, flags.connect_timeout);
         assert_eq!(file.timeout, flags.timeout);
         assert_eq!(file.header_timeout, flags.header_timeout);
+        assert_eq!(file.idle_timeout, flags.idle_timeout);
         assert_eq!(file.max_connections, flags.max_connections);
         assert_eq!(file.drain_timeout, flags.drain_timeout);
         assert_eq!(file.quantile_window, flags.quantile_window);

@@ -62,6 +62,9 @@ fn default_timeout() -> Duration {
 fn default_header_timeout() -> Duration {
     Duration::from_secs(10)
 }
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(75)
+}
 fn default_max_connections() -> usize {
     10_000
 }
@@ -103,6 +106,8 @@ struct ServiceSpec {
     timeout: Duration,
     #[serde(default = "default_header_timeout", deserialize_with = "duration")]
     header_timeout: Duration,
+    #[serde(default = "default_idle_timeout", deserialize_with = "duration")]
+    idle_timeout: Duration,
     #[serde(default = "default_max_connections")]
     max_connections: usize,
     #[serde(default = "default_drain_timeout", deserialize_with = "duration")]
@@ -217,6 +222,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
             connect_timeout: s.connect_timeout,
             timeout: s.timeout,
             header_timeout: s.header_timeout,
+            idle_timeout: s.idle_timeout,
             max_connections: s.max_connections.max(1),
             drain_timeout: s.drain_timeout,
             quantile_window: s.quantile_window,

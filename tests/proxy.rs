@@ -942,3 +942,110 @@ fn upstream_connections_are_reused_and_a_stale_one_is_replaced() {
         );
     }
 }
+
+/// Reads one response with a Content-Length body from a kept-alive
+/// connection: (status, lower-cased headers, body).
+fn read_response(r: &mut BufReader<TcpStream>) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no status line: {line:?}"))
+        .parse()
+        .unwrap();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).unwrap();
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':').unwrap();
+        headers.push((k.to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .unwrap_or_else(|| panic!("no Content-Length: {status} {headers:?}"))
+        .1
+        .parse()
+        .unwrap();
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).unwrap();
+    (status, headers, body)
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_parked_and_serves_again_until_the_idle_timeout() {
+    let up = upstream();
+    let p = start_proxy(
+        &format!("http://{up}"),
+        &["--proxy.idle-timeout", "4s", "--proxy.header-timeout", "1s"],
+    );
+    let idle = |p: &Proxy| {
+        value(
+            &metrics(p),
+            r#"sojourn_proxy_idle_connections{service="shop"}"#,
+        )
+    };
+    let stream = TcpStream::connect(p.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: shop.example\r\n\r\n");
+    // Two requests in one write (pipelined): answered in order.
+    writer
+        .write_all(format!("{}{}", get("/status/201"), get("/status/202")).as_bytes())
+        .unwrap();
+    assert_eq!(read_response(&mut reader).0, 201);
+    assert_eq!(read_response(&mut reader).0, 202);
+    // Idle for two sweeps: parked, holding no HTTP state, still open.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(idle(&p), Some(1.0), "the idle connection is parked");
+    writer.write_all(get("/status/203").as_bytes()).unwrap();
+    let (status, headers, body) = read_response(&mut reader);
+    assert_eq!((status, body.as_slice()), (203, &b"status 203\n"[..]));
+    assert!(
+        !headers
+            .iter()
+            .any(|(k, v)| k == "connection" && v == "close"),
+        "a parked connection is not told to close: {headers:?}"
+    );
+    // A request that arrives while the connection is being parked, and
+    // one split across two writes, are served whole.
+    std::thread::sleep(Duration::from_millis(2500));
+    let split = get("/status/200");
+    writer.write_all(&split.as_bytes()[..7]).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    writer.write_all(&split.as_bytes()[7..]).unwrap();
+    assert_eq!(read_response(&mut reader).0, 200);
+    let text = metrics(&p);
+    assert_eq!(
+        value(&text, r#"sojourn_proxy_connections_total{service="shop"}"#),
+        Some(1.0),
+        "one connection served every request"
+    );
+    for status in [201, 202, 203, 200] {
+        assert_eq!(gets_counted(&text, "shop", status, ""), Some(1.0));
+    }
+    // Past the idle timeout the proxy closes it.
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    assert_eq!(reader.read_to_end(&mut rest).unwrap(), 0);
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "closed after {:?}, before the 4 s idle timeout",
+        started.elapsed()
+    );
+    // A new connection that sends nothing has the header timeout (1 s).
+    let mut silent = TcpStream::connect(p.addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(silent.read(&mut [0; 16]).unwrap(), 0, "closed");
+    assert_eq!(idle(&p), Some(0.0));
+}

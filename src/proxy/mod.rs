@@ -10,6 +10,7 @@
 //! apart as time to first byte).
 
 pub mod admission;
+pub mod client;
 pub mod stats;
 pub mod upstream;
 pub mod window;
@@ -28,7 +29,7 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 
 use admission::{Admission, Admit, Permit};
 use stats::{ErrorType, RequestKey, RouteKey, ServiceStats, method_label};
@@ -110,8 +111,11 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// Longest wait for the upstream's response headers (504 after).
     pub timeout: Duration,
-    /// Longest wait for a client's request headers (slowloris).
+    /// Longest wait for a client's request headers (slowloris), and for
+    /// a new connection's first byte.
     pub header_timeout: Duration,
+    /// Longest wait for the next request on a keep-alive connection.
+    pub idle_timeout: Duration,
     /// Most client connections at once; more are closed on arrival.
     pub max_connections: usize,
     /// Longest wait for in-flight requests on SIGTERM.
@@ -224,6 +228,32 @@ struct Shared {
     admission: Option<Arc<Admission>>,
     /// The empty `http_route`, shared rather than allocated per request.
     no_route: Arc<str>,
+    h1: hyper::server::conn::http1::Builder,
+    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    /// Ticks every `client::idle_sweep` for the connections being served.
+    sweep: watch::Sender<()>,
+}
+
+/// The proxy as a hyper service, for one client connection (`client`:
+/// the HTTP/1 connection's state; None on HTTP/2).
+fn service(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    client: Option<Arc<client::ClientConn>>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<RecordedBody>,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Clone
++ Send
++ Unpin
++ 'static {
+    hyper::service::service_fn(move |req| {
+        let shared = shared.clone();
+        let client = client.clone();
+        async move { Ok(forward(&shared, req, peer, client).await) }
+    })
 }
 
 /// Serves the proxy on `listener` until `shutdown`, then stops accepting
@@ -252,27 +282,36 @@ pub async fn serve(
         cfg.connect_timeout,
     ));
     let limit = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
+    let mut h1 = hyper::server::conn::http1::Builder::new();
+    h1.timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_timeout)
+        .max_buf_size(64 * 1024);
+    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
+        .max_header_list_size(64 * 1024)
+        .max_concurrent_streams(256);
     let shared = Arc::new(Shared {
         cfg,
         stats,
         upstream,
         admission,
         no_route: Arc::from(""),
+        h1,
+        h2,
+        sweep: watch::Sender::new(()),
     });
-    // HTTP/1.1, and HTTP/2 with prior knowledge (h2c), told apart by the
-    // connection's first bytes.
-    let mut server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    server
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(shared.cfg.header_timeout)
-        .max_buf_size(64 * 1024);
-    server
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(64 * 1024)
-        .max_concurrent_streams(256);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let sweeping = shared.clone();
+    let _sweeper = crate::server::AbortOnDrop(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(client::idle_sweep(sweeping.cfg.header_timeout));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            sweeping.sweep.send_replace(());
+        }
+    }));
+    // Every connection's task holds a receiver: `closed` below is the
+    // moment the last one has finished.
+    let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
     while let Some((stream, peer)) = crate::server::accept_until(&listener, &mut shutdown).await {
         // Over the connection limit: closed at once, so that idle or slow
@@ -285,29 +324,19 @@ pub async fn serve(
         let stats = shared.stats.clone();
         stats.connections_total.fetch_add(1, Ordering::Relaxed);
         stats.open_connections.fetch_add(1, Ordering::Relaxed);
-        let svc_shared = shared.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let shared = svc_shared.clone();
-            async move { Ok::<_, Infallible>(forward(&shared, req, peer).await) }
-        });
-        let conn = server
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let shared = shared.clone();
+        let stop = stop_rx.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "client connection ended with an error");
-            }
+            client::serve(stream, peer, shared, stop).await;
             stats.open_connections.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
     }
     drop(listener);
+    drop(stop_rx);
+    let _ = stop_tx.send(true);
     let drain = shared.cfg.drain_timeout;
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(drain, stop_tx.closed()).await.is_err() {
         tracing::warn!("requests still in flight after {drain:?}; closing");
     }
 }
@@ -357,33 +386,26 @@ fn upgrade_protocol(req: &Request<Incoming>) -> Option<HeaderValue> {
     if req.version() != hyper::Version::HTTP_11 {
         return None;
     }
-    let asks = req
-        .headers()
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    asks.then(|| req.headers().get(header::UPGRADE).cloned())
+    connection_has(req.headers(), "upgrade")
+        .then(|| req.headers().get(header::UPGRADE).cloned())
         .flatten()
 }
 
-/// Relays an upgraded connection both ways until either side closes,
+/// Relays a switched connection both ways until either side closes,
 /// counting its bytes as the service's traffic.
 async fn tunnel(
-    client: hyper::upgrade::OnUpgrade,
+    mut client: client::Replay,
     upstream: hyper::upgrade::OnUpgrade,
     stats: Arc<ServiceStats>,
 ) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(both) => both,
+    let upstream = match upstream.await {
+        Ok(u) => u,
         Err(e) => {
             tracing::debug!(error = %e, "upgrade failed");
             return;
         }
     };
     stats.open_tunnels.fetch_add(1, Ordering::Relaxed);
-    let mut client = TokioIo::new(client);
     let mut upstream = TokioIo::new(upstream);
     match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         Ok((up, down)) => {
@@ -400,12 +422,30 @@ fn mark_upgrade(headers: &mut HeaderMap, protocol: &HeaderValue) {
     headers.insert(header::UPGRADE, protocol.clone());
 }
 
+/// Whether a `Connection` header names `token`.
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
 async fn forward(
     shared: &Shared,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     peer: SocketAddr,
+    client: Option<Arc<client::ClientConn>>,
 ) -> Response<RecordedBody> {
     let start = Instant::now();
+    let upgrade = upgrade_protocol(&req);
+    // Only an HTTP/1.1 exchange that neither closes nor switches protocols
+    // leaves the socket for another request.
+    let keep_alive = req.version() == hyper::Version::HTTP_11
+        && upgrade.is_none()
+        && !connection_has(req.headers(), "close");
+    let in_flight = client.as_ref().map(|c| c.begin(keep_alive));
     let stats = shared.stats.clone();
     stats.active_requests.fetch_add(1, Ordering::Relaxed);
     let method = method_label(req.method());
@@ -415,7 +455,10 @@ async fn forward(
         .clone();
     // Every response, the proxy's own included, is recorded when its body
     // ends or is dropped; the request's slot goes back with it.
-    let recorded = |status: StatusCode, inner: Inner, permit: Option<Permit>| RecordedBody {
+    let recorded = |status: StatusCode,
+                    inner: Inner,
+                    permit: Option<Permit>,
+                    in_flight: Option<client::InFlight>| RecordedBody {
         inner,
         start,
         stats: stats.clone(),
@@ -428,6 +471,7 @@ async fn forward(
         done: false,
         connection: None,
         _permit: permit,
+        in_flight,
     };
     let permit = match &shared.admission {
         None => None,
@@ -437,7 +481,7 @@ async fn forward(
                 let mut r = local(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "overloaded, retry\n",
-                    |s, i| recorded(s, i, None),
+                    |s, i| recorded(s, i, None, in_flight),
                 );
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -445,9 +489,8 @@ async fn forward(
             }
         },
     };
-    let recorded = move |status: StatusCode, inner: Inner| recorded(status, inner, permit);
-    let upgrade = upgrade_protocol(&req);
-    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    let recorded =
+        move |status: StatusCode, inner: Inner| recorded(status, inner, permit, in_flight);
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     if let Some(protocol) = &upgrade {
@@ -492,10 +535,11 @@ async fn forward(
     match tokio::time::timeout(shared.cfg.timeout, sent).await {
         Ok(Ok((mut resp, sender))) => {
             let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-            let upstream_upgrade = match (switched, client_upgrade) {
-                (true, Some(client)) => {
-                    let upstream = hyper::upgrade::on(&mut resp);
-                    tokio::spawn(tunnel(client, upstream, stats.clone()));
+            // The client's side of the relay is its socket, which the
+            // connection's task takes back once hyper has written the 101.
+            let upstream_upgrade = match (switched, upgrade.is_some(), &client) {
+                (true, true, Some(client)) => {
+                    client.set_upgrade(hyper::upgrade::on(&mut resp));
                     resp.headers().get(header::UPGRADE).cloned()
                 }
                 _ => None,
@@ -611,6 +655,8 @@ pub struct RecordedBody {
     )>,
     /// The request's slot under --max-concurrency, given back with the body.
     _permit: Option<Permit>,
+    /// The request's claim on its HTTP/1 connection, ended with the body.
+    in_flight: Option<client::InFlight>,
 }
 
 impl RecordedBody {
@@ -620,6 +666,8 @@ impl RecordedBody {
         }
         if cancelled {
             self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+        } else if let Some(in_flight) = &mut self.in_flight {
+            in_flight.finish_clean();
         }
         let seconds = self.start.elapsed().as_secs_f64();
         self.stats.record_duration(&self.key, seconds);
@@ -671,6 +719,8 @@ impl Body for RecordedBody {
             }
             Poll::Ready(Some(Err(_))) => {
                 self.stats.error(ErrorType::Reset);
+                // A response cut short: its connection is not reused.
+                self.in_flight = None;
                 self.finish(false);
             }
             Poll::Pending => {}

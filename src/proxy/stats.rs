@@ -211,6 +211,8 @@ pub struct ServiceStats {
     pub cancelled: AtomicU64,
     pub active_requests: AtomicU64,
     pub open_connections: AtomicU64,
+    /// Of those, the ones waiting for a request holding no HTTP state.
+    pub idle_connections: AtomicU64,
     pub connections_total: AtomicU64,
     /// Upgraded connections (websocket) being relayed.
     pub open_tunnels: AtomicU64,
@@ -352,6 +354,7 @@ impl ServiceStats {
             one(CANCELLED, load(&self.cancelled)),
             one(ACTIVE, load(&self.active_requests)),
             one(OPEN_CONNECTIONS, load(&self.open_connections)),
+            one(IDLE_CONNECTIONS, load(&self.idle_connections)),
             one(CONNECTIONS, load(&self.connections_total)),
             one(OPEN_TUNNELS, load(&self.open_tunnels)),
         ]
@@ -407,6 +410,10 @@ const ACTIVE: Desc = Desc::gauge(
 const OPEN_CONNECTIONS: Desc = Desc::gauge(
     "proxy_open_connections",
     "Saturation: client connections open to the proxy.",
+);
+const IDLE_CONNECTIONS: Desc = Desc::gauge(
+    "proxy_idle_connections",
+    "Saturation: client connections open and waiting for a request with no HTTP state held: new ones before their first byte, keep-alive ones idle for 1-2 s or more.",
 );
 const CONNECTIONS: Desc =
     Desc::counter("proxy_connections", "Traffic: client connections accepted.");
