@@ -249,10 +249,15 @@ fn service(
 + Send
 + Unpin
 + 'static {
+    // The client's address as X-Forwarded-For wants it, made once per
+    // connection rather than formatted per request.
+    let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
+        .expect("an IP address is a valid header value");
     hyper::service::service_fn(move |req| {
         let shared = shared.clone();
         let client = client.clone();
-        async move { Ok(forward(&shared, req, peer, client).await) }
+        let peer_ip = peer_ip.clone();
+        async move { Ok(forward(&shared, req, peer_ip, client).await) }
     })
 }
 
@@ -435,7 +440,7 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 async fn forward(
     shared: &Shared,
     req: Request<Incoming>,
-    peer: SocketAddr,
+    peer_ip: HeaderValue,
     client: Option<Arc<client::ClientConn>>,
 ) -> Response<RecordedBody> {
     let start = Instant::now();
@@ -509,10 +514,12 @@ async fn forward(
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok())
     {
-        Some(prior) => format!("{prior}, {}", peer.ip()),
-        None => peer.ip().to_string(),
+        Some(prior) => {
+            HeaderValue::from_str(&format!("{prior}, {}", peer_ip.to_str().unwrap_or(""))).ok()
+        }
+        None => Some(peer_ip),
     };
-    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+    if let Some(v) = forwarded_for {
         parts.headers.insert("x-forwarded-for", v);
     }
     parts
