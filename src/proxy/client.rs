@@ -376,7 +376,11 @@ async fn serve_h1(
         tokio::spawn(super::tunnel(io, upstream, shared.stats.clone()));
         return None;
     }
-    (recycling && !stopping && conn.reusable_now()).then_some(io)
+    let parked = recycling && !stopping && conn.reusable_now();
+    if parked {
+        shared.parked.fetch_add(1, Ordering::Relaxed);
+    }
+    parked.then_some(io)
 }
 
 async fn serve_h2(

@@ -12,6 +12,7 @@
 pub mod admission;
 pub mod client;
 pub mod stats;
+mod trim;
 pub mod upstream;
 pub mod window;
 
@@ -232,6 +233,8 @@ struct Shared {
     h2: hyper::server::conn::http2::Builder<TokioExecutor>,
     /// Ticks every `client::idle_sweep` for the connections being served.
     sweep: watch::Sender<()>,
+    /// Connections parked since the freed heap was last given back.
+    parked: std::sync::atomic::AtomicUsize,
 }
 
 /// The proxy as a hyper service, for one client connection (`client`:
@@ -260,6 +263,10 @@ fn service(
         async move { Ok(forward(&shared, req, peer_ip, client).await) }
     })
 }
+
+/// Connections parked (their buffers freed) before the freed heap is
+/// given back to the kernel.
+const PARKED_BEFORE_TRIM: usize = 256;
 
 /// Serves the proxy on `listener` until `shutdown`, then stops accepting
 /// and waits up to the drain timeout for requests in flight.
@@ -304,6 +311,7 @@ pub async fn serve(
         h1,
         h2,
         sweep: watch::Sender::new(()),
+        parked: Default::default(),
     });
     let sweeping = shared.clone();
     let _sweeper = crate::server::AbortOnDrop(tokio::spawn(async move {
@@ -312,6 +320,12 @@ pub async fn serve(
         loop {
             tick.tick().await;
             sweeping.sweep.send_replace(());
+            // ~33 kB each: 256 parked is 8 MB freed, worth a trim (~1 ms,
+            // off the serving thread).
+            if sweeping.parked.load(Ordering::Relaxed) >= PARKED_BEFORE_TRIM {
+                sweeping.parked.store(0, Ordering::Relaxed);
+                tokio::task::spawn_blocking(trim::release_free_heap);
+            }
         }
     }));
     // Every connection's task holds a receiver: `closed` below is the
