@@ -1041,6 +1041,15 @@ fn an_idle_keep_alive_connection_is_parked_and_serves_again_until_the_idle_timeo
         "closed after {:?}, before the 4 s idle timeout",
         started.elapsed()
     );
+    // A request whose first byte alone cannot tell HTTP/1 from HTTP/2's
+    // preface ("P" of PUT or PRI) is served once the rest comes.
+    let mut put = TcpStream::connect(p.addr).unwrap();
+    put.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    put.write_all(b"P").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    put.write_all(b"UT /status/200 HTTP/1.1\r\nHost: shop.example\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut BufReader::new(put)).0, 200);
     // A new connection that sends nothing has the header timeout (1 s).
     let mut silent = TcpStream::connect(p.addr).unwrap();
     silent

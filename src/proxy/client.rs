@@ -269,7 +269,7 @@ pub(super) async fn serve(
             } else {
                 shared.cfg.idle_timeout
             };
-            let waiting = wait_for_bytes(&io.stream, first, Instant::now() + wait);
+            let waiting = wait_for_bytes(&mut io, first, Instant::now() + wait);
             let idle = Idle::count(&shared.stats.idle_connections);
             let sniffed = tokio::select! {
                 s = waiting => s,
@@ -295,12 +295,12 @@ pub(super) async fn serve(
 
 /// Waits until the client has sent bytes; on the first request, tells
 /// which protocol they start. None: closed, failed or timed out.
-async fn wait_for_bytes(stream: &TcpStream, first: bool, deadline: Instant) -> Option<Sniffed> {
+async fn wait_for_bytes(io: &mut Replay, first: bool, deadline: Instant) -> Option<Sniffed> {
     let mut head = [0u8; 24];
     loop {
         // A peek, not a readiness wait: its EAGAIN clears readiness left
         // over from the last read, so the wait is for new bytes.
-        let n = tokio::time::timeout_at(deadline, stream.peek(&mut head))
+        let n = tokio::time::timeout_at(deadline, io.stream.peek(&mut head))
             .await
             .ok()?
             .ok()?;
@@ -310,12 +310,16 @@ async fn wait_for_bytes(stream: &TcpStream, first: bool, deadline: Instant) -> O
         if !first {
             return Some(Sniffed::Http1);
         }
-        match sniff(&head[..n]) {
+        let mut seen = io.unread.to_vec();
+        seen.extend_from_slice(&head[..n]);
+        match sniff(&seen) {
             Sniffed::Undecided => {
-                if Instant::now() >= deadline {
-                    return None;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                // Too few bytes to tell ("P"): taken out of the socket and
+                // kept, so that the next peek waits for more instead of
+                // seeing these again at once.
+                let taken = io.stream.try_read(&mut head[..n]).ok()?;
+                seen.truncate(seen.len() - n + taken);
+                io.unread = Bytes::from(seen);
             }
             decided => return Some(decided),
         }
