@@ -146,11 +146,12 @@ def node():
               "Saturation comes first where sojourn measures a queue: a standing queue (CoDel) is the sign "
               "that callers wait.", [INSTANCE], ["use"])
     b.row("CPU")
-    b.panel("CPU utilization", "Busy share of all CPUs (/proc/stat).",
-            [(f'1 - avg by (instance) (rate(sojourn_cpu_seconds_total{{mode="idle",{I}}}[$__rate_interval]))',
+    b.panel("CPU utilization", "Busy share of all CPUs (/proc/stat); iowait is idle time with I/O "
+            "outstanding and counts as idle, as in sojourn check and the recording rule.",
+            [(f'1 - avg by (instance) (sum by (instance, cpu) (rate(sojourn_cpu_seconds_total{{mode=~"idle|iowait",{I}}}[$__rate_interval])))',
               "{{instance}}")], "percentunit", max_value=1)
     b.panel("Per-CPU utilization", "One CPU at 100 % while the average is not: a single-threaded bottleneck.",
-            [(f'1 - rate(sojourn_cpu_seconds_total{{mode="idle",{I}}}[$__rate_interval])',
+            [(f'1 - sum by (instance, cpu) (rate(sojourn_cpu_seconds_total{{mode=~"idle|iowait",{I}}}[$__rate_interval]))',
               "{{instance}} cpu{{cpu}}")], "percentunit", max_value=1)
     b.panel("Run queue standing", "Share of time the CPU run queue stood (sojourn queue engine, CoDel): "
             "runnable threads waited longer than the delay target for a whole interval.",
@@ -195,8 +196,9 @@ def node():
              (f'rate(sojourn_disk_written_bytes_total{{{I}}}[$__rate_interval])', "{{instance}} {{device}} write")],
             "Bps")
     b.row("Filesystems")
-    b.panel("Filesystem used", "Share of each filesystem's space not available to users (statfs).",
-            [(f'1 - sojourn_filesystem_avail_bytes{{{I}}} / sojourn_filesystem_size_bytes{{{I}}}',
+    b.panel("Filesystem used", "Share of each filesystem's space in use as df counts it (statfs): "
+            "used / (used + available to users), blocks reserved for root left out; as in sojourn check.",
+            [(f'1 - sojourn_filesystem_avail_bytes{{{I}}} / (sojourn_filesystem_size_bytes{{{I}}} - sojourn_filesystem_free_bytes{{{I}}} + sojourn_filesystem_avail_bytes{{{I}}})',
               "{{instance}} {{mountpoint}}")], "percentunit", max_value=1)
     b.panel("Inodes used", "Share of each filesystem's inodes in use.",
             [(f'1 - sojourn_filesystem_files_free{{{I}}} / sojourn_filesystem_files{{{I}}}',
@@ -260,7 +262,7 @@ def cluster():
             "percentunit", width=12, max_value=1)
     b.row("Utilization")
     b.panel("CPU utilization by host", "", [
-        (f'1 - avg by (instance) (rate(sojourn_cpu_seconds_total{{mode="idle",{I}}}[$__rate_interval]))',
+        (f'1 - avg by (instance) (sum by (instance, cpu) (rate(sojourn_cpu_seconds_total{{mode=~"idle|iowait",{I}}}[$__rate_interval])))',
          "{{instance}}")], "percentunit", max_value=1)
     b.panel("Memory utilization by host", "", [
         (f'1 - sojourn_memory_mem_available_bytes{{{I}}} / sojourn_memory_mem_total_bytes{{{I}}}', "{{instance}}")],
