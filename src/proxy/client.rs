@@ -114,7 +114,7 @@ impl ClientConn {
 }
 
 /// One request's claim on its connection; ends it when dropped (with the
-/// response body), as cleanly as `finish` said.
+/// response body), cleanly only if `finish_clean` was called.
 pub struct InFlight {
     conn: Arc<ClientConn>,
     clean: bool,
