@@ -452,17 +452,26 @@ impl Drop for Throttled {
     }
 }
 
-pub fn throttled_cgroup(name: &str) -> Throttled {
+/// Where a cgroup `name` with `controller` goes on this machine's
+/// hierarchy: (its directory, whether cgroup v2). On v2 the controller is
+/// enabled for the root's children.
+pub fn cgroup_dir(controller: &str, name: &str) -> (std::path::PathBuf, bool) {
     let root = std::path::Path::new("/sys/fs/cgroup");
-    let v2 = root.join("cgroup.controllers").exists();
-    let dir = if v2 {
-        root.join(name)
+    if root.join("cgroup.controllers").exists() {
+        let _ = std::fs::write(
+            root.join("cgroup.subtree_control"),
+            format!("+{controller}"),
+        );
+        (root.join(name), true)
     } else {
-        root.join("cpu").join(name)
-    };
+        (root.join(controller).join(name), false)
+    }
+}
+
+pub fn throttled_cgroup(name: &str) -> Throttled {
+    let (dir, v2) = cgroup_dir("cpu", name);
     std::fs::create_dir(&dir).expect("create a cgroup (the tests run as root)");
     if v2 {
-        let _ = std::fs::write(root.join("cgroup.subtree_control"), "+cpu");
         std::fs::write(dir.join("cpu.max"), "20000 100000").unwrap();
     } else {
         std::fs::write(dir.join("cpu.cfs_period_us"), "100000").unwrap();
@@ -481,7 +490,7 @@ pub fn throttled_cgroup(name: &str) -> Throttled {
     std::fs::write(guard.dir.join("cgroup.procs"), guard.child.id().to_string()).unwrap();
     if !v2 {
         for controller in ["cpuacct", "memory", "pids"] {
-            let other = root.join(controller).join(name);
+            let (other, _) = cgroup_dir(controller, name);
             // Where cpuacct shares cpu's hierarchy the directory exists.
             if other.exists() || std::fs::create_dir(&other).is_err() {
                 continue;

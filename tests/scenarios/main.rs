@@ -469,13 +469,7 @@ fn memory_pressure(name: &str) -> Result<((Cgroup, Loop), String), String> {
             "status=none",
         ],
     )?;
-    let root = std::path::Path::new("/sys/fs/cgroup");
-    let v2 = root.join("cgroup.controllers").exists();
-    let dir = if v2 {
-        root.join(name)
-    } else {
-        root.join("memory").join(name)
-    };
+    let (dir, v2) = common::cgroup_dir("memory", name);
     std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut cg = Cgroup {
         dirs: vec![dir.clone()],
@@ -483,7 +477,6 @@ fn memory_pressure(name: &str) -> Result<((Cgroup, Loop), String), String> {
     };
     let limit = (32u64 << 20).to_string();
     if v2 {
-        let _ = std::fs::write(root.join("cgroup.subtree_control"), "+memory");
         std::fs::write(dir.join("memory.max"), &limit).map_err(|e| e.to_string())?;
     } else {
         std::fs::write(dir.join("memory.limit_in_bytes"), &limit).map_err(|e| e.to_string())?;
