@@ -52,8 +52,6 @@ pub struct ClientConn {
     began: AtomicU64,
     /// Requests begun whose responses have not ended.
     in_flight: AtomicUsize,
-    /// A response has ended since the current hyper connection started.
-    served: AtomicBool,
     /// Something on the current hyper connection forbids reusing the socket
     /// after it: the client asked to close, an upgrade, a response that
     /// broke off or was cancelled.
@@ -67,10 +65,12 @@ pub struct ClientConn {
 }
 
 impl ClientConn {
-    fn start_over(&self) {
+    /// A new hyper connection starts on the socket; returns the count of
+    /// requests begun so far, to tell which came after.
+    fn start_over(&self) -> u64 {
         self.recycling.store(false, Ordering::Relaxed);
-        self.served.store(false, Ordering::Relaxed);
         self.spoiled.store(false, Ordering::Relaxed);
+        self.began.load(Ordering::Relaxed)
     }
 
     /// A request begins; `keep_alive` says whether its exchange leaves the
@@ -91,13 +91,15 @@ impl ClientConn {
         if !clean {
             self.spoiled.store(true, Ordering::Relaxed);
         }
-        self.served.store(true, Ordering::Relaxed);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
-    fn reusable_now(&self) -> bool {
+    /// Whether the socket may serve on after the hyper connection that
+    /// started when `began` requests had begun: it has served one since,
+    /// none is in flight, and nothing spoiled it.
+    fn reusable_since(&self, began: u64) -> bool {
         self.in_flight.load(Ordering::Relaxed) == 0
-            && self.served.load(Ordering::Relaxed)
+            && self.began.load(Ordering::Relaxed) > began
             && !self.spoiled.load(Ordering::Relaxed)
     }
 
@@ -310,16 +312,18 @@ async fn wait_for_bytes(io: &mut Replay, first: bool, deadline: Instant) -> Opti
         if !first {
             return Some(Sniffed::Http1);
         }
-        let mut seen = io.unread.to_vec();
-        seen.extend_from_slice(&head[..n]);
-        match sniff(&seen) {
+        let sniffed = if io.unread.is_empty() {
+            sniff(&head[..n])
+        } else {
+            sniff(&[&io.unread[..], &head[..n]].concat())
+        };
+        match sniffed {
             Sniffed::Undecided => {
                 // Too few bytes to tell ("P"): taken out of the socket and
                 // kept, so that the next peek waits for more instead of
                 // seeing these again at once.
                 let taken = io.stream.try_read(&mut head[..n]).ok()?;
-                seen.truncate(seen.len() - n + taken);
-                io.unread = Bytes::from(seen);
+                io.unread = [&io.unread[..], &head[..taken]].concat().into();
             }
             decided => return Some(decided),
         }
@@ -336,12 +340,11 @@ async fn serve_h1(
     conn: &Arc<ClientConn>,
     stop: &mut watch::Receiver<bool>,
 ) -> Option<Replay> {
-    conn.start_over();
+    let started = conn.start_over();
     let service = super::service(shared.clone(), peer, Some(conn.clone()));
     let mut http = shared.h1.serve_connection(TokioIo::new(io), service);
     let mut sweeps = shared.sweep.subscribe();
-    let mut began = conn.began.load(Ordering::Relaxed);
-    let mut recycling = false;
+    let mut began = started;
     let mut stopping = *stop.borrow();
     if stopping {
         Pin::new(&mut http).graceful_shutdown();
@@ -352,14 +355,13 @@ async fn serve_h1(
             ended = &mut http => break ended,
             // Not after every response: taking a busy connection apart
             // and building it again cost a quarter of the throughput.
-            _ = sweeps.changed(), if !recycling && !stopping => {
+            _ = sweeps.changed(), if !conn.recycling.load(Ordering::Relaxed) && !stopping => {
                 let now = conn.began.load(Ordering::Relaxed);
-                if now == began && conn.reusable_now() {
+                if now == began && conn.reusable_since(started) {
                     // Every response head is out: this only stops hyper
                     // from reading another request itself.
                     conn.recycling.store(true, Ordering::Relaxed);
                     Pin::new(&mut http).graceful_shutdown();
-                    recycling = true;
                 }
                 began = now;
             }
@@ -380,7 +382,8 @@ async fn serve_h1(
         tokio::spawn(super::tunnel(io, upstream, shared.stats.clone()));
         return None;
     }
-    let parked = recycling && !stopping && conn.reusable_now();
+    let parked =
+        conn.recycling.load(Ordering::Relaxed) && !stopping && conn.reusable_since(started);
     if parked {
         shared.parked.fetch_add(1, Ordering::Relaxed);
     }
@@ -432,22 +435,23 @@ mod tests {
     #[test]
     fn a_connection_is_reusable_only_when_every_exchange_ended_cleanly() {
         let c = Arc::new(ClientConn::default());
-        assert!(!c.reusable_now(), "nothing served yet");
+        let started = c.start_over();
+        assert!(!c.reusable_since(started), "nothing served yet");
         let mut a = c.begin(true);
         let mut b = c.begin(true);
         a.finish_clean();
         drop(a);
-        assert!(!c.reusable_now(), "one still in flight");
+        assert!(!c.reusable_since(started), "one still in flight");
         b.finish_clean();
         drop(b);
-        assert!(c.reusable_now());
+        assert!(c.reusable_since(started));
         let cancelled = c.begin(true);
         drop(cancelled);
-        assert!(!c.reusable_now(), "a cancelled response spoils it");
-        c.start_over();
+        assert!(!c.reusable_since(started), "a cancelled response spoils it");
+        let started = c.start_over();
         let mut close = c.begin(false);
         close.finish_clean();
         drop(close);
-        assert!(!c.reusable_now(), "Connection: close spoils it");
+        assert!(!c.reusable_since(started), "Connection: close spoils it");
     }
 }

@@ -374,12 +374,8 @@ const HOP_BY_HOP: [&str; 8] = [
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Headers the Connection header names are hop-by-hop too.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+    let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
         .collect();
     for n in named {
         headers.remove(n);
@@ -441,14 +437,19 @@ fn mark_upgrade(headers: &mut HeaderMap, protocol: &HeaderValue) {
     headers.insert(header::UPGRADE, protocol.clone());
 }
 
-/// Whether a `Connection` header names `token`.
-fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+/// The options every `Connection` header lists (RFC 9110 §7.6.1).
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+        .map(str::trim)
+}
+
+/// Whether a `Connection` header names `token`.
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(token))
 }
 
 async fn forward(
