@@ -21,11 +21,10 @@ fn chromium() -> Option<&'static str> {
                 .is_ok_and(|s| s.success())
         });
     if found.is_none() {
-        assert!(
-            std::env::var_os("SOJOURN_REQUIRE_CHROMIUM").is_none(),
-            "SOJOURN_REQUIRE_CHROMIUM is set but no chromium is installed"
+        common::skip_unless_required(
+            "SOJOURN_REQUIRE_CHROMIUM",
+            "no chromium is installed (apt-get install chromium)",
         );
-        eprintln!("skipped: no chromium (apt-get install chromium)");
     }
     found
 }

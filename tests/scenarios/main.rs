@@ -692,11 +692,7 @@ fn is_root() -> bool {
 #[test]
 fn every_fault_names_its_resource_and_nothing_else() {
     if !is_root() {
-        assert!(
-            std::env::var_os("SOJOURN_REQUIRE_SCENARIOS").is_none(),
-            "SOJOURN_REQUIRE_SCENARIOS is set but the suite needs root"
-        );
-        eprintln!("skipped: the scenarios need root");
+        common::skip_unless_required("SOJOURN_REQUIRE_SCENARIOS", "the scenarios need root");
         return;
     }
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
