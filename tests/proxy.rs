@@ -1058,3 +1058,174 @@ fn an_idle_keep_alive_connection_is_parked_and_serves_again_until_the_idle_timeo
     assert_eq!(silent.read(&mut [0; 16]).unwrap(), 0, "closed");
     assert_eq!(idle(&p), Some(0.0));
 }
+
+/// A raw HTTP/1.1 upstream whose answers are written by hand: `answer`
+/// gets the request's index on its connection (0 first), its method and
+/// path, and returns the bytes to send, or None to close the connection
+/// without answering. A connection is closed after an answer that says
+/// `Connection: close` or has neither length nor chunked framing.
+fn scripted_upstream(
+    answer: fn(usize, &str, &str) -> Option<&'static [u8]>,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                for index in 0.. {
+                    let end = loop {
+                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break end;
+                        }
+                        match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    while buf.len() < end + 4 + length {
+                        match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..end + 4 + length);
+                    let mut line = head.split_whitespace();
+                    let (method, path) = (line.next().unwrap(), line.next().unwrap());
+                    let Some(reply) = answer(index, method, path) else {
+                        return;
+                    };
+                    let _ = stream.write_all(reply);
+                    let text = String::from_utf8_lossy(reply).to_ascii_lowercase();
+                    let framed = text.contains("content-length:")
+                        || text.contains("transfer-encoding: chunked")
+                        || text.starts_with("http/1.1 204")
+                        || method == "HEAD";
+                    if text.contains("connection: close") || !framed {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[test]
+fn upstream_responses_are_framed_as_rfc_9112_says() {
+    let (up, _) = scripted_upstream(|_, _, path| {
+        Some(match path {
+            "/until-close" => b"HTTP/1.1 200 OK\r\n\r\nread until the upstream closes",
+            "/len100" => b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n",
+            "/no-content" => b"HTTP/1.1 204 No Content\r\n\r\n",
+            "/continue" => {
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+            }
+            "/trailers" => {
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: t\r\n\r\n"
+            }
+            "/garbage" => b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
+            _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        })
+    });
+    let p = start_proxy(&format!("http://{up}"), &[]);
+    let (status, body) = request(p.addr, "GET", "/until-close", &[], b"");
+    assert_eq!(
+        (status, body.as_slice()),
+        (200, &b"read until the upstream closes"[..])
+    );
+    assert_eq!(request(p.addr, "GET", "/no-content", &[], b"").0, 204);
+    assert_eq!(
+        request(p.addr, "GET", "/continue", &[], b""),
+        (200, b"ok".to_vec())
+    );
+    assert_eq!(
+        request(p.addr, "GET", "/trailers", &[], b""),
+        (200, b"abcde".to_vec())
+    );
+    let (status, body) = request(p.addr, "GET", "/garbage", &[], b"");
+    assert_eq!(status, 502, "{}", String::from_utf8_lossy(&body));
+
+    // HEAD: the upstream's Content-Length comes through with no body, and
+    // the next request on the same client connection is answered.
+    let mut s = TcpStream::connect(p.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"HEAD /len100 HTTP/1.1\r\nHost: shop\r\n\r\nGET / HTTP/1.1\r\nHost: shop\r\n\r\n")
+        .unwrap();
+    let mut r = BufReader::new(s);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line.to_ascii_lowercase());
+    }
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-length: 100"), "{head}");
+    let (status, _, body) = read_response(&mut r);
+    assert_eq!((status, body.as_slice()), (200, &b"ok"[..]));
+    let text = metrics(&p);
+    assert_eq!(
+        value(
+            &text,
+            r#"sojourn_proxy_upstream_errors_total{service="shop",error_type="reset"}"#
+        ),
+        Some(1.0),
+        "only the garbage answer is an upstream error: {text}"
+    );
+}
+
+#[test]
+fn a_pooled_connection_closed_as_a_request_crosses_it_is_retried_only_if_idempotent() {
+    // Each upstream connection answers one request and closes on reading
+    // the next: the proxy cannot know beforehand.
+    let (up, accepted) = scripted_upstream(|index, _, _| {
+        (index == 0).then_some(&b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"[..])
+    });
+    let p = start_proxy(&format!("http://{up}"), &[]);
+    for _ in 0..3 {
+        assert_eq!(request(p.addr, "GET", "/", &[], b""), (200, b"ok".to_vec()));
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+    let reset = r#"sojourn_proxy_upstream_errors_total{service="shop",error_type="reset"}"#;
+    assert_eq!(value(&metrics(&p), reset), Some(0.0));
+    // A POST may have been acted on: not sent twice, a 502.
+    assert_eq!(request(p.addr, "POST", "/", &[], b"order=1").0, 502);
+    assert_eq!(value(&metrics(&p), reset), Some(1.0));
+}
+
+#[test]
+fn a_chunked_upload_goes_upstream_chunked_and_whole() {
+    let up = upstream();
+    let p = start_proxy(&format!("http://{up}"), &[]);
+    let mut s = TcpStream::connect(p.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: shop\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    s.write_all(b"6\r\n world\r\n0\r\n\r\n").unwrap();
+    let (status, _, body) = read_response(&mut BufReader::new(s));
+    let sum: u64 = b"hello world".iter().map(|b| u64::from(*b)).sum();
+    assert_eq!(
+        (status, String::from_utf8(body).unwrap()),
+        (200, format!("11 {sum}"))
+    );
+}

@@ -58,7 +58,7 @@ pub struct ClientConn {
     spoiled: AtomicBool,
     /// The upstream's side of a protocol switch (101), relayed to the
     /// client's socket once hyper has written the 101.
-    upgrade: Mutex<Option<hyper::upgrade::OnUpgrade>>,
+    upgrade: Mutex<Option<super::upstream::Upgraded>>,
     /// The task has asked hyper to stop in order to reuse the socket:
     /// hyper's closing of it must not reach the socket.
     recycling: AtomicBool,
@@ -104,13 +104,13 @@ impl ClientConn {
     }
 
     /// Keeps the upstream's side of a switched protocol for the relay.
-    pub fn set_upgrade(&self, upstream: hyper::upgrade::OnUpgrade) {
+    pub fn set_upgrade(&self, upstream: super::upstream::Upgraded) {
         if let Ok(mut slot) = self.upgrade.lock() {
             *slot = Some(upstream);
         }
     }
 
-    fn take_upgrade(&self) -> Option<hyper::upgrade::OnUpgrade> {
+    fn take_upgrade(&self) -> Option<super::upstream::Upgraded> {
         self.upgrade.lock().ok().and_then(|mut s| s.take())
     }
 }

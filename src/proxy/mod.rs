@@ -28,7 +28,7 @@ use http_body_util::Full;
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
@@ -410,18 +410,10 @@ fn upgrade_protocol(req: &Request<Incoming>) -> Option<HeaderValue> {
 /// counting its bytes as the service's traffic.
 async fn tunnel(
     mut client: client::Replay,
-    upstream: hyper::upgrade::OnUpgrade,
+    mut upstream: upstream::Upgraded,
     stats: Arc<ServiceStats>,
 ) {
-    let upstream = match upstream.await {
-        Ok(u) => u,
-        Err(e) => {
-            tracing::debug!(error = %e, "upgrade failed");
-            return;
-        }
-    };
     stats.open_tunnels.fetch_add(1, Ordering::Relaxed);
-    let mut upstream = TokioIo::new(upstream);
     match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         Ok((up, down)) => {
             stats.request_bytes.fetch_add(up, Ordering::Relaxed);
@@ -489,7 +481,6 @@ async fn forward(
         },
         route_index,
         done: false,
-        connection: None,
         _permit: permit,
         in_flight,
     };
@@ -553,17 +544,19 @@ async fn forward(
         inner: body,
         stats: stats.clone(),
     };
-    let sent = shared.upstream.send(Request::from_parts(parts, body));
+    let sent = shared.upstream.send(parts, body);
     match tokio::time::timeout(shared.cfg.timeout, sent).await {
-        Ok(Ok((mut resp, sender))) => {
-            let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        Ok(Ok(mut resp)) => {
             // The client's side of the relay is its socket, which the
             // connection's task takes back once hyper has written the 101.
-            let upstream_upgrade = match (switched, upgrade.is_some(), &client) {
-                (true, true, Some(client)) => {
-                    client.set_upgrade(hyper::upgrade::on(&mut resp));
-                    resp.headers().get(header::UPGRADE).cloned()
-                }
+            let upstream_upgrade = match (upgrade.is_some(), &client) {
+                (true, Some(client)) => match resp.body_mut().take_switched() {
+                    Some(switched) => {
+                        client.set_upgrade(switched);
+                        resp.headers().get(header::UPGRADE).cloned()
+                    }
+                    None => None,
+                },
                 _ => None,
             };
             stats.record_first_byte(
@@ -578,11 +571,7 @@ async fn forward(
             if let Some(protocol) = &upstream_upgrade {
                 mark_upgrade(&mut parts.headers, protocol);
             }
-            let mut body = recorded(parts.status, Inner::Upstream(body));
-            // An upgraded connection is the tunnel's now, not the pool's.
-            if upstream_upgrade.is_none() {
-                body.connection = Some((sender, shared.upstream.clone()));
-            }
+            let body = recorded(parts.status, Inner::Upstream(body));
             Response::from_parts(parts, body)
         }
         Ok(Err(e)) => {
@@ -657,7 +646,7 @@ impl Body for CountingBody {
 }
 
 enum Inner {
-    Upstream(Incoming),
+    Upstream(upstream::UpstreamBody),
     Local(Full<Bytes>),
 }
 
@@ -670,11 +659,6 @@ pub struct RecordedBody {
     key: RequestKey,
     route_index: Option<usize>,
     done: bool,
-    /// The upstream connection, back to the pool when the body has ended.
-    connection: Option<(
-        hyper::client::conn::http1::SendRequest<CountingBody>,
-        Arc<upstream::UpstreamPool>,
-    )>,
     /// The request's slot under --max-concurrency, given back with the body.
     _permit: Option<Permit>,
     /// The request's claim on its HTTP/1 connection, ended with the body.
@@ -697,14 +681,6 @@ impl RecordedBody {
         self.stats.active_requests.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// The upstream connection goes back to the pool once its response
-    /// has been read to the end (never mid-body: its bytes would be left).
-    fn give_back_connection(&mut self) {
-        if let Some((sender, pool)) = self.connection.take() {
-            pool.give_back(sender);
-        }
-    }
-
     fn inner_is_end(&self) -> bool {
         match &self.inner {
             Inner::Upstream(b) => b.is_end_stream(),
@@ -715,12 +691,12 @@ impl RecordedBody {
 
 impl Body for RecordedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = std::io::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         let polled = match &mut self.inner {
             Inner::Upstream(b) => Pin::new(b).poll_frame(cx),
             Inner::Local(b) => Pin::new(b)
@@ -735,10 +711,7 @@ impl Body for RecordedBody {
                         .fetch_add(data.len() as u64, Ordering::Relaxed);
                 }
             }
-            Poll::Ready(None) => {
-                self.give_back_connection();
-                self.finish(false)
-            }
+            Poll::Ready(None) => self.finish(false),
             Poll::Ready(Some(Err(_))) => {
                 self.stats.error(ErrorType::Reset);
                 // A response cut short: its connection is not reused.
@@ -767,9 +740,6 @@ impl Drop for RecordedBody {
         // An empty body (HEAD, 204, 304), or one whose last frame said so,
         // may be dropped unread once done.
         let ended = self.inner_is_end();
-        if ended {
-            self.give_back_connection();
-        }
         self.finish(!ended);
     }
 }
