@@ -361,7 +361,7 @@ pub async fn serve(
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
+const HOP_BY_HOP: [&str; 9] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -370,20 +370,41 @@ const HOP_BY_HOP: [&str; 8] = [
     "te",
     "trailer",
     "transfer-encoding",
+    "upgrade",
 ];
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the names finds which are present: most messages have
+    // none or only `Connection`, and a lookup for each of the nine would
+    // cost more than the pass.
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name.as_str()) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
+        return;
+    }
     // Headers the Connection header names are hop-by-hop too.
     let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter(|t| {
+            !t.eq_ignore_ascii_case("close")
+                && !HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(t))
+        })
         .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
         .collect();
     for n in named {
         headers.remove(n);
     }
-    for n in HOP_BY_HOP {
-        headers.remove(n);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(*name);
+        }
     }
-    headers.remove(header::UPGRADE);
 }
 
 fn upstream_path(req: &Uri) -> Result<Uri, hyper::http::Error> {
@@ -517,7 +538,7 @@ async fn forward(
     }
     let forwarded_for = match parts
         .headers
-        .get("x-forwarded-for")
+        .get(X_FORWARDED_FOR)
         .and_then(|v| v.to_str().ok())
     {
         Some(prior) => {
@@ -526,11 +547,11 @@ async fn forward(
         None => Some(peer_ip),
     };
     if let Some(v) = forwarded_for {
-        parts.headers.insert("x-forwarded-for", v);
+        parts.headers.insert(X_FORWARDED_FOR, v);
     }
     parts
         .headers
-        .entry("x-forwarded-proto")
+        .entry(X_FORWARDED_PROTO)
         .or_insert(HeaderValue::from_static("http"));
     // Origin form on the upstream connection: the path and query only.
     parts.uri = match upstream_path(&parts.uri) {

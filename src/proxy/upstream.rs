@@ -455,10 +455,17 @@ fn parse_head(
     if buf.is_empty() {
         return Ok(None);
     }
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut fields);
-    let len = match parsed.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
+    // Uninitialised: a head has a handful of fields, and zeroing room for
+    // a hundred on every response shows in a profile.
+    let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        buf,
+        &mut fields,
+    ) {
+        Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
+        Ok(httparse::Status::Complete(_)) => return Err("response head too large"),
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
             return Err("response head too large");
         }
@@ -477,12 +484,17 @@ fn parse_head(
     // Where each name and value sits in the head, to slice it after the
     // head's bytes are taken off the buffer.
     let base = buf.as_ptr() as usize;
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
     let count = parsed.headers.len();
     for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
-        let name = field.name.as_ptr() as usize - base;
-        let value = field.value.as_ptr() as usize - base;
-        *span = (name, field.name.len(), value, field.value.len());
+        // Within a head of at most MAX_HEAD: fits in u32.
+        let offset = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
+        *span = (
+            offset(field.name.as_bytes()),
+            field.name.len() as u32,
+            offset(field.value),
+            field.value.len() as u32,
+        );
     }
     let head = buf.split_to(len).freeze();
     let mut headers = HeaderMap::with_capacity(count);
@@ -491,6 +503,12 @@ fn parse_head(
     let mut transfer_encoded = false;
     let mut length: Option<u64> = None;
     for &(name, name_len, value, value_len) in &spans[..count] {
+        let (name, name_len, value, value_len) = (
+            name as usize,
+            name_len as usize,
+            value as usize,
+            value_len as usize,
+        );
         let name =
             HeaderName::from_bytes(&head[name..name + name_len]).map_err(|_| "bad header name")?;
         let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
