@@ -6,10 +6,14 @@ usage: scripts/bench_proxy.py [--seconds 10] [--rounds 3] [--connections 50]
 
 Runs nginx (Debian's package) with ../shared/bench/nginx_pair.conf: a
 backend on 127.0.0.1:18081 answering `return 200`, and a keep-alive reverse
-proxy to it on 127.0.0.1:18082 (1 worker). Starts `sojourn proxy` on
-127.0.0.1:18083 to the same backend (its one-thread runtime, the same
-budget). Then drives wrk (1 thread, --connections, --latency) at the
-backend directly, through nginx and through sojourn, alternating for
+proxy to it on 127.0.0.1:18082 (1 worker, which serves the backend too:
+the issue's peer). Also starts a second nginx whose one worker only
+proxies, on 127.0.0.1:18084 to the same backend ("nginx-own": a proxy in
+its own process, as a sidecar is, whose every request wakes another
+process), and `sojourn proxy` on 127.0.0.1:18083 to the same backend (its
+one-thread runtime, the same budget). Then drives wrk (1 thread,
+--connections, --latency) at the backend directly and through each proxy,
+alternating for
 --rounds rounds so machine drift hits all alike, and reports requests/s
 and p50/p99 per target (median over rounds). Finally it opens --idle
 keep-alive connections to sojourn, each having made one request, and reads
@@ -19,7 +23,20 @@ import argparse, os, re, shutil, signal, socket, statistics, subprocess, sys, te
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONF = os.path.join(ROOT, "..", "shared", "bench", "nginx_pair.conf")
-TARGETS = {"direct": 18081, "nginx": 18082, "sojourn": 18083}
+TARGETS = {"direct": 18081, "nginx": 18082, "nginx-own": 18084, "sojourn": 18083}
+# The second nginx: the shared config's proxy alone, its backend the first's.
+PROXY_ONLY = """worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  upstream be {{ server 127.0.0.1:18081; keepalive 64; }}
+  server {{ listen 127.0.0.1:18084;
+    location / {{ proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}
+}}
+"""
 
 
 def wait_port(port, timeout=10):
@@ -71,16 +88,22 @@ def main():
     if not a.no_build:
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     os.makedirs("/tmp/ngx", exist_ok=True)
+    own = tempfile.mkdtemp(prefix="ngx-own-")
+    with open(os.path.join(own, "nginx.conf"), "w") as f:
+        f.write(PROXY_ONLY.format(dir=own))
+    nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
     procs = []
     try:
-        nginx = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-c", os.path.abspath(CONF), "-p", "/tmp/ngx"],
+        nginx = subprocess.Popen([nginx_bin, "-c", os.path.abspath(CONF), "-p", "/tmp/ngx"],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(nginx)
+        procs.append(subprocess.Popen([nginx_bin, "-c", os.path.join(own, "nginx.conf"), "-p", own],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         sj = subprocess.Popen([os.path.join(ROOT, "target/release/sojourn"), "proxy", "--listen", "127.0.0.1:18083",
                                "--upstream", "http://127.0.0.1:18081", "--web.listen-address", "127.0.0.1:19850",
                                "--log.level", "warn"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(sj)
-        for port in (18081, 18082, 18083, 19850):
+        for port in (18081, 18082, 18083, 18084, 19850):
             wait_port(port)
         results = {t: [] for t in TARGETS}
         for t, port in TARGETS.items():
@@ -88,7 +111,7 @@ def main():
         for r in range(a.rounds):
             for t, port in TARGETS.items():
                 results[t].append(wrk(port, a.seconds, a.connections))
-                print(f"round {r + 1} {t:8}: {results[t][-1][0]:9.0f} req/s  p50 {results[t][-1][1]:.3f} ms  "
+                print(f"round {r + 1} {t:9}: {results[t][-1][0]:9.0f} req/s  p50 {results[t][-1][1]:.3f} ms  "
                       f"p99 {results[t][-1][2]:.3f} ms  non-2xx {results[t][-1][3]}", flush=True)
         print()
         print("| target | requests/s | p50 | p99 |")
@@ -102,6 +125,8 @@ def main():
             print(f"| {t} | {rps:.0f} | {p50:.3f} ms | {p99:.3f} ms |")
         print(f"\nsojourn / nginx: throughput {med['sojourn'][0] / med['nginx'][0]:.2f}, "
               f"p99 {med['sojourn'][2] / med['nginx'][2]:.2f}")
+        print(f"sojourn / nginx-own: throughput {med['sojourn'][0] / med['nginx-own'][0]:.2f}, "
+              f"p99 {med['sojourn'][2] / med['nginx-own'][2]:.2f}")
         # Idle keep-alive connections: each makes one request, then stays open.
         before = rss_kb(sj.pid)
         conns = []
@@ -128,6 +153,7 @@ def main():
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
+        shutil.rmtree(own, ignore_errors=True)
 
 
 if __name__ == "__main__":
