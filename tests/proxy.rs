@@ -1139,6 +1139,14 @@ fn upstream_responses_are_framed_as_rfc_9112_says() {
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: t\r\n\r\n"
             }
             "/garbage" => b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
+            "/big" => {
+                static BIG: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+                BIG.get_or_init(|| {
+                    let mut r = b"HTTP/1.1 200 OK\r\nContent-Length: 3000000\r\n\r\n".to_vec();
+                    r.extend((0..3_000_000u32).map(|i| (i % 253) as u8));
+                    r
+                })
+            }
             _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
         })
     });
@@ -1159,6 +1167,13 @@ fn upstream_responses_are_framed_as_rfc_9112_says() {
     );
     let (status, body) = request(p.addr, "GET", "/garbage", &[], b"");
     assert_eq!(status, 502, "{}", String::from_utf8_lossy(&body));
+    // A length-delimited body over many reads, twice on one pooled
+    // upstream connection.
+    for _ in 0..2 {
+        let (status, body) = request(p.addr, "GET", "/big", &[], b"");
+        assert_eq!((status, body.len()), (200, 3_000_000));
+        assert!(body.iter().enumerate().all(|(i, b)| *b == (i % 253) as u8));
+    }
 
     // HEAD: the upstream's Content-Length comes through with no body, and
     // the next request on the same client connection is answered.

@@ -407,15 +407,6 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn upstream_path(req: &Uri) -> Result<Uri, hyper::http::Error> {
-    let mut parts = hyper::http::uri::Parts::default();
-    parts.path_and_query = req
-        .path_and_query()
-        .cloned()
-        .or_else(|| Some(hyper::http::uri::PathAndQuery::from_static("/")));
-    Ok(Uri::from_parts(parts)?)
-}
-
 /// The protocol a request asks to switch to (`Connection: upgrade` and
 /// `Upgrade: …`, HTTP/1.1 only), e.g. websocket.
 fn upgrade_protocol(req: &Request<Incoming>) -> Option<HeaderValue> {
@@ -553,13 +544,6 @@ async fn forward(
         .headers
         .entry(X_FORWARDED_PROTO)
         .or_insert(HeaderValue::from_static("http"));
-    // Origin form on the upstream connection: the path and query only.
-    parts.uri = match upstream_path(&parts.uri) {
-        Ok(u) => u,
-        Err(_) => {
-            return local(StatusCode::BAD_REQUEST, "bad request target\n", recorded);
-        }
-    };
     parts.version = hyper::Version::HTTP_11;
     let body = CountingBody {
         inner: body,
@@ -804,11 +788,7 @@ mod tests {
     }
 
     #[test]
-    fn upstream_path_keeps_path_and_query() {
-        let req: Uri = "/a/b?c=d".parse().unwrap();
-        assert_eq!(upstream_path(&req).unwrap().to_string(), "/a/b?c=d");
-        let absolute: Uri = "http://shop.example/a?b".parse().unwrap();
-        assert_eq!(upstream_path(&absolute).unwrap().to_string(), "/a?b");
+    fn upstreams_are_plain_http_addresses() {
         assert!(parse_upstream("https://x").is_err());
         assert!(parse_upstream("http://127.0.0.1:1").is_ok());
     }

@@ -238,7 +238,8 @@ impl RequestFraming {
     }
 }
 
-/// The request line and headers, as the upstream reads them.
+/// The request line and headers, as the upstream reads them: the target
+/// in origin form (an HTTP/2 request's URI is absolute).
 fn encode_head(parts: &request::Parts, framing: RequestFraming, out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(parts.method.as_str().as_bytes());
@@ -1056,9 +1057,14 @@ mod tests {
         let mut out = Vec::new();
         encode_head(&parts, RequestFraming::Chunked, &mut out);
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            String::from_utf8_lossy(&out),
             "POST /upload?x=1 HTTP/1.1\r\nhost: svc\r\nx-a: 1\r\nx-a: 2\r\ntransfer-encoding: chunked\r\n\r\n"
         );
+        let absolute = hyper::Request::get("http://shop.example/a?b")
+            .body(())
+            .unwrap();
+        encode_head(&absolute.into_parts().0, RequestFraming::None, &mut out);
+        assert_eq!(String::from_utf8_lossy(&out), "GET /a?b HTTP/1.1\r\n\r\n");
         let mut headers = HeaderMap::new();
         assert_eq!(RequestFraming::of(&headers, true), RequestFraming::None);
         assert_eq!(RequestFraming::of(&headers, false), RequestFraming::Chunked);
