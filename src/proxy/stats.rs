@@ -132,7 +132,8 @@ pub enum ErrorType {
     Connect,
     /// The upstream accepted but did not answer within the timeout.
     Timeout,
-    /// The upstream closed or broke the connection mid-exchange.
+    /// The upstream closed or broke the connection mid-exchange, or
+    /// answered with what is not an HTTP/1.x response.
     Reset,
 }
 
@@ -397,7 +398,7 @@ const RESPONSE_BYTES: Desc = Desc::counter(
 .bytes();
 const ERRORS: Desc = Desc::counter(
     "proxy_upstream_errors",
-    "Errors: requests the upstream failed, by error_type: connect (refused or not accepted in time: 502), timeout (no response headers in time: 504), reset (the connection broke mid-exchange).",
+    "Errors: requests the upstream failed, by error_type: connect (refused or not accepted in time: 502), timeout (no response headers in time: 504), reset (the connection broke mid-exchange, or the answer was not HTTP/1.x: 502).",
 );
 const CANCELLED: Desc = Desc::counter(
     "proxy_requests_cancelled",
