@@ -869,45 +869,9 @@ fn http2_prior_knowledge_clients_are_served_and_counted() {
     }
 }
 
-/// A raw HTTP/1.1 upstream that counts the connections it accepts and
-/// answers "ok" to every request; with `close_after`, it closes each
-/// connection that long after its last answer, without saying so (as an
-/// upstream's idle timeout does).
-fn counting_upstream(
-    close_after: Option<Duration>,
-) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = accepted.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let _ = stream.set_read_timeout(close_after);
-                    match stream.read(&mut chunk) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        buf.drain(..end + 4);
-                        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-                    }
-                }
-            });
-        }
-    });
-    (addr, accepted)
-}
-
 #[test]
 fn upstream_connections_are_reused_and_a_stale_one_is_replaced() {
-    let (up, accepted) = counting_upstream(None);
+    let (up, accepted) = scripted_upstream(|_, _, _| Some(OK), None);
     let p = start_proxy(&format!("http://{up}"), &[]);
     for _ in 0..20 {
         assert_eq!(request(p.addr, "GET", "/", &[], b"").0, 200);
@@ -921,7 +885,7 @@ fn upstream_connections_are_reused_and_a_stale_one_is_replaced() {
 
     // The upstream drops idle connections after 100 ms: the proxy notices
     // and opens a new one; no client sees an error.
-    let (up, accepted) = counting_upstream(Some(Duration::from_millis(100)));
+    let (up, accepted) = scripted_upstream(|_, _, _| Some(OK), Some(Duration::from_millis(100)));
     let p = start_proxy(&format!("http://{up}"), &[]);
     for _ in 0..3 {
         assert_eq!(request(p.addr, "GET", "/", &[], b"").0, 200);
@@ -1059,13 +1023,18 @@ fn an_idle_keep_alive_connection_is_parked_and_serves_again_until_the_idle_timeo
     assert_eq!(idle(&p), Some(0.0));
 }
 
-/// A raw HTTP/1.1 upstream whose answers are written by hand: `answer`
-/// gets the request's index on its connection (0 first), its method and
-/// path, and returns the bytes to send, or None to close the connection
-/// without answering. A connection is closed after an answer that says
-/// `Connection: close` or has neither length nor chunked framing.
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+/// A raw HTTP/1.1 upstream whose answers are written by hand, counting the
+/// connections it accepts: `answer` gets the request's index on its
+/// connection (0 first), its method and path, and returns the bytes to
+/// send, or None to close the connection without answering. A connection
+/// is closed after an answer that says `Connection: close` or has neither
+/// length nor chunked framing, and with `idle_close`, that long after its
+/// last answer without saying so (as an upstream's idle timeout does).
 fn scripted_upstream(
     answer: fn(usize, &str, &str) -> Option<&'static [u8]>,
+    idle_close: Option<Duration>,
 ) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -1076,6 +1045,7 @@ fn scripted_upstream(
             let Ok(mut stream) = stream else { return };
             count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(idle_close);
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
                 for index in 0.. {
@@ -1127,8 +1097,9 @@ fn scripted_upstream(
 
 #[test]
 fn upstream_responses_are_framed_as_rfc_9112_says() {
-    let (up, _) = scripted_upstream(|_, _, path| {
-        Some(match path {
+    let (up, _) = scripted_upstream(
+        |_, _, path| {
+            Some(match path {
             "/until-close" => b"HTTP/1.1 200 OK\r\n\r\nread until the upstream closes",
             "/len100" => b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n",
             "/no-content" => b"HTTP/1.1 204 No Content\r\n\r\n",
@@ -1147,9 +1118,11 @@ fn upstream_responses_are_framed_as_rfc_9112_says() {
                     r
                 })
             }
-            _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            _ => OK,
         })
-    });
+        },
+        None,
+    );
     let p = start_proxy(&format!("http://{up}"), &[]);
     let (status, body) = request(p.addr, "GET", "/until-close", &[], b"");
     assert_eq!(
@@ -1210,9 +1183,7 @@ fn upstream_responses_are_framed_as_rfc_9112_says() {
 fn a_pooled_connection_closed_as_a_request_crosses_it_is_retried_only_if_idempotent() {
     // Each upstream connection answers one request and closes on reading
     // the next: the proxy cannot know beforehand.
-    let (up, accepted) = scripted_upstream(|index, _, _| {
-        (index == 0).then_some(&b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"[..])
-    });
+    let (up, accepted) = scripted_upstream(|index, _, _| (index == 0).then_some(OK), None);
     let p = start_proxy(&format!("http://{up}"), &[]);
     for _ in 0..3 {
         assert_eq!(request(p.addr, "GET", "/", &[], b""), (200, b"ok".to_vec()));

@@ -58,7 +58,7 @@ pub struct ClientConn {
     spoiled: AtomicBool,
     /// The upstream's side of a protocol switch (101), relayed to the
     /// client's socket once hyper has written the 101.
-    upgrade: Mutex<Option<super::upstream::Upgraded>>,
+    upgrade: Mutex<Option<Replay>>,
     /// The task has asked hyper to stop in order to reuse the socket:
     /// hyper's closing of it must not reach the socket.
     recycling: AtomicBool,
@@ -104,13 +104,13 @@ impl ClientConn {
     }
 
     /// Keeps the upstream's side of a switched protocol for the relay.
-    pub fn set_upgrade(&self, upstream: super::upstream::Upgraded) {
+    pub fn set_upgrade(&self, upstream: Replay) {
         if let Ok(mut slot) = self.upgrade.lock() {
             *slot = Some(upstream);
         }
     }
 
-    fn take_upgrade(&self) -> Option<super::upstream::Upgraded> {
+    fn take_upgrade(&self) -> Option<Replay> {
         self.upgrade.lock().ok().and_then(|mut s| s.take())
     }
 }
@@ -135,15 +135,26 @@ impl Drop for InFlight {
     }
 }
 
-/// The client's socket, with bytes already read from it (by the protocol
-/// sniffing or by a previous hyper connection) served first.
+/// A socket, with bytes already read from it served first: the client's
+/// (read by the protocol sniffing or by a previous hyper connection), or
+/// the upstream's after a 101 (read with its head).
 pub struct Replay {
     unread: Bytes,
     stream: TcpStream,
-    conn: Arc<ClientConn>,
+    /// The client connection whose socket this is; None upstream.
+    conn: Option<Arc<ClientConn>>,
 }
 
 impl Replay {
+    /// The upstream's side of a switched connection.
+    pub fn upstream(stream: TcpStream, read_ahead: Bytes) -> Self {
+        Replay {
+            unread: read_ahead,
+            stream,
+            conn: None,
+        }
+    }
+
     fn put_back(&mut self, read_ahead: Bytes) {
         if read_ahead.is_empty() {
             // Even empty, it would keep hyper's whole read buffer alive.
@@ -202,7 +213,11 @@ impl AsyncWrite for Replay {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.conn.recycling.load(Ordering::Relaxed) {
+        if self
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.recycling.load(Ordering::Relaxed))
+        {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.stream).poll_shutdown(cx)
@@ -259,7 +274,7 @@ pub(super) async fn serve(
     let mut io = Replay {
         unread: Bytes::new(),
         stream,
-        conn: conn.clone(),
+        conn: Some(conn.clone()),
     };
     let mut first = true;
     loop {

@@ -422,7 +422,7 @@ fn upgrade_protocol(req: &Request<Incoming>) -> Option<HeaderValue> {
 /// counting its bytes as the service's traffic.
 async fn tunnel(
     mut client: client::Replay,
-    mut upstream: upstream::Upgraded,
+    mut upstream: client::Replay,
     stats: Arc<ServiceStats>,
 ) {
     stats.open_tunnels.fetch_add(1, Ordering::Relaxed);

@@ -730,12 +730,11 @@ impl UpstreamBody {
     }
 
     /// The upstream's side of a switched protocol (after a 101).
-    pub fn take_switched(&mut self) -> Option<Upgraded> {
+    pub fn take_switched(&mut self) -> Option<super::client::Replay> {
         match &mut self.state {
-            BodyState::Switched(conn) => conn.take().map(|c| Upgraded {
-                read_ahead: c.rbuf.freeze(),
-                stream: c.stream,
-            }),
+            BodyState::Switched(conn) => conn
+                .take()
+                .map(|c| super::client::Replay::upstream(c.stream, c.rbuf.freeze())),
             _ => None,
         }
     }
@@ -836,46 +835,6 @@ impl Body for UpstreamBody {
             BodyState::Reading(..) => SizeHint::default(),
             _ => SizeHint::with_exact(0),
         }
-    }
-}
-
-/// The upstream's side of a switched connection: its socket, and the
-/// bytes that came after the 101's head.
-pub struct Upgraded {
-    read_ahead: Bytes,
-    stream: TcpStream,
-}
-
-impl AsyncRead for Upgraded {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.read_ahead.is_empty() {
-            let n = self.read_ahead.len().min(buf.remaining());
-            buf.put_slice(&self.read_ahead.split_to(n));
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Upgraded {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
