@@ -544,7 +544,6 @@ async fn forward(
         .headers
         .entry(X_FORWARDED_PROTO)
         .or_insert(HeaderValue::from_static("http"));
-    parts.version = hyper::Version::HTTP_11;
     let body = CountingBody {
         inner: body,
         stats: stats.clone(),

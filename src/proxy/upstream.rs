@@ -190,26 +190,24 @@ impl UpstreamPool {
             other => other,
         };
         let (head, request_sent) = exchanged.map_err(|f| UpstreamError::Reset(f.to_string()))?;
-        let mut resp = hyper::Response::new(UpstreamBody::empty());
-        *resp.status_mut() = head.status;
-        *resp.version_mut() = head.version;
-        *resp.headers_mut() = head.headers;
-        *resp.body_mut() = if head.status == StatusCode::SWITCHING_PROTOCOLS {
+        let body = if head.status == StatusCode::SWITCHING_PROTOCOLS {
             // The connection is the tunnel's now.
             UpstreamBody {
                 state: BodyState::Switched(Some(conn)),
-                reusable: false,
-                pool: None,
+                give_back_to: None,
             }
         } else {
             let mut body = UpstreamBody {
                 state: BodyState::Reading(conn, head.framing),
-                reusable: head.keep_alive && request_sent,
-                pool: Some(self.clone()),
+                give_back_to: (head.keep_alive && request_sent).then(|| self.clone()),
             };
             body.release_if_done();
             body
         };
+        let mut resp = hyper::Response::new(body);
+        *resp.status_mut() = head.status;
+        *resp.version_mut() = head.version;
+        *resp.headers_mut() = head.headers;
         Ok(resp)
     }
 }
@@ -707,10 +705,10 @@ fn find_crlf(buf: &[u8]) -> Option<usize> {
 /// it; the connection goes back to the pool when the body has ended.
 pub struct UpstreamBody {
     state: BodyState,
-    /// The connection may carry another exchange after this one: the
-    /// upstream keeps it open and the request went out whole.
-    reusable: bool,
-    pool: Option<Arc<UpstreamPool>>,
+    /// The pool the connection goes back to once the body has ended; None
+    /// if it may not carry another exchange (the upstream closes it, or
+    /// the request did not go out whole).
+    give_back_to: Option<Arc<UpstreamPool>>,
 }
 
 enum BodyState {
@@ -721,14 +719,6 @@ enum BodyState {
 }
 
 impl UpstreamBody {
-    fn empty() -> Self {
-        UpstreamBody {
-            state: BodyState::Done,
-            reusable: false,
-            pool: None,
-        }
-    }
-
     /// The upstream's side of a switched protocol (after a 101).
     pub fn take_switched(&mut self) -> Option<super::client::Replay> {
         match &mut self.state {
@@ -740,7 +730,7 @@ impl UpstreamBody {
     }
 
     /// Once the body has ended, the connection is given back (if the
-    /// exchange left it reusable and nothing unasked-for followed).
+    /// exchange left it reusable and nothing unasked-for followed it).
     fn release_if_done(&mut self) {
         let ended = match &self.state {
             BodyState::Reading(_, ResponseFraming::Length(0)) => true,
@@ -751,9 +741,8 @@ impl UpstreamBody {
             return;
         }
         if let BodyState::Reading(conn, _) = std::mem::replace(&mut self.state, BodyState::Done)
-            && self.reusable
             && conn.rbuf.is_empty()
-            && let Some(pool) = &self.pool
+            && let Some(pool) = &self.give_back_to
         {
             pool.give_back(conn);
         }
