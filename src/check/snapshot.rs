@@ -161,6 +161,12 @@ impl Snapshot {
     }
 }
 
+/// What a counter gained from `before` to `now`: after a reset (a smaller
+/// value), all of `now`.
+fn counter_gain(before: f64, now: f64) -> f64 {
+    if now >= before { now - before } else { now }
+}
+
 /// Snapshots in time order, at least one.
 pub struct Window<'a> {
     snaps: &'a [Snapshot],
@@ -202,11 +208,7 @@ impl<'a> Window<'a> {
                 .iter()
                 .find(|p| p.same_labels(s))
                 .map_or(0.0, |p| p.value);
-            total += if s.value >= before {
-                s.value - before
-            } else {
-                s.value
-            };
+            total += counter_gain(before, s.value);
         }
         found.then_some(total)
     }
@@ -229,12 +231,7 @@ impl<'a> Window<'a> {
         let mut out: HashMap<String, f64> = HashMap::new();
         for s in self.last().all(name).iter().filter(|s| s.matches(want)) {
             let prior = before.get(&s.sorted_labels()).copied().unwrap_or(0.0);
-            let gained = if s.value >= prior {
-                s.value - prior
-            } else {
-                s.value
-            };
-            *out.entry(s.label(key).to_string()).or_default() += gained;
+            *out.entry(s.label(key).to_string()).or_default() += counter_gain(prior, s.value);
         }
         out
     }
