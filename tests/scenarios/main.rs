@@ -159,6 +159,37 @@ struct Expect {
 }
 
 impl Expect {
+    /// A fault-free host: nothing may be found.
+    fn nothing() -> Self {
+        Expect {
+            required: vec![],
+            allowed_kinds: vec![],
+            in_check: true,
+        }
+    }
+
+    /// `resource` of `kind` must be found, and nothing of another kind.
+    fn finds(kind: &'static str, resource: impl Into<String>) -> Self {
+        Expect {
+            required: vec![(kind, resource.into())],
+            allowed_kinds: vec![kind],
+            in_check: true,
+        }
+    }
+
+    /// Another kind the fault may show in too (memory pressure is the
+    /// host's as well as the cgroup's).
+    fn or_also(mut self, kind: &'static str) -> Self {
+        self.allowed_kinds.push(kind);
+        self
+    }
+
+    /// Named by the exporter's service metrics, not by `sojourn check` on
+    /// the host (whose table must stay clean).
+    fn not_in_check(mut self) -> Self {
+        self.in_check = false;
+        self
+    }
     fn names(&self, found: &[Finding]) -> bool {
         self.required
             .iter()
@@ -699,25 +730,11 @@ fn every_fault_names_its_resource_and_nothing_else() {
     let mut outcomes = Vec::new();
 
     outcomes.push(scenario("idle baseline", None, vec![], || {
-        Ok((
-            (),
-            Expect {
-                required: vec![],
-                allowed_kinds: vec![],
-                in_check: true,
-            },
-        ))
+        Ok(((), Expect::nothing()))
     }));
 
     outcomes.push(scenario("CPU saturation", None, vec![], || {
-        Ok((
-            busy_shells(cpus + 2),
-            Expect {
-                required: vec![("cpu", "cpu".into())],
-                allowed_kinds: vec!["cpu"],
-                in_check: true,
-            },
-        ))
+        Ok((busy_shells(cpus + 2), Expect::finds("cpu", "cpu")))
     }));
 
     outcomes.push(scenario("one hot CPU", None, vec![], || {
@@ -728,28 +745,14 @@ fn every_fault_names_its_resource_and_nothing_else() {
             .args(["-c", "0", "sh", "-c", "while :; do :; done"])
             .spawn()
             .map_err(|e| format!("taskset: {e}"))?;
-        Ok((
-            Children(vec![pinned]),
-            Expect {
-                required: vec![("cpu", "cpu0".into())],
-                allowed_kinds: vec!["cpu"],
-                in_check: true,
-            },
-        ))
+        Ok((Children(vec![pinned]), Expect::finds("cpu", "cpu0")))
     }));
 
     outcomes.push(scenario("CPU throttling", None, vec![], || {
         let cg = common::throttled_cgroup("sojourn-scenario-throttle");
         Ok((
             cg,
-            Expect {
-                required: vec![(
-                    "container_cpu",
-                    "cgroup /sojourn-scenario-throttle cpu".into(),
-                )],
-                allowed_kinds: vec!["container_cpu"],
-                in_check: true,
-            },
+            Expect::finds("container_cpu", "cgroup /sojourn-scenario-throttle cpu"),
         ))
     }));
 
@@ -757,47 +760,25 @@ fn every_fault_names_its_resource_and_nothing_else() {
         let (guard, port) = accept_overflow()?;
         Ok((
             guard,
-            Expect {
-                required: vec![("tcp_accept", format!("tcp_accept 127.0.0.1:{port}"))],
-                allowed_kinds: vec!["tcp_accept"],
-                in_check: true,
-            },
+            Expect::finds("tcp_accept", format!("tcp_accept 127.0.0.1:{port}")),
         ))
     }));
 
     outcomes.push(scenario("socket backlog", None, vec![], || {
         let (guard, port) = socket_backlog()?;
-        Ok((
-            guard,
-            Expect {
-                required: vec![("tcp_port", format!("tcp_port {port}"))],
-                allowed_kinds: vec!["tcp_port"],
-                in_check: true,
-            },
-        ))
+        Ok((guard, Expect::finds("tcp_port", format!("tcp_port {port}"))))
     }));
 
     outcomes.push(scenario("disk queue", None, disk_args(), || {
         let (guard, device) = disk_queue()?;
-        Ok((
-            guard,
-            Expect {
-                required: vec![("disk", format!("disk {device}"))],
-                allowed_kinds: vec!["disk"],
-                in_check: true,
-            },
-        ))
+        Ok((guard, Expect::finds("disk", format!("disk {device}"))))
     }));
 
     outcomes.push(scenario("memory pressure", None, vec![], || {
         let (guard, name) = memory_pressure("sojourn-scenario-memory")?;
         Ok((
             guard,
-            Expect {
-                required: vec![("container_memory", format!("cgroup /{name} memory"))],
-                allowed_kinds: vec!["container_memory", "memory"],
-                in_check: true,
-            },
+            Expect::finds("container_memory", format!("cgroup /{name} memory")).or_also("memory"),
         ))
     }));
 
@@ -810,14 +791,7 @@ fn every_fault_names_its_resource_and_nothing_else() {
             let mut o = scenario("packet loss and retransmits", Some(a), vec![], || {
                 let (guard, h) = packet_loss(ns)?;
                 how = h;
-                Ok((
-                    guard,
-                    Expect {
-                        required: vec![("tcp", "tcp".into())],
-                        allowed_kinds: vec!["tcp", "network"],
-                        in_check: true,
-                    },
-                ))
+                Ok((guard, Expect::finds("tcp", "tcp").or_also("network")))
             });
             o.expected.push_str(&format!(" ({how})"));
             outcomes.push(o);
@@ -852,11 +826,7 @@ fn every_fault_names_its_resource_and_nothing_else() {
             let proxy: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
             Ok((
                 callers(proxy, 8),
-                Expect {
-                    required: vec![("service", "service slow".into())],
-                    allowed_kinds: vec!["service"],
-                    in_check: false,
-                },
+                Expect::finds("service", "service slow").not_in_check(),
             ))
         },
     ));
