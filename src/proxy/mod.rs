@@ -257,10 +257,7 @@ fn service(
     let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
         .expect("an IP address is a valid header value");
     hyper::service::service_fn(move |req| {
-        let shared = shared.clone();
-        let client = client.clone();
-        let peer_ip = peer_ip.clone();
-        async move { Ok(forward(&shared, req, peer_ip, client).await) }
+        forward(shared.clone(), req, peer_ip.clone(), client.clone())
     })
 }
 
@@ -457,11 +454,11 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 }
 
 async fn forward(
-    shared: &Shared,
+    shared: Arc<Shared>,
     req: Request<Incoming>,
     peer_ip: HeaderValue,
     client: Option<Arc<client::ClientConn>>,
-) -> Response<RecordedBody> {
+) -> Result<Response<RecordedBody>, Infallible> {
     let start = Instant::now();
     let upgrade = upgrade_protocol(&req);
     // Only an HTTP/1.1 exchange that neither closes nor switches protocols
@@ -498,7 +495,9 @@ async fn forward(
     };
     let permit = match &shared.admission {
         None => None,
-        Some(a) => match a.admit().await {
+        // Boxed: its wait is the rare path, and the request's future is
+        // moved whole (every byte of its largest state) into hyper's slot.
+        Some(a) => match Box::pin(a.admit()).await {
             Admit::Go(p) => Some(p),
             Admit::Shed => {
                 let mut r = local(
@@ -508,15 +507,85 @@ async fn forward(
                 );
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return r;
+                return Ok(r);
             }
         },
     };
     let recorded =
         move |status: StatusCode, inner: Inner| recorded(status, inner, permit, in_flight);
-    let (mut parts, body) = req.into_parts();
+    // Nothing bound here outlives the await: a named future, or the parts
+    // it was made from, would keep its room in every request's state.
+    Ok(
+        match tokio::time::timeout(shared.cfg.timeout, {
+            let (mut parts, body) = req.into_parts();
+            upstream_head(&mut parts, upgrade.as_ref(), peer_ip);
+            let body = CountingBody {
+                inner: body,
+                stats: stats.clone(),
+            };
+            shared.upstream.send(parts, body)
+        })
+        .await
+        {
+            Ok(Ok(mut resp)) => {
+                // The client's side of the relay is its socket, which the
+                // connection's task takes back once hyper has written the 101.
+                let upstream_upgrade = match (upgrade.is_some(), &client) {
+                    (true, Some(client)) => match resp.body_mut().take_switched() {
+                        Some(switched) => {
+                            client.set_upgrade(switched);
+                            resp.headers().get(header::UPGRADE).cloned()
+                        }
+                        None => None,
+                    },
+                    _ => None,
+                };
+                stats.record_first_byte(
+                    &RouteKey {
+                        method,
+                        route: route.clone(),
+                    },
+                    start.elapsed().as_secs_f64(),
+                );
+                let (mut parts, body) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                if let Some(protocol) = &upstream_upgrade {
+                    mark_upgrade(&mut parts.headers, protocol);
+                }
+                let body = recorded(parts.status, Inner::Upstream(body));
+                Response::from_parts(parts, body)
+            }
+            Ok(Err(e)) => {
+                let kind = match e {
+                    upstream::UpstreamError::Connect(_) => ErrorType::Connect,
+                    upstream::UpstreamError::Reset(_) => ErrorType::Reset,
+                };
+                stats.error(kind);
+                tracing::debug!(error = ?e, "upstream request failed");
+                local(StatusCode::BAD_GATEWAY, "upstream unavailable\n", recorded)
+            }
+            Err(_) => {
+                stats.error(ErrorType::Timeout);
+                local(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream timed out\n",
+                    recorded,
+                )
+            }
+        },
+    )
+}
+
+/// The request's head as the upstream gets it: hop-by-hop fields gone, the
+/// upgrade asked for again, Host from an HTTP/2 authority, X-Forwarded-For
+/// and -Proto added.
+fn upstream_head(
+    parts: &mut hyper::http::request::Parts,
+    upgrade: Option<&HeaderValue>,
+    peer_ip: HeaderValue,
+) {
     strip_hop_by_hop(&mut parts.headers);
-    if let Some(protocol) = &upgrade {
+    if let Some(protocol) = upgrade {
         mark_upgrade(&mut parts.headers, protocol);
     }
     // An HTTP/2 request names its host in the URI only; the upstream
@@ -544,58 +613,6 @@ async fn forward(
         .headers
         .entry(X_FORWARDED_PROTO)
         .or_insert(HeaderValue::from_static("http"));
-    let body = CountingBody {
-        inner: body,
-        stats: stats.clone(),
-    };
-    let sent = shared.upstream.send(parts, body);
-    match tokio::time::timeout(shared.cfg.timeout, sent).await {
-        Ok(Ok(mut resp)) => {
-            // The client's side of the relay is its socket, which the
-            // connection's task takes back once hyper has written the 101.
-            let upstream_upgrade = match (upgrade.is_some(), &client) {
-                (true, Some(client)) => match resp.body_mut().take_switched() {
-                    Some(switched) => {
-                        client.set_upgrade(switched);
-                        resp.headers().get(header::UPGRADE).cloned()
-                    }
-                    None => None,
-                },
-                _ => None,
-            };
-            stats.record_first_byte(
-                &RouteKey {
-                    method,
-                    route: route.clone(),
-                },
-                start.elapsed().as_secs_f64(),
-            );
-            let (mut parts, body) = resp.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            if let Some(protocol) = &upstream_upgrade {
-                mark_upgrade(&mut parts.headers, protocol);
-            }
-            let body = recorded(parts.status, Inner::Upstream(body));
-            Response::from_parts(parts, body)
-        }
-        Ok(Err(e)) => {
-            let kind = match e {
-                upstream::UpstreamError::Connect(_) => ErrorType::Connect,
-                upstream::UpstreamError::Reset(_) => ErrorType::Reset,
-            };
-            stats.error(kind);
-            tracing::debug!(error = ?e, "upstream request failed");
-            local(StatusCode::BAD_GATEWAY, "upstream unavailable\n", recorded)
-        }
-        Err(_) => {
-            stats.error(ErrorType::Timeout);
-            local(
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream timed out\n",
-                recorded,
-            )
-        }
-    }
 }
 
 fn local(

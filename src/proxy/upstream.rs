@@ -166,49 +166,64 @@ impl UpstreamPool {
     /// if it is idempotent and has no body (RFC 9110 §9.2.2): the upstream
     /// closing an idle connection as the request crosses it is not an
     /// error of the upstream's.
-    pub async fn send(
+    pub fn send(
         self: &Arc<Self>,
         parts: request::Parts,
         mut body: CountingBody,
-    ) -> Result<hyper::Response<UpstreamBody>, UpstreamError> {
+    ) -> impl Future<Output = Result<hyper::Response<UpstreamBody>, UpstreamError>> {
         let framing = RequestFraming::of(&parts.headers, body.is_end_stream());
         let head_request = parts.method == Method::HEAD;
         let retryable = framing == RequestFraming::None && parts.method.is_idempotent();
-        let mut conn = match self.checkout() {
-            Some(c) => c,
-            None => self.connect().await?,
-        };
-        encode_head(&parts, framing, &mut conn.wbuf);
-        let exchanged = match exchange(&mut conn, &mut body, framing, head_request).await {
-            Err(Failure::Io(e)) if retryable && conn.reused && conn.rbuf.is_empty() => {
-                tracing::debug!(error = %e, "pooled upstream connection was closed; sending again");
-                let mut fresh = self.connect().await?;
-                std::mem::swap(&mut fresh.wbuf, &mut conn.wbuf);
-                conn = fresh;
-                exchange(&mut conn, &mut body, framing, head_request).await
-            }
-            other => other,
-        };
-        let (head, request_sent) = exchanged.map_err(|f| UpstreamError::Reset(f.to_string()))?;
-        let body = if head.status == StatusCode::SWITCHING_PROTOCOLS {
-            // The connection is the tunnel's now.
-            UpstreamBody {
-                state: BodyState::Switched(Some(conn)),
-                give_back_to: None,
-            }
-        } else {
-            let mut body = UpstreamBody {
-                state: BodyState::Reading(conn, head.framing),
-                give_back_to: (head.keep_alive && request_sent).then(|| self.clone()),
+        // The head is written before the first await, into the pooled
+        // connection's buffer if there is one: the parts are not kept in
+        // the request's state across it.
+        let mut pooled = self.checkout();
+        let mut request_head = pooled
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.wbuf))
+            .unwrap_or_default();
+        encode_head(&parts, framing, &mut request_head);
+        drop(parts);
+        async move {
+            // Connecting is boxed: rare once the pool is warm, and its future
+            // would otherwise widen every request's.
+            let mut conn = match pooled {
+                Some(c) => c,
+                None => Box::pin(self.connect()).await?,
             };
-            body.release_if_done();
-            body
-        };
-        let mut resp = hyper::Response::new(body);
-        *resp.status_mut() = head.status;
-        *resp.version_mut() = head.version;
-        *resp.headers_mut() = head.headers;
-        Ok(resp)
+            conn.wbuf = request_head;
+            let exchanged = match exchange(&mut conn, &mut body, framing, head_request).await {
+                Err(Failure::Io(e)) if retryable && conn.reused && conn.rbuf.is_empty() => {
+                    tracing::debug!(error = %e, "pooled upstream connection was closed; sending again");
+                    let mut fresh = Box::pin(self.connect()).await?;
+                    std::mem::swap(&mut fresh.wbuf, &mut conn.wbuf);
+                    conn = fresh;
+                    exchange(&mut conn, &mut body, framing, head_request).await
+                }
+                other => other,
+            };
+            let (head, request_sent) =
+                exchanged.map_err(|f| UpstreamError::Reset(f.to_string()))?;
+            let body = if head.status == StatusCode::SWITCHING_PROTOCOLS {
+                // The connection is the tunnel's now.
+                UpstreamBody {
+                    state: BodyState::Switched(Some(conn)),
+                    give_back_to: None,
+                }
+            } else {
+                let mut body = UpstreamBody {
+                    state: BodyState::Reading(conn, head.framing),
+                    give_back_to: (head.keep_alive && request_sent).then(|| self.clone()),
+                };
+                body.release_if_done();
+                body
+            };
+            let mut resp = hyper::Response::new(body);
+            *resp.status_mut() = head.status;
+            *resp.version_mut() = head.version;
+            *resp.headers_mut() = head.headers;
+            Ok(resp)
+        }
     }
 }
 
