@@ -231,8 +231,9 @@ struct Shared {
     no_route: Arc<str>,
     h1: hyper::server::conn::http1::Builder,
     h2: hyper::server::conn::http2::Builder<TokioExecutor>,
-    /// Ticks every `client::idle_sweep` for the connections being served.
-    sweep: watch::Sender<()>,
+    /// Sweeps every `client::idle_sweep`, and the stop, for the HTTP/1
+    /// connections being served.
+    control: client::Control,
     /// Connections parked since the freed heap was last given back.
     parked: std::sync::atomic::AtomicUsize,
 }
@@ -307,7 +308,7 @@ pub async fn serve(
         no_route: Arc::from(""),
         h1,
         h2,
-        sweep: watch::Sender::new(()),
+        control: client::Control::default(),
         parked: Default::default(),
     });
     let sweeping = shared.clone();
@@ -316,7 +317,7 @@ pub async fn serve(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            sweeping.sweep.send_replace(());
+            sweeping.control.sweep();
             // ~33 kB each: 256 parked is 8 MB freed, worth a trim (~1 ms,
             // off the serving thread).
             if sweeping.parked.load(Ordering::Relaxed) >= PARKED_BEFORE_TRIM {
@@ -351,6 +352,7 @@ pub async fn serve(
     drop(listener);
     drop(stop_rx);
     let _ = stop_tx.send(true);
+    shared.control.stop();
     let drain = shared.cfg.drain_timeout;
     if tokio::time::timeout(drain, stop_tx.closed()).await.is_err() {
         tracing::warn!("requests still in flight after {drain:?}; closing");
