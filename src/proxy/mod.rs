@@ -515,10 +515,12 @@ async fn forward(
     };
     let recorded =
         move |status: StatusCode, inner: Inner| recorded(status, inner, permit, in_flight);
+    // The deadline from the request's start: one clock read fewer.
+    let deadline = tokio::time::Instant::from_std(start) + shared.cfg.timeout;
     // Nothing bound here outlives the await: a named future, or the parts
     // it was made from, would keep its room in every request's state.
     Ok(
-        match tokio::time::timeout(shared.cfg.timeout, {
+        match tokio::time::timeout_at(deadline, {
             let (mut parts, body) = req.into_parts();
             upstream_head(&mut parts, upgrade.as_ref(), peer_ip);
             let body = CountingBody {
