@@ -18,7 +18,9 @@ pub const WINDOW: Duration = Duration::from_secs(5);
 pub const STEP: Duration = Duration::from_secs(1);
 /// Points of history kept per resource (one per [`STEP`]).
 pub const HISTORY_POINTS: usize = 120;
-/// Resources with history; more (hundreds of cgroups) get none.
+/// Resources with history; more (hundreds of cgroups) get none, until a
+/// resource that has gone (a removed cgroup) is forgotten: one not seen
+/// for the span the history covers.
 pub const HISTORY_RESOURCES: usize = 200;
 /// The task stops this long after the last request.
 pub const IDLE_STOP: Duration = Duration::from_secs(60);
@@ -106,11 +108,16 @@ impl Live {
     }
 
     /// Stores the latest table and appends each resource's point to its
-    /// history.
+    /// history; forgets the history of a resource not seen for the span
+    /// the history covers (a collector failing for a scrape or two does
+    /// not lose it).
     pub fn publish(&self, report: Report, unix_now: f64) {
         let Ok(mut s) = self.state.lock() else {
             return;
         };
+        let span = STEP.as_secs_f64() * HISTORY_POINTS as f64;
+        s.history
+            .retain(|_, h| h.back().is_some_and(|last| unix_now - last.t < span));
         for row in &report.resources {
             let known = s.history.len();
             let entry = match s.history.get_mut(&row.resource) {
@@ -197,6 +204,7 @@ pub async fn sample(live: Arc<Live>, scraper: Arc<crate::scrape::Scraper>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::check::Row;
 
     fn snap(at: f64, busy: f64) -> Snapshot {
         let mut s = Snapshot::new(at);
@@ -252,5 +260,38 @@ mod tests {
             "unless every resource is asked for"
         );
         assert!(live.keep_running());
+    }
+
+    fn report_of(resources: &[&str]) -> Report {
+        let mut recent = Recent::default();
+        recent.push(snap(0.0, 0.5));
+        let cpu = recent.push(snap(1.0, 0.5)).unwrap().resources[0].clone();
+        let rows = resources
+            .iter()
+            .map(|r| Row {
+                resource: r.to_string(),
+                ..cpu.clone()
+            })
+            .collect();
+        Report::from_rows(5.0, rows, vec![])
+    }
+
+    #[test]
+    fn a_resource_gone_for_the_history_span_is_forgotten_and_frees_its_slot() {
+        let live = Live::default();
+        let full: Vec<String> = (0..HISTORY_RESOURCES)
+            .map(|i| format!("cgroup /old{i}"))
+            .collect();
+        let full: Vec<&str> = full.iter().map(String::as_str).collect();
+        live.publish(report_of(&full), 1e9);
+        live.publish(report_of(&["cgroup /new"]), 1e9 + 1.0);
+        let kept = |r: &str| live.state.lock().unwrap().history.contains_key(r);
+        assert!(!kept("cgroup /new"), "every slot is taken");
+        assert!(kept("cgroup /old0"), "gone for a step: kept");
+        let span = (STEP * HISTORY_POINTS as u32).as_secs_f64();
+        live.publish(report_of(&["cgroup /new"]), 1e9 + span + 1.0);
+        assert!(!kept("cgroup /old0"), "gone for the whole span: forgotten");
+        assert!(kept("cgroup /new"), "and its slot taken by a new resource");
+        assert_eq!(live.state.lock().unwrap().history.len(), 1);
     }
 }
