@@ -455,12 +455,17 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
     connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(token))
 }
 
-async fn forward(
+/// Forwards one request. The request is encoded for the upstream here, in
+/// hyper's call of the service, and its head's bytes let go before the
+/// future exists: hyper reads on into its buffer before it first polls the
+/// future, and while the head's bytes were still held it allocated a new
+/// 8 KiB buffer for every request.
+fn forward(
     shared: Arc<Shared>,
     req: Request<Incoming>,
     peer_ip: HeaderValue,
     client: Option<Arc<client::ClientConn>>,
-) -> Result<Response<RecordedBody>, Infallible> {
+) -> impl Future<Output = Result<Response<RecordedBody>, Infallible>> + Send + 'static {
     let start = Instant::now();
     let upgrade = upgrade_protocol(&req);
     // Only an HTTP/1.1 exchange that neither closes nor switches protocols
@@ -469,115 +474,122 @@ async fn forward(
         && upgrade.is_none()
         && !connection_has(req.headers(), "close");
     let in_flight = client.as_ref().map(|c| c.begin(keep_alive));
-    let stats = shared.stats.clone();
-    stats.active_requests.fetch_add(1, Ordering::Relaxed);
+    shared.stats.active_requests.fetch_add(1, Ordering::Relaxed);
     let method = method_label(req.method());
     let route_index = route_index(&shared.cfg.routes, req.uri().path());
-    let route = route_index
-        .map_or(&shared.no_route, |i| &shared.cfg.routes[i].template)
-        .clone();
-    // Every response, the proxy's own included, is recorded when its body
-    // ends or is dropped; the request's slot goes back with it.
-    let recorded = |status: StatusCode,
-                    inner: Inner,
-                    permit: Option<Permit>,
-                    in_flight: Option<client::InFlight>| RecordedBody {
-        inner,
-        start,
-        stats: stats.clone(),
-        key: RequestKey {
-            method,
-            status: status.as_u16(),
-            route: route.clone(),
-        },
-        route_index,
-        done: false,
-        _permit: permit,
-        in_flight,
-    };
-    let permit = match &shared.admission {
-        None => None,
-        // Boxed: its wait is the rare path, and the request's future is
-        // moved whole (every byte of its largest state) into hyper's slot.
-        Some(a) => match Box::pin(a.admit()).await {
-            Admit::Go(p) => Some(p),
-            Admit::Shed => {
-                let mut r = local(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "overloaded, retry\n",
-                    |s, i| recorded(s, i, None, in_flight),
-                );
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return Ok(r);
-            }
-        },
-    };
-    let recorded =
-        move |status: StatusCode, inner: Inner| recorded(status, inner, permit, in_flight);
-    // The deadline from the request's start: one clock read fewer.
-    let deadline = tokio::time::Instant::from_std(start) + shared.cfg.timeout;
-    // Nothing bound here outlives the await: a named future, or the parts
-    // it was made from, would keep its room in every request's state.
-    Ok(
-        match tokio::time::timeout_at(deadline, {
-            let (mut parts, body) = req.into_parts();
-            upstream_head(&mut parts, upgrade.as_ref(), peer_ip);
-            let body = CountingBody {
-                inner: body,
-                stats: stats.clone(),
-            };
-            shared.upstream.send(parts, body)
-        })
-        .await
-        {
-            Ok(Ok(mut resp)) => {
-                // The client's side of the relay is its socket, which the
-                // connection's task takes back once hyper has written the 101.
-                let upstream_upgrade = match (upgrade.is_some(), &client) {
-                    (true, Some(client)) => match resp.body_mut().take_switched() {
-                        Some(switched) => {
-                            client.set_upgrade(switched);
-                            resp.headers().get(header::UPGRADE).cloned()
-                        }
-                        None => None,
-                    },
-                    _ => None,
-                };
-                stats.record_first_byte(
-                    &RouteKey {
-                        method,
-                        route: route.clone(),
-                    },
-                    start.elapsed().as_secs_f64(),
-                );
-                let (mut parts, body) = resp.into_parts();
-                strip_hop_by_hop(&mut parts.headers);
-                if let Some(protocol) = &upstream_upgrade {
-                    mark_upgrade(&mut parts.headers, protocol);
+    let (mut parts, body) = req.into_parts();
+    upstream_head(&mut parts, upgrade.as_ref(), peer_ip);
+    let request = upstream::Prepared::new(&parts, body.is_end_stream());
+    drop(parts);
+    async move {
+        let stats = shared.stats.clone();
+        let route = route_index
+            .map_or(&shared.no_route, |i| &shared.cfg.routes[i].template)
+            .clone();
+        // Every response, the proxy's own included, is recorded when its body
+        // ends or is dropped; the request's slot goes back with it.
+        let recorded = |status: StatusCode,
+                        inner: Inner,
+                        permit: Option<Permit>,
+                        in_flight: Option<client::InFlight>| RecordedBody {
+            inner,
+            start,
+            stats: stats.clone(),
+            key: RequestKey {
+                method,
+                status: status.as_u16(),
+                route: route.clone(),
+            },
+            route_index,
+            done: false,
+            _permit: permit,
+            in_flight,
+        };
+        let permit = match &shared.admission {
+            None => None,
+            // Boxed: its wait is the rare path, and the request's future is
+            // moved whole (every byte of its largest state) into hyper's slot.
+            Some(a) => match Box::pin(a.admit()).await {
+                Admit::Go(p) => Some(p),
+                Admit::Shed => {
+                    let mut r = local(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "overloaded, retry\n",
+                        |s, i| recorded(s, i, None, in_flight),
+                    );
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    return Ok(r);
                 }
-                let body = recorded(parts.status, Inner::Upstream(body));
-                Response::from_parts(parts, body)
-            }
-            Ok(Err(e)) => {
-                let kind = match e {
-                    upstream::UpstreamError::Connect(_) => ErrorType::Connect,
-                    upstream::UpstreamError::Reset(_) => ErrorType::Reset,
-                };
-                stats.error(kind);
-                tracing::debug!(error = ?e, "upstream request failed");
-                local(StatusCode::BAD_GATEWAY, "upstream unavailable\n", recorded)
-            }
-            Err(_) => {
-                stats.error(ErrorType::Timeout);
-                local(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "upstream timed out\n",
-                    recorded,
-                )
-            }
-        },
-    )
+            },
+        };
+        let recorded =
+            move |status: StatusCode, inner: Inner| recorded(status, inner, permit, in_flight);
+        // The deadline from the request's start: one clock read fewer.
+        let deadline = tokio::time::Instant::from_std(start) + shared.cfg.timeout;
+        // Nothing bound here outlives the await: a named future would keep its
+        // room in every request's state.
+        Ok(
+            match tokio::time::timeout_at(
+                deadline,
+                shared.upstream.send(
+                    request,
+                    CountingBody {
+                        inner: body,
+                        stats: stats.clone(),
+                    },
+                ),
+            )
+            .await
+            {
+                Ok(Ok(mut resp)) => {
+                    // The client's side of the relay is its socket, which the
+                    // connection's task takes back once hyper has written the 101.
+                    let upstream_upgrade = match (upgrade.is_some(), &client) {
+                        (true, Some(client)) => match resp.body_mut().take_switched() {
+                            Some(switched) => {
+                                client.set_upgrade(switched);
+                                resp.headers().get(header::UPGRADE).cloned()
+                            }
+                            None => None,
+                        },
+                        _ => None,
+                    };
+                    stats.record_first_byte(
+                        &RouteKey {
+                            method,
+                            route: route.clone(),
+                        },
+                        start.elapsed().as_secs_f64(),
+                    );
+                    let (mut parts, body) = resp.into_parts();
+                    strip_hop_by_hop(&mut parts.headers);
+                    if let Some(protocol) = &upstream_upgrade {
+                        mark_upgrade(&mut parts.headers, protocol);
+                    }
+                    let body = recorded(parts.status, Inner::Upstream(body));
+                    Response::from_parts(parts, body)
+                }
+                Ok(Err(e)) => {
+                    let kind = match e {
+                        upstream::UpstreamError::Connect(_) => ErrorType::Connect,
+                        upstream::UpstreamError::Reset(_) => ErrorType::Reset,
+                    };
+                    stats.error(kind);
+                    tracing::debug!(error = ?e, "upstream request failed");
+                    local(StatusCode::BAD_GATEWAY, "upstream unavailable\n", recorded)
+                }
+                Err(_) => {
+                    stats.error(ErrorType::Timeout);
+                    local(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream timed out\n",
+                        recorded,
+                    )
+                }
+            },
+        )
+    }
 }
 
 /// The request's head as the upstream gets it: hop-by-hop fields gone, the

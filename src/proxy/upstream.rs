@@ -80,7 +80,7 @@ impl Conn {
         Conn {
             stream,
             rbuf: BytesMut::new(),
-            wbuf: Vec::with_capacity(512),
+            wbuf: Vec::new(),
             reused: false,
         }
     }
@@ -166,63 +166,84 @@ impl UpstreamPool {
     /// if it is idempotent and has no body (RFC 9110 §9.2.2): the upstream
     /// closing an idle connection as the request crosses it is not an
     /// error of the upstream's.
-    pub fn send(
+    pub async fn send(
         self: &Arc<Self>,
-        parts: request::Parts,
+        request: Prepared,
         mut body: CountingBody,
-    ) -> impl Future<Output = Result<hyper::Response<UpstreamBody>, UpstreamError>> {
-        let framing = RequestFraming::of(&parts.headers, body.is_end_stream());
-        let head_request = parts.method == Method::HEAD;
-        let retryable = framing == RequestFraming::None && parts.method.is_idempotent();
-        // The head is written before the first await, into the pooled
-        // connection's buffer if there is one: the parts are not kept in
-        // the request's state across it.
-        let mut pooled = self.checkout();
-        let mut request_head = pooled
-            .as_mut()
-            .map(|c| std::mem::take(&mut c.wbuf))
-            .unwrap_or_default();
-        encode_head(&parts, framing, &mut request_head);
-        drop(parts);
-        async move {
-            // Connecting is boxed: rare once the pool is warm, and its future
-            // would otherwise widen every request's.
-            let mut conn = match pooled {
-                Some(c) => c,
-                None => Box::pin(self.connect()).await?,
+    ) -> Result<hyper::Response<UpstreamBody>, UpstreamError> {
+        let Prepared {
+            head: request_head,
+            framing,
+            head_request,
+            retryable,
+        } = request;
+        // Connecting is boxed: rare once the pool is warm, and its future
+        // would otherwise widen every request's.
+        let mut conn = match self.checkout() {
+            Some(c) => c,
+            None => Box::pin(self.connect()).await?,
+        };
+        conn.wbuf = request_head;
+        let exchanged = match exchange(&mut conn, &mut body, framing, head_request).await {
+            Err(Failure::Io(e)) if retryable && conn.reused && conn.rbuf.is_empty() => {
+                tracing::debug!(error = %e, "pooled upstream connection was closed; sending again");
+                let mut fresh = Box::pin(self.connect()).await?;
+                std::mem::swap(&mut fresh.wbuf, &mut conn.wbuf);
+                conn = fresh;
+                exchange(&mut conn, &mut body, framing, head_request).await
+            }
+            other => other,
+        };
+        let (head, request_sent) = exchanged.map_err(|f| UpstreamError::Reset(f.to_string()))?;
+        let body = if head.status == StatusCode::SWITCHING_PROTOCOLS {
+            // The connection is the tunnel's now.
+            UpstreamBody {
+                state: BodyState::Switched(Some(conn)),
+                give_back_to: None,
+            }
+        } else {
+            let mut body = UpstreamBody {
+                state: BodyState::Reading(conn, head.framing),
+                give_back_to: (head.keep_alive && request_sent).then(|| self.clone()),
             };
-            conn.wbuf = request_head;
-            let exchanged = match exchange(&mut conn, &mut body, framing, head_request).await {
-                Err(Failure::Io(e)) if retryable && conn.reused && conn.rbuf.is_empty() => {
-                    tracing::debug!(error = %e, "pooled upstream connection was closed; sending again");
-                    let mut fresh = Box::pin(self.connect()).await?;
-                    std::mem::swap(&mut fresh.wbuf, &mut conn.wbuf);
-                    conn = fresh;
-                    exchange(&mut conn, &mut body, framing, head_request).await
-                }
-                other => other,
-            };
-            let (head, request_sent) =
-                exchanged.map_err(|f| UpstreamError::Reset(f.to_string()))?;
-            let body = if head.status == StatusCode::SWITCHING_PROTOCOLS {
-                // The connection is the tunnel's now.
-                UpstreamBody {
-                    state: BodyState::Switched(Some(conn)),
-                    give_back_to: None,
-                }
-            } else {
-                let mut body = UpstreamBody {
-                    state: BodyState::Reading(conn, head.framing),
-                    give_back_to: (head.keep_alive && request_sent).then(|| self.clone()),
-                };
-                body.release_if_done();
-                body
-            };
-            let mut resp = hyper::Response::new(body);
-            *resp.status_mut() = head.status;
-            *resp.version_mut() = head.version;
-            *resp.headers_mut() = head.headers;
-            Ok(resp)
+            body.release_if_done();
+            body
+        };
+        let mut resp = hyper::Response::new(body);
+        *resp.status_mut() = head.status;
+        *resp.version_mut() = head.version;
+        *resp.headers_mut() = head.headers;
+        Ok(resp)
+    }
+}
+
+/// A request encoded for the upstream: its head's bytes, and what the
+/// exchange must know of it.
+pub struct Prepared {
+    head: Vec<u8>,
+    framing: RequestFraming,
+    head_request: bool,
+    /// Idempotent and without a body: may be sent again on a new
+    /// connection if a pooled one closes under it.
+    retryable: bool,
+}
+
+/// Room for a request head: most fit, and the allocation is served from
+/// the allocator's per-thread cache.
+const HEAD_CAPACITY: usize = 1024;
+
+impl Prepared {
+    /// The head in origin form (hop-by-hop headers already gone);
+    /// `body_ended`: the request has no body to send.
+    pub fn new(parts: &request::Parts, body_ended: bool) -> Self {
+        let framing = RequestFraming::of(&parts.headers, body_ended);
+        let mut head = Vec::with_capacity(HEAD_CAPACITY);
+        encode_head(parts, framing, &mut head);
+        Prepared {
+            head,
+            framing,
+            head_request: parts.method == Method::HEAD,
+            retryable: framing == RequestFraming::None && parts.method.is_idempotent(),
         }
     }
 }
