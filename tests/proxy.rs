@@ -371,6 +371,39 @@ fn large_bodies_stream_byte_exact_both_ways() {
 }
 
 #[test]
+fn a_client_that_goes_away_before_the_response_head_is_counted_as_cancelled() {
+    let up = upstream();
+    let p = start_proxy(&format!("http://{up}"), &[]);
+    let mut s = TcpStream::connect(p.addr).unwrap();
+    write!(s, "GET /slow/1500 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(s);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = metrics(&p);
+        let cancelled = value(
+            &text,
+            r#"sojourn_proxy_requests_cancelled_total{service="shop"}"#,
+        );
+        let active = value(&text, r#"sojourn_proxy_active_requests{service="shop"}"#);
+        if cancelled == Some(1.0) && active == Some(0.0) {
+            assert_eq!(
+                gets_counted(&text, "shop", 499, ""),
+                Some(1.0),
+                "recorded with nginx's 499, client closed request"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cancelled {cancelled:?}, active {active:?}: a request whose client left while \
+             the upstream was thinking must end as cancelled\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
 fn a_client_that_goes_away_is_counted_as_cancelled() {
     let up = upstream();
     let p = start_proxy(&format!("http://{up}"), &[]);

@@ -474,57 +474,42 @@ fn forward(
         && upgrade.is_none()
         && !connection_has(req.headers(), "close");
     let in_flight = client.as_ref().map(|c| c.begin(keep_alive));
-    shared.stats.active_requests.fetch_add(1, Ordering::Relaxed);
-    let method = method_label(req.method());
     let route_index = route_index(&shared.cfg.routes, req.uri().path());
+    // From here the request is recorded once, however it ends: with its
+    // response, or as cancelled if the client leaves before one exists.
+    let mut recording = Recording::begin(
+        start,
+        &shared.stats,
+        method_label(req.method()),
+        route_index
+            .map_or(&shared.no_route, |i| &shared.cfg.routes[i].template)
+            .clone(),
+        route_index,
+        in_flight,
+    );
     let (mut parts, body) = req.into_parts();
     upstream_head(&mut parts, upgrade.as_ref(), peer_ip);
     let request = upstream::Prepared::new(&parts, body.is_end_stream());
     drop(parts);
     async move {
         let stats = shared.stats.clone();
-        let route = route_index
-            .map_or(&shared.no_route, |i| &shared.cfg.routes[i].template)
-            .clone();
-        // Every response, the proxy's own included, is recorded when its body
-        // ends or is dropped; the request's slot goes back with it.
-        let recorded = |status: StatusCode,
-                        inner: Inner,
-                        permit: Option<Permit>,
-                        in_flight: Option<client::InFlight>| RecordedBody {
-            inner,
-            start,
-            stats: stats.clone(),
-            key: RequestKey {
-                method,
-                status: status.as_u16(),
-                route: route.clone(),
-            },
-            route_index,
-            done: false,
-            _permit: permit,
-            in_flight,
-        };
-        let permit = match &shared.admission {
-            None => None,
+        if let Some(a) = &shared.admission {
             // Boxed: its wait is the rare path, and the request's future is
             // moved whole (every byte of its largest state) into hyper's slot.
-            Some(a) => match Box::pin(a.admit()).await {
-                Admit::Go(p) => Some(p),
+            match Box::pin(a.admit()).await {
+                Admit::Go(p) => recording.permit = Some(p),
                 Admit::Shed => {
                     let mut r = local(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "overloaded, retry\n",
-                        |s, i| recorded(s, i, None, in_flight),
+                        recording,
                     );
                     r.headers_mut()
                         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                     return Ok(r);
                 }
-            },
-        };
-        let recorded =
-            move |status: StatusCode, inner: Inner| recorded(status, inner, permit, in_flight);
+            }
+        }
         // The deadline from the request's start: one clock read fewer.
         let deadline = tokio::time::Instant::from_std(start) + shared.cfg.timeout;
         // Nothing bound here outlives the await: a named future would keep its
@@ -557,8 +542,8 @@ fn forward(
                     };
                     stats.record_first_byte(
                         &RouteKey {
-                            method,
-                            route: route.clone(),
+                            method: recording.key.method,
+                            route: recording.key.route.clone(),
                         },
                         start.elapsed().as_secs_f64(),
                     );
@@ -567,7 +552,7 @@ fn forward(
                     if let Some(protocol) = &upstream_upgrade {
                         mark_upgrade(&mut parts.headers, protocol);
                     }
-                    let body = recorded(parts.status, Inner::Upstream(body));
+                    let body = recording.respond(parts.status, Inner::Upstream(body));
                     Response::from_parts(parts, body)
                 }
                 Ok(Err(e)) => {
@@ -577,14 +562,14 @@ fn forward(
                     };
                     stats.error(kind);
                     tracing::debug!(error = ?e, "upstream request failed");
-                    local(StatusCode::BAD_GATEWAY, "upstream unavailable\n", recorded)
+                    local(StatusCode::BAD_GATEWAY, "upstream unavailable\n", recording)
                 }
                 Err(_) => {
                     stats.error(ErrorType::Timeout);
                     local(
                         StatusCode::GATEWAY_TIMEOUT,
                         "upstream timed out\n",
-                        recorded,
+                        recording,
                     )
                 }
             },
@@ -631,12 +616,8 @@ fn upstream_head(
         .or_insert(HeaderValue::from_static("http"));
 }
 
-fn local(
-    status: StatusCode,
-    text: &'static str,
-    recorded: impl FnOnce(StatusCode, Inner) -> RecordedBody,
-) -> Response<RecordedBody> {
-    let mut r = Response::new(recorded(
+fn local(status: StatusCode, text: &'static str, recording: Recording) -> Response<RecordedBody> {
+    let mut r = Response::new(recording.respond(
         status,
         Inner::Local(Full::new(Bytes::from_static(text.as_bytes()))),
     ));
@@ -687,22 +668,60 @@ enum Inner {
     Local(Full<Bytes>),
 }
 
-/// The response body on its way to the client: counts bytes, and records
-/// the request when it ends or is dropped.
-pub struct RecordedBody {
-    inner: Inner,
+/// A request's record, made once: by its response body when that ends or
+/// is dropped, or, dropped before a response existed (the client left
+/// while the upstream was thinking), as cancelled with status 499 (nginx's
+/// "client closed request").
+struct Recording {
     start: Instant,
     stats: Arc<ServiceStats>,
     key: RequestKey,
     route_index: Option<usize>,
     done: bool,
-    /// The request's slot under --max-concurrency, given back with the body.
-    _permit: Option<Permit>,
-    /// The request's claim on its HTTP/1 connection, ended with the body.
+    /// The request's slot under --max-concurrency, given back with it.
+    permit: Option<Permit>,
+    /// The request's claim on its HTTP/1 connection, ended with it.
     in_flight: Option<client::InFlight>,
 }
 
-impl RecordedBody {
+/// The status a request is recorded with when its client left before any
+/// response.
+const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+impl Recording {
+    fn begin(
+        start: Instant,
+        stats: &Arc<ServiceStats>,
+        method: &'static str,
+        route: Arc<str>,
+        route_index: Option<usize>,
+        in_flight: Option<client::InFlight>,
+    ) -> Self {
+        stats.active_requests.fetch_add(1, Ordering::Relaxed);
+        Recording {
+            start,
+            stats: stats.clone(),
+            key: RequestKey {
+                method,
+                status: CLIENT_CLOSED_REQUEST,
+                route,
+            },
+            route_index,
+            done: false,
+            permit: None,
+            in_flight,
+        }
+    }
+
+    /// The response's body, which records the request when it ends.
+    fn respond(mut self, status: StatusCode, inner: Inner) -> RecordedBody {
+        self.key.status = status.as_u16();
+        RecordedBody {
+            inner,
+            recording: self,
+        }
+    }
+
     fn finish(&mut self, cancelled: bool) {
         if std::mem::replace(&mut self.done, true) {
             return;
@@ -717,7 +736,22 @@ impl RecordedBody {
         self.stats.record_window(self.route_index, seconds);
         self.stats.active_requests.fetch_sub(1, Ordering::Relaxed);
     }
+}
 
+impl Drop for Recording {
+    fn drop(&mut self) {
+        self.finish(true);
+    }
+}
+
+/// The response body on its way to the client: counts bytes, and records
+/// the request when it ends or is dropped.
+pub struct RecordedBody {
+    inner: Inner,
+    recording: Recording,
+}
+
+impl RecordedBody {
     fn inner_is_end(&self) -> bool {
         match &self.inner {
             Inner::Upstream(b) => b.is_end_stream(),
@@ -743,17 +777,18 @@ impl Body for RecordedBody {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    self.stats
+                    self.recording
+                        .stats
                         .response_bytes
                         .fetch_add(data.len() as u64, Ordering::Relaxed);
                 }
             }
-            Poll::Ready(None) => self.finish(false),
+            Poll::Ready(None) => self.recording.finish(false),
             Poll::Ready(Some(Err(_))) => {
-                self.stats.error(ErrorType::Reset);
+                self.recording.stats.error(ErrorType::Reset);
                 // A response cut short: its connection is not reused.
-                self.in_flight = None;
-                self.finish(false);
+                self.recording.in_flight = None;
+                self.recording.finish(false);
             }
             Poll::Pending => {}
         }
@@ -777,7 +812,7 @@ impl Drop for RecordedBody {
         // An empty body (HEAD, 204, 304), or one whose last frame said so,
         // may be dropped unread once done.
         let ended = self.inner_is_end();
-        self.finish(!ended);
+        self.recording.finish(!ended);
     }
 }
 
