@@ -370,6 +370,31 @@ fn large_bodies_stream_byte_exact_both_ways() {
     );
 }
 
+/// Waits (up to 5 s) until the one request made has ended as cancelled and
+/// left the active-requests gauge, then checks it is recorded in the
+/// duration histogram under `status`.
+fn assert_cancelled_and_recorded(p: &Proxy, status: u16, why: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = metrics(p);
+        let cancelled = value(
+            &text,
+            r#"sojourn_proxy_requests_cancelled_total{service="shop"}"#,
+        );
+        let active = value(&text, r#"sojourn_proxy_active_requests{service="shop"}"#);
+        if cancelled == Some(1.0) && active == Some(0.0) {
+            assert_eq!(gets_counted(&text, "shop", status, ""), Some(1.0), "{why}");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cancelled {cancelled:?}, active {active:?}: the request did not end as \
+             cancelled\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn a_client_that_goes_away_before_the_response_head_is_counted_as_cancelled() {
     let up = upstream();
@@ -377,30 +402,9 @@ fn a_client_that_goes_away_before_the_response_head_is_counted_as_cancelled() {
     let mut s = TcpStream::connect(p.addr).unwrap();
     write!(s, "GET /slow/1500 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     std::thread::sleep(Duration::from_millis(300));
+    // The client leaves while the upstream is still thinking.
     drop(s);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let text = metrics(&p);
-        let cancelled = value(
-            &text,
-            r#"sojourn_proxy_requests_cancelled_total{service="shop"}"#,
-        );
-        let active = value(&text, r#"sojourn_proxy_active_requests{service="shop"}"#);
-        if cancelled == Some(1.0) && active == Some(0.0) {
-            assert_eq!(
-                gets_counted(&text, "shop", 499, ""),
-                Some(1.0),
-                "recorded with nginx's 499, client closed request"
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "cancelled {cancelled:?}, active {active:?}: a request whose client left while \
-             the upstream was thinking must end as cancelled\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert_cancelled_and_recorded(&p, 499, "recorded with nginx's 499, client closed request");
 }
 
 #[test]
@@ -413,31 +417,7 @@ fn a_client_that_goes_away_is_counted_as_cancelled() {
     let n = s.read(&mut first).unwrap();
     assert!(n > 0 && first.starts_with(b"HTTP/1.1 200"));
     drop(s);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let text = metrics(&p);
-        if value(
-            &text,
-            r#"sojourn_proxy_requests_cancelled_total{service="shop"}"#,
-        ) == Some(1.0)
-        {
-            assert_eq!(
-                value(&text, r#"sojourn_proxy_active_requests{service="shop"}"#),
-                Some(0.0)
-            );
-            assert_eq!(
-                gets_counted(&text, "shop", 200, ""),
-                Some(1.0),
-                "a cancelled request is recorded too"
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "cancellation not counted:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert_cancelled_and_recorded(&p, 200, "a cancelled request is recorded too");
 }
 
 #[test]
