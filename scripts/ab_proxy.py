@@ -14,22 +14,13 @@ several rounds on a noisy machine; a copy of the build under test
 (`cp target/release/sojourn /tmp/sj_a`) keeps it from being rebuilt
 under the run. Loopback only.
 """
-import argparse, os, re, signal, socket, statistics, subprocess, time
+import argparse, os, re, signal, statistics, subprocess
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONF = os.path.join(ROOT, "..", "shared", "bench", "nginx_pair.conf")
+# The backend's config and the port wait are bench_proxy.py's (this
+# script's directory is on sys.path when it runs).
+from bench_proxy import CONF, wait_port
+
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def wait_port(port, timeout=10):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on {port}")
 
 
 def cpu_ticks(pid):
