@@ -492,7 +492,7 @@ fn forward(
     let request = upstream::Prepared::new(&parts, body.is_end_stream());
     drop(parts);
     async move {
-        let stats = shared.stats.clone();
+        let stats = &shared.stats;
         if let Some(a) = &shared.admission {
             // Boxed: its wait is the rare path, and the request's future is
             // moved whole (every byte of its largest state) into hyper's slot.
@@ -521,7 +521,7 @@ fn forward(
                     request,
                     CountingBody {
                         inner: body,
-                        stats: stats.clone(),
+                        stats: shared.stats.clone(),
                     },
                 ),
             )
