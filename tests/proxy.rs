@@ -453,8 +453,59 @@ fn headers_are_rewritten_as_a_proxy_should() {
 #[test]
 fn sigterm_drains_requests_in_flight() {
     let up = upstream();
-    let mut p = start_proxy(&format!("http://{up}"), &[]);
+    // A 1 s header timeout sweeps idle connections every 250 ms.
+    let mut p = start_proxy(&format!("http://{up}"), &["--proxy.header-timeout", "1s"]);
     let addr = p.addr;
+    // Idle connections must not hold the drain up to its 30 s timeout: one
+    // parked (idle for several sweeps), one idle inside hyper (its request
+    // just answered), one HTTP/2 connection with no stream open.
+    let idle_h1 = || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET /status/200 HTTP/1.1\r\nHost: shop.example\r\n\r\n")
+            .unwrap();
+        let mut r = BufReader::new(s);
+        assert_eq!(read_response(&mut r).0, 200);
+        r
+    };
+    let mut parked = idle_h1();
+    let h2 = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (mut sender, conn) = hyper::client::conn::http2::handshake(
+                hyper_util::rt::TokioExecutor::new(),
+                hyper_util::rt::TokioIo::new(stream),
+            )
+            .await
+            .unwrap();
+            let conn = tokio::spawn(conn);
+            let req = hyper::Request::get("http://shop.example/status/200")
+                .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+                .unwrap();
+            assert_eq!(sender.send_request(req).await.unwrap().status(), 200);
+            // Held open until the proxy closes it.
+            tokio::time::timeout(Duration::from_secs(10), conn)
+                .await
+                .expect("the proxy closes an idle HTTP/2 connection when it stops")
+                .unwrap()
+                .unwrap();
+            drop(sender);
+        })
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(
+        value(
+            &metrics(&p),
+            r#"sojourn_proxy_idle_connections{service="shop"}"#
+        ),
+        Some(1.0),
+        "the first connection is parked"
+    );
+    let mut just_answered = idle_h1();
     let inflight = std::thread::spawn(move || request(addr, "GET", "/slow/1500", &[], b""));
     std::thread::sleep(Duration::from_millis(300));
     let pid = p.child.id().to_string();
@@ -484,6 +535,10 @@ fn sigterm_drains_requests_in_flight() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(TcpStream::connect(addr).is_err(), "no longer accepting");
+    for idle in [&mut parked, &mut just_answered] {
+        assert_eq!(idle.read(&mut [0; 16]).unwrap(), 0, "closed");
+    }
+    h2.join().unwrap();
 }
 
 /// `clients` threads each sending `each` requests to `path` one after the

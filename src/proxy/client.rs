@@ -27,7 +27,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::Shared;
@@ -263,13 +263,8 @@ fn sniff(first: &[u8]) -> Sniffed {
 }
 
 /// Serves one accepted client connection until it closes, times out, or
-/// the proxy stops (`stop` turns true).
-pub(super) async fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
-) {
+/// the proxy stops.
+pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let conn = Arc::new(ClientConn::default());
     let mut io = Replay {
         unread: Bytes::new(),
@@ -290,12 +285,12 @@ pub(super) async fn serve(
             let idle = Idle::count(&shared.stats.idle_connections);
             let sniffed = tokio::select! {
                 s = waiting => s,
-                _ = stop.wait_for(|s| *s) => return,
+                _ = shared.control.stopped() => return,
             };
             drop(idle);
             match sniffed {
                 Some(Sniffed::Http2) => {
-                    return Box::pin(serve_h2(io, peer, &shared, &mut stop)).await;
+                    return Box::pin(serve_h2(io, peer, &shared)).await;
                 }
                 Some(_) => {}
                 None => return,
@@ -345,35 +340,51 @@ async fn wait_for_bytes(io: &mut Replay, first: bool, deadline: Instant) -> Opti
     }
 }
 
-/// What the proxy tells every HTTP/1 connection it serves: a sweep (look
-/// at yourself for idleness) or the stop. A connection's task looks at it
-/// only when its generation has moved, not on every wake of a busy
-/// connection: polling two channels there on every wake cost 3 % of the
-/// proxy's user CPU.
+/// What the proxy tells the connections it serves: a sweep (look at
+/// yourself for idleness) or the stop. A busy HTTP/1 connection's task
+/// looks at it only when its generation has moved, not on every wake:
+/// polling two channels there on every wake cost 3 % of the proxy's user
+/// CPU. Connections waiting outside hyper (parked, or before their first
+/// request) and HTTP/2 ones wait for the stop alone, so that a sweep does
+/// not wake every idle connection.
 #[derive(Default)]
 pub struct Control {
     /// Moved by every sweep and by the stop, before the connections are
     /// woken.
     generation: AtomicU64,
     stopping: AtomicBool,
-    notify: Notify,
+    /// Sweeps and the stop, for busy HTTP/1 connections.
+    changed: Notify,
+    /// The stop alone, for every other connection.
+    stopped: Notify,
 }
 
 impl Control {
     pub fn sweep(&self) {
         self.generation.fetch_add(1, Ordering::Release);
-        self.notify.notify_waiters();
+        self.changed.notify_waiters();
     }
 
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
+        self.stopped.notify_waiters();
         self.sweep();
+    }
+
+    /// Resolves once the proxy stops (at once if it has).
+    async fn stopped(&self) {
+        // Made before the flag is read: a stop between the two still wakes
+        // it (`notify_waiters` reaches every `Notified` made before it).
+        let stopped = self.stopped.notified();
+        if !self.stopping.load(Ordering::Acquire) {
+            stopped.await;
+        }
     }
 
     /// Resolves with the connection when it ends, or with None when the
     /// control's generation has moved past `seen`.
     async fn or_changed<F: Future + Unpin>(&self, seen: u64, conn: &mut F) -> Option<F::Output> {
-        let notified = std::pin::pin!(self.notify.notified());
+        let notified = std::pin::pin!(self.changed.notified());
         let mut notified = Some(notified);
         std::future::poll_fn(|cx| {
             if let Poll::Ready(ended) = Pin::new(&mut *conn).poll(cx) {
@@ -459,12 +470,7 @@ async fn serve_h1(
     parked.then_some(io)
 }
 
-async fn serve_h2(
-    io: Replay,
-    peer: SocketAddr,
-    shared: &Arc<Shared>,
-    stop: &mut watch::Receiver<bool>,
-) {
+async fn serve_h2(io: Replay, peer: SocketAddr, shared: &Arc<Shared>) {
     let service = super::service(shared.clone(), peer, None);
     let http = shared.h2.serve_connection(TokioIo::new(io), service);
     tokio::pin!(http);
@@ -477,7 +483,7 @@ async fn serve_h2(
                 }
                 return;
             }
-            _ = stop.wait_for(|s| *s), if !stopping => {
+            _ = shared.control.stopped(), if !stopping => {
                 http.as_mut().graceful_shutdown();
                 stopping = true;
             }

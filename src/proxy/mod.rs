@@ -328,7 +328,7 @@ pub async fn serve(
     }));
     // Every connection's task holds a receiver: `closed` below is the
     // moment the last one has finished.
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (all_ended, task_alive) = watch::channel(());
     tokio::pin!(shutdown);
     while let Some((stream, peer)) = crate::server::accept_until(&listener, &mut shutdown).await {
         // Over the connection limit: closed at once, so that idle or slow
@@ -342,19 +342,22 @@ pub async fn serve(
         stats.connections_total.fetch_add(1, Ordering::Relaxed);
         stats.open_connections.fetch_add(1, Ordering::Relaxed);
         let shared = shared.clone();
-        let stop = stop_rx.clone();
+        let task_alive = task_alive.clone();
         tokio::spawn(async move {
-            client::serve(stream, peer, shared, stop).await;
+            client::serve(stream, peer, shared).await;
+            drop(task_alive);
             stats.open_connections.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
     }
     drop(listener);
-    drop(stop_rx);
-    let _ = stop_tx.send(true);
+    drop(task_alive);
     shared.control.stop();
     let drain = shared.cfg.drain_timeout;
-    if tokio::time::timeout(drain, stop_tx.closed()).await.is_err() {
+    if tokio::time::timeout(drain, all_ended.closed())
+        .await
+        .is_err()
+    {
         tracing::warn!("requests still in flight after {drain:?}; closing");
     }
 }
