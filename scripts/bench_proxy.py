@@ -17,7 +17,10 @@ alternating for
 --rounds rounds so machine drift hits all alike, and reports requests/s
 and p50/p99 per target (median over rounds). Finally it opens --idle
 keep-alive connections to sojourn, each having made one request, and reads
-sojourn's RSS 3 s later. Loopback only; everything started is stopped at the end.
+sojourn's RSS 3 s later. For each target it also prints, per process the
+requests pass through (wrk, proxy, backend), its share of a CPU, its time
+runnable but waiting for a CPU (/proc/<pid>/schedstat), and its CPU time
+per request. Loopback only; everything started is stopped at the end.
 """
 import argparse, os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
@@ -54,16 +57,57 @@ def to_ms(v, unit):
     return float(v) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
 
-def wrk(port, seconds, connections):
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
-                          f"http://127.0.0.1:{port}/"], capture_output=True, text=True, check=True).stdout
+def schedstat(pid):
+    """(ns on a CPU, ns runnable but waiting for one) of every thread of pid."""
+    run = wait = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                r, w, _ = map(int, f.read().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        run += r
+        wait += w
+    return run, wait
+
+
+def wrk(port, seconds, connections, watch=None):
+    """Requests/s, p50, p99 (ms), non-2xx; with watch ({name: pid}), each
+    process's CPU % and wait-for-a-CPU % and its CPU µs per request,
+    measured over the run less half a second at each end."""
+    run = subprocess.Popen(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+                            f"http://127.0.0.1:{port}/"], stdout=subprocess.PIPE, text=True)
+    cpu = {}
+    if watch:
+        watch = dict(watch, wrk=run.pid)
+        time.sleep(0.5)
+        t0, before = time.monotonic(), {n: schedstat(p) for n, p in watch.items()}
+        time.sleep(max(seconds - 1, 0.5))
+        span, after = time.monotonic() - t0, {n: schedstat(p) for n, p in watch.items()}
+        cpu = {n: ((after[n][0] - before[n][0]) / span, (after[n][1] - before[n][1]) / span) for n in watch}
+    out = run.communicate()[0]
+    if run.returncode != 0:
+        raise SystemExit(f"wrk failed on port {port}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     pct = {}
     for p in ("50", "99"):
         m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
         pct[p] = to_ms(m.group(1), m.group(2))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return rps, pct["50"], pct["99"], int(errors.group(1)) if errors else 0
+    # ns per second of wall time → %, and ns per request → µs.
+    cpu = {n: (r / 1e7, w / 1e7, r / 1e3 / rps) for n, (r, w) in cpu.items()}
+    return rps, pct["50"], pct["99"], int(errors.group(1)) if errors else 0, cpu
+
+
+def worker(master):
+    """The one worker process of an nginx started as master."""
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        out = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
+        if out:
+            return int(out[0])
+        time.sleep(0.05)
+    raise SystemExit("nginx started no worker")
 
 
 def rss_kb(pid):
@@ -105,12 +149,20 @@ def main():
         procs.append(sj)
         for port in (18081, 18082, 18083, 18084, 19850):
             wait_port(port)
+        backend, own_worker = worker(nginx.pid), worker(procs[1].pid)
+        # The processes each target's requests pass through (wrk is added).
+        watch = {
+            "direct": {"backend": backend},
+            "nginx": {"nginx (proxy and backend)": backend},
+            "nginx-own": {"nginx proxy": own_worker, "backend": backend},
+            "sojourn": {"sojourn": sj.pid, "backend": backend},
+        }
         results = {t: [] for t in TARGETS}
         for t, port in TARGETS.items():
             wrk(port, 2, a.connections)  # warm-up: pools, caches
         for r in range(a.rounds):
             for t, port in TARGETS.items():
-                results[t].append(wrk(port, a.seconds, a.connections))
+                results[t].append(wrk(port, a.seconds, a.connections, watch[t]))
                 print(f"round {r + 1} {t:9}: {results[t][-1][0]:9.0f} req/s  p50 {results[t][-1][1]:.3f} ms  "
                       f"p99 {results[t][-1][2]:.3f} ms  non-2xx {results[t][-1][3]}", flush=True)
         print()
@@ -127,6 +179,14 @@ def main():
               f"p99 {med['sojourn'][2] / med['nginx'][2]:.2f}")
         print(f"sojourn / nginx-own: throughput {med['sojourn'][0] / med['nginx-own'][0]:.2f}, "
               f"p99 {med['sojourn'][2] / med['nginx-own'][2]:.2f}")
+        # Two vCPUs: a proxy in its own process makes three busy processes,
+        # and what they wait for a CPU shows in the latency tail.
+        print("\n| target | process | CPU | waiting for a CPU | CPU µs per request |")
+        print("| --- | --- | --- | --- | --- |")
+        for t in TARGETS:
+            for n in list(watch[t]) + ["wrk"]:
+                run, wait, per = (statistics.median(x[4][n][k] for x in results[t]) for k in range(3))
+                print(f"| {t} | {n} | {run:.0f} % | {wait:.0f} % | {per:.1f} |")
         # Idle keep-alive connections: each makes one request, then stays open.
         before = rss_kb(sj.pid)
         conns = []
