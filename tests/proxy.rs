@@ -1283,3 +1283,117 @@ fn a_chunked_upload_goes_upstream_chunked_and_whole() {
         (200, format!("11 {sum}"))
     );
 }
+
+/// Reads until the proxy closes the connection; what it sent before.
+fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            // A reset is a close too (unread bytes were left behind).
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
+            Err(e) => panic!("the proxy did not close the connection: {e}"),
+        }
+    }
+}
+
+#[test]
+fn slow_huge_and_surplus_clients_are_cut_off() {
+    let up = upstream();
+    let p = start_proxy(
+        &format!("http://{up}"),
+        &[
+            "--proxy.header-timeout",
+            "1s",
+            "--proxy.max-connections",
+            "3",
+        ],
+    );
+    // Slowloris: a header line every 200 ms never finishes the head; the
+    // header timeout (1 s) ends the connection however long it trickles.
+    let mut slow = TcpStream::connect(p.addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: shop.example\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let trickling = {
+        let mut w = slow.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for i in 0..40 {
+                std::thread::sleep(Duration::from_millis(200));
+                if w.write_all(format!("X-Slow-{i}: 1\r\n").as_bytes())
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        })
+    };
+    read_until_closed(&mut slow);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "a trickling client held its connection {took:?} with a 1 s header timeout"
+    );
+    trickling.join().unwrap();
+    // A head under 64 KiB is served; one over it gets 431, and the
+    // connection closed.
+    let big = "b".repeat(60 * 1024);
+    assert_eq!(
+        request(p.addr, "GET", "/status/200", &[("X-Filler", &big)], b"").0,
+        200,
+        "a 60 KiB head"
+    );
+    let mut huge = TcpStream::connect(p.addr).unwrap();
+    huge.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let filler = "a".repeat(70 * 1024);
+    let _ = huge.write_all(
+        format!("GET / HTTP/1.1\r\nHost: shop.example\r\nX-Filler: {filler}\r\n\r\n").as_bytes(),
+    );
+    let answer = String::from_utf8_lossy(&read_until_closed(&mut huge)).into_owned();
+    assert!(
+        answer.starts_with("HTTP/1.1 431"),
+        "a 70 KiB head: {answer:?}"
+    );
+    // Three connections open (the limit): a fourth is closed unanswered;
+    // once one of the three closes, a new one is served.
+    let open: Vec<_> = (0..3)
+        .map(|_| {
+            let mut s = TcpStream::connect(p.addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(b"GET /status/200 HTTP/1.1\r\nHost: shop.example\r\n\r\n")
+                .unwrap();
+            let mut r = BufReader::new(s);
+            assert_eq!(read_response(&mut r).0, 200);
+            r
+        })
+        .collect();
+    let mut surplus = TcpStream::connect(p.addr).unwrap();
+    surplus
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = surplus.write_all(b"GET /status/200 HTTP/1.1\r\nHost: shop.example\r\n\r\n");
+    assert_eq!(
+        read_until_closed(&mut surplus),
+        b"",
+        "a connection over the limit is closed unanswered"
+    );
+    drop(open);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut s = TcpStream::connect(p.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = s.write_all(b"GET /status/200 HTTP/1.1\r\nHost: shop.example\r\n\r\n");
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        if r.read_line(&mut line).is_ok() && line.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no slot came free");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -295,7 +295,10 @@ pub async fn serve(
     let mut h1 = hyper::server::conn::http1::Builder::new();
     h1.timer(TokioTimer::new())
         .header_read_timeout(cfg.header_timeout)
-        .max_buf_size(64 * 1024);
+        // The read buffer's limit alone lets a head through that ends in
+        // the read that crosses it (a 70 KiB head was forwarded).
+        .max_header_size(upstream::MAX_HEAD)
+        .max_buf_size(upstream::MAX_HEAD);
     let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     h2.timer(TokioTimer::new())
         .max_header_list_size(64 * 1024)
