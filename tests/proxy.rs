@@ -1397,3 +1397,46 @@ fn slow_huge_and_surplus_clients_are_cut_off() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn an_upstream_body_that_stalls_is_cut_off_after_the_timeout_between_reads() {
+    // A chunk every 100 ms for 5 s: never silent for the 300 ms timeout,
+    // so served whole, however long it takes.
+    let up = upstream();
+    let p = start_proxy(&format!("http://{up}"), &["--upstream.timeout", "300ms"]);
+    let (status, body) = request(p.addr, "GET", "/drip", &[], b"");
+    assert_eq!((status, body.len()), (200, 250), "the drip passed whole");
+    // A body that stops after 7 of its 100 bytes, the connection left open.
+    let (up, _) = scripted_upstream(
+        |_, _, _| Some(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial"),
+        None,
+    );
+    let p = start_proxy(&format!("http://{up}"), &["--upstream.timeout", "300ms"]);
+    let mut client = TcpStream::connect(p.addr).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: shop.example\r\n\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let got = String::from_utf8_lossy(&read_until_closed(&mut client)).into_owned();
+    let took = started.elapsed();
+    assert!(
+        got.starts_with("HTTP/1.1 200") && got.ends_with("\r\n\r\npartial"),
+        "the head and the 7 bytes, then the close: {got:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "cut after {took:?} with a 300 ms timeout"
+    );
+    let text = metrics(&p);
+    assert_eq!(
+        value(
+            &text,
+            r#"sojourn_proxy_upstream_errors_total{service="shop",error_type="timeout"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+}

@@ -110,7 +110,8 @@ pub struct Config {
     pub service: String,
     pub routes: Vec<Route>,
     pub connect_timeout: Duration,
-    /// Longest wait for the upstream's response headers (504 after).
+    /// Longest wait for the upstream's response headers (504 after), and
+    /// longest silence within a response body (cut off after).
     pub timeout: Duration,
     /// Longest wait for a client's request headers (slowloris), and for
     /// a new connection's first byte.
@@ -290,6 +291,7 @@ pub async fn serve(
     let upstream = Arc::new(upstream::UpstreamPool::new(
         &cfg.upstream,
         cfg.connect_timeout,
+        cfg.timeout,
     ));
     let limit = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
     let mut h1 = hyper::server::conn::http1::Builder::new();
@@ -790,8 +792,13 @@ impl Body for RecordedBody {
                 }
             }
             Poll::Ready(None) => self.recording.finish(false),
-            Poll::Ready(Some(Err(_))) => {
-                self.recording.stats.error(ErrorType::Reset);
+            Poll::Ready(Some(Err(e))) => {
+                let why = if e.kind() == std::io::ErrorKind::TimedOut {
+                    ErrorType::Timeout
+                } else {
+                    ErrorType::Reset
+                };
+                self.recording.stats.error(why);
                 // A response cut short: its connection is not reused.
                 self.recording.in_flight = None;
                 self.recording.finish(false);

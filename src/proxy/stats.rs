@@ -398,7 +398,7 @@ const RESPONSE_BYTES: Desc = Desc::counter(
 .bytes();
 const ERRORS: Desc = Desc::counter(
     "proxy_upstream_errors",
-    "Errors: requests the upstream failed, by error_type: connect (refused or not accepted in time: 502), timeout (no response headers in time: 504), reset (the connection broke mid-exchange, or the answer was not HTTP/1.x: 502).",
+    "Errors: requests the upstream failed, by error_type: connect (refused or not accepted in time: 502), timeout (no response headers in time: 504, or a response body silent for the timeout: cut off), reset (the connection broke mid-exchange, or the answer was not HTTP/1.x: 502).",
 );
 const CANCELLED: Desc = Desc::counter(
     "proxy_requests_cancelled",

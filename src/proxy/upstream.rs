@@ -50,6 +50,9 @@ pub struct UpstreamPool {
     host: String,
     port: u16,
     connect_timeout: Duration,
+    /// Longest silence of the upstream in the middle of a response body
+    /// (nginx's `proxy_read_timeout`, between two reads).
+    read_timeout: Duration,
     idle: Mutex<Vec<Conn>>,
 }
 
@@ -114,7 +117,7 @@ impl Conn {
 }
 
 impl UpstreamPool {
-    pub fn new(uri: &hyper::Uri, connect_timeout: Duration) -> Self {
+    pub fn new(uri: &hyper::Uri, connect_timeout: Duration, read_timeout: Duration) -> Self {
         UpstreamPool {
             host: uri
                 .host()
@@ -123,6 +126,7 @@ impl UpstreamPool {
                 .to_string(),
             port: uri.port_u16().unwrap_or(80),
             connect_timeout,
+            read_timeout,
             idle: Mutex::new(Vec::with_capacity(MAX_IDLE)),
         }
     }
@@ -199,12 +203,16 @@ impl UpstreamPool {
             // The connection is the tunnel's now.
             UpstreamBody {
                 state: BodyState::Switched(Some(conn)),
-                give_back_to: None,
+                pool: self.clone(),
+                reusable: false,
+                stall: None,
             }
         } else {
             let mut body = UpstreamBody {
                 state: BodyState::Reading(conn, head.framing),
-                give_back_to: (head.keep_alive && request_sent).then(|| self.clone()),
+                pool: self.clone(),
+                reusable: head.keep_alive && request_sent,
+                stall: None,
             };
             body.release_if_done();
             body
@@ -741,10 +749,21 @@ fn find_crlf(buf: &[u8]) -> Option<usize> {
 /// it; the connection goes back to the pool when the body has ended.
 pub struct UpstreamBody {
     state: BodyState,
-    /// The pool the connection goes back to once the body has ended; None
-    /// if it may not carry another exchange (the upstream closes it, or
-    /// the request did not go out whole).
-    give_back_to: Option<Arc<UpstreamPool>>,
+    pool: Arc<UpstreamPool>,
+    /// The connection goes back to the pool once the body has ended:
+    /// false if it may not carry another exchange (the upstream closes it,
+    /// or the request did not go out whole).
+    reusable: bool,
+    /// Armed when the body waits for the upstream, from the last read that
+    /// brought bytes: a body whose bytes came with its head (most) never
+    /// touches a timer.
+    stall: Option<Stall>,
+}
+
+struct Stall {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    /// Bytes came since the sleep was set: move it on before waiting.
+    progressed: bool,
 }
 
 enum BodyState {
@@ -778,10 +797,28 @@ impl UpstreamBody {
         }
         if let BodyState::Reading(conn, _) = std::mem::replace(&mut self.state, BodyState::Done)
             && conn.rbuf.is_empty()
-            && let Some(pool) = &self.give_back_to
+            && self.reusable
         {
-            pool.give_back(conn);
+            self.pool.give_back(conn);
         }
+    }
+
+    /// The body waits for the upstream: Ready once it has been silent for
+    /// the read timeout since bytes last came.
+    fn poll_stalled(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let timeout = self.pool.read_timeout;
+        let stall = self.stall.get_or_insert_with(|| Stall {
+            sleep: Box::pin(tokio::time::sleep(timeout)),
+            progressed: false,
+        });
+        if stall.progressed {
+            stall.progressed = false;
+            stall
+                .sleep
+                .as_mut()
+                .reset(tokio::time::Instant::now() + timeout);
+        }
+        stall.sleep.as_mut().poll(cx)
     }
 }
 
@@ -832,7 +869,20 @@ impl Body for UpstreamBody {
             let BodyState::Reading(conn, framing) = &mut this.state else {
                 return Poll::Ready(None);
             };
-            match ready!(conn.poll_fill(cx)) {
+            let filled = match conn.poll_fill(cx) {
+                Poll::Ready(filled) => filled,
+                Poll::Pending => {
+                    if this.poll_stalled(cx).is_ready() {
+                        this.state = BodyState::Done;
+                        return Poll::Ready(Some(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "the upstream sent nothing of the body for the read timeout",
+                        ))));
+                    }
+                    return Poll::Pending;
+                }
+            };
+            match filled {
                 Ok(0) if *framing == ResponseFraming::UntilClose => {
                     this.state = BodyState::Done;
                     return Poll::Ready(None);
@@ -841,7 +891,11 @@ impl Body for UpstreamBody {
                     this.state = BodyState::Done;
                     return Poll::Ready(Some(Err(io::ErrorKind::UnexpectedEof.into())));
                 }
-                Ok(_) => {}
+                Ok(_) => {
+                    if let Some(stall) = &mut this.stall {
+                        stall.progressed = true;
+                    }
+                }
                 Err(e) => {
                     this.state = BodyState::Done;
                     return Poll::Ready(Some(Err(e)));
