@@ -303,7 +303,7 @@ pub async fn serve(
         .max_buf_size(upstream::MAX_HEAD);
     let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     h2.timer(TokioTimer::new())
-        .max_header_list_size(64 * 1024)
+        .max_header_list_size(upstream::MAX_HEAD as u32)
         .max_concurrent_streams(256);
     let shared = Arc::new(Shared {
         cfg,

@@ -130,7 +130,8 @@ pub fn method_label(method: &hyper::Method) -> &'static str {
 pub enum ErrorType {
     /// The upstream refused or did not accept the connection in time.
     Connect,
-    /// The upstream accepted but did not answer within the timeout.
+    /// The upstream accepted but did not answer within the timeout, or
+    /// went silent for it in the middle of a response body.
     Timeout,
     /// The upstream closed or broke the connection mid-exchange, or
     /// answered with what is not an HTTP/1.x response.
