@@ -80,7 +80,10 @@ fn upstream() -> SocketAddr {
                     });
                     hyper::Response::new(Chunks(body).boxed())
                 } else if path == "/upload" {
-                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                    let Ok(body) = req.into_body().collect().await else {
+                        return Ok(full(400, "body broke off\n".into()));
+                    };
+                    let body = body.to_bytes();
                     let sum: u64 = body.iter().map(|b| u64::from(*b)).sum();
                     full(200, format!("{} {sum}", body.len()))
                 } else if path == "/headers" {
@@ -227,10 +230,16 @@ fn metrics(p: &Proxy) -> String {
 /// Requests the histogram counted for GETs of `service` with `status` on
 /// `route` ("" for unmatched paths).
 fn gets_counted(text: &str, service: &str, status: u16, route: &str) -> Option<f64> {
+    counted(text, service, "GET", status, route)
+}
+
+/// Requests the histogram counted for `method` requests of `service` with
+/// `status` on `route`.
+fn counted(text: &str, service: &str, method: &str, status: u16, route: &str) -> Option<f64> {
     value(
         text,
         &format!(
-            r#"http_server_request_duration_seconds_count{{service="{service}",http_request_method="GET",http_response_status_code="{status}",http_route="{route}"}}"#
+            r#"http_server_request_duration_seconds_count{{service="{service}",http_request_method="{method}",http_response_status_code="{status}",http_route="{route}"}}"#
         ),
     )
 }
@@ -372,8 +381,8 @@ fn large_bodies_stream_byte_exact_both_ways() {
 
 /// Waits (up to 5 s) until the one request made has ended as cancelled and
 /// left the active-requests gauge, then checks it is recorded in the
-/// duration histogram under `status`.
-fn assert_cancelled_and_recorded(p: &Proxy, status: u16, why: &str) {
+/// duration histogram under `method` and `status`.
+fn assert_cancelled_and_recorded(p: &Proxy, method: &str, status: u16, why: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let text = metrics(p);
@@ -383,7 +392,11 @@ fn assert_cancelled_and_recorded(p: &Proxy, status: u16, why: &str) {
         );
         let active = value(&text, r#"sojourn_proxy_active_requests{service="shop"}"#);
         if cancelled == Some(1.0) && active == Some(0.0) {
-            assert_eq!(gets_counted(&text, "shop", status, ""), Some(1.0), "{why}");
+            assert_eq!(
+                counted(&text, "shop", method, status, ""),
+                Some(1.0),
+                "{why}"
+            );
             return;
         }
         assert!(
@@ -404,7 +417,12 @@ fn a_client_that_goes_away_before_the_response_head_is_counted_as_cancelled() {
     std::thread::sleep(Duration::from_millis(300));
     // The client leaves while the upstream is still thinking.
     drop(s);
-    assert_cancelled_and_recorded(&p, 499, "recorded with nginx's 499, client closed request");
+    assert_cancelled_and_recorded(
+        &p,
+        "GET",
+        499,
+        "recorded with nginx's 499, client closed request",
+    );
 }
 
 #[test]
@@ -417,7 +435,7 @@ fn a_client_that_goes_away_is_counted_as_cancelled() {
     let n = s.read(&mut first).unwrap();
     assert!(n > 0 && first.starts_with(b"HTTP/1.1 200"));
     drop(s);
-    assert_cancelled_and_recorded(&p, 200, "a cancelled request is recorded too");
+    assert_cancelled_and_recorded(&p, "GET", 200, "a cancelled request is recorded too");
 }
 
 #[test]
@@ -1290,6 +1308,76 @@ fn a_chunked_upload_goes_upstream_chunked_and_whole() {
     assert_eq!(
         (status, String::from_utf8(body).unwrap()),
         (200, format!("11 {sum}"))
+    );
+}
+
+#[test]
+fn a_request_body_that_breaks_off_is_the_clients_failure_not_the_upstreams() {
+    let up = upstream();
+    let p = start_proxy(&format!("http://{up}"), &[]);
+    let upstream_errors = |text: &str| {
+        ["connect", "timeout", "reset"]
+            .iter()
+            .map(|t| {
+                let series = format!(
+                    r#"sojourn_proxy_upstream_errors_total{{service="shop",error_type="{t}"}}"#
+                );
+                value(text, &series).unwrap_or(0.0)
+            })
+            .sum::<f64>()
+    };
+
+    // The client half-closes after 10 of the 1000 bytes it announced: it
+    // is told 400, and the request is a cancellation (499).
+    let mut s = TcpStream::connect(p.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: shop\r\nContent-Length: 1000\r\n\r\n0123456789")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let answer = String::from_utf8_lossy(&read_until_closed(&mut s)).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_cancelled_and_recorded(
+        &p,
+        "POST",
+        499,
+        "a body cut short is the client's cancellation",
+    );
+
+    // One that closes mid-upload: another cancellation.
+    let mut s = TcpStream::connect(p.addr).unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: shop\r\nContent-Length: 1000\r\n\r\n0123456789")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    drop(s);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let cancelled = r#"sojourn_proxy_requests_cancelled_total{service="shop"}"#;
+    while value(&metrics(&p), cancelled) != Some(2.0) {
+        assert!(Instant::now() < deadline, "{}", metrics(&p));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // A chunk-size line that is not hex: 400, recorded as such.
+    let mut s = TcpStream::connect(p.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: shop\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    s.write_all(b"zz\r\nbad\r\n0\r\n\r\n").unwrap();
+    let answer = String::from_utf8_lossy(&read_until_closed(&mut s)).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+
+    let text = metrics(&p);
+    assert_eq!(counted(&text, "shop", "POST", 400, ""), Some(1.0), "{text}");
+    assert_eq!(counted(&text, "shop", "POST", 499, ""), Some(2.0), "{text}");
+    assert_eq!(value(&text, cancelled), Some(2.0), "{text}");
+    assert_eq!(upstream_errors(&text), 0.0, "no upstream error: {text}");
+    assert_eq!(
+        counted(&text, "shop", "POST", 502, ""),
+        None,
+        "no 502 for a client's failure: {text}"
     );
 }
 

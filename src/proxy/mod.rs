@@ -563,10 +563,13 @@ fn forward(
                     let body = recording.respond(parts.status, Inner::Upstream(body));
                     Response::from_parts(parts, body)
                 }
+                Ok(Err(upstream::UpstreamError::RequestBody(e))) => {
+                    request_body_broke(&e, recording)
+                }
                 Ok(Err(e)) => {
                     let kind = match e {
                         upstream::UpstreamError::Connect(_) => ErrorType::Connect,
-                        upstream::UpstreamError::Reset(_) => ErrorType::Reset,
+                        _ => ErrorType::Reset,
                     };
                     stats.error(kind);
                     tracing::debug!(error = ?e, "upstream request failed");
@@ -622,6 +625,47 @@ fn upstream_head(
         .headers
         .entry(X_FORWARDED_PROTO)
         .or_insert(HeaderValue::from_static("http"));
+}
+
+/// The answer when the client's request body broke off on its way
+/// upstream. No upstream error: the upstream did nothing wrong, and an
+/// alert on its errors must not page anyone for a client.
+fn request_body_broke(e: &hyper::Error, mut recording: Recording) -> Response<RecordedBody> {
+    tracing::debug!(error = %e, "the client's request body broke off");
+    if body_malformed(e) {
+        // The client is there and framed its body wrongly (nginx: 400).
+        return local(
+            StatusCode::BAD_REQUEST,
+            "malformed request body\n",
+            recording,
+        );
+    }
+    // The client went away mid-upload (closed, reset, HTTP/2 stream
+    // cancelled): a cancellation, recorded as 499 like any other. The 400
+    // reaches only a client that half-closed its side.
+    recording.finish(true);
+    local(
+        StatusCode::BAD_REQUEST,
+        "request body incomplete\n",
+        recording,
+    )
+}
+
+/// A body hyper refused as framed wrongly (a bad chunk-size line, a chunk
+/// without its CRLF), as against one the client stopped sending: hyper's
+/// decoder reports the first as InvalidInput or InvalidData.
+fn body_malformed(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
+            );
+        }
+        source = s.source();
+    }
+    false
 }
 
 fn local(status: StatusCode, text: &'static str, recording: Recording) -> Response<RecordedBody> {

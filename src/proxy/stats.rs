@@ -403,7 +403,7 @@ const ERRORS: Desc = Desc::counter(
 );
 const CANCELLED: Desc = Desc::counter(
     "proxy_requests_cancelled",
-    "Errors: requests whose client went away before the response ended (before any response: in the duration histogram with status 499).",
+    "Errors: requests whose client went away before the response ended (before any response, mid-upload included: in the duration histogram with status 499).",
 );
 const ACTIVE: Desc = Desc::gauge(
     "proxy_active_requests",

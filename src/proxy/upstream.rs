@@ -64,6 +64,9 @@ pub enum UpstreamError {
     /// The connection broke, or the upstream sent what is not HTTP/1.x,
     /// before a whole response head came.
     Reset(String),
+    /// The client's request body broke off before all of it went upstream:
+    /// the client failed, not the upstream.
+    RequestBody(hyper::Error),
 }
 
 /// One connection to the upstream.
@@ -198,7 +201,10 @@ impl UpstreamPool {
             }
             other => other,
         };
-        let (head, request_sent) = exchanged.map_err(|f| UpstreamError::Reset(f.to_string()))?;
+        let (head, request_sent) = exchanged.map_err(|f| match f {
+            Failure::RequestBody(e) => UpstreamError::RequestBody(e),
+            other => UpstreamError::Reset(other.to_string()),
+        })?;
         let body = if head.status == StatusCode::SWITCHING_PROTOCOLS {
             // The connection is the tunnel's now.
             UpstreamBody {
@@ -309,8 +315,9 @@ enum Failure {
     /// The upstream answered with something that is not an HTTP/1.x
     /// response head.
     Malformed(&'static str),
-    /// Reading the client's request body failed (the client went away).
-    RequestBody(String),
+    /// Reading the client's request body failed (the client went away, or
+    /// framed it wrongly).
+    RequestBody(hyper::Error),
 }
 
 impl std::fmt::Display for Failure {
@@ -394,7 +401,7 @@ async fn exchange(
 
 enum SendError {
     Io(io::Error),
-    Body(String),
+    Body(hyper::Error),
 }
 
 /// Copies the client's request body to the upstream, framed.
@@ -450,7 +457,7 @@ impl BodySender {
                         Bytes::new().chain(data).chain(Bytes::new())
                     });
                 }
-                Some(Err(e)) => return Poll::Ready(Err(SendError::Body(e.to_string()))),
+                Some(Err(e)) => return Poll::Ready(Err(SendError::Body(e))),
                 None => {
                     self.ended = true;
                     if self.chunked {
