@@ -474,7 +474,7 @@ fn proxy_args(cmd: Command) -> Command {
             .value_name("DURATION")
             .default_value("30s")
             .value_parser(parse_duration)
-            .help("Longest wait for the upstream's response headers (504 after), and longest silence within a response body (the response is cut off)"),
+            .help("Longest wait for the upstream's response headers (504 after; during an upload, from the last request-body bytes sent, and a client silent that long mid-upload gets 408), and longest silence within a response body (the response is cut off)"),
     )
     .arg(
         Arg::new("proxy.latency-target")

@@ -1381,6 +1381,84 @@ fn a_request_body_that_breaks_off_is_the_clients_failure_not_the_upstreams() {
     );
 }
 
+#[test]
+fn an_upload_is_timed_by_who_stalls_it_not_by_its_length() {
+    let up = upstream();
+    let p = start_proxy(&format!("http://{up}"), &["--upstream.timeout", "300ms"]);
+    let timeouts = r#"sojourn_proxy_upstream_errors_total{service="shop",error_type="timeout"}"#;
+    let upload_head = b"POST /upload HTTP/1.1\r\nHost: shop\r\nContent-Length: 1000\r\n\r\n";
+
+    // 1000 bytes over a second, 100 every 100 ms: three timeouts long, and
+    // never silent for one. It goes through whole.
+    let mut s = TcpStream::connect(p.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(upload_head).unwrap();
+    for _ in 0..10 {
+        s.write_all(&[7u8; 100])
+            .expect("a slow, steady upload was cut off");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, _, body) = read_response(&mut BufReader::new(s));
+    assert_eq!(
+        (status, String::from_utf8(body).unwrap()),
+        (200, "1000 7000".to_string()),
+        "a slow, steady upload is no upstream timeout"
+    );
+
+    // A client that stops after 100 bytes: 408, the client's timeout.
+    let mut s = TcpStream::connect(p.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(upload_head).unwrap();
+    s.write_all(&[7u8; 100]).unwrap();
+    let stalled = Instant::now();
+    let answer = String::from_utf8_lossy(&read_until_closed(&mut s)).into_owned();
+    let waited = stalled.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    let text = metrics(&p);
+    assert_eq!(value(&text, timeouts), Some(0.0), "{text}");
+    assert_eq!(counted(&text, "shop", "POST", 408, ""), Some(1.0), "{text}");
+
+    // An upstream that takes the head and then reads nothing while the
+    // client has plenty to send: the upstream's timeout, 504.
+    let deaf = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let deaf_addr = deaf.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut conn, _) = deaf.accept().unwrap();
+        let mut head = [0u8; 64];
+        let _ = conn.read(&mut head);
+        std::thread::sleep(Duration::from_secs(10));
+    });
+    let p = start_proxy(
+        &format!("http://{deaf_addr}"),
+        &["--upstream.timeout", "300ms"],
+    );
+    let mut s = TcpStream::connect(p.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let size = 64 << 20;
+    write!(
+        s,
+        "POST /upload HTTP/1.1\r\nHost: shop\r\nContent-Length: {size}\r\n\r\n"
+    )
+    .unwrap();
+    let mut writer = s.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let block = vec![7u8; 1 << 20];
+        for _ in 0..64 {
+            if writer.write_all(&block).is_err() {
+                return;
+            }
+        }
+    });
+    let answer = String::from_utf8_lossy(&read_until_closed(&mut s)).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+    let text = metrics(&p);
+    assert_eq!(value(&text, timeouts), Some(1.0), "{text}");
+}
+
 /// Reads until the proxy closes the connection; what it sent before.
 fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
     let mut got = Vec::new();

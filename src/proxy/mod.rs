@@ -110,8 +110,10 @@ pub struct Config {
     pub service: String,
     pub routes: Vec<Route>,
     pub connect_timeout: Duration,
-    /// Longest wait for the upstream's response headers (504 after), and
-    /// longest silence within a response body (cut off after).
+    /// Longest wait for the upstream's response headers (504 after; from
+    /// the last request-body bytes during an upload, whose client gets 408
+    /// if it is the one silent that long), and longest silence within a
+    /// response body (cut off after).
     pub timeout: Duration,
     /// Longest wait for a client's request headers (slowloris), and for
     /// a new connection's first byte.
@@ -523,19 +525,19 @@ fn forward(
         // Nothing bound here outlives the await: a named future would keep its
         // room in every request's state.
         Ok(
-            match tokio::time::timeout_at(
-                deadline,
-                shared.upstream.send(
+            match shared
+                .upstream
+                .send(
                     request,
                     CountingBody {
                         inner: body,
                         stats: shared.stats.clone(),
                     },
-                ),
-            )
-            .await
+                    deadline,
+                )
+                .await
             {
-                Ok(Ok(mut resp)) => {
+                Ok(mut resp) => {
                     // The client's side of the relay is its socket, which the
                     // connection's task takes back once hyper has written the 101.
                     let upstream_upgrade = match (upgrade.is_some(), &client) {
@@ -563,10 +565,25 @@ fn forward(
                     let body = recording.respond(parts.status, Inner::Upstream(body));
                     Response::from_parts(parts, body)
                 }
-                Ok(Err(upstream::UpstreamError::RequestBody(e))) => {
-                    request_body_broke(&e, recording)
+                Err(upstream::UpstreamError::RequestBody(e)) => request_body_broke(&e, recording),
+                Err(upstream::UpstreamError::ClientTimeout) => {
+                    // The client is slow, not the upstream (nginx's
+                    // client_body_timeout: 408).
+                    local(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request body timed out\n",
+                        recording,
+                    )
                 }
-                Ok(Err(e)) => {
+                Err(upstream::UpstreamError::Timeout) => {
+                    stats.error(ErrorType::Timeout);
+                    local(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream timed out\n",
+                        recording,
+                    )
+                }
+                Err(e) => {
                     let kind = match e {
                         upstream::UpstreamError::Connect(_) => ErrorType::Connect,
                         _ => ErrorType::Reset,
@@ -574,14 +591,6 @@ fn forward(
                     stats.error(kind);
                     tracing::debug!(error = ?e, "upstream request failed");
                     local(StatusCode::BAD_GATEWAY, "upstream unavailable\n", recording)
-                }
-                Err(_) => {
-                    stats.error(ErrorType::Timeout);
-                    local(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "upstream timed out\n",
-                        recording,
-                    )
                 }
             },
         )

@@ -67,6 +67,12 @@ pub enum UpstreamError {
     /// The client's request body broke off before all of it went upstream:
     /// the client failed, not the upstream.
     RequestBody(hyper::Error),
+    /// No response head by the deadline, or the upstream took no request
+    /// body for the timeout.
+    Timeout,
+    /// The client sent nothing of its request body for the timeout: the
+    /// client is slow, not the upstream.
+    ClientTimeout,
 }
 
 /// One connection to the upstream.
@@ -134,6 +140,16 @@ impl UpstreamPool {
         }
     }
 
+    /// A new connection, made by `deadline` (the request's).
+    async fn connect_by(&self, deadline: tokio::time::Instant) -> Result<Conn, UpstreamError> {
+        // Boxed: rare once the pool is warm, and its future would otherwise
+        // widen every request's.
+        match tokio::time::timeout_at(deadline, Box::pin(self.connect())).await {
+            Ok(connected) => connected,
+            Err(_) => Err(UpstreamError::Timeout),
+        }
+    }
+
     async fn connect(&self) -> Result<Conn, UpstreamError> {
         let connecting = TcpStream::connect((self.host.as_str(), self.port));
         let stream = match tokio::time::timeout(self.connect_timeout, connecting).await {
@@ -173,10 +189,17 @@ impl UpstreamPool {
     /// if it is idempotent and has no body (RFC 9110 §9.2.2): the upstream
     /// closing an idle connection as the request crosses it is not an
     /// error of the upstream's.
+    ///
+    /// The response head must come by `deadline`; a request body moves it:
+    /// while the body flows, the upstream has the timeout from the last
+    /// bytes that went (an upload slower than the timeout is no upstream
+    /// failure), and a body the client stops sending is the client's
+    /// timeout, not the upstream's.
     pub async fn send(
         self: &Arc<Self>,
         request: Prepared,
         mut body: CountingBody,
+        deadline: tokio::time::Instant,
     ) -> Result<hyper::Response<UpstreamBody>, UpstreamError> {
         let Prepared {
             head: request_head,
@@ -184,25 +207,33 @@ impl UpstreamPool {
             head_request,
             retryable,
         } = request;
-        // Connecting is boxed: rare once the pool is warm, and its future
-        // would otherwise widen every request's.
         let mut conn = match self.checkout() {
             Some(c) => c,
-            None => Box::pin(self.connect()).await?,
+            None => self.connect_by(deadline).await?,
         };
         conn.wbuf = request_head;
-        let exchanged = match exchange(&mut conn, &mut body, framing, head_request).await {
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(deadline));
+        let mut exchange = Exchange {
+            body: &mut body,
+            framing,
+            head_request,
+            timer: timer.as_mut(),
+            timeout: self.read_timeout,
+        };
+        let exchanged = match exchange.run(&mut conn).await {
             Err(Failure::Io(e)) if retryable && conn.reused && conn.rbuf.is_empty() => {
                 tracing::debug!(error = %e, "pooled upstream connection was closed; sending again");
-                let mut fresh = Box::pin(self.connect()).await?;
+                let mut fresh = self.connect_by(deadline).await?;
                 std::mem::swap(&mut fresh.wbuf, &mut conn.wbuf);
                 conn = fresh;
-                exchange(&mut conn, &mut body, framing, head_request).await
+                exchange.run(&mut conn).await
             }
             other => other,
         };
         let (head, request_sent) = exchanged.map_err(|f| match f {
             Failure::RequestBody(e) => UpstreamError::RequestBody(e),
+            Failure::TimedOut { client: true } => UpstreamError::ClientTimeout,
+            Failure::TimedOut { client: false } => UpstreamError::Timeout,
             other => UpstreamError::Reset(other.to_string()),
         })?;
         let body = if head.status == StatusCode::SWITCHING_PROTOCOLS {
@@ -318,6 +349,9 @@ enum Failure {
     /// Reading the client's request body failed (the client went away, or
     /// framed it wrongly).
     RequestBody(hyper::Error),
+    /// The deadline passed; `client`: while the request body waited for
+    /// the client.
+    TimedOut { client: bool },
 }
 
 impl std::fmt::Display for Failure {
@@ -326,77 +360,130 @@ impl std::fmt::Display for Failure {
             Failure::Io(e) => write!(f, "{e}"),
             Failure::Malformed(why) => write!(f, "malformed response: {why}"),
             Failure::RequestBody(e) => write!(f, "request body: {e}"),
+            Failure::TimedOut { client } => {
+                write!(f, "timed out (waiting for the client: {client})")
+            }
         }
     }
 }
 
-/// Writes the request and reads the response head, the body going out
-/// while the head is awaited: an upstream may answer (413, 401…) before it
-/// has read the whole body. Returns the head and whether the request went
-/// out whole.
-async fn exchange(
-    conn: &mut Conn,
-    body: &mut CountingBody,
+/// One request's exchange with the upstream: what it sends, and its
+/// timer.
+struct Exchange<'a> {
+    body: &'a mut CountingBody,
     framing: RequestFraming,
     head_request: bool,
-) -> Result<(ResponseHead, bool), Failure> {
-    conn.rbuf.clear();
-    let mut sending = match framing {
-        RequestFraming::None => None,
-        _ => Some(BodySender {
-            chunked: framing == RequestFraming::Chunked,
-            out: None,
-            ended: false,
-        }),
-    };
-    let mut head_written = 0;
-    let mut write_error = None;
-    std::future::poll_fn(|cx| {
-        // The head first, whole, before anything else is read or written.
-        while head_written < conn.wbuf.len() {
-            match ready!(Pin::new(&mut conn.stream).poll_write(cx, &conn.wbuf[head_written..])) {
-                Ok(0) => return Poll::Ready(Err(Failure::Io(io::ErrorKind::WriteZero.into()))),
-                Ok(n) => head_written += n,
-                Err(e) => return Poll::Ready(Err(Failure::Io(e))),
+    timer: Pin<&'a mut tokio::time::Sleep>,
+    /// How long the upstream has after the request body last moved.
+    timeout: Duration,
+}
+
+impl Exchange<'_> {
+    /// Writes the request and reads the response head, the body going out
+    /// while the head is awaited: an upstream may answer (413, 401…) before
+    /// it has read the whole body. Returns the head and whether the request
+    /// went out whole.
+    async fn run(&mut self, conn: &mut Conn) -> Result<(ResponseHead, bool), Failure> {
+        conn.rbuf.clear();
+        let mut sending = match self.framing {
+            RequestFraming::None => None,
+            framing => Some(BodySender {
+                chunked: framing == RequestFraming::Chunked,
+                out: None,
+                ended: false,
+                moved: false,
+                waiting_for_client: false,
+            }),
+        };
+        let mut head_written = 0;
+        let mut write_error = None;
+        std::future::poll_fn(|cx| {
+            let step = poll_exchange(
+                conn,
+                self.body,
+                &mut sending,
+                &mut head_written,
+                &mut write_error,
+                self.head_request,
+                cx,
+            );
+            if step.is_ready() {
+                return step;
             }
-        }
-        if let Some(s) = &mut sending
-            && write_error.is_none()
-        {
-            match s.poll_send(&mut conn.stream, body, cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(SendError::Body(e))) => {
-                    return Poll::Ready(Err(Failure::RequestBody(e)));
+            if let Some(s) = &mut sending
+                && std::mem::take(&mut s.moved)
+            {
+                // Body bytes went: the upstream's time runs from them.
+                let from_now = tokio::time::Instant::now() + self.timeout;
+                if from_now > self.timer.deadline() {
+                    self.timer.as_mut().reset(from_now);
                 }
-                // The upstream may have answered and closed: read on.
-                Poll::Ready(Err(SendError::Io(e))) => write_error = Some(e),
-                Poll::Pending => {}
             }
+            match self.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(Failure::TimedOut {
+                    client: sending.as_ref().is_some_and(|s| s.waiting_for_client),
+                })),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+    }
+}
+
+/// One turn of the exchange: the head, what the body has ready, and what
+/// the upstream has answered.
+fn poll_exchange(
+    conn: &mut Conn,
+    body: &mut CountingBody,
+    sending: &mut Option<BodySender>,
+    head_written: &mut usize,
+    write_error: &mut Option<io::Error>,
+    head_request: bool,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(ResponseHead, bool), Failure>> {
+    // The head first, whole, before anything else is read or written.
+    while *head_written < conn.wbuf.len() {
+        match ready!(Pin::new(&mut conn.stream).poll_write(cx, &conn.wbuf[*head_written..])) {
+            Ok(0) => return Poll::Ready(Err(Failure::Io(io::ErrorKind::WriteZero.into()))),
+            Ok(n) => *head_written += n,
+            Err(e) => return Poll::Ready(Err(Failure::Io(e))),
         }
-        loop {
-            match parse_head(&mut conn.rbuf, head_request) {
-                Ok(Some(h)) if h.status.is_informational() && h.status.as_u16() != 101 => continue,
-                Ok(Some(h)) => {
-                    let sent = sending.as_ref().is_none_or(|s| s.ended && s.out.is_none())
-                        && write_error.is_none();
-                    return Poll::Ready(Ok((h, sent)));
-                }
-                Ok(None) => {}
-                Err(why) => return Poll::Ready(Err(Failure::Malformed(why))),
+    }
+    if let Some(s) = sending
+        && write_error.is_none()
+    {
+        match s.poll_send(&mut conn.stream, body, cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(SendError::Body(e))) => {
+                return Poll::Ready(Err(Failure::RequestBody(e)));
             }
-            match ready!(conn.poll_fill(cx)) {
-                Ok(0) => {
-                    let e = write_error
-                        .take()
-                        .unwrap_or_else(|| io::ErrorKind::UnexpectedEof.into());
-                    return Poll::Ready(Err(Failure::Io(e)));
-                }
-                Ok(_) => {}
-                Err(e) => return Poll::Ready(Err(Failure::Io(e))),
-            }
+            // The upstream may have answered and closed: read on.
+            Poll::Ready(Err(SendError::Io(e))) => *write_error = Some(e),
+            Poll::Pending => {}
         }
-    })
-    .await
+    }
+    loop {
+        match parse_head(&mut conn.rbuf, head_request) {
+            Ok(Some(h)) if h.status.is_informational() && h.status.as_u16() != 101 => continue,
+            Ok(Some(h)) => {
+                let sent = sending.as_ref().is_none_or(|s| s.ended && s.out.is_none())
+                    && write_error.is_none();
+                return Poll::Ready(Ok((h, sent)));
+            }
+            Ok(None) => {}
+            Err(why) => return Poll::Ready(Err(Failure::Malformed(why))),
+        }
+        match ready!(conn.poll_fill(cx)) {
+            Ok(0) => {
+                let e = write_error
+                    .take()
+                    .unwrap_or_else(|| io::ErrorKind::UnexpectedEof.into());
+                return Poll::Ready(Err(Failure::Io(e)));
+            }
+            Ok(_) => {}
+            Err(e) => return Poll::Ready(Err(Failure::Io(e))),
+        }
+    }
 }
 
 enum SendError {
@@ -412,6 +499,11 @@ struct BodySender {
     out: Option<Chain<Chain<Bytes, Bytes>, Bytes>>,
     /// The body has ended (and, chunked, its last chunk is in `out`).
     ended: bool,
+    /// Bytes were written upstream since the exchange last looked.
+    moved: bool,
+    /// The last turn stopped because the client had sent no more of the
+    /// body (not because the upstream took no more).
+    waiting_for_client: bool,
 }
 
 impl BodySender {
@@ -421,6 +513,7 @@ impl BodySender {
         body: &mut CountingBody,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), SendError>> {
+        self.waiting_for_client = false;
         loop {
             if let Some(out) = &mut self.out {
                 while out.has_remaining() {
@@ -432,7 +525,10 @@ impl BodySender {
                                 io::ErrorKind::WriteZero.into(),
                             )));
                         }
-                        Ok(n) => out.advance(n),
+                        Ok(n) => {
+                            out.advance(n);
+                            self.moved = true;
+                        }
                         Err(e) => return Poll::Ready(Err(SendError::Io(e))),
                     }
                 }
@@ -441,7 +537,9 @@ impl BodySender {
             if self.ended {
                 return Poll::Ready(Ok(()));
             }
-            match ready!(Pin::new(&mut *body).poll_frame(cx)) {
+            let polled = Pin::new(&mut *body).poll_frame(cx);
+            self.waiting_for_client = polled.is_pending();
+            match ready!(polled) {
                 Some(Ok(frame)) => {
                     // Request trailers are not forwarded.
                     let Ok(data) = frame.into_data() else {
