@@ -501,6 +501,14 @@ fn proxy_args(cmd: Command) -> Command {
             .help("Longest wait for the next request on an idle keep-alive connection (nginx's keepalive_timeout)"),
     )
     .arg(
+        Arg::new("proxy.send-timeout")
+            .long("proxy.send-timeout")
+            .value_name("DURATION")
+            .default_value("60s")
+            .value_parser(parse_duration)
+            .help("Longest a client may take nothing of its response (nginx's send_timeout); a client that stops reading is closed after"),
+    )
+    .arg(
         Arg::new("proxy.max-connections")
             .long("proxy.max-connections")
             .value_name("N")
@@ -643,6 +651,7 @@ fn proxy_config(m: &ArgMatches) -> crate::proxy::Config {
         timeout: dur("upstream.timeout"),
         header_timeout: dur("proxy.header-timeout"),
         idle_timeout: dur("proxy.idle-timeout"),
+        send_timeout: dur("proxy.send-timeout"),
         max_connections: *m
             .get_one::<usize>("proxy.max-connections")
             .expect("has default"),
@@ -884,6 +893,7 @@ mod tests {
         assert_eq!(file.timeout, flags.timeout);
         assert_eq!(file.header_timeout, flags.header_timeout);
         assert_eq!(file.idle_timeout, flags.idle_timeout);
+        assert_eq!(file.send_timeout, flags.send_timeout);
         assert_eq!(file.max_connections, flags.max_connections);
         assert_eq!(file.drain_timeout, flags.drain_timeout);
         assert_eq!(file.quantile_window, flags.quantile_window);

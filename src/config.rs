@@ -65,6 +65,9 @@ fn default_header_timeout() -> Duration {
 fn default_idle_timeout() -> Duration {
     Duration::from_secs(75)
 }
+fn default_send_timeout() -> Duration {
+    Duration::from_secs(60)
+}
 fn default_max_connections() -> usize {
     10_000
 }
@@ -108,6 +111,8 @@ struct ServiceSpec {
     header_timeout: Duration,
     #[serde(default = "default_idle_timeout", deserialize_with = "duration")]
     idle_timeout: Duration,
+    #[serde(default = "default_send_timeout", deserialize_with = "duration")]
+    send_timeout: Duration,
     #[serde(default = "default_max_connections")]
     max_connections: usize,
     #[serde(default = "default_drain_timeout", deserialize_with = "duration")]
@@ -223,6 +228,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
             timeout: s.timeout,
             header_timeout: s.header_timeout,
             idle_timeout: s.idle_timeout,
+            send_timeout: s.send_timeout,
             max_connections: s.max_connections.max(1),
             drain_timeout: s.drain_timeout,
             quantile_window: s.quantile_window,

@@ -1459,6 +1459,28 @@ fn an_upload_is_timed_by_who_stalls_it_not_by_its_length() {
     assert_eq!(value(&text, timeouts), Some(1.0), "{text}");
 }
 
+#[test]
+fn a_client_that_stops_reading_is_closed_after_the_send_timeout() {
+    let up = upstream();
+    let p = start_proxy(&format!("http://{up}"), &["--proxy.send-timeout", "500ms"]);
+    let mut s = TcpStream::connect(p.addr).unwrap();
+    // 256 MiB: far more than the socket buffers between the proxy and this
+    // client hold, so the proxy's writes wait once they are full.
+    write!(s, "GET /bytes/268435456 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut first = [0u8; 64];
+    let n = s.read(&mut first).unwrap();
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"));
+    // Reads nothing more, and stays: the proxy must let go of it.
+    assert_cancelled_and_recorded(&p, "GET", 200, "a client that reads nothing is cut off");
+    let text = metrics(&p);
+    assert_eq!(
+        value(&text, r#"sojourn_proxy_open_connections{service="shop"}"#),
+        Some(0.0),
+        "{text}"
+    );
+    drop(s);
+}
+
 /// Reads until the proxy closes the connection; what it sent before.
 fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
     let mut got = Vec::new();

@@ -15,12 +15,13 @@
 //! connection serves it. HTTP/2 (prior knowledge) connections are served by
 //! one hyper connection for their life.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use hyper::body::Bytes;
@@ -143,6 +144,12 @@ pub struct Replay {
     stream: TcpStream,
     /// The client connection whose socket this is; None upstream.
     conn: Option<Arc<ClientConn>>,
+    /// How long a write may wait for the peer to take bytes (the client's
+    /// send timeout); None upstream.
+    send_timeout: Option<Duration>,
+    /// Runs while a write waits: made when one has to, dropped when bytes
+    /// go (a client that reads never has one).
+    send_stall: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Replay {
@@ -152,6 +159,8 @@ impl Replay {
             unread: read_ahead,
             stream,
             conn: None,
+            send_timeout: None,
+            send_stall: None,
         }
     }
 
@@ -169,6 +178,35 @@ impl Replay {
             joined.extend_from_slice(&self.unread);
             self.unread = Bytes::from(joined);
         }
+    }
+
+    /// A write's outcome, failed if the peer has taken nothing for the
+    /// send timeout (nginx's `send_timeout`, between two writes): a client
+    /// that stops reading would otherwise hold its connection, its
+    /// response and an upstream connection for good.
+    fn timed<T>(
+        &mut self,
+        written: Poll<io::Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<T>> {
+        if written.is_ready() {
+            if self.send_stall.is_some() {
+                self.send_stall = None;
+            }
+            return written;
+        }
+        let Some(timeout) = self.send_timeout else {
+            return Poll::Pending;
+        };
+        let stall = self
+            .send_stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        ready!(stall.as_mut().poll(cx));
+        self.send_stall = None;
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client took nothing of its response for the send timeout",
+        )))
     }
 }
 
@@ -193,7 +231,8 @@ impl AsyncWrite for Replay {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let written = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.timed(written, cx)
     }
 
     fn poll_write_vectored(
@@ -201,7 +240,8 @@ impl AsyncWrite for Replay {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.timed(written, cx)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -270,6 +310,8 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         unread: Bytes::new(),
         stream,
         conn: Some(conn.clone()),
+        send_timeout: Some(shared.cfg.send_timeout),
+        send_stall: None,
     };
     let mut first = true;
     loop {

@@ -120,6 +120,9 @@ pub struct Config {
     pub header_timeout: Duration,
     /// Longest wait for the next request on a keep-alive connection.
     pub idle_timeout: Duration,
+    /// Longest a client may take nothing of what is written to it (nginx's
+    /// `send_timeout`): a client that stops reading is closed after.
+    pub send_timeout: Duration,
     /// Most client connections at once; more are closed on arrival.
     pub max_connections: usize,
     /// Longest wait for in-flight requests on SIGTERM.
