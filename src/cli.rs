@@ -498,7 +498,7 @@ fn proxy_args(cmd: Command) -> Command {
             .value_name("DURATION")
             .default_value("75s")
             .value_parser(parse_duration)
-            .help("Longest wait for the next request on an idle keep-alive connection (nginx's keepalive_timeout)"),
+            .help("Longest wait for the next request on an idle keep-alive connection (nginx's keepalive_timeout); an HTTP/2 connection with no stream open that long is told GOAWAY"),
     )
     .arg(
         Arg::new("proxy.send-timeout")
@@ -506,7 +506,7 @@ fn proxy_args(cmd: Command) -> Command {
             .value_name("DURATION")
             .default_value("60s")
             .value_parser(parse_duration)
-            .help("Longest a client may take nothing of its response (nginx's send_timeout); a client that stops reading is closed after"),
+            .help("Longest a client may take nothing of its response (nginx's send_timeout); a client that stops reading is closed after (HTTP/2: sent a PING after that long without a frame, closed if it goes unanswered as long)"),
     )
     .arg(
         Arg::new("proxy.max-connections")

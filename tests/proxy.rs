@@ -1481,6 +1481,96 @@ fn a_client_that_stops_reading_is_closed_after_the_send_timeout() {
     drop(s);
 }
 
+#[test]
+fn http2_connections_that_idle_or_stop_reading_are_closed() {
+    let up = upstream();
+    let p = start_proxy(
+        &format!("http://{up}"),
+        &[
+            "--proxy.idle-timeout",
+            "1s",
+            "--proxy.send-timeout",
+            "500ms",
+        ],
+    );
+    let open = r#"sojourn_proxy_open_connections{service="shop"}"#;
+
+    // An idle connection is told GOAWAY after 1–1.5 idle timeouts.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let idle_for = rt.block_on(async {
+        use http_body_util::BodyExt;
+        let stream = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        let conn = tokio::spawn(conn);
+        let req = hyper::Request::get("http://shop/status/204")
+            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        resp.into_body().collect().await.unwrap();
+        let answered = Instant::now();
+        tokio::time::timeout(Duration::from_secs(5), conn)
+            .await
+            .expect("an idle HTTP/2 connection stays open")
+            .unwrap()
+            .unwrap();
+        answered.elapsed()
+    });
+    assert!(
+        idle_for >= Duration::from_millis(900) && idle_for < Duration::from_millis(2500),
+        "closed {idle_for:?} after its last response"
+    );
+
+    // A client that stops reading in the middle of a response: flow
+    // control stalls the stream before the socket fills, and the unanswered
+    // PING closes the connection.
+    let (frozen_send, frozen) = std::sync::mpsc::channel();
+    let addr = p.addr;
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use http_body_util::BodyExt;
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (mut sender, conn) = hyper::client::conn::http2::handshake(
+                hyper_util::rt::TokioExecutor::new(),
+                hyper_util::rt::TokioIo::new(stream),
+            )
+            .await
+            .unwrap();
+            tokio::spawn(conn);
+            let req = hyper::Request::get("http://shop/bytes/104857600")
+                .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+                .unwrap();
+            let mut body = sender.send_request(req).await.unwrap().into_body();
+            body.frame().await.unwrap().unwrap();
+            frozen_send.send(()).unwrap();
+            // The whole client, its connection task included, stops: no
+            // read, no WINDOW_UPDATE, no PING answered.
+            std::thread::sleep(Duration::from_secs(10));
+        });
+    });
+    frozen.recv_timeout(Duration::from_secs(5)).unwrap();
+    let stopped = Instant::now();
+    assert_cancelled_and_recorded(&p, "GET", 200, "the frozen client's request is cut off");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        stopped.elapsed()
+    );
+    let text = metrics(&p);
+    assert_eq!(value(&text, open), Some(0.0), "{text}");
+}
+
 /// Reads until the proxy closes the connection; what it sent before.
 fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
     let mut got = Vec::new();

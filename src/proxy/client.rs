@@ -512,11 +512,20 @@ async fn serve_h1(
     parked.then_some(io)
 }
 
+/// Serves an HTTP/2 connection for its life. One that has had no stream
+/// open for the idle timeout is told GOAWAY (after 1–1.5 times it: it is
+/// looked at every quarter); one whose client stops reading, or answers
+/// nothing, is caught by hyper's keep-alive PING (the send timeout: see
+/// `super::serve`).
 async fn serve_h2(io: Replay, peer: SocketAddr, shared: &Arc<Shared>) {
-    let service = super::service(shared.clone(), peer, None);
+    let conn = io.conn.clone().unwrap_or_default();
+    let service = super::service(shared.clone(), peer, Some(conn.clone()));
     let http = shared.h2.serve_connection(TokioIo::new(io), service);
     tokio::pin!(http);
     let mut stopping = false;
+    let mut look = tokio::time::interval(shared.cfg.idle_timeout / 4);
+    look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut began, mut quiet_looks) = (conn.began.load(Ordering::Relaxed), 0);
     loop {
         tokio::select! {
             ended = &mut http => {
@@ -528,6 +537,18 @@ async fn serve_h2(io: Replay, peer: SocketAddr, shared: &Arc<Shared>) {
             _ = shared.control.stopped(), if !stopping => {
                 http.as_mut().graceful_shutdown();
                 stopping = true;
+            }
+            _ = look.tick(), if !stopping => {
+                let now = conn.began.load(Ordering::Relaxed);
+                if now != began || conn.in_flight.load(Ordering::Relaxed) > 0 {
+                    (began, quiet_looks) = (now, 0);
+                } else {
+                    quiet_looks += 1;
+                    if quiet_looks > 4 {
+                        http.as_mut().graceful_shutdown();
+                        stopping = true;
+                    }
+                }
             }
         }
     }

@@ -309,7 +309,14 @@ pub async fn serve(
     let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     h2.timer(TokioTimer::new())
         .max_header_list_size(upstream::MAX_HEAD as u32)
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(256)
+        // HTTP/2's flow control stops the writes to a client that reads
+        // nothing long before the socket fills, so the send timeout cannot
+        // see it: a PING unanswered for the send timeout after that long
+        // without a frame closes it (and ends a GOAWAY whose PING is never
+        // answered).
+        .keep_alive_interval(cfg.send_timeout)
+        .keep_alive_timeout(cfg.send_timeout);
     let shared = Arc::new(Shared {
         cfg,
         stats,
