@@ -523,7 +523,9 @@ async fn serve_h2(io: Replay, peer: SocketAddr, shared: &Arc<Shared>) {
     let http = shared.h2.serve_connection(TokioIo::new(io), service);
     tokio::pin!(http);
     let mut stopping = false;
-    let mut look = tokio::time::interval(shared.cfg.idle_timeout / 4);
+    // Not zero, which interval refuses: --proxy.idle-timeout may be 1ns.
+    let mut look =
+        tokio::time::interval((shared.cfg.idle_timeout / 4).max(Duration::from_millis(1)));
     look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut began, mut quiet_looks) = (conn.began.load(Ordering::Relaxed), 0);
     loop {
