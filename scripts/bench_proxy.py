@@ -2,7 +2,7 @@
 """Throughput and latency of `sojourn proxy` beside nginx as a reverse proxy.
 
 usage: scripts/bench_proxy.py [--seconds 10] [--rounds 3] [--connections 50]
-                              [--idle 1000] [--no-build]
+                              [--idle 1000] [--pace-ms N] [--no-build]
 
 Runs nginx (Debian's package) with ../shared/bench/nginx_pair.conf: a
 backend on 127.0.0.1:18081 answering `return 200`, and a keep-alive reverse
@@ -20,7 +20,9 @@ keep-alive connections to sojourn, each having made one request, and reads
 sojourn's RSS 3 s later. For each target it also prints, per process the
 requests pass through (wrk, proxy, backend), its share of a CPU, its time
 runnable but waiting for a CPU (/proc/<pid>/schedstat), and its CPU time
-per request. Loopback only; everything started is stopped at the end.
+per request. With --pace-ms, each wrk connection waits that long between
+a response and its next request (wrk's Lua `delay()`): latency below
+saturation. Loopback only; everything started is stopped at the end.
 """
 import argparse, os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
@@ -71,12 +73,14 @@ def schedstat(pid):
     return run, wait
 
 
-def wrk(port, seconds, connections, watch=None):
+def wrk(port, seconds, connections, watch=None, script=None):
     """Requests/s, p50, p99 (ms), non-2xx; with watch ({name: pid}), each
     process's CPU % and wait-for-a-CPU % and its CPU µs per request,
-    measured over the run less half a second at each end."""
-    run = subprocess.Popen(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
-                            f"http://127.0.0.1:{port}/"], stdout=subprocess.PIPE, text=True)
+    measured over the run less half a second at each end; script: a wrk
+    Lua script."""
+    run = subprocess.Popen(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+                           + (["-s", script] if script else []) + [f"http://127.0.0.1:{port}/"],
+                           stdout=subprocess.PIPE, text=True)
     cpu = {}
     if watch:
         watch = dict(watch, wrk=run.pid)
@@ -124,6 +128,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--idle", type=int, default=1000)
+    ap.add_argument("--pace-ms", type=int, default=0)
     ap.add_argument("--no-build", action="store_true")
     a = ap.parse_args()
     for tool in ("nginx", "wrk"):
@@ -135,6 +140,11 @@ def main():
     own = tempfile.mkdtemp(prefix="ngx-own-")
     with open(os.path.join(own, "nginx.conf"), "w") as f:
         f.write(PROXY_ONLY.format(dir=own))
+    script = None
+    if a.pace_ms:
+        script = os.path.join(own, "pace.lua")
+        with open(script, "w") as f:
+            f.write(f"function delay()\n  return {a.pace_ms}\nend\n")
     nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
     procs = []
     try:
@@ -159,10 +169,10 @@ def main():
         }
         results = {t: [] for t in TARGETS}
         for t, port in TARGETS.items():
-            wrk(port, 2, a.connections)  # warm-up: pools, caches
+            wrk(port, 2, a.connections, script=script)  # warm-up: pools, caches
         for r in range(a.rounds):
             for t, port in TARGETS.items():
-                results[t].append(wrk(port, a.seconds, a.connections, watch[t]))
+                results[t].append(wrk(port, a.seconds, a.connections, watch[t], script))
                 print(f"round {r + 1} {t:9}: {results[t][-1][0]:9.0f} req/s  p50 {results[t][-1][1]:.3f} ms  "
                       f"p99 {results[t][-1][2]:.3f} ms  non-2xx {results[t][-1][3]}", flush=True)
         print()
