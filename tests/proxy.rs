@@ -244,6 +244,39 @@ fn counted(text: &str, service: &str, method: &str, status: u16, route: &str) ->
     )
 }
 
+/// A one-thread runtime for a test's async client.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// An HTTP/2 prior-knowledge client connection to `addr`, its connection
+/// task spawned (the handle ends when the connection does).
+async fn h2_client(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<hyper::body::Bytes>>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    (sender, tokio::spawn(conn))
+}
+
+/// A GET without a body.
+fn get(uri: impl AsRef<str>) -> hyper::Request<http_body_util::Empty<hyper::body::Bytes>> {
+    hyper::Request::get(uri.as_ref())
+        .body(http_body_util::Empty::new())
+        .unwrap()
+}
+
 #[test]
 fn status_codes_pass_through_and_every_request_is_counted() {
     let up = upstream();
@@ -489,22 +522,10 @@ fn sigterm_drains_requests_in_flight() {
     };
     let mut parked = idle_h1();
     let h2 = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         rt.block_on(async {
-            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let (mut sender, conn) = hyper::client::conn::http2::handshake(
-                hyper_util::rt::TokioExecutor::new(),
-                hyper_util::rt::TokioIo::new(stream),
-            )
-            .await
-            .unwrap();
-            let conn = tokio::spawn(conn);
-            let req = hyper::Request::get("http://shop.example/status/200")
-                .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-                .unwrap();
+            let (mut sender, conn) = h2_client(addr).await;
+            let req = get("http://shop.example/status/200");
             assert_eq!(sender.send_request(req).await.unwrap().status(), 200);
             // Held open until the proxy closes it.
             tokio::time::timeout(Duration::from_secs(10), conn)
@@ -912,39 +933,22 @@ fn an_upgraded_connection_is_relayed_both_ways_and_counted() {
 fn http2_prior_knowledge_clients_are_served_and_counted() {
     let up = upstream();
     let p = start_proxy(&format!("http://{up}"), &[]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let (statuses, headers) = rt.block_on(async {
         use http_body_util::BodyExt;
-        let stream = tokio::net::TcpStream::connect(p.addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
+        let (mut sender, _) = h2_client(p.addr).await;
         let mut statuses = Vec::new();
         // Several streams at once on the one connection.
         let requests: Vec<_> = ["/status/201", "/status/404", "/slow/50"]
             .iter()
-            .map(|path| {
-                let req = hyper::Request::get(format!("http://shop.example{path}"))
-                    .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-                    .unwrap();
-                sender.send_request(req)
-            })
+            .map(|path| sender.send_request(get(format!("http://shop.example{path}"))))
             .collect();
         for r in requests {
             let resp = r.await.unwrap();
             statuses.push(resp.status().as_u16());
             resp.into_body().collect().await.unwrap();
         }
-        let req = hyper::Request::get("http://shop.example/headers")
-            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-            .unwrap();
+        let req = get("http://shop.example/headers");
         let resp = sender.send_request(req).await.unwrap();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         (statuses, String::from_utf8(body.to_vec()).unwrap())
@@ -1496,23 +1500,11 @@ fn http2_connections_that_idle_or_stop_reading_are_closed() {
     let open = r#"sojourn_proxy_open_connections{service="shop"}"#;
 
     // An idle connection is told GOAWAY after 1–1.5 idle timeouts.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let idle_for = rt.block_on(async {
         use http_body_util::BodyExt;
-        let stream = tokio::net::TcpStream::connect(p.addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .unwrap();
-        let conn = tokio::spawn(conn);
-        let req = hyper::Request::get("http://shop/status/204")
-            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-            .unwrap();
+        let (mut sender, conn) = h2_client(p.addr).await;
+        let req = get("http://shop/status/204");
         let resp = sender.send_request(req).await.unwrap();
         resp.into_body().collect().await.unwrap();
         let answered = Instant::now();
@@ -1534,23 +1526,11 @@ fn http2_connections_that_idle_or_stop_reading_are_closed() {
     let (frozen_send, frozen) = std::sync::mpsc::channel();
     let addr = p.addr;
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         rt.block_on(async {
             use http_body_util::BodyExt;
-            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let (mut sender, conn) = hyper::client::conn::http2::handshake(
-                hyper_util::rt::TokioExecutor::new(),
-                hyper_util::rt::TokioIo::new(stream),
-            )
-            .await
-            .unwrap();
-            tokio::spawn(conn);
-            let req = hyper::Request::get("http://shop/bytes/104857600")
-                .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-                .unwrap();
+            let (mut sender, _) = h2_client(addr).await;
+            let req = get("http://shop/bytes/104857600");
             let mut body = sender.send_request(req).await.unwrap().into_body();
             body.frame().await.unwrap().unwrap();
             frozen_send.send(()).unwrap();
