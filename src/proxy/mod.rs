@@ -593,14 +593,11 @@ fn forward(
                         recording,
                     )
                 }
-                Err(e) => {
-                    let kind = match e {
-                        upstream::UpstreamError::Connect(_) => ErrorType::Connect,
-                        _ => ErrorType::Reset,
-                    };
-                    stats.error(kind);
-                    tracing::debug!(error = ?e, "upstream request failed");
-                    local(StatusCode::BAD_GATEWAY, "upstream unavailable\n", recording)
+                Err(upstream::UpstreamError::Connect(why)) => {
+                    upstream_unavailable(stats, ErrorType::Connect, &why, recording)
+                }
+                Err(upstream::UpstreamError::Reset(why)) => {
+                    upstream_unavailable(stats, ErrorType::Reset, &why, recording)
                 }
             },
         )
@@ -644,6 +641,19 @@ fn upstream_head(
         .headers
         .entry(X_FORWARDED_PROTO)
         .or_insert(HeaderValue::from_static("http"));
+}
+
+/// The 502 for an upstream that could not be reached or broke the
+/// exchange, counted by `kind`.
+fn upstream_unavailable(
+    stats: &ServiceStats,
+    kind: ErrorType,
+    why: &str,
+    recording: Recording,
+) -> Response<RecordedBody> {
+    stats.error(kind);
+    tracing::debug!(error = why, error_type = ?kind, "upstream request failed");
+    local(StatusCode::BAD_GATEWAY, "upstream unavailable\n", recording)
 }
 
 /// The answer when the client's request body broke off on its way
