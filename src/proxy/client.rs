@@ -32,6 +32,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::Shared;
+use super::stall::Stall;
 
 /// The client preface that starts an HTTP/2 connection with prior
 /// knowledge (RFC 9113 §3.4).
@@ -144,12 +145,9 @@ pub struct Replay {
     stream: TcpStream,
     /// The client connection whose socket this is; None upstream.
     conn: Option<Arc<ClientConn>>,
-    /// How long a write may wait for the peer to take bytes (the client's
+    /// Runs while a write waits for the peer to take bytes (the client's
     /// send timeout); None upstream.
-    send_timeout: Option<Duration>,
-    /// Runs while a write waits: made when one has to, dropped when bytes
-    /// go (a client that reads never has one).
-    send_stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    send_stall: Option<Stall>,
 }
 
 impl Replay {
@@ -159,7 +157,6 @@ impl Replay {
             unread: read_ahead,
             stream,
             conn: None,
-            send_timeout: None,
             send_stall: None,
         }
     }
@@ -189,20 +186,14 @@ impl Replay {
         written: Poll<io::Result<T>>,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<T>> {
+        let Some(stall) = &mut self.send_stall else {
+            return written;
+        };
         if written.is_ready() {
-            if self.send_stall.is_some() {
-                self.send_stall = None;
-            }
+            stall.progressed();
             return written;
         }
-        let Some(timeout) = self.send_timeout else {
-            return Poll::Pending;
-        };
-        let stall = self
-            .send_stall
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-        ready!(stall.as_mut().poll(cx));
-        self.send_stall = None;
+        ready!(stall.poll_expired(cx));
         Poll::Ready(Err(io::Error::new(
             io::ErrorKind::TimedOut,
             "the client took nothing of its response for the send timeout",
@@ -310,8 +301,7 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         unread: Bytes::new(),
         stream,
         conn: Some(conn.clone()),
-        send_timeout: Some(shared.cfg.send_timeout),
-        send_stall: None,
+        send_stall: Some(Stall::new(shared.cfg.send_timeout)),
     };
     let mut first = true;
     loop {

@@ -11,6 +11,7 @@
 
 pub mod admission;
 pub mod client;
+mod stall;
 pub mod stats;
 mod trim;
 pub mod upstream;

@@ -31,6 +31,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::CountingBody;
+use super::stall::Stall;
 
 /// Idle connections kept for reuse (nginx's `keepalive 64`).
 const MAX_IDLE: usize = 64;
@@ -242,14 +243,14 @@ impl UpstreamPool {
                 state: BodyState::Switched(Some(conn)),
                 pool: self.clone(),
                 reusable: false,
-                stall: None,
+                stall: Stall::new(self.read_timeout),
             }
         } else {
             let mut body = UpstreamBody {
                 state: BodyState::Reading(conn, head.framing),
                 pool: self.clone(),
                 reusable: head.keep_alive && request_sent,
-                stall: None,
+                stall: Stall::new(self.read_timeout),
             };
             body.release_if_done();
             body
@@ -859,16 +860,9 @@ pub struct UpstreamBody {
     /// false if it may not carry another exchange (the upstream closes it,
     /// or the request did not go out whole).
     reusable: bool,
-    /// Armed when the body waits for the upstream, from the last read that
-    /// brought bytes: a body whose bytes came with its head (most) never
-    /// touches a timer.
-    stall: Option<Stall>,
-}
-
-struct Stall {
-    sleep: Pin<Box<tokio::time::Sleep>>,
-    /// Bytes came since the sleep was set: move it on before waiting.
-    progressed: bool,
+    /// Runs while the body waits for the upstream, from the last read that
+    /// brought bytes (the read timeout).
+    stall: Stall,
 }
 
 enum BodyState {
@@ -906,24 +900,6 @@ impl UpstreamBody {
         {
             self.pool.give_back(conn);
         }
-    }
-
-    /// The body waits for the upstream: Ready once it has been silent for
-    /// the read timeout since bytes last came.
-    fn poll_stalled(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let timeout = self.pool.read_timeout;
-        let stall = self.stall.get_or_insert_with(|| Stall {
-            sleep: Box::pin(tokio::time::sleep(timeout)),
-            progressed: false,
-        });
-        if stall.progressed {
-            stall.progressed = false;
-            stall
-                .sleep
-                .as_mut()
-                .reset(tokio::time::Instant::now() + timeout);
-        }
-        stall.sleep.as_mut().poll(cx)
     }
 }
 
@@ -977,7 +953,7 @@ impl Body for UpstreamBody {
             let filled = match conn.poll_fill(cx) {
                 Poll::Ready(filled) => filled,
                 Poll::Pending => {
-                    if this.poll_stalled(cx).is_ready() {
+                    if this.stall.poll_expired(cx).is_ready() {
                         this.state = BodyState::Done;
                         return Poll::Ready(Some(Err(io::Error::new(
                             io::ErrorKind::TimedOut,
@@ -996,11 +972,7 @@ impl Body for UpstreamBody {
                     this.state = BodyState::Done;
                     return Poll::Ready(Some(Err(io::ErrorKind::UnexpectedEof.into())));
                 }
-                Ok(_) => {
-                    if let Some(stall) = &mut this.stall {
-                        stall.progressed = true;
-                    }
-                }
+                Ok(_) => this.stall.progressed(),
                 Err(e) => {
                     this.state = BodyState::Done;
                     return Poll::Ready(Some(Err(e)));
