@@ -154,6 +154,11 @@ fn start_proxy(upstream: &str, extra: &[&str]) -> Proxy {
 
 /// Starts sojourn with `args` and waits until it proxies every one of
 /// `services`; `addr` is the first one's.
+/// A proxy (with `extra` flags) in front of the test upstream (`upstream()`).
+fn proxy_to_test_upstream(extra: &[&str]) -> Proxy {
+    start_proxy(&format!("http://{}", upstream()), extra)
+}
+
 fn start_services(args: &[&str], services: &[&str]) -> Proxy {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sojourn"))
         .args(args)
@@ -279,8 +284,7 @@ fn get(uri: impl AsRef<str>) -> hyper::Request<http_body_util::Empty<hyper::body
 
 #[test]
 fn status_codes_pass_through_and_every_request_is_counted() {
-    let up = upstream();
-    let p = start_proxy(&format!("http://{up}"), &["--route", "/status/{code}"]);
+    let p = proxy_to_test_upstream(&["--route", "/status/{code}"]);
     let sent = [(200, 5), (404, 2), (503, 1)];
     for (code, n) in sent {
         for _ in 0..n {
@@ -337,8 +341,7 @@ fn an_upstream_that_is_down_is_a_502_counted_as_connect() {
 
 #[test]
 fn an_upstream_slower_than_the_timeout_is_a_504() {
-    let up = upstream();
-    let p = start_proxy(&format!("http://{up}"), &["--upstream.timeout", "300ms"]);
+    let p = proxy_to_test_upstream(&["--upstream.timeout", "300ms"]);
     let started = Instant::now();
     let (status, _) = request(p.addr, "GET", "/slow/3000", &[], b"");
     assert_eq!(status, 504);
@@ -443,8 +446,7 @@ fn assert_cancelled_and_recorded(p: &Proxy, method: &str, status: u16, why: &str
 
 #[test]
 fn a_client_that_goes_away_before_the_response_head_is_counted_as_cancelled() {
-    let up = upstream();
-    let p = start_proxy(&format!("http://{up}"), &[]);
+    let p = proxy_to_test_upstream(&[]);
     let mut s = TcpStream::connect(p.addr).unwrap();
     write!(s, "GET /slow/1500 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -460,8 +462,7 @@ fn a_client_that_goes_away_before_the_response_head_is_counted_as_cancelled() {
 
 #[test]
 fn a_client_that_goes_away_is_counted_as_cancelled() {
-    let up = upstream();
-    let p = start_proxy(&format!("http://{up}"), &[]);
+    let p = proxy_to_test_upstream(&[]);
     let mut s = TcpStream::connect(p.addr).unwrap();
     write!(s, "GET /drip HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let mut first = [0u8; 64];
@@ -473,8 +474,7 @@ fn a_client_that_goes_away_is_counted_as_cancelled() {
 
 #[test]
 fn headers_are_rewritten_as_a_proxy_should() {
-    let up = upstream();
-    let p = start_proxy(&format!("http://{up}"), &[]);
+    let p = proxy_to_test_upstream(&[]);
     let (status, body) = request(
         p.addr,
         "GET",
@@ -821,11 +821,7 @@ fn several_services_from_a_config_file_are_proxied_and_counted_apart() {
 
 #[test]
 fn window_quantiles_are_the_requests_latencies_and_age_out() {
-    let up = upstream();
-    let p = start_proxy(
-        &format!("http://{up}"),
-        &["--proxy.quantile-window", "3s", "--route", "/slow/{ms}"],
-    );
+    let p = proxy_to_test_upstream(&["--proxy.quantile-window", "3s", "--route", "/slow/{ms}"]);
     // 19 requests of ~40 ms and one of ~400 ms: p50 ≈ 40 ms, p99.9 ≈ 400 ms.
     for _ in 0..19 {
         assert_eq!(request(p.addr, "GET", "/slow/40", &[], b"").0, 200);
@@ -863,8 +859,7 @@ fn window_quantiles_are_the_requests_latencies_and_age_out() {
 #[test]
 fn an_upgraded_connection_is_relayed_both_ways_and_counted() {
     use std::io::{Read, Write};
-    let up = upstream();
-    let p = start_proxy(&format!("http://{up}"), &[]);
+    let p = proxy_to_test_upstream(&[]);
     let mut client = std::net::TcpStream::connect(p.addr).unwrap();
     client
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -931,8 +926,7 @@ fn an_upgraded_connection_is_relayed_both_ways_and_counted() {
 
 #[test]
 fn http2_prior_knowledge_clients_are_served_and_counted() {
-    let up = upstream();
-    let p = start_proxy(&format!("http://{up}"), &[]);
+    let p = proxy_to_test_upstream(&[]);
     let rt = runtime();
     let (statuses, headers) = rt.block_on(async {
         use http_body_util::BodyExt;
@@ -1042,11 +1036,7 @@ fn read_response(r: &mut BufReader<TcpStream>) -> (u16, Vec<(String, String)>, V
 
 #[test]
 fn an_idle_keep_alive_connection_is_parked_and_serves_again_until_the_idle_timeout() {
-    let up = upstream();
-    let p = start_proxy(
-        &format!("http://{up}"),
-        &["--proxy.idle-timeout", "4s", "--proxy.header-timeout", "1s"],
-    );
+    let p = proxy_to_test_upstream(&["--proxy.idle-timeout", "4s", "--proxy.header-timeout", "1s"]);
     let idle = |p: &Proxy| {
         value(
             &metrics(p),
@@ -1297,14 +1287,11 @@ fn a_pooled_connection_closed_as_a_request_crosses_it_is_retried_only_if_idempot
 
 #[test]
 fn a_chunked_upload_goes_upstream_chunked_and_whole() {
-    let up = upstream();
-    let p = start_proxy(&format!("http://{up}"), &[]);
-    let mut s = TcpStream::connect(p.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(
+    let p = proxy_to_test_upstream(&[]);
+    let mut s = client_sending(
+        p.addr,
         b"POST /upload HTTP/1.1\r\nHost: shop\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
-    )
-    .unwrap();
+    );
     std::thread::sleep(Duration::from_millis(100));
     s.write_all(b"6\r\n world\r\n0\r\n\r\n").unwrap();
     let (status, _, body) = read_response(&mut BufReader::new(s));
@@ -1317,8 +1304,7 @@ fn a_chunked_upload_goes_upstream_chunked_and_whole() {
 
 #[test]
 fn a_request_body_that_breaks_off_is_the_clients_failure_not_the_upstreams() {
-    let up = upstream();
-    let p = start_proxy(&format!("http://{up}"), &[]);
+    let p = proxy_to_test_upstream(&[]);
     let upstream_errors = |text: &str| {
         ["connect", "timeout", "reset"]
             .iter()
@@ -1333,10 +1319,10 @@ fn a_request_body_that_breaks_off_is_the_clients_failure_not_the_upstreams() {
 
     // The client half-closes after 10 of the 1000 bytes it announced: it
     // is told 400, and the request is a cancellation (499).
-    let mut s = TcpStream::connect(p.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"POST /upload HTTP/1.1\r\nHost: shop\r\nContent-Length: 1000\r\n\r\n0123456789")
-        .unwrap();
+    let mut s = client_sending(
+        p.addr,
+        b"POST /upload HTTP/1.1\r\nHost: shop\r\nContent-Length: 1000\r\n\r\n0123456789",
+    );
     std::thread::sleep(Duration::from_millis(100));
     s.shutdown(std::net::Shutdown::Write).unwrap();
     let answer = String::from_utf8_lossy(&read_until_closed(&mut s)).into_owned();
@@ -1362,12 +1348,10 @@ fn a_request_body_that_breaks_off_is_the_clients_failure_not_the_upstreams() {
     }
 
     // A chunk-size line that is not hex: 400, recorded as such.
-    let mut s = TcpStream::connect(p.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(
+    let mut s = client_sending(
+        p.addr,
         b"POST /upload HTTP/1.1\r\nHost: shop\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
-    )
-    .unwrap();
+    );
     std::thread::sleep(Duration::from_millis(100));
     s.write_all(b"zz\r\nbad\r\n0\r\n\r\n").unwrap();
     let answer = String::from_utf8_lossy(&read_until_closed(&mut s)).into_owned();
@@ -1387,16 +1371,13 @@ fn a_request_body_that_breaks_off_is_the_clients_failure_not_the_upstreams() {
 
 #[test]
 fn an_upload_is_timed_by_who_stalls_it_not_by_its_length() {
-    let up = upstream();
-    let p = start_proxy(&format!("http://{up}"), &["--upstream.timeout", "300ms"]);
+    let p = proxy_to_test_upstream(&["--upstream.timeout", "300ms"]);
     let timeouts = r#"sojourn_proxy_upstream_errors_total{service="shop",error_type="timeout"}"#;
     let upload_head = b"POST /upload HTTP/1.1\r\nHost: shop\r\nContent-Length: 1000\r\n\r\n";
 
     // 1000 bytes over a second, 100 every 100 ms: three timeouts long, and
     // never silent for one. It goes through whole.
-    let mut s = TcpStream::connect(p.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(upload_head).unwrap();
+    let mut s = client_sending(p.addr, upload_head);
     for _ in 0..10 {
         s.write_all(&[7u8; 100])
             .expect("a slow, steady upload was cut off");
@@ -1410,9 +1391,7 @@ fn an_upload_is_timed_by_who_stalls_it_not_by_its_length() {
     );
 
     // A client that stops after 100 bytes: 408, the client's timeout.
-    let mut s = TcpStream::connect(p.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(upload_head).unwrap();
+    let mut s = client_sending(p.addr, upload_head);
     s.write_all(&[7u8; 100]).unwrap();
     let stalled = Instant::now();
     let answer = String::from_utf8_lossy(&read_until_closed(&mut s)).into_owned();
@@ -1465,8 +1444,7 @@ fn an_upload_is_timed_by_who_stalls_it_not_by_its_length() {
 
 #[test]
 fn a_client_that_stops_reading_is_closed_after_the_send_timeout() {
-    let up = upstream();
-    let p = start_proxy(&format!("http://{up}"), &["--proxy.send-timeout", "500ms"]);
+    let p = proxy_to_test_upstream(&["--proxy.send-timeout", "500ms"]);
     let mut s = TcpStream::connect(p.addr).unwrap();
     // 256 MiB: far more than the socket buffers between the proxy and this
     // client hold, so the proxy's writes wait once they are full.
@@ -1487,16 +1465,12 @@ fn a_client_that_stops_reading_is_closed_after_the_send_timeout() {
 
 #[test]
 fn http2_connections_that_idle_or_stop_reading_are_closed() {
-    let up = upstream();
-    let p = start_proxy(
-        &format!("http://{up}"),
-        &[
-            "--proxy.idle-timeout",
-            "1s",
-            "--proxy.send-timeout",
-            "500ms",
-        ],
-    );
+    let p = proxy_to_test_upstream(&[
+        "--proxy.idle-timeout",
+        "1s",
+        "--proxy.send-timeout",
+        "500ms",
+    ]);
     let open = r#"sojourn_proxy_open_connections{service="shop"}"#;
 
     // An idle connection is told GOAWAY after 1–1.5 idle timeouts.
@@ -1551,6 +1525,15 @@ fn http2_connections_that_idle_or_stop_reading_are_closed() {
     assert_eq!(value(&text, open), Some(0.0), "{text}");
 }
 
+/// A client connection to `addr` that has sent `bytes` (reads time out
+/// after 10 s).
+fn client_sending(addr: SocketAddr, bytes: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(bytes).unwrap();
+    s
+}
+
 /// Reads until the proxy closes the connection; what it sent before.
 fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
     let mut got = Vec::new();
@@ -1568,16 +1551,12 @@ fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
 
 #[test]
 fn slow_huge_and_surplus_clients_are_cut_off() {
-    let up = upstream();
-    let p = start_proxy(
-        &format!("http://{up}"),
-        &[
-            "--proxy.header-timeout",
-            "1s",
-            "--proxy.max-connections",
-            "3",
-        ],
-    );
+    let p = proxy_to_test_upstream(&[
+        "--proxy.header-timeout",
+        "1s",
+        "--proxy.max-connections",
+        "3",
+    ]);
     // Slowloris: a header line every 200 ms never finishes the head; the
     // header timeout (1 s) ends the connection however long it trickles.
     let mut slow = TcpStream::connect(p.addr).unwrap();
@@ -1669,8 +1648,7 @@ fn slow_huge_and_surplus_clients_are_cut_off() {
 fn an_upstream_body_that_stalls_is_cut_off_after_the_timeout_between_reads() {
     // A chunk every 100 ms for 5 s: never silent for the 300 ms timeout,
     // so served whole, however long it takes.
-    let up = upstream();
-    let p = start_proxy(&format!("http://{up}"), &["--upstream.timeout", "300ms"]);
+    let p = proxy_to_test_upstream(&["--upstream.timeout", "300ms"]);
     let (status, body) = request(p.addr, "GET", "/drip", &[], b"");
     assert_eq!((status, body.len()), (200, 250), "the drip passed whole");
     // A body that stops after 7 of its 100 bytes, the connection left open.
