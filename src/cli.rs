@@ -506,7 +506,7 @@ fn proxy_args(cmd: Command) -> Command {
             .value_name("DURATION")
             .default_value("60s")
             .value_parser(parse_duration)
-            .help("Longest a client may take nothing of its response (nginx's send_timeout); a client that stops reading is closed after (HTTP/2: sent a PING after that long without a frame, closed if it goes unanswered as long)"),
+            .help("Longest a client may take nothing of its response (nginx's send_timeout); a client that stops reading is closed after (HTTP/2: sent a PING after that long without a frame, closed if it goes unanswered as long; a stream whose window stays shut that long is reset)"),
     )
     .arg(
         Arg::new("proxy.max-connections")

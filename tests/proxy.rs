@@ -152,13 +152,13 @@ fn start_proxy(upstream: &str, extra: &[&str]) -> Proxy {
     start_services(&args, &["shop"])
 }
 
-/// Starts sojourn with `args` and waits until it proxies every one of
-/// `services`; `addr` is the first one's.
 /// A proxy (with `extra` flags) in front of the test upstream (`upstream()`).
 fn proxy_to_test_upstream(extra: &[&str]) -> Proxy {
     start_proxy(&format!("http://{}", upstream()), extra)
 }
 
+/// Starts sojourn with `args` and waits until it proxies every one of
+/// `services`; `addr` is the first one's.
 fn start_services(args: &[&str], services: &[&str]) -> Proxy {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sojourn"))
         .args(args)
@@ -1515,14 +1515,17 @@ fn http2_connections_that_idle_or_stop_reading_are_closed() {
     });
     frozen.recv_timeout(Duration::from_secs(5)).unwrap();
     let stopped = Instant::now();
+    // Its stream is reset (its window stays shut: `flow`), and the
+    // connection closed (the PING unanswered).
     assert_cancelled_and_recorded(&p, "GET", 200, "the frozen client's request is cut off");
-    assert!(
-        stopped.elapsed() < Duration::from_secs(4),
-        "{:?}",
-        stopped.elapsed()
-    );
-    let text = metrics(&p);
-    assert_eq!(value(&text, open), Some(0.0), "{text}");
+    loop {
+        let text = metrics(&p);
+        if value(&text, open) == Some(0.0) {
+            break;
+        }
+        assert!(stopped.elapsed() < Duration::from_secs(4), "{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A client connection to `addr` that has sent `bytes` (reads time out
@@ -1684,4 +1687,93 @@ fn an_upstream_body_that_stalls_is_cut_off_after_the_timeout_between_reads() {
         Some(1.0),
         "{text}"
     );
+}
+
+#[test]
+fn an_http2_stream_whose_window_stays_shut_is_reset_after_the_send_timeout() {
+    let p = proxy_to_test_upstream(&["--proxy.send-timeout", "500ms"]);
+    // A client that answers PINGs (its connection task runs) but never
+    // reads its response body, so never opens the stream's window again.
+    let (head_send, head) = std::sync::mpsc::channel();
+    let (go_on, told) = tokio::sync::oneshot::channel::<()>();
+    let addr = p.addr;
+    let client = std::thread::spawn(move || {
+        runtime().block_on(async {
+            use http_body_util::BodyExt;
+            let (mut sender, _conn) = h2_client(addr).await;
+            let req = get("http://shop/bytes/104857600");
+            let mut body = sender.send_request(req).await.unwrap().into_body();
+            head_send.send(()).unwrap();
+            told.await.unwrap();
+            let mut read = 0usize;
+            let ended = loop {
+                match body.frame().await {
+                    Some(Ok(f)) => read += f.data_ref().map_or(0, |d| d.len()),
+                    Some(Err(e)) => break format!("error: {e}"),
+                    None => break "whole".to_string(),
+                }
+            };
+            // The connection itself serves on.
+            let again = sender.send_request(get("http://shop/status/204")).await;
+            (ended, read, again.map(|r| r.status().as_u16()).ok())
+        })
+    });
+    head.recv_timeout(Duration::from_secs(5)).unwrap();
+    let stalled = Instant::now();
+    assert_cancelled_and_recorded(&p, "GET", 200, "the stalled stream is cut off");
+    assert!(
+        stalled.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        stalled.elapsed()
+    );
+    go_on.send(()).unwrap();
+    let (ended, read, again) = client.join().unwrap();
+    assert!(ended.starts_with("error"), "{ended} after {read} bytes");
+    assert!(read < 104_857_600 / 2, "{read} bytes");
+    assert_eq!(
+        again,
+        Some(204),
+        "the connection was closed with the stream"
+    );
+}
+
+#[test]
+fn a_frozen_http2_client_does_not_hold_the_stop_up() {
+    // The drain timeout is 30 s: the stop must end well before it.
+    let mut p = proxy_to_test_upstream(&["--proxy.send-timeout", "500ms"]);
+    let (frozen_send, frozen) = std::sync::mpsc::channel();
+    let addr = p.addr;
+    std::thread::spawn(move || {
+        runtime().block_on(async {
+            use http_body_util::BodyExt;
+            let (mut sender, _) = h2_client(addr).await;
+            let req = get("http://shop/bytes/104857600");
+            let mut body = sender.send_request(req).await.unwrap().into_body();
+            body.frame().await.unwrap().unwrap();
+            frozen_send.send(()).unwrap();
+            // No read, no WINDOW_UPDATE, no answer to the GOAWAY's PING.
+            std::thread::sleep(Duration::from_secs(20));
+        });
+    });
+    frozen.recv_timeout(Duration::from_secs(5)).unwrap();
+    let stopped = Instant::now();
+    let pid = p.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    loop {
+        if let Some(code) = p.child.try_wait().unwrap() {
+            assert!(code.success(), "{code}");
+            break;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(5),
+            "a frozen HTTP/2 client held the stop up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -11,6 +11,7 @@
 
 pub mod admission;
 pub mod client;
+mod flow;
 mod stall;
 pub mod stats;
 mod trim;
@@ -29,7 +30,7 @@ use http_body_util::Full;
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
@@ -237,7 +238,7 @@ struct Shared {
     /// The empty `http_route`, shared rather than allocated per request.
     no_route: Arc<str>,
     h1: hyper::server::conn::http1::Builder,
-    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    h2: hyper::server::conn::http2::Builder<flow::StreamExecutor>,
     /// Sweeps every `client::idle_sweep`, and the stop, for the HTTP/1
     /// connections being served.
     control: client::Control,
@@ -307,7 +308,9 @@ pub async fn serve(
         // the read that crosses it (a 70 KiB head was forwarded).
         .max_header_size(upstream::MAX_HEAD)
         .max_buf_size(upstream::MAX_HEAD);
-    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    let mut h2 = hyper::server::conn::http2::Builder::new(flow::StreamExecutor {
+        send_timeout: cfg.send_timeout,
+    });
     h2.timer(TokioTimer::new())
         .max_header_list_size(upstream::MAX_HEAD as u32)
         .max_concurrent_streams(256)
@@ -315,7 +318,8 @@ pub async fn serve(
         // nothing long before the socket fills, so the send timeout cannot
         // see it: a PING unanswered for the send timeout after that long
         // without a frame closes it (and ends a GOAWAY whose PING is never
-        // answered).
+        // answered). A client that answers but keeps one stream's window
+        // shut is `flow`'s.
         .keep_alive_interval(cfg.send_timeout)
         .keep_alive_timeout(cfg.send_timeout);
     let shared = Arc::new(Shared {
@@ -508,11 +512,17 @@ fn forward(
         route_index,
         in_flight,
     );
+    let http2 = req.version() == hyper::Version::HTTP_2;
     let (mut parts, body) = req.into_parts();
     upstream_head(&mut parts, upgrade.as_ref(), peer_ip);
     let request = upstream::Prepared::new(&parts, body.is_end_stream());
     drop(parts);
     async move {
+        // hyper calls the service on the connection's task and polls this
+        // on the stream's.
+        if http2 {
+            recording.client_window = flow::Waiting::current();
+        }
         let stats = &shared.stats;
         if let Some(a) = &shared.admission {
             // Boxed: its wait is the rare path, and the request's future is
@@ -764,6 +774,8 @@ struct Recording {
     permit: Option<Permit>,
     /// The request's claim on its HTTP/1 connection, ended with it.
     in_flight: Option<client::InFlight>,
+    /// HTTP/2: its stream's watch for a client window that stays shut.
+    client_window: Option<Arc<flow::Waiting>>,
 }
 
 /// The status a request is recorded with when its client left before any
@@ -792,12 +804,18 @@ impl Recording {
             done: false,
             permit: None,
             in_flight,
+            client_window: None,
         }
     }
 
     /// The response's body, which records the request when it ends.
     fn respond(mut self, status: StatusCode, inner: Inner) -> RecordedBody {
         self.key.status = status.as_u16();
+        // Until hyper asks for the first frame, the head is what the client
+        // has to take (a window shut from the start is one never opened).
+        if let Some(w) = &self.client_window {
+            w.handed();
+        }
         RecordedBody {
             inner,
             recording: self,
@@ -850,6 +868,9 @@ impl Body for RecordedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        if let Some(w) = &self.recording.client_window {
+            w.asked();
+        }
         let polled = match &mut self.inner {
             Inner::Upstream(b) => Pin::new(b).poll_frame(cx),
             Inner::Local(b) => Pin::new(b)
@@ -858,6 +879,9 @@ impl Body for RecordedBody {
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(w) = &self.recording.client_window {
+                    w.handed();
+                }
                 if let Some(data) = frame.data_ref() {
                     self.recording
                         .stats
