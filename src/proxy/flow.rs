@@ -85,3 +85,92 @@ where
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::rt::Executor;
+    use tokio::sync::mpsc;
+
+    /// Set when the stream's future is dropped (hyper resets the stream).
+    struct DroppedFlag(Arc<AtomicBool>);
+
+    impl Drop for DroppedFlag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// What hyper and the response body do on the stream's task.
+    enum Step {
+        /// The body handed hyper a frame.
+        Handed,
+        /// hyper asked the body for its next frame.
+        Asked,
+    }
+
+    /// A stream on `exec` that does the steps sent to it (each on its own
+    /// task, as hyper's are) and never ends by itself; whether it was
+    /// dropped.
+    fn stream(exec: &StreamExecutor) -> (mpsc::UnboundedSender<Step>, Arc<AtomicBool>) {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let flag = DroppedFlag(dropped.clone());
+        let (steps, mut next) = mpsc::unbounded_channel();
+        exec.execute(async move {
+            let _flag = flag;
+            let waiting = Waiting::current().expect("seen on the stream's task");
+            while let Some(step) = next.recv().await {
+                match step {
+                    Step::Handed => waiting.handed(),
+                    Step::Asked => waiting.asked(),
+                }
+            }
+            std::future::pending::<()>().await
+        });
+        (steps, dropped)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_is_dropped_once_its_window_stayed_shut_for_the_timeout() {
+        assert!(Waiting::current().is_none(), "no stream outside");
+        let exec = StreamExecutor {
+            send_timeout: Duration::from_secs(1),
+        };
+        let (steps, dropped) = stream(&exec);
+        steps.send(Step::Handed).unwrap();
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert!(!dropped.load(Ordering::Relaxed));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            dropped.load(Ordering::Relaxed),
+            "a frame handed and never asked after for 1.1 s"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_waiting_on_its_upstream_or_moving_is_left_alone() {
+        let exec = StreamExecutor {
+            send_timeout: Duration::from_secs(1),
+        };
+        // hyper asked and the body has nothing yet: the upstream's wait,
+        // timed by the upstream's read timeout, not this.
+        let (upstream_wait, dropped) = stream(&exec);
+        upstream_wait.send(Step::Handed).unwrap();
+        upstream_wait.send(Step::Asked).unwrap();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(!dropped.load(Ordering::Relaxed));
+        // A client whose window opens a little every 0.7 s: 7 s in all.
+        let (slow_reader, slow_dropped) = stream(&exec);
+        for _ in 0..10 {
+            slow_reader.send(Step::Handed).unwrap();
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            slow_reader.send(Step::Asked).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(!slow_dropped.load(Ordering::Relaxed));
+        // Then shut for good.
+        slow_reader.send(Step::Handed).unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(slow_dropped.load(Ordering::Relaxed));
+    }
+}

@@ -50,3 +50,43 @@ impl Stall {
         sleep.as_mut().poll(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One poll of the wait: has it expired?
+    async fn expired(stall: &mut Stall) -> bool {
+        std::future::poll_fn(|cx| Poll::Ready(stall.poll_expired(cx).is_ready())).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stall_expires_a_timeout_after_the_last_progress() {
+        let mut stall = Stall::new(Duration::from_secs(1));
+        stall.progressed();
+        assert!(stall.sleep.is_none(), "no timer until a wait begins");
+        assert!(!expired(&mut stall).await);
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        stall.progressed();
+        assert!(!expired(&mut stall).await, "moved on to 1.8 s");
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert!(
+            !expired(&mut stall).await,
+            "1.7 s: 0.9 s since the progress"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(expired(&mut stall).await, "1.9 s: 1.1 s since the progress");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_that_begins_late_is_timed_from_its_beginning() {
+        let mut stall = Stall::new(Duration::from_secs(1));
+        // Bytes moved for 5 s without a wait: no timer ran meanwhile.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!expired(&mut stall).await);
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert!(!expired(&mut stall).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(expired(&mut stall).await);
+    }
+}
