@@ -550,15 +550,8 @@ fn sigterm_drains_requests_in_flight() {
     // Answered just before the stop: still inside hyper, well before a
     // sweep could park it.
     let mut just_answered = idle_h1();
-    let pid = p.child.id().to_string();
     let stopped = Instant::now();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&p);
     assert_eq!(just_answered.read(&mut [0; 16]).unwrap(), 0, "closed");
     assert!(
         stopped.elapsed() < Duration::from_millis(400),
@@ -1497,23 +1490,7 @@ fn http2_connections_that_idle_or_stop_reading_are_closed() {
     // A client that stops reading in the middle of a response: flow
     // control stalls the stream before the socket fills, and the unanswered
     // PING closes the connection.
-    let (frozen_send, frozen) = std::sync::mpsc::channel();
-    let addr = p.addr;
-    std::thread::spawn(move || {
-        let rt = runtime();
-        rt.block_on(async {
-            use http_body_util::BodyExt;
-            let (mut sender, _) = h2_client(addr).await;
-            let req = get("http://shop/bytes/104857600");
-            let mut body = sender.send_request(req).await.unwrap().into_body();
-            body.frame().await.unwrap().unwrap();
-            frozen_send.send(()).unwrap();
-            // The whole client, its connection task included, stops: no
-            // read, no WINDOW_UPDATE, no PING answered.
-            std::thread::sleep(Duration::from_secs(10));
-        });
-    });
-    frozen.recv_timeout(Duration::from_secs(5)).unwrap();
+    freeze_http2_client_mid_download(p.addr, Duration::from_secs(10));
     let stopped = Instant::now();
     // Its stream is reset (its window stays shut: `flow`), and the
     // connection closed (the PING unanswered).
@@ -1526,6 +1503,36 @@ fn http2_connections_that_idle_or_stop_reading_are_closed() {
         assert!(stopped.elapsed() < Duration::from_secs(4), "{text}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// An HTTP/2 client of `addr` that starts a 100 MiB download and, once its
+/// first frame came, stops whole for `frozen` (its connection task too: no
+/// read, no WINDOW_UPDATE, no PING answered). Returns once it stopped.
+fn freeze_http2_client_mid_download(addr: SocketAddr, frozen: Duration) {
+    let (stopped, stop) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        runtime().block_on(async {
+            use http_body_util::BodyExt;
+            let (mut sender, _) = h2_client(addr).await;
+            let req = get("http://shop/bytes/104857600");
+            let mut body = sender.send_request(req).await.unwrap().into_body();
+            body.frame().await.unwrap().unwrap();
+            stopped.send(()).unwrap();
+            std::thread::sleep(frozen);
+        });
+    });
+    stop.recv_timeout(Duration::from_secs(5)).unwrap();
+}
+
+fn sigterm(p: &Proxy) {
+    let pid = p.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
 }
 
 /// A client connection to `addr` that has sent `bytes` (reads time out
@@ -1741,30 +1748,10 @@ fn an_http2_stream_whose_window_stays_shut_is_reset_after_the_send_timeout() {
 fn a_frozen_http2_client_does_not_hold_the_stop_up() {
     // The drain timeout is 30 s: the stop must end well before it.
     let mut p = proxy_to_test_upstream(&["--proxy.send-timeout", "500ms"]);
-    let (frozen_send, frozen) = std::sync::mpsc::channel();
-    let addr = p.addr;
-    std::thread::spawn(move || {
-        runtime().block_on(async {
-            use http_body_util::BodyExt;
-            let (mut sender, _) = h2_client(addr).await;
-            let req = get("http://shop/bytes/104857600");
-            let mut body = sender.send_request(req).await.unwrap().into_body();
-            body.frame().await.unwrap().unwrap();
-            frozen_send.send(()).unwrap();
-            // No read, no WINDOW_UPDATE, no answer to the GOAWAY's PING.
-            std::thread::sleep(Duration::from_secs(20));
-        });
-    });
-    frozen.recv_timeout(Duration::from_secs(5)).unwrap();
+    // Nor answers the GOAWAY's PING.
+    freeze_http2_client_mid_download(p.addr, Duration::from_secs(20));
     let stopped = Instant::now();
-    let pid = p.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&p);
     loop {
         if let Some(code) = p.child.try_wait().unwrap() {
             assert!(code.success(), "{code}");
