@@ -322,7 +322,7 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
             drop(idle);
             match sniffed {
                 Some(Sniffed::Http2) => {
-                    return Box::pin(serve_h2(io, peer, &shared)).await;
+                    return Box::pin(serve_h2(io, &conn, peer, &shared)).await;
                 }
                 Some(_) => {}
                 None => return,
@@ -507,8 +507,7 @@ async fn serve_h1(
 /// looked at every quarter); one whose client stops reading, or answers
 /// nothing, is caught by hyper's keep-alive PING (the send timeout: see
 /// `super::serve`).
-async fn serve_h2(io: Replay, peer: SocketAddr, shared: &Arc<Shared>) {
-    let conn = io.conn.clone().unwrap_or_default();
+async fn serve_h2(io: Replay, conn: &Arc<ClientConn>, peer: SocketAddr, shared: &Arc<Shared>) {
     let service = super::service(shared.clone(), peer, Some(conn.clone()));
     let http = shared.h2.serve_connection(TokioIo::new(io), service);
     tokio::pin!(http);

@@ -247,7 +247,7 @@ struct Shared {
 }
 
 /// The proxy as a hyper service, for one client connection (`client`:
-/// the HTTP/1 connection's state; None on HTTP/2).
+/// what its requests tell the task serving it).
 fn service(
     shared: Arc<Shared>,
     peer: SocketAddr,
@@ -772,7 +772,7 @@ struct Recording {
     done: bool,
     /// The request's slot under --max-concurrency, given back with it.
     permit: Option<Permit>,
-    /// The request's claim on its HTTP/1 connection, ended with it.
+    /// The request's claim on its client connection, ended with it.
     in_flight: Option<client::InFlight>,
     /// HTTP/2: its stream's watch for a client window that stays shut.
     client_window: Option<Arc<flow::Waiting>>,
