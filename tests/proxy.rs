@@ -418,6 +418,28 @@ fn large_bodies_stream_byte_exact_both_ways() {
 /// Waits (up to 5 s) until the one request made has ended as cancelled and
 /// left the active-requests gauge, then checks it is recorded in the
 /// duration histogram under `method` and `status`.
+/// Asserts that `series` reads `want` now.
+fn assert_value(p: &Proxy, series: &str, want: f64) {
+    let text = metrics(p);
+    assert_eq!(value(&text, series), Some(want), "{series}\n{text}");
+}
+
+/// Waits up to `within` for `series` to read `want`; the metrics then.
+fn wait_for_value(p: &Proxy, series: &str, want: f64, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let text = metrics(p);
+        if value(&text, series) == Some(want) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} is not {want} after {within:?}\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn assert_cancelled_and_recorded(p: &Proxy, method: &str, status: u16, why: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -878,26 +900,13 @@ fn an_upgraded_connection_is_relayed_both_ways_and_counted() {
         client.read_exact(&mut back).unwrap();
         assert_eq!(back, message);
     }
-    let text = metrics(&p);
-    assert_eq!(
-        value(&text, r#"sojourn_proxy_open_tunnels{service="shop"}"#),
-        Some(1.0),
-        "{text}"
-    );
+    assert_value(&p, r#"sojourn_proxy_open_tunnels{service="shop"}"#, 1.0);
     drop(client);
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let text = loop {
-        let text = metrics(&p);
-        if value(&text, r#"sojourn_proxy_open_tunnels{service="shop"}"#) == Some(0.0)
-            || std::time::Instant::now() > deadline
-        {
-            break text;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(
-        value(&text, r#"sojourn_proxy_open_tunnels{service="shop"}"#),
-        Some(0.0)
+    let text = wait_for_value(
+        &p,
+        r#"sojourn_proxy_open_tunnels{service="shop"}"#,
+        0.0,
+        Duration::from_secs(5),
     );
     let bytes = 5 + 4 + 70_000;
     assert_eq!(
@@ -1333,12 +1342,8 @@ fn a_request_body_that_breaks_off_is_the_clients_failure_not_the_upstreams() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(100));
     drop(s);
-    let deadline = Instant::now() + Duration::from_secs(5);
     let cancelled = r#"sojourn_proxy_requests_cancelled_total{service="shop"}"#;
-    while value(&metrics(&p), cancelled) != Some(2.0) {
-        assert!(Instant::now() < deadline, "{}", metrics(&p));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_value(&p, cancelled, 2.0, Duration::from_secs(5));
 
     // A chunk-size line that is not hex: 400, recorded as such.
     let mut s = client_sending(
@@ -1447,12 +1452,7 @@ fn a_client_that_stops_reading_is_closed_after_the_send_timeout() {
     assert!(first[..n].starts_with(b"HTTP/1.1 200"));
     // Reads nothing more, and stays: the proxy must let go of it.
     assert_cancelled_and_recorded(&p, "GET", 200, "a client that reads nothing is cut off");
-    let text = metrics(&p);
-    assert_eq!(
-        value(&text, r#"sojourn_proxy_open_connections{service="shop"}"#),
-        Some(0.0),
-        "{text}"
-    );
+    assert_value(&p, r#"sojourn_proxy_open_connections{service="shop"}"#, 0.0);
     drop(s);
 }
 
@@ -1495,14 +1495,12 @@ fn http2_connections_that_idle_or_stop_reading_are_closed() {
     // Its stream is reset (its window stays shut: `flow`), and the
     // connection closed (the PING unanswered).
     assert_cancelled_and_recorded(&p, "GET", 200, "the frozen client's request is cut off");
-    loop {
-        let text = metrics(&p);
-        if value(&text, open) == Some(0.0) {
-            break;
-        }
-        assert!(stopped.elapsed() < Duration::from_secs(4), "{text}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_value(
+        &p,
+        open,
+        0.0,
+        Duration::from_secs(4).saturating_sub(stopped.elapsed()),
+    );
 }
 
 /// An HTTP/2 client of `addr` that starts a 100 MiB download and, once its
@@ -1685,14 +1683,10 @@ fn an_upstream_body_that_stalls_is_cut_off_after_the_timeout_between_reads() {
         took >= Duration::from_millis(300) && took < Duration::from_secs(3),
         "cut after {took:?} with a 300 ms timeout"
     );
-    let text = metrics(&p);
-    assert_eq!(
-        value(
-            &text,
-            r#"sojourn_proxy_upstream_errors_total{service="shop",error_type="timeout"}"#
-        ),
-        Some(1.0),
-        "{text}"
+    assert_value(
+        &p,
+        r#"sojourn_proxy_upstream_errors_total{service="shop",error_type="timeout"}"#,
+        1.0,
     );
 }
 
