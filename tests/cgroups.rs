@@ -245,7 +245,24 @@ fn a_busy_process_under_a_small_quota_is_throttled() {
         "most readings throttled 50-100 ms per period: {snap:?}"
     );
     drop(queues);
+
+    // The container goes: its queue goes with it, standing as it was.
     drop(cg);
+    let removed = std::time::Instant::now();
+    while sampler
+        .shared
+        .queues
+        .lock()
+        .unwrap()
+        .snapshot(&queue)
+        .is_some()
+    {
+        assert!(
+            removed.elapsed() < Duration::from_secs(2),
+            "the removed cgroup's queue is still reported"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A stand-in for the kubelet's read-only port: answers every request with

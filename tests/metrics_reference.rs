@@ -66,10 +66,10 @@ fn documented() -> Vec<Row> {
 /// name -> (type, label names) from a full fixture scrape.
 fn emitted() -> BTreeMap<String, (String, BTreeSet<String>)> {
     // The queue collector included: give its sampler a few intervals first,
-    // with a listener of our own so that a TCP accept queue exists.
+    // with a listener of our own so that a TCP accept queue exists (a
+    // connection waits in it, so it is a queue from the first sample).
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let _server = listener.accept().unwrap();
     // And the process collector, selecting the fixture's postgres process.
     let scraper = common::tree_scraper_with(
         &common::fixtures(),

@@ -141,14 +141,40 @@ fn listen_overflows() -> u64 {
     panic!("no TcpExt in /proc/net/netstat");
 }
 
+/// A listener on an ephemeral loopback port with `backlog`, nobody accepting.
+fn listener(backlog: i32) -> std::net::TcpListener {
+    listener_on(0, backlog)
+}
+
+fn listener_on(port: u16, backlog: i32) -> std::net::TcpListener {
+    use rustix::net::{AddressFamily, SocketType, bind, listen, socket, sockopt};
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    // The port may still have TIME-WAIT connections of an earlier listener.
+    sockopt::set_socket_reuseaddr(&fd, true).unwrap();
+    bind(&fd, &std::net::SocketAddr::from(([127, 0, 0, 1], port))).unwrap();
+    listen(&fd, backlog).unwrap();
+    std::net::TcpListener::from(fd)
+}
+
+/// `n` clients connected to `addr` (those the backlog does not hold time out).
+fn clients(addr: std::net::SocketAddr, n: usize) -> Vec<std::net::TcpStream> {
+    (0..n)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).ok()
+        })
+        .collect()
+}
+
+/// Accepts every connection waiting on `listener`.
+fn drain(listener: &std::net::TcpListener) -> Vec<std::net::TcpStream> {
+    listener.set_nonblocking(true).unwrap();
+    std::iter::from_fn(|| listener.accept().ok().map(|(s, _)| s)).collect()
+}
+
 #[test]
 fn an_accept_queue_that_is_not_drained_stands_and_overflows_then_clears() {
-    use rustix::net::{AddressFamily, SocketType, bind, listen, socket};
     // A listener with a backlog of 2 that nobody accepts from, on loopback.
-    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
-    bind(&fd, &std::net::SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
-    listen(&fd, 2).unwrap();
-    let listener = std::net::TcpListener::from(fd);
+    let listener = listener(2);
     let addr = listener.local_addr().unwrap();
     let queue = format!("tcp_accept:127.0.0.1:{}", addr.port());
 
@@ -156,17 +182,14 @@ fn an_accept_queue_that_is_not_drained_stands_and_overflows_then_clears() {
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(
         sampler.shared.queues.lock().unwrap().is_standing(&queue),
-        Some(false)
+        None,
+        "a young listener that never held a connection is not a queue yet"
     );
 
     let overflows_before = listen_overflows();
     // Ten clients: the queue holds backlog + 1, the rest overflow (their
     // SYNs are dropped; the short timeout bounds the test).
-    let clients: Vec<_> = (0..10)
-        .filter_map(|_| {
-            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).ok()
-        })
-        .collect();
+    let clients = clients(addr, 10);
     assert!(
         clients.len() >= 3,
         "backlog 2 holds 3 connections, got {}",
@@ -194,14 +217,132 @@ fn an_accept_queue_that_is_not_drained_stands_and_overflows_then_clears() {
     );
 
     // The server drains its queue: standing clears.
-    listener.set_nonblocking(true).unwrap();
-    let mut accepted = Vec::new();
-    while let Ok((s, _)) = listener.accept() {
-        accepted.push(s);
-    }
+    let accepted = drain(&listener);
     assert!(accepted.len() >= 3);
     std::thread::sleep(Duration::from_millis(200));
     let queues = sampler.shared.queues.lock().unwrap();
     assert_eq!(queues.is_standing(&queue), Some(false));
     drop(clients);
+}
+
+/// Lines of a scrape that name `queue` (as its whole label value).
+fn series_of(text: &str, queue: &str) -> Vec<String> {
+    let label = format!("queue=\"{queue}\"");
+    text.lines()
+        .filter(|l| l.contains(&label))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_closed_listener_leaves_no_series_and_a_reopened_one_starts_fresh() {
+    let exporter = common::start(&["--collector.disable-defaults", "--collector.queue"]);
+    let listener = listener(4);
+    let addr = listener.local_addr().unwrap();
+    let queue = format!("tcp_accept:127.0.0.1:{}", addr.port());
+    let standing = format!("sojourn_queue_standing{{queue=\"{queue}\"}}");
+
+    // 20 clients, never accepted: the queue stands (listeners are dumped once a second).
+    let waiting = clients(addr, 20);
+    assert!(
+        waiting.len() >= 5,
+        "backlog 4 holds 5, got {}",
+        waiting.len()
+    );
+    let text = common::scrape_until(exporter.addr, Duration::from_secs(5), |t| {
+        common::sample(t, &standing) == Some(1.0)
+    });
+    let before = common::sample(
+        &text,
+        &format!("sojourn_queue_standing_seconds_total{{queue=\"{queue}\"}}"),
+    )
+    .unwrap();
+    assert!(series_of(&text, &queue).len() > 20, "{text}");
+
+    // Everything accepted, the clients and the listener closed.
+    let accepted = drain(&listener);
+    drop((accepted, waiting, listener));
+    let closed = Instant::now();
+    let text = common::scrape_until(exporter.addr, Duration::from_secs(2), |t| {
+        series_of(t, &queue).is_empty()
+    });
+    let gone_after = closed.elapsed();
+    assert!(
+        !text.contains(&queue),
+        "a series of the closed listener is left"
+    );
+    // It stays gone (nothing froze in a cache).
+    std::thread::sleep(Duration::from_millis(1500));
+    let text = common::get(exporter.addr, "/metrics", &[]).text();
+    assert!(series_of(&text, &queue).is_empty(), "{text}");
+
+    // The same port again, standing again: its history starts at zero.
+    let listener = listener_on(addr.port(), 4);
+    let waiting = clients(addr, 20);
+    let text = common::scrape_until(exporter.addr, Duration::from_secs(5), |t| {
+        common::sample(t, &standing) == Some(1.0)
+    });
+    let again = common::sample(
+        &text,
+        &format!("sojourn_queue_standing_seconds_total{{queue=\"{queue}\"}}"),
+    )
+    .unwrap();
+    assert!(
+        again < before + 0.5,
+        "the reopened listener's standing time {again} s continues the closed one's {before} s"
+    );
+    drop((waiting, listener));
+    eprintln!("closed listener's series gone after {gone_after:?}");
+}
+
+#[test]
+fn short_lived_listeners_make_no_series() {
+    let exporter = common::start(&["--collector.disable-defaults", "--collector.queue"]);
+    let queues = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter_map(|l| l.strip_prefix("sojourn_queue_info{queue=\""))
+            .filter_map(|l| l.split('"').next())
+            .map(str::to_string)
+            .collect()
+    };
+    // Every queue of the host has had its samples (listeners are dumped once a second).
+    std::thread::sleep(Duration::from_millis(1500));
+    let start = common::get(exporter.addr, "/metrics", &[]).text();
+    let series_before = start.lines().filter(|l| !l.starts_with('#')).count();
+    // 200 listeners, each served one connection and closed, across two
+    // listener dumps; a few alive at once.
+    let mut ports = Vec::new();
+    let mut open = std::collections::VecDeque::new();
+    for _ in 0..200 {
+        let l = listener(16);
+        let addr = l.local_addr().unwrap();
+        ports.push(format!("tcp_accept:127.0.0.1:{}", addr.port()));
+        let c = std::net::TcpStream::connect(addr).unwrap();
+        let s = l.accept().unwrap();
+        open.push_back((l, c, s));
+        if open.len() > 20 {
+            open.pop_front();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let during = queues(&common::get(exporter.addr, "/metrics", &[]).text());
+    drop(open);
+    std::thread::sleep(Duration::from_millis(1500));
+    let end = common::get(exporter.addr, "/metrics", &[]).text();
+    let after = queues(&end);
+    for name in ports.iter() {
+        assert!(!during.contains(name), "{name} became a queue: {during:?}");
+        assert!(!after.contains(name), "{name} left a queue: {after:?}");
+    }
+    // Other tests may open listeners meanwhile; of the series this one's
+    // listeners could have made, none is left.
+    let series_after = end.lines().filter(|l| !l.starts_with('#')).count();
+    let others = after
+        .iter()
+        .filter(|q| q.starts_with("tcp_accept:"))
+        .count();
+    assert!(
+        series_after <= series_before + 40 * others,
+        "{series_before} series before, {series_after} after:\n{end}"
+    );
 }

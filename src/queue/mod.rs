@@ -115,8 +115,9 @@ struct Tracked {
     last_seen: Nanos,
 }
 
-/// Queues not sampled for this long (a disk removed, a listener closed) are
-/// dropped, so their series do not live forever.
+/// Queues not sampled for this long are dropped. Sources say when a queue's
+/// source goes away ([`QueueSet::remove`]); this only catches a queue that
+/// stopped being sampled without its source saying so.
 const FORGET_AFTER: Duration = Duration::from_secs(300);
 
 /// One estimator per queue name.
@@ -169,6 +170,13 @@ impl QueueSet {
         if let Some(t) = self.queues.get_mut(queue) {
             t.limit = Some(limit);
         }
+    }
+
+    /// Drops a queue whose source is gone (a listener closed, a disk or a
+    /// cgroup removed) with every series it had: a gauge left behind would
+    /// go on saying the queue stands. Returns whether it was tracked.
+    pub fn remove(&mut self, queue: &str) -> bool {
+        self.queues.remove(queue).is_some()
     }
 
     /// Drops queues not seen for [`FORGET_AFTER`].
@@ -400,6 +408,34 @@ mod tests {
         set.observe(299 * 1_000_000_000, &sample("kept", Measure::Length, 0.0));
         set.forget_stale(300 * 1_000_000_000);
         assert_eq!(set.names(), ["kept"]);
+    }
+
+    #[test]
+    fn a_removed_queue_leaves_no_series_and_comes_back_fresh() {
+        let mut set = QueueSet::new(QueueConfig::default());
+        for i in 0..30u64 {
+            set.observe(
+                i * 10_000_000,
+                &sample("tcp_accept:x", Measure::Length, 5.0),
+            );
+        }
+        set.set_limit("tcp_accept:x", 4.0);
+        assert_eq!(set.is_standing("tcp_accept:x"), Some(true));
+        assert!(set.remove("tcp_accept:x"));
+        assert!(!set.remove("tcp_accept:x"), "removed once");
+        let text = encode(set.emit(), Format::Text);
+        assert!(!text.contains("tcp_accept:x"), "{text}");
+        // The same name again starts from nothing: not standing, no history.
+        set.observe(400_000_000, &sample("tcp_accept:x", Measure::Length, 5.0));
+        let s = set.snapshot("tcp_accept:x").unwrap();
+        assert!(!s.standing);
+        assert_eq!(s.standing_seconds, 0.0);
+        assert_eq!(s.intervals_standing, 0);
+        let text = encode(set.emit(), Format::Text);
+        assert!(
+            !text.contains("sojourn_queue_limit{"),
+            "limit forgotten: {text}"
+        );
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub struct Sources {
     sockets: Vec<Socket>,
     /// `(queue, backlog)` of the listeners in the latest dump.
     pub limits: Vec<(Arc<str>, u32)>,
+    /// Queues whose source went away during the latest read.
+    pub gone: Vec<Arc<str>>,
     /// None without a cgroup filesystem.
     throttle: Option<ThrottleSource>,
 }
@@ -100,7 +102,7 @@ impl ThrottleSource {
         })
     }
 
-    fn rewalk(&mut self) {
+    fn rewalk(&mut self, gone: &mut Vec<Arc<str>>) {
         // Throttling queues go through the QueueSet cap; walk no further than it.
         let (paths, _) =
             crate::collectors::cgroup::walk(&self.base, &self.cfg, self.cfg.max_cgroups);
@@ -119,26 +121,29 @@ impl ThrottleSource {
                 rel,
             }));
         }
+        gone.extend(old.into_iter().map(|c| c.queue));
     }
 
-    fn read(&mut self, out: &mut Vec<Sample>) {
+    fn read(&mut self, out: &mut Vec<Sample>, gone: &mut Vec<Arc<str>>) {
         if self
             .tick
             .is_multiple_of(self.every.saturating_mul(REWALK_TICKS_OF_PERIOD))
         {
-            self.rewalk();
+            self.rewalk(gone);
         }
         let due = self.tick.is_multiple_of(self.every);
         self.tick = self.tick.wrapping_add(1);
         if !due {
             return;
         }
-        for c in &mut self.cgroups {
-            // A container that exited, or a cgroup without the cpu controller: skipped.
-            let Ok(cur) = c.cpu_stat.read().map(cfs_counters) else {
-                continue;
+        self.cgroups.retain_mut(|c| {
+            // A container that exited (its kept file reads ENODEV), or a
+            // cgroup without the cpu controller: let go until the next walk
+            // finds it again.
+            let Ok(Ok(cur)) = c.cpu_stat.read().map(cfs_counters) else {
+                gone.push(c.queue.clone());
+                return false;
             };
-            let Ok(cur) = cur else { continue };
             if let Some(prev) = c.prev.replace(cur) {
                 out.push(Sample {
                     queue: c.queue.clone(),
@@ -147,7 +152,8 @@ impl ThrottleSource {
                     value: throttle_delay(prev, cur),
                 });
             }
-        }
+            true
+        });
     }
 }
 
@@ -193,7 +199,11 @@ impl Disks {
         }
     }
 
-    fn read(&mut self, out: &mut Vec<Sample>) -> Result<(), CollectError> {
+    fn read(
+        &mut self,
+        out: &mut Vec<Sample>,
+        gone: &mut Vec<Arc<str>>,
+    ) -> Result<(), CollectError> {
         let due = self.tick.is_multiple_of(self.reread_every);
         self.tick = self.tick.wrapping_add(1);
         if let (false, Some(stats)) = (due, &mut self.stats) {
@@ -211,7 +221,7 @@ impl Disks {
         let text = self.diskstats.read()?;
         let samples = self
             .source
-            .sample(text)
+            .sample(text, gone)
             .map_err(|e| CollectError::parse(self.diskstats.path(), e))?;
         out.extend(samples);
         let paths: Vec<std::path::PathBuf> = self
@@ -326,18 +336,21 @@ impl Sources {
             listeners: Listeners::new(cfg.queue.sample_interval),
             sockets: Vec::new(),
             limits: Vec::new(),
+            gone: Vec::new(),
             throttle: ThrottleSource::new(cfg, cfg.queue.sample_interval),
         }
     }
 
     /// Reads every source once. Errors of required sources (the CPU queue,
-    /// diskstats) are returned with whatever samples the others gave.
+    /// diskstats) are returned with whatever samples the others gave. The
+    /// queues whose source went away are left in [`Sources::gone`].
     pub fn read(&mut self, now: u64, out: &mut Vec<Sample>) -> Option<CollectError> {
         let mut error = None;
+        self.gone.clear();
         let parse = |path: &std::path::Path, e| CollectError::parse(path, e);
         match &mut self.cpu {
             CpuSource::Schedstat(src, file) => match file.read() {
-                Ok(t) => match src.sample(t) {
+                Ok(t) => match src.sample(t, &mut self.gone) {
                     Ok(s) => out.extend(s),
                     Err(e) => error = Some(parse(file.path(), e)),
                 },
@@ -360,21 +373,27 @@ impl Sources {
                 }
             }
         }
-        if let Err(e) = self.disks.read(out) {
+        if let Err(e) = self.disks.read(out, &mut self.gone) {
             error = Some(e);
         }
         if let Some(listeners) = &mut self.listeners {
             match listeners.read(&mut self.sockets) {
                 Ok(()) => {
-                    let (samples, limits) = listeners.source.sample(&self.sockets);
-                    out.extend(samples);
-                    self.limits = limits;
+                    let l = listeners.source.sample(now, &self.sockets);
+                    out.extend(l.samples);
+                    self.limits = l.limits;
+                    self.gone.extend(l.gone);
                 }
-                Err(e) => error = Some(e),
+                Err(e) => {
+                    // Nothing is known of any listener: none may go on standing.
+                    self.gone.extend(listeners.source.forget_all());
+                    self.limits.clear();
+                    error = Some(e);
+                }
             }
         }
         if let Some(t) = &mut self.throttle {
-            t.read(out);
+            t.read(out, &mut self.gone);
         }
         error
     }
@@ -443,6 +462,9 @@ fn run(mut sources: Sources, period: Duration, shared: &Shared, stop: &AtomicBoo
             }
             for (queue, limit) in &sources.limits {
                 queues.set_limit(queue, f64::from(*limit));
+            }
+            for queue in &sources.gone {
+                queues.remove(queue);
             }
             if now.duration_since(last_forget) >= FORGET_EVERY {
                 queues.forget_stale(now_ns);

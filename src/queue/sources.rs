@@ -56,8 +56,25 @@ impl SchedstatSource {
         n
     }
 
-    pub fn sample(&mut self, text: &str) -> Result<Vec<Sample>, ParseError> {
+    /// Samples the CPUs of a /proc/schedstat text; a CPU that went offline
+    /// since the last reading has its queue name pushed to `gone`.
+    pub fn sample(
+        &mut self,
+        text: &str,
+        gone: &mut Vec<Arc<str>>,
+    ) -> Result<Vec<Sample>, ParseError> {
         let cur = parse_schedstat(text)?.cpus;
+        if self
+            .names
+            .iter()
+            .any(|(n, _)| !cur.iter().any(|c| c.cpu == *n))
+        {
+            let (kept, offline) = std::mem::take(&mut self.names)
+                .into_iter()
+                .partition(|(n, _)| cur.iter().any(|c| c.cpu == *n));
+            self.names = kept;
+            gone.extend(offline.into_iter().map(|(_, name)| name));
+        }
         let Some(prev) = self.prev.replace(cur.clone()) else {
             return Ok(Vec::new());
         };
@@ -264,8 +281,13 @@ impl DiskSource {
     }
 
     /// Samples every device of a /proc/diskstats text, learning devices
-    /// that appeared and forgetting those gone.
-    pub fn sample(&mut self, text: &str) -> Result<Vec<Sample>, ParseError> {
+    /// that appeared and forgetting those gone (their queue names pushed to
+    /// `gone`).
+    pub fn sample(
+        &mut self,
+        text: &str,
+        gone: &mut Vec<Arc<str>>,
+    ) -> Result<Vec<Sample>, ParseError> {
         let mut out = Vec::new();
         let mut seen = Vec::with_capacity(self.devices.len());
         let mut lines = 0;
@@ -291,7 +313,10 @@ impl DiskSource {
             return Err(ParseError::new("no devices listed"));
         }
         // Devices gone from the file are forgotten with their state.
-        self.devices = seen;
+        for d in std::mem::replace(&mut self.devices, seen) {
+            gone.push(d.delay_queue);
+            gone.push(d.inflight_queue);
+        }
         Ok(out)
     }
 
@@ -345,9 +370,37 @@ impl Device {
 /// TCP accept queues from an inet_diag dump of listening sockets: per
 /// listener `tcp_accept:<addr>:<port>`, the connections waiting for
 /// accept() (a length queue), and the backlog limit.
+///
+/// A listener becomes a queue only once a connection was found waiting in
+/// it, or once it has listened for [`LISTENER_ADMIT_AFTER`]: a test runner
+/// or a client library binding ephemeral ports for a moment would otherwise
+/// make and drop some thirty series per port.
 #[derive(Debug, Default)]
 pub struct ListenerSource {
-    names: HashMap<(IpAddr, u16), Arc<str>>,
+    listeners: HashMap<(IpAddr, u16), Listener>,
+}
+
+#[derive(Debug)]
+struct Listener {
+    name: Arc<str>,
+    first_seen: Nanos,
+    admitted: bool,
+}
+
+/// How long a listener with an empty accept queue is watched before it
+/// becomes a queue. Long enough that short-lived listeners (tests,
+/// ephemeral servers) never do; short enough that `sojourn check`'s
+/// default 10 s window sees a service that was listening when it started.
+pub const LISTENER_ADMIT_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What one dump of listeners gives the queues.
+#[derive(Debug, Default)]
+pub struct ListenerSamples {
+    pub samples: Vec<Sample>,
+    /// `(queue, backlog limit)` of each admitted listener.
+    pub limits: Vec<(Arc<str>, u32)>,
+    /// Queues of admitted listeners that closed since the last dump.
+    pub gone: Vec<Arc<str>>,
 }
 
 /// `tcp_accept:0.0.0.0:8080`, `tcp_accept:[::1]:8080`.
@@ -359,30 +412,51 @@ pub fn listener_name(ip: IpAddr, port: u16) -> String {
 }
 
 impl ListenerSource {
-    /// Samples and `(queue, backlog limit)` pairs for the listeners dumped.
-    pub fn sample(&mut self, listeners: &[Socket]) -> (Vec<Sample>, Vec<(Arc<str>, u32)>) {
-        let mut samples = Vec::with_capacity(listeners.len());
-        let mut limits = Vec::with_capacity(listeners.len());
-        let mut seen = HashMap::with_capacity(listeners.len());
+    /// Samples the admitted listeners among those dumped at `now`.
+    pub fn sample(&mut self, now: Nanos, listeners: &[Socket]) -> ListenerSamples {
+        let admit_after = u64::try_from(LISTENER_ADMIT_AFTER.as_nanos()).unwrap_or(u64::MAX);
+        let mut out = ListenerSamples::default();
+        let mut seen: HashMap<(IpAddr, u16), Listener> = HashMap::with_capacity(listeners.len());
         for l in listeners.iter().filter(|s| s.state == TCP_LISTEN) {
             let key = (l.local, l.local_port);
-            let name = self
-                .names
-                .remove(&key)
-                .or_else(|| seen.get(&key).cloned())
-                .unwrap_or_else(|| Arc::from(listener_name(l.local, l.local_port)));
-            samples.push(Sample {
-                queue: name.clone(),
+            // A SO_REUSEPORT group (several sockets, one address) is one queue.
+            let entry = seen.entry(key).or_insert_with(|| {
+                self.listeners.remove(&key).unwrap_or_else(|| Listener {
+                    name: Arc::from(listener_name(l.local, l.local_port)),
+                    first_seen: now,
+                    admitted: false,
+                })
+            });
+            entry.admitted |= l.rqueue > 0 || now.saturating_sub(entry.first_seen) >= admit_after;
+            if !entry.admitted {
+                continue;
+            }
+            out.samples.push(Sample {
+                queue: entry.name.clone(),
                 measure: Measure::Length,
                 source: "inet_diag",
                 value: f64::from(l.rqueue),
             });
-            limits.push((name.clone(), l.wqueue));
-            seen.insert(key, name);
+            out.limits.push((entry.name.clone(), l.wqueue));
         }
-        // Names of listeners that closed go with them.
-        self.names = seen;
-        (samples, limits)
+        // Listeners that closed go with their names.
+        let closed = std::mem::replace(&mut self.listeners, seen);
+        out.gone = closed
+            .into_values()
+            .filter(|l| l.admitted)
+            .map(|l| l.name)
+            .collect();
+        out
+    }
+
+    /// Forgets every listener (the dump failed: none of them is known to be
+    /// there) and returns the queues of the admitted ones.
+    pub fn forget_all(&mut self) -> Vec<Arc<str>> {
+        self.listeners
+            .drain()
+            .filter(|(_, l)| l.admitted)
+            .map(|(_, l)| l.name)
+            .collect()
     }
 }
 
@@ -419,13 +493,20 @@ mod tests {
     #[test]
     fn schedstat_delay_per_timeslice() {
         let mut s = SchedstatSource::default();
+        let mut gone = Vec::new();
         assert!(
-            s.sample("version 15\ncpu0 0 0 0 0 0 0 100 1000000 10\ncpu1 0 0 0 0 0 0 100 0 5\n")
-                .unwrap()
-                .is_empty()
+            s.sample(
+                "version 15\ncpu0 0 0 0 0 0 0 100 1000000 10\ncpu1 0 0 0 0 0 0 100 0 5\n",
+                &mut gone
+            )
+            .unwrap()
+            .is_empty()
         );
         let out = s
-            .sample("version 15\ncpu0 0 0 0 0 0 0 200 21000000 20\ncpu1 0 0 0 0 0 0 100 0 5\n")
+            .sample(
+                "version 15\ncpu0 0 0 0 0 0 0 200 21000000 20\ncpu1 0 0 0 0 0 0 100 0 5\n",
+                &mut gone,
+            )
             .unwrap();
         assert_eq!(&*out[0].queue, "cpu0");
         assert!(
@@ -435,6 +516,15 @@ mod tests {
         assert_eq!(out[1].value, 0.0, "cpu1 ran no slice: idle");
         assert_eq!(&*out[2].queue, "cpu");
         assert!((out[2].value - 0.002).abs() < 1e-12);
+        assert!(gone.is_empty());
+        // cpu1 goes offline: its queue is reported gone, once.
+        s.sample("version 15\ncpu0 0 0 0 0 0 0 300 21000000 30\n", &mut gone)
+            .unwrap();
+        assert_eq!(gone.len(), 1);
+        assert_eq!(&*gone[0], "cpu1");
+        s.sample("version 15\ncpu0 0 0 0 0 0 0 400 21000000 40\n", &mut gone)
+            .unwrap();
+        assert_eq!(gone.len(), 1);
     }
 
     #[test]
@@ -478,21 +568,60 @@ mod tests {
             tcp_info: None,
         };
         let mut src = ListenerSource::default();
-        let (samples, limits) = src.sample(&[
-            listener("0.0.0.0", 8080, 3, 128),
-            listener("::1", 443, 0, 4096),
-        ]);
-        assert_eq!(&*samples[0].queue, "tcp_accept:0.0.0.0:8080");
-        assert_eq!(samples[0].value, 3.0);
-        assert_eq!(&*samples[1].queue, "tcp_accept:[::1]:443");
-        assert_eq!(limits[0].1, 128);
-        let first = samples[0].queue.clone();
-        let (again, _) = src.sample(&[listener("0.0.0.0", 8080, 0, 128)]);
+        let first = src.sample(
+            0,
+            &[
+                listener("0.0.0.0", 8080, 3, 128),
+                listener("::1", 443, 0, 4096),
+            ],
+        );
+        // Only the listener holding a connection is a queue yet.
+        assert_eq!(first.samples.len(), 1, "{:?}", first.samples);
+        assert_eq!(&*first.samples[0].queue, "tcp_accept:0.0.0.0:8080");
+        assert_eq!(first.samples[0].value, 3.0);
+        assert_eq!(first.limits[0].1, 128);
+        // Once it has listened long enough, the empty one is too.
+        let later = LISTENER_ADMIT_AFTER.as_nanos() as u64;
+        let both = src.sample(
+            later,
+            &[
+                listener("0.0.0.0", 8080, 0, 128),
+                listener("::1", 443, 0, 4096),
+            ],
+        );
+        assert_eq!(both.samples.len(), 2);
+        assert_eq!(&*both.samples[1].queue, "tcp_accept:[::1]:443");
         assert!(
-            Arc::ptr_eq(&first, &again[0].queue),
+            Arc::ptr_eq(&first.samples[0].queue, &both.samples[0].queue),
             "the name is built once"
         );
-        assert_eq!(src.names.len(), 1, "the closed listener's name is dropped");
+        assert!(both.gone.is_empty());
+        // A closed listener is reported gone, once; an emptied one stays a queue.
+        let one = src.sample(later + 1, &[listener("0.0.0.0", 8080, 0, 128)]);
+        assert_eq!(one.samples.len(), 1);
+        assert_eq!(one.gone.len(), 1);
+        assert_eq!(&*one.gone[0], "tcp_accept:[::1]:443");
+        assert!(
+            src.sample(later + 2, &[listener("0.0.0.0", 8080, 0, 128)])
+                .gone
+                .is_empty()
+        );
+        // Reopened, it starts over: not a queue until it holds a connection.
+        let back = src.sample(
+            later + 3,
+            &[
+                listener("0.0.0.0", 8080, 0, 128),
+                listener("::1", 443, 0, 4096),
+            ],
+        );
+        assert_eq!(back.samples.len(), 1);
+        // A listener that never was a queue is not reported gone.
+        assert!(
+            src.sample(later + 4, &[listener("0.0.0.0", 8080, 0, 128)])
+                .gone
+                .is_empty()
+        );
+        assert_eq!(src.forget_all().len(), 1);
     }
 
     #[test]
@@ -512,9 +641,12 @@ mod tests {
     #[test]
     fn rejects_garbage() {
         let mut d = DiskSource::new(Regex::new("^loop").unwrap());
-        assert!(d.sample(" 8 0 sda 1 2 3\n").is_err());
-        assert!(d.sample(" 8 0 sda 1 2 3 x 5 6 7 8 9 10 11\n").is_err());
-        assert!(d.sample("").is_err());
+        assert!(d.sample(" 8 0 sda 1 2 3\n", &mut Vec::new()).is_err());
+        assert!(
+            d.sample(" 8 0 sda 1 2 3 x 5 6 7 8 9 10 11\n", &mut Vec::new())
+                .is_err()
+        );
+        assert!(d.sample("", &mut Vec::new()).is_err());
         assert!(some_total_us("some avg10=0 total=x\n").is_err());
         assert!(some_total_us("some avg10=0\n").is_err());
         assert_eq!(some_total_us("full avg10=0 total=5\n").unwrap(), None);
@@ -523,11 +655,11 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn never_panics(text in "\\PC*") {
-            let _ = DiskSource::new(Regex::new("^loop").unwrap()).sample(&text);
+            let _ = DiskSource::new(Regex::new("^loop").unwrap()).sample(&text, &mut Vec::new());
             let mut d = DiskSource::new(Regex::new("^loop").unwrap());
-            let _ = d.sample(" 8 0 sda 1 0 0 1 0 0 0 0 0 1 0\n");
+            let _ = d.sample(" 8 0 sda 1 0 0 1 0 0 0 0 0 1 0\n", &mut Vec::new());
             let _ = d.sample_device(0, &text, &mut Vec::new());
-            let _ = SchedstatSource::default().sample(&text);
+            let _ = SchedstatSource::default().sample(&text, &mut Vec::new());
             let _ = LoadavgSource::new(2).sample(&text);
             let _ = PsiSource::default().sample("cpu", 1, &text);
         }
@@ -541,23 +673,24 @@ mod tests {
                 " 8 0 sda {ios} 0 0 {io_ms} 0 0 0 0 {inflight} {busy} 0\n 7 0 loop0 1 0 0 0 0 0 0 0 0 0 0\n"
             )
         };
-        let first = d.sample(&line(100, 1000, 500, 0)).unwrap();
+        let mut gone = Vec::new();
+        let first = d.sample(&line(100, 1000, 500, 0), &mut gone).unwrap();
         assert_eq!(
             first.len(),
             1,
             "only in-flight on the first reading: {first:?}"
         );
         // 10 I/Os took 80 ms in all while the device was busy 30 ms: 5 ms queued each.
-        let out = d.sample(&line(110, 1080, 530, 2)).unwrap();
+        let out = d.sample(&line(110, 1080, 530, 2), &mut gone).unwrap();
         assert_eq!(&*out[0].queue, "disk:sda");
         assert!((out[0].value - 0.005).abs() < 1e-12);
         assert_eq!(&*out[1].queue, "disk_inflight:sda");
         assert_eq!(out[1].value, 2.0);
         // Nothing completed while I/O is in flight: no delay sample.
-        let out = d.sample(&line(110, 1080, 540, 2)).unwrap();
+        let out = d.sample(&line(110, 1080, 540, 2), &mut gone).unwrap();
         assert_eq!(out.len(), 1);
         // Idle: an empty queue.
-        let out = d.sample(&line(110, 1080, 540, 0)).unwrap();
+        let out = d.sample(&line(110, 1080, 540, 0), &mut gone).unwrap();
         assert_eq!(out[0].value, 0.0);
         // The device's sysfs stat file continues from the diskstats reading.
         assert_eq!(d.device_names().collect::<Vec<_>>(), ["sda"]);
@@ -568,5 +701,11 @@ mod tests {
         assert!((out[0].value - 0.011).abs() < 1e-12, "{out:?}");
         assert_eq!(out[1].value, 1.0);
         assert!(d.sample_device(0, "1 2 3\n", &mut out).is_err());
+        // sda removed: both its queues are reported gone.
+        assert!(gone.is_empty());
+        d.sample(" 7 0 loop0 1 0 0 0 0 0 0 0 0 0 0\n", &mut gone)
+            .unwrap();
+        let gone: Vec<&str> = gone.iter().map(|g| &**g).collect();
+        assert_eq!(gone, ["disk:sda", "disk_inflight:sda"]);
     }
 }
