@@ -2,7 +2,8 @@
 """Scrape cost of sojourn beside node_exporter, in one run.
 
 usage: scripts/bench_scrape.py [--scrapes 300] [--rounds 5] [--soak 10000]
-                               [--gzip] [--node-exporter PATH] [--no-build]
+                               [--time-wait 10000] [--gzip]
+                               [--node-exporter PATH] [--no-build]
                                [--sojourn-args "FLAGS"]
 
 Starts `target/release/sojourn` and node_exporter (Debian package
@@ -12,6 +13,12 @@ as Prometheus does, so machine drift hits both alike. Per exporter it reports:
 CPU time per scrape (utime+stime of the process from /proc/PID/stat), scrape
 latency p50/p99 seen by the client, peak RSS (VmHWM), series per scrape and
 bytes per scrape, and the ratios sojourn/node_exporter.
+
+--time-wait N keeps at least N TIME-WAIT sockets on the host through the
+run (made on loopback before each round: a connection to a listener of
+the script's own, closed by the client first), as a busy web server has:
+every one of them is in the kernel's established hash that a socket dump
+walks.
 
 --soak N then scrapes sojourn N more times and reports RSS before and after,
 to catch growth over days of scraping. Nothing here is a pass/fail test:
@@ -72,6 +79,30 @@ def wait_up(scraper, proc, secs=30):
     raise SystemExit(f"port {scraper.port} never came up")
 
 
+def time_wait_sockets():
+    with open("/proc/net/sockstat") as f:
+        for line in f:
+            if line.startswith("TCP:"):
+                fields = line.split()
+                return int(fields[fields.index("tw") + 1])
+    return 0
+
+
+def top_up_time_wait(listener, want):
+    """Closes loopback connections client-first until `want` sockets are in TIME-WAIT."""
+    import socket
+    addr = listener.getsockname()
+    have = time_wait_sockets()
+    while have < want:
+        for _ in range(min(1000, want - have)):
+            c = socket.create_connection(addr)
+            s, _ = listener.accept()
+            c.close()
+            s.close()
+        have = time_wait_sockets()
+    return have
+
+
 def series(body):
     if body[:2] == b"\x1f\x8b":
         import gzip
@@ -85,6 +116,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--soak", type=int, default=0, help="extra sojourn scrapes for the RSS soak")
     ap.add_argument("--gzip", action="store_true", help="ask for gzip, as Prometheus does")
+    ap.add_argument("--time-wait", type=int, default=0, help="TIME-WAIT sockets kept on the host through the run")
     ap.add_argument("--node-exporter", default="/usr/bin/prometheus-node-exporter")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--sojourn-args", default="", help="extra sojourn flags, e.g. '--no-collector.queue --no-collector.tcp_ports'")
@@ -107,7 +139,15 @@ def main():
             for _ in range(20):
                 scrapers[name].scrape()
         res = {name: {"cpu": [], "lat": [], "series": 0, "bytes": 0} for name, _, _ in exporters}
+        tw = []
+        if a.time_wait:
+            import socket
+            listener = socket.socket()
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(128)
         for _ in range(a.rounds):
+            if a.time_wait:
+                tw.append(top_up_time_wait(listener, a.time_wait))
             for name, _, _ in exporters:
                 p, s, r = procs[name], scrapers[name], res[name]
                 c0 = cpu_s(p.pid)
@@ -129,6 +169,8 @@ def main():
                 "series": r["series"],
                 "bytes": r["bytes"],
             }
+        if tw:
+            out["time_wait_sockets_per_round"] = tw
         s, n = out["sojourn"], out["node_exporter"]
         out["ratio_sojourn_to_node_exporter"] = {
             "cpu_per_scrape": round(s["cpu_ms_per_scrape"] / n["cpu_ms_per_scrape"], 3),

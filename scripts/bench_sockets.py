@@ -94,7 +94,9 @@ def main():
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     exporters = {
         "sojourn": subprocess.Popen([os.path.join(ROOT, "target/release/sojourn"), "--web.listen-address", "127.0.0.1:19819",
-                                     "--collector.disable-defaults", "--collector.tcp_ports", "--log.level", "warn"],
+                                     "--collector.disable-defaults", "--collector.tcp_ports", "--log.level", "warn",
+                                     # Every scrape dumps: this measures one dump, not the budget.
+                                     "--collector.tcp_ports.cpu-budget", "1"],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
         "node_exporter": subprocess.Popen([a.node_exporter, "--web.listen-address", "127.0.0.1:19101",
                                            "--collector.disable-defaults", "--collector.tcpstat", "--log.level", "warn"],

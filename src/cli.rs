@@ -228,9 +228,17 @@ pub fn command() -> Command {
             Arg::new("collector.tcp_ports.max-ports")
                 .long("collector.tcp_ports.max-ports")
                 .value_name("N")
-                .default_value("32")
+                .default_value(collectors::tcp_ports::DEFAULT_MAX_PORTS.to_string())
                 .value_parser(clap::value_parser!(usize))
                 .help("Listening ports reported one by one, those with the most queued bytes; the rest are summed as port=\"other\""),
+        )
+        .arg(
+            Arg::new("collector.tcp_ports.cpu-budget")
+                .long("collector.tcp_ports.cpu-budget")
+                .value_name("SHARE")
+                .default_value(collectors::tcp_ports::DEFAULT_CPU_BUDGET.to_string())
+                .value_parser(parse_ratio)
+                .help("Share of one CPU the socket dumps may use, whatever the scrape rate: a dump that took c seconds of CPU is followed by the next no sooner than c / SHARE seconds later; scrapes in between serve the last one (sojourn_tcp_port_dump_age_seconds)"),
         )
         .arg(
             Arg::new("collector.cgroup.root")
@@ -755,6 +763,9 @@ fn settings(m: &ArgMatches, proxy_mode: bool) -> Settings {
             tcp_ports: collectors::tcp_ports::TcpPortsConfig {
                 max_ports: *m
                     .get_one::<usize>("collector.tcp_ports.max-ports")
+                    .expect("has default"),
+                cpu_budget: *m
+                    .get_one::<f64>("collector.tcp_ports.cpu-budget")
                     .expect("has default"),
             },
             queue: crate::queue::QueueConfig {

@@ -94,3 +94,73 @@ fn outbound_connections_are_not_counted_as_a_service() {
         "the client's ephemeral port is not a service"
     );
 }
+
+/// The dump's CPU time over the scrapes: whatever the scrape rate, the dumps
+/// before the last cost at most the budget's share of the time they spanned.
+#[test]
+fn the_dumps_keep_to_their_cpu_budget_whatever_the_scrape_rate() {
+    let scraper = |budget: &str| {
+        let s = sojourn::cli::parse([
+            "sojourn",
+            "--collector.disable-defaults",
+            "--collector.tcp_ports",
+            "--collector.tcp_ports.cpu-budget",
+            budget,
+        ])
+        .unwrap();
+        sojourn::scrape::Scraper::new(s.collect, &s.collectors)
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+
+    let default = scraper("0.005");
+    let start = std::time::Instant::now();
+    let (mut dumps, mut spent, mut last_cpu) = (0.0, 0.0, 0.0);
+    let mut ages = Vec::new();
+    for _ in 0..300 {
+        let text = metrics::encode(default.scrape(), Format::Text);
+        let n = value(&text, "sojourn_tcp_port_dumps_total").unwrap();
+        if n > dumps {
+            spent += last_cpu;
+            dumps = n;
+            last_cpu = value(&text, "sojourn_tcp_port_dump_cpu_seconds").unwrap();
+            assert!(last_cpu > 0.0, "{text}");
+        }
+        ages.push(value(&text, "sojourn_tcp_port_dump_age_seconds").unwrap());
+    }
+    let wall = start.elapsed().as_secs_f64();
+    assert!(dumps >= 1.0);
+    assert!(
+        spent <= 0.005 * wall,
+        "{dumps} dumps spent {spent} s of CPU before the last in {wall} s"
+    );
+    assert!(dumps < 300.0, "every scrape dumped");
+    assert!(
+        ages.iter().any(|&a| a > 0.0) && ages.iter().all(|&a| a <= wall),
+        "{ages:?}"
+    );
+
+    // Served from the last dump, a new connection is still seen once the next is due.
+    let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (_server, _) = listener.accept().unwrap();
+    let series = format!("sojourn_tcp_port_connections{{port=\"{port}\"}}");
+    let seen = std::time::Instant::now();
+    while value(&metrics::encode(default.scrape(), Format::Text), &series) != Some(1.0) {
+        assert!(
+            seen.elapsed() < Duration::from_secs(3),
+            "never dumped again"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    // A budget of a whole CPU: a dump is never shorter than its own CPU time,
+    // so every scrape dumps.
+    let every = scraper("1");
+    for i in 1..=20 {
+        let text = metrics::encode(every.scrape(), Format::Text);
+        assert_eq!(
+            value(&text, "sojourn_tcp_port_dumps_total"),
+            Some(f64::from(i))
+        );
+    }
+}

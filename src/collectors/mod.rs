@@ -87,6 +87,13 @@ pub struct Config {
 }
 
 /// A source of metric families for one resource.
+/// CPU time the calling thread has used (CLOCK_THREAD_CPUTIME_ID): what a
+/// source costs, measured where it runs.
+pub fn thread_cpu_time() -> std::time::Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    std::time::Duration::new(t.tv_sec.unsigned_abs(), t.tv_nsec.unsigned_abs() as u32)
+}
+
 pub trait Collect: Send + Sync {
     fn collect(&self, cfg: &Config) -> Result<Vec<Family>, CollectError>;
 }

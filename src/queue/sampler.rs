@@ -401,10 +401,7 @@ impl Sources {
 
 /// CPU time this thread has used.
 fn thread_cpu_ns() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    (t.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(t.tv_nsec as u64)
+    u64::try_from(crate::collectors::thread_cpu_time().as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Sampler {
