@@ -71,8 +71,12 @@ const READ_CHUNK: usize = 16 * 1024;
 /// grow its buffer over several reads; starting with a 16 KiB buffer makes a
 /// typical /proc file cost one open, two reads and a close.
 pub fn read(path: &Path) -> Result<String, CollectError> {
+    let file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
+    read_file(path, file)
+}
+
+fn read_file(path: &Path, file: std::fs::File) -> Result<String, CollectError> {
     let io_err = |e| io_error(path, e);
-    let file = std::fs::File::open(path).map_err(io_err)?;
     let mut buf = Vec::with_capacity(READ_CHUNK);
     // Through `Take`, read_to_end skips File's size probe (a statx that /proc
     // answers with 0) and reads straight into the reserved capacity.
@@ -83,7 +87,79 @@ pub fn read(path: &Path) -> Result<String, CollectError> {
 /// Reads a small sysfs attribute, trimmed; `None` when absent or unreadable
 /// (optional attributes such as link speed fail with EINVAL when the link is down).
 pub fn read_attr(path: &Path) -> Option<String> {
-    read(path).ok().map(|s| s.trim().to_string())
+    read_kept(path).ok().map(|s| s.trim().to_string())
+}
+
+/// Kernel files that host collectors read at every scrape, kept open
+/// between scrapes: the path walk, open and close of each cost about a
+/// fifth of a scrape's CPU. Only files on procfs and sysfs are kept, as
+/// they regenerate their content on every read at offset 0; a file on a
+/// disk (a fixture tree) could be replaced or removed under a kept
+/// descriptor and is read afresh each time.
+///
+/// Not for cgroup or per-process files: an open descriptor pins a removed
+/// cgroup or an exited process in the kernel. /proc/net files stay bound to
+/// the network namespace of the thread that opened them.
+struct Kept {
+    files: std::collections::HashMap<PathBuf, (KeptFile, std::time::Instant)>,
+}
+
+static KEPT: std::sync::Mutex<Option<Kept>> = std::sync::Mutex::new(None);
+
+/// Most files kept open, whatever the host has: descriptors are bounded
+/// like any other cost. Files past it are read as [`read`] does.
+const MAX_KEPT: usize = 256;
+/// When the set is full, kept files unread for this long make room.
+const KEPT_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
+
+const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+const SYSFS_MAGIC: i64 = 0x6265_6572;
+
+fn on_kernel_fs(file: &std::fs::File) -> bool {
+    rustix::fs::fstatfs(file).is_ok_and(|s| {
+        // f_type is i64 on x86_64 and another width elsewhere.
+        #[allow(clippy::unnecessary_cast)]
+        let kind = s.f_type as i64;
+        kind == PROC_SUPER_MAGIC || kind == SYSFS_MAGIC
+    })
+}
+
+/// [`read`], through a descriptor kept open when the file is on procfs or
+/// sysfs. The file is taken out of the set while it is read, so a read
+/// that hangs holds up no other scrape.
+pub fn read_kept(path: &Path) -> Result<String, CollectError> {
+    let taken = KEPT
+        .lock()
+        .ok()
+        .and_then(|mut k| k.as_mut()?.files.remove(path));
+    let mut kept = match taken {
+        Some((kept, _)) => kept,
+        None => {
+            let file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
+            if !on_kernel_fs(&file) {
+                return read_file(path, file);
+            }
+            KeptFile::opened(path.to_path_buf(), file)
+        }
+    };
+    let text = kept.read().map(str::to_owned);
+    if !kept.is_open() {
+        return text;
+    }
+    if let Ok(mut guard) = KEPT.lock() {
+        let set = guard.get_or_insert_with(|| Kept {
+            files: std::collections::HashMap::new(),
+        });
+        let now = std::time::Instant::now();
+        if set.files.len() >= MAX_KEPT {
+            set.files
+                .retain(|_, (_, used)| now.duration_since(*used) < KEPT_IDLE);
+        }
+        if set.files.len() < MAX_KEPT {
+            set.files.insert(path.to_path_buf(), (kept, now));
+        }
+    }
+    text
 }
 
 /// A /proc file kept open and re-read from offset 0, for the sampler that
@@ -105,6 +181,15 @@ impl KeptFile {
         }
     }
 
+    /// A file opened already (its first read is one read, like later ones).
+    fn opened(path: PathBuf, file: std::fs::File) -> Self {
+        KeptFile {
+            path,
+            file: Some(file),
+            buf: Vec::with_capacity(READ_CHUNK),
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -115,21 +200,38 @@ impl KeptFile {
         match self.read_inner() {
             Ok(()) => std::str::from_utf8(&self.buf)
                 .map_err(|_| CollectError::parse(&self.path, "file is not valid UTF-8")),
-            Err(e) => {
-                self.file = None;
+            Err((e, still_open)) => {
+                if !still_open {
+                    self.file = None;
+                }
                 Err(e)
             }
         }
     }
 
-    fn read_inner(&mut self) -> Result<(), CollectError> {
+    /// Whether the file is open (after an error, only when the error said
+    /// nothing of the file itself).
+    fn is_open(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Fills the buffer; an error says whether the file may stay open:
+    /// EINVAL is an attribute with no value now (a down link's speed), not
+    /// a file gone, and reopening it at every read would cost an open.
+    fn read_inner(&mut self) -> Result<(), (CollectError, bool)> {
         let path = &self.path;
-        let io_err = |e| io_error(path, e);
+        let io_err = |e: io::Error| {
+            let still_open = e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error());
+            (io_error(path, e), still_open)
+        };
         if self.file.is_none() {
             self.file = Some(std::fs::File::open(path).map_err(io_err)?);
         }
         let Some(file) = self.file.as_ref() else {
-            return Err(CollectError::Io(format!("{}: not open", path.display())));
+            return Err((
+                CollectError::Io(format!("{}: not open", path.display())),
+                false,
+            ));
         };
         self.buf.clear();
         let mut offset = 0u64;
@@ -148,5 +250,55 @@ impl KeptFile {
             }
             offset += n as u64;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kept(path: &Path) -> bool {
+        KEPT.lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|k| k.files.contains_key(path))
+    }
+
+    #[test]
+    fn a_file_on_disk_is_read_afresh_every_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stat");
+        std::fs::write(&path, "one\n").unwrap();
+        assert_eq!(read_kept(&path).unwrap(), "one\n");
+        assert!(!kept(&path), "a disk file is never kept open");
+        // Replaced under the old name, as a fixture or a config file is.
+        let new = dir.path().join("stat.new");
+        std::fs::write(&new, "two\n").unwrap();
+        std::fs::rename(&new, &path).unwrap();
+        assert_eq!(read_kept(&path).unwrap(), "two\n");
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(read_kept(&path), Err(CollectError::Missing(_))));
+    }
+
+    #[test]
+    fn a_kernel_file_is_kept_and_fails_once_its_source_is_gone() {
+        let uptime = Path::new("/proc/uptime");
+        let first = read_kept(uptime).unwrap();
+        assert!(kept(uptime));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_ne!(read_kept(uptime).unwrap(), first, "regenerated at offset 0");
+        // A process's file, kept while it lives, errors once it is reaped
+        // rather than repeating its last content.
+        let mut child = std::process::Command::new("sleep")
+            .arg("10")
+            .spawn()
+            .unwrap();
+        let stat = PathBuf::from(format!("/proc/{}/stat", child.id()));
+        assert!(read_kept(&stat).unwrap().contains("(sleep)"));
+        assert!(kept(&stat));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(read_kept(&stat).is_err());
+        assert!(!kept(&stat), "a failed read is not kept");
     }
 }

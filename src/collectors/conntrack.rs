@@ -79,7 +79,7 @@ impl Collect for ConntrackCollector {
     fn collect(&self, cfg: &Config) -> Result<Vec<Family>, CollectError> {
         let read = |file: &str| -> Result<u64, CollectError> {
             let path = cfg.roots.proc(&format!("sys/net/netfilter/{file}"));
-            let text = crate::roots::read(&path)
+            let text = crate::roots::read_kept(&path)
                 .map_err(|e| e.missing_means_unsupported("nf_conntrack module not loaded"))?;
             parse_u64(file, &text).map_err(|e| CollectError::parse(&path, e))
         };
@@ -88,7 +88,7 @@ impl Collect for ConntrackCollector {
             Family::single(LIMIT, read("nf_conntrack_max")?),
         ];
         let path = cfg.roots.proc("net/stat/nf_conntrack");
-        match crate::roots::read(&path) {
+        match crate::roots::read_kept(&path) {
             Ok(text) => {
                 let sums =
                     parse_conntrack_stat(&text).map_err(|e| CollectError::parse(&path, e))?;

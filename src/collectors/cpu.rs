@@ -156,7 +156,7 @@ pub struct CpuCollector;
 impl Collect for CpuCollector {
     fn collect(&self, cfg: &Config) -> Result<Vec<Family>, CollectError> {
         let path = cfg.roots.proc("stat");
-        let text = crate::roots::read(&path)?;
+        let text = crate::roots::read_kept(&path)?;
         let stat = parse_proc_stat(&text).map_err(|e| CollectError::parse(&path, e))?;
         let mut families = emit(&stat, user_hz());
         families.extend(thermal_throttles(cfg, &stat));

@@ -206,7 +206,7 @@ pub struct DiskCollector;
 impl Collect for DiskCollector {
     fn collect(&self, cfg: &CollectConfig) -> Result<Vec<Family>, CollectError> {
         let path = cfg.roots.proc("diskstats");
-        let stats = parse_diskstats(&crate::roots::read(&path)?)
+        let stats = parse_diskstats(&crate::roots::read_kept(&path)?)
             .map_err(|e| CollectError::parse(&path, e))?;
         Ok(emit(&stats, &cfg.disk.device_exclude, |name| {
             // Device names never contain '/', but a crafted one must not escape sysfs.

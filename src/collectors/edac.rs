@@ -63,7 +63,7 @@ impl Collect for EdacCollector {
                     .zip(["ce_count", "ue_count", "ce_noinfo_count", "ue_noinfo_count"])
             {
                 let p = path.join(file);
-                let text = match crate::roots::read(&p) {
+                let text = match crate::roots::read_kept(&p) {
                     Ok(t) => t,
                     // Only the noinfo counts are optional (absent on some drivers).
                     Err(CollectError::Missing(_)) if file.contains("noinfo") => continue,

@@ -40,7 +40,7 @@ pub struct FilefdCollector;
 impl Collect for FilefdCollector {
     fn collect(&self, cfg: &Config) -> Result<Vec<Family>, CollectError> {
         let path = cfg.roots.proc("sys/fs/file-nr");
-        let nr = parse_file_nr(&crate::roots::read(&path)?)
+        let nr = parse_file_nr(&crate::roots::read_kept(&path)?)
             .map_err(|e| CollectError::parse(&path, e))?;
         Ok(vec![
             Family::single(ALLOCATED, nr.allocated),

@@ -203,9 +203,12 @@ impl StuckSet {
     }
 }
 
+/// The mounts of one scrape, measured in order; each answer names its
+/// index. One job per scrape rather than one per mount: every hand-off
+/// between threads is a wake-up that costs more than the statvfs itself.
 struct Job {
-    path: PathBuf,
-    reply: mpsc::Sender<Result<Usage, String>>,
+    paths: Vec<PathBuf>,
+    reply: mpsc::Sender<(usize, Result<Usage, String>)>,
 }
 
 /// One long-lived thread runs statvfs for every scrape (no thread start per
@@ -242,10 +245,14 @@ impl StatPool {
             .name("statvfs".into())
             .spawn(move || {
                 for job in rx {
-                    stuck.insert(&job.path);
-                    let r = stat(&job.path);
-                    stuck.remove(&job.path);
-                    let _ = job.reply.send(r);
+                    for (i, path) in job.paths.iter().enumerate() {
+                        stuck.insert(path);
+                        let r = stat(path);
+                        stuck.remove(path);
+                        if job.reply.send((i, r)).is_err() {
+                            break;
+                        }
+                    }
                 }
             })
             .map_err(|e| format!("cannot start statvfs thread: {e}"))?;
@@ -253,38 +260,64 @@ impl StatPool {
         Ok(tx)
     }
 
-    /// Measures each path, waiting at most `timeout` for each.
+    /// Measures each path, waiting at most `timeout` for each. A mount that
+    /// does not answer in time is stale and its thread abandoned; the
+    /// mounts after it go to a fresh thread.
     pub fn stat_all(&self, paths: &[PathBuf], timeout: Duration) -> Vec<Outcome> {
-        paths.iter().map(|p| self.stat_one(p, timeout)).collect()
-    }
-
-    fn stat_one(&self, path: &Path, timeout: Duration) -> Outcome {
-        if self.stuck.contains(path) {
-            return Outcome::Stale;
-        }
-        let tx = match self.sender() {
-            Ok(tx) => tx,
-            Err(e) => return Outcome::Failed(e),
-        };
-        let (reply, rx) = mpsc::channel();
-        if tx
-            .send(Job {
-                path: path.to_path_buf(),
+        let mut out: Vec<Option<Outcome>> = paths
+            .iter()
+            .map(|p| self.stuck.contains(p).then_some(Outcome::Stale))
+            .collect();
+        loop {
+            let pending: Vec<usize> = (0..paths.len()).filter(|&i| out[i].is_none()).collect();
+            if pending.is_empty() {
+                break;
+            }
+            let failed = |out: &mut Vec<Option<Outcome>>, e: &str| {
+                for &i in &pending {
+                    out[i] = Some(Outcome::Failed(e.to_string()));
+                }
+            };
+            let tx = match self.sender() {
+                Ok(tx) => tx,
+                Err(e) => {
+                    failed(&mut out, &e);
+                    break;
+                }
+            };
+            let (reply, rx) = mpsc::channel();
+            let job = Job {
+                paths: pending.iter().map(|&i| paths[i].clone()).collect(),
                 reply,
-            })
-            .is_err()
-        {
-            self.abandon_worker();
-            return Outcome::Failed("statvfs thread exited".into());
-        }
-        match rx.recv_timeout(timeout) {
-            Ok(Ok(u)) => Outcome::Measured(u),
-            Ok(Err(e)) => Outcome::Failed(e),
-            Err(_) => {
+            };
+            if tx.send(job).is_err() {
                 self.abandon_worker();
-                Outcome::Stale
+                failed(&mut out, "statvfs thread exited");
+                break;
+            }
+            for (n, &i) in pending.iter().enumerate() {
+                match rx.recv_timeout(timeout) {
+                    Ok((at, r)) if at == n => {
+                        out[i] = Some(match r {
+                            Ok(u) => Outcome::Measured(u),
+                            Err(e) => Outcome::Failed(e),
+                        });
+                    }
+                    Ok(_) => {
+                        out[i] = Some(Outcome::Failed("statvfs answers out of order".into()));
+                    }
+                    Err(_) => {
+                        // This mount holds the thread; the rest go round again.
+                        self.abandon_worker();
+                        out[i] = Some(Outcome::Stale);
+                        break;
+                    }
+                }
             }
         }
+        out.into_iter()
+            .map(|o| o.unwrap_or(Outcome::Stale))
+            .collect()
     }
 
     fn abandon_worker(&self) {

@@ -63,7 +63,7 @@ pub struct LoadavgCollector;
 impl Collect for LoadavgCollector {
     fn collect(&self, cfg: &Config) -> Result<Vec<Family>, CollectError> {
         let path = cfg.roots.proc("loadavg");
-        let text = crate::roots::read(&path)?;
+        let text = crate::roots::read_kept(&path)?;
         let load = parse_loadavg(&text).map_err(|e| CollectError::parse(&path, e))?;
         Ok(emit(&load))
     }

@@ -188,10 +188,10 @@ pub struct MemoryCollector;
 impl Collect for MemoryCollector {
     fn collect(&self, cfg: &Config) -> Result<Vec<Family>, CollectError> {
         let path = cfg.roots.proc("meminfo");
-        let meminfo_text = crate::roots::read(&path)?;
+        let meminfo_text = crate::roots::read_kept(&path)?;
         let meminfo = parse_meminfo(&meminfo_text).map_err(|e| CollectError::parse(&path, e))?;
         let path = cfg.roots.proc("vmstat");
-        let vmstat_text = crate::roots::read(&path)?;
+        let vmstat_text = crate::roots::read_kept(&path)?;
         let vmstat = parse_vmstat(&vmstat_text).map_err(|e| CollectError::parse(&path, e))?;
         Ok(emit(&meminfo, &vmstat))
     }

@@ -463,7 +463,7 @@ impl Collect for NetstatCollector {
     fn collect(&self, cfg: &Config) -> Result<Vec<Family>, CollectError> {
         let read_required = |file: &str| {
             let path = cfg.roots.proc(file);
-            crate::roots::read(&path).map(|t| (path, t))
+            crate::roots::read_kept(&path).map(|t| (path, t))
         };
         let snmp = read_required("net/snmp")?;
         let netstat = read_required("net/netstat")?;
@@ -483,7 +483,7 @@ impl Collect for NetstatCollector {
         let mut sockstat = Vec::new();
         for (file, required) in [("net/sockstat", true), ("net/sockstat6", false)] {
             let path = cfg.roots.proc(file);
-            match crate::roots::read(&path) {
+            match crate::roots::read_kept(&path) {
                 Ok(t) => {
                     sockstat.extend(parse_sockstat(&t).map_err(|e| CollectError::parse(&path, e))?)
                 }

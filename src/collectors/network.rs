@@ -326,7 +326,7 @@ pub struct NetworkCollector;
 impl Collect for NetworkCollector {
     fn collect(&self, cfg: &CollectConfig) -> Result<Vec<Family>, CollectError> {
         let path = cfg.roots.proc("net/dev");
-        let devices = parse_net_dev(&crate::roots::read(&path)?)
+        let devices = parse_net_dev(&crate::roots::read_kept(&path)?)
             .map_err(|e| CollectError::parse(&path, e))?;
         let mut fams = emit(&devices, &cfg.network, |name| {
             if name.contains('/') {
@@ -342,7 +342,7 @@ impl Collect for NetworkCollector {
             }
         });
         let path = cfg.roots.proc("net/softnet_stat");
-        match crate::roots::read(&path) {
+        match crate::roots::read_kept(&path) {
             Ok(text) => {
                 let rows = parse_softnet(&text).map_err(|e| CollectError::parse(&path, e))?;
                 fams.extend(emit_softnet(&rows));

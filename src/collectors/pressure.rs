@@ -77,7 +77,7 @@ impl Collect for PressureCollector {
         let mut found = Vec::new();
         for resource in RESOURCES {
             let path = cfg.roots.proc(&format!("pressure/{resource}"));
-            match crate::roots::read(&path) {
+            match crate::roots::read_kept(&path) {
                 Ok(text) => {
                     let p = parse_pressure(&text).map_err(|e| CollectError::parse(&path, e))?;
                     found.push((resource, p));

@@ -111,7 +111,7 @@ pub struct SchedstatCollector;
 impl Collect for SchedstatCollector {
     fn collect(&self, cfg: &Config) -> Result<Vec<Family>, CollectError> {
         let path = cfg.roots.proc("schedstat");
-        let text = crate::roots::read(&path)
+        let text = crate::roots::read_kept(&path)
             .map_err(|e| e.missing_means_unsupported("kernel built without CONFIG_SCHEDSTATS"))?;
         let stat = parse_schedstat(&text).map_err(|e| CollectError::parse(&path, e))?;
         Ok(emit(&stat))

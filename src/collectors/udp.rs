@@ -71,7 +71,7 @@ impl Collect for UdpCollector {
         let mut udp = Vec::with_capacity(2);
         for (file, ip) in [("net/udp", "v4"), ("net/udp6", "v6")] {
             let path = cfg.roots.proc(file);
-            match crate::roots::read(&path) {
+            match crate::roots::read_kept(&path) {
                 Ok(t) => udp.push((
                     ip,
                     parse_udp_queues(&t).map_err(|e| CollectError::parse(&path, e))?,
