@@ -249,14 +249,16 @@ fn a_closed_listener_leaves_no_series_and_a_reopened_one_starts_fresh() {
         "backlog 4 holds 5, got {}",
         waiting.len()
     );
-    let text = common::scrape_until(exporter.addr, Duration::from_secs(5), |t| {
-        common::sample(t, &standing) == Some(1.0)
-    });
-    let before = common::sample(
-        &text,
-        &format!("sojourn_queue_standing_seconds_total{{queue=\"{queue}\"}}"),
-    )
-    .unwrap();
+    // A scrape once the queue stands, and its standing time so far.
+    let once_standing = || {
+        let text = common::scrape_until(exporter.addr, Duration::from_secs(5), |t| {
+            common::sample(t, &standing) == Some(1.0)
+        });
+        let seconds = format!("sojourn_queue_standing_seconds_total{{queue=\"{queue}\"}}");
+        let so_far = common::sample(&text, &seconds).unwrap();
+        (text, so_far)
+    };
+    let (text, before) = once_standing();
     assert!(series_of(&text, &queue).len() > 20, "{text}");
 
     // Everything accepted, the clients and the listener closed.
@@ -279,14 +281,7 @@ fn a_closed_listener_leaves_no_series_and_a_reopened_one_starts_fresh() {
     // The same port again, standing again: its history starts at zero.
     let listener = listener_on(addr.port(), 4);
     let waiting = clients(addr, 20);
-    let text = common::scrape_until(exporter.addr, Duration::from_secs(5), |t| {
-        common::sample(t, &standing) == Some(1.0)
-    });
-    let again = common::sample(
-        &text,
-        &format!("sojourn_queue_standing_seconds_total{{queue=\"{queue}\"}}"),
-    )
-    .unwrap();
+    let (_, again) = once_standing();
     assert!(
         again < before + 0.5,
         "the reopened listener's standing time {again} s continues the closed one's {before} s"
