@@ -1,5 +1,5 @@
 //! Cost of recording one request into the proxy's latency histogram, with
-//! two threads recording at once (the budget: ≤ 50 ns):
+//! two threads recording at once (budget: ≤ 50 ns):
 //! `cargo run --release --example histogram_record`.
 //! "observe" is the atomic histogram alone; "lookup + observe" adds finding
 //! the series by its labels; "+ window" adds the HdrHistogram of the

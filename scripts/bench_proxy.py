@@ -7,7 +7,7 @@ usage: scripts/bench_proxy.py [--seconds 10] [--rounds 3] [--connections 50]
 Runs nginx (Debian's package) with ../shared/bench/nginx_pair.conf: a
 backend on 127.0.0.1:18081 answering `return 200`, and a keep-alive reverse
 proxy to it on 127.0.0.1:18082 (1 worker, which serves the backend too:
-the issue's peer). Also starts a second nginx whose one worker only
+the reference peer). Also starts a second nginx whose one worker only
 proxies, on 127.0.0.1:18084 to the same backend ("nginx-own": a proxy in
 its own process, as a sidecar is, whose every request wakes another
 process), and `sojourn proxy` on 127.0.0.1:18083 to the same backend (its

@@ -247,7 +247,7 @@ fn live_host_scrape_is_lint_clean_and_bounded() {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    // The budget: under 700 series on a 2-CPU host, growing with CPUs only.
+    // The budget: under 700 series on a 2-CPU host, growing with CPUs only.
     let budget = 700 + SERIES_PER_CPU * cpus.saturating_sub(2);
     assert!(
         series < budget,
