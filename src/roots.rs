@@ -99,10 +99,9 @@ pub fn read_attr(path: &Path) -> Option<String> {
 ///
 /// Not for cgroup or per-process files: an open descriptor pins a removed
 /// cgroup or an exited process in the kernel. /proc/net files stay bound to
-/// the network namespace of the thread that opened them.
-struct Kept {
-    files: std::collections::HashMap<PathBuf, (KeptFile, std::time::Instant)>,
-}
+/// the network namespace of the thread that opened them. Each file with
+/// when it was last read.
+type Kept = std::collections::HashMap<PathBuf, (KeptFile, std::time::Instant)>;
 
 static KEPT: std::sync::Mutex<Option<Kept>> = std::sync::Mutex::new(None);
 
@@ -128,10 +127,7 @@ fn on_kernel_fs(file: &std::fs::File) -> bool {
 /// sysfs. The file is taken out of the set while it is read, so a read
 /// that hangs holds up no other scrape.
 pub fn read_kept(path: &Path) -> Result<String, CollectError> {
-    let taken = KEPT
-        .lock()
-        .ok()
-        .and_then(|mut k| k.as_mut()?.files.remove(path));
+    let taken = KEPT.lock().ok().and_then(|mut k| k.as_mut()?.remove(path));
     let mut kept = match taken {
         Some((kept, _)) => kept,
         None => {
@@ -147,16 +143,13 @@ pub fn read_kept(path: &Path) -> Result<String, CollectError> {
         return text;
     }
     if let Ok(mut guard) = KEPT.lock() {
-        let set = guard.get_or_insert_with(|| Kept {
-            files: std::collections::HashMap::new(),
-        });
+        let set = guard.get_or_insert_with(Kept::new);
         let now = std::time::Instant::now();
-        if set.files.len() >= MAX_KEPT {
-            set.files
-                .retain(|_, (_, used)| now.duration_since(*used) < KEPT_IDLE);
+        if set.len() >= MAX_KEPT {
+            set.retain(|_, (_, used)| now.duration_since(*used) < KEPT_IDLE);
         }
-        if set.files.len() < MAX_KEPT {
-            set.files.insert(path.to_path_buf(), (kept, now));
+        if set.len() < MAX_KEPT {
+            set.insert(path.to_path_buf(), (kept, now));
         }
     }
     text
@@ -261,7 +254,7 @@ mod tests {
         KEPT.lock()
             .unwrap()
             .as_ref()
-            .is_some_and(|k| k.files.contains_key(path))
+            .is_some_and(|k| k.contains_key(path))
     }
 
     #[test]
@@ -300,5 +293,19 @@ mod tests {
         child.wait().unwrap();
         assert!(read_kept(&stat).is_err());
         assert!(!kept(&stat), "a failed read is not kept");
+    }
+
+    #[test]
+    fn an_attribute_without_a_value_stays_open() {
+        // The loopback device has no link speed: sysfs answers EINVAL.
+        let speed = Path::new("/sys/class/net/lo/speed");
+        match read_kept(speed) {
+            Err(CollectError::Io(e)) if e.contains("Invalid argument") => {
+                assert!(kept(speed), "reopened at every scrape: {e}");
+                assert!(read_kept(speed).is_err());
+                assert!(kept(speed));
+            }
+            other => eprintln!("lo has a speed here ({other:?}); nothing to check"),
+        }
     }
 }

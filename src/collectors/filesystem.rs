@@ -203,12 +203,12 @@ impl StuckSet {
     }
 }
 
-/// The mounts of one scrape, measured in order; each answer names its
-/// index. One job per scrape rather than one per mount: every hand-off
-/// between threads is a wake-up that costs more than the statvfs itself.
+/// The mounts of one scrape, answered in order on the job's own channel.
+/// One job per scrape rather than one per mount: every hand-off between
+/// threads is a wake-up that costs more than the statvfs itself.
 struct Job {
     paths: Vec<PathBuf>,
-    reply: mpsc::Sender<(usize, Result<Usage, String>)>,
+    reply: mpsc::Sender<Result<Usage, String>>,
 }
 
 /// One long-lived thread runs statvfs for every scrape (no thread start per
@@ -245,11 +245,11 @@ impl StatPool {
             .name("statvfs".into())
             .spawn(move || {
                 for job in rx {
-                    for (i, path) in job.paths.iter().enumerate() {
+                    for path in &job.paths {
                         stuck.insert(path);
                         let r = stat(path);
                         stuck.remove(path);
-                        if job.reply.send((i, r)).is_err() {
+                        if job.reply.send(r).is_err() {
                             break;
                         }
                     }
@@ -295,17 +295,10 @@ impl StatPool {
                 failed(&mut out, "statvfs thread exited");
                 break;
             }
-            for (n, &i) in pending.iter().enumerate() {
+            for &i in &pending {
                 match rx.recv_timeout(timeout) {
-                    Ok((at, r)) if at == n => {
-                        out[i] = Some(match r {
-                            Ok(u) => Outcome::Measured(u),
-                            Err(e) => Outcome::Failed(e),
-                        });
-                    }
-                    Ok(_) => {
-                        out[i] = Some(Outcome::Failed("statvfs answers out of order".into()));
-                    }
+                    Ok(Ok(u)) => out[i] = Some(Outcome::Measured(u)),
+                    Ok(Err(e)) => out[i] = Some(Outcome::Failed(e)),
                     Err(_) => {
                         // This mount holds the thread; the rest go round again.
                         self.abandon_worker();
