@@ -63,6 +63,9 @@ fn io_error(path: &Path, e: io::Error) -> CollectError {
 
 /// Most /proc files sojourn reads fit in one read of this size.
 const READ_CHUNK: usize = 16 * 1024;
+/// A cgroup's files are a line or a few dozen; memory.stat, the longest,
+/// is under 2 KiB.
+const SMALL_READ: usize = 4 * 1024;
 
 /// Reads a whole file, turning a missing file into [`CollectError::Missing`]
 /// so collectors can tell "kernel lacks this" from a real failure.
@@ -82,6 +85,121 @@ fn read_file(path: &Path, file: std::fs::File) -> Result<String, CollectError> {
     // answers with 0) and reads straight into the reserved capacity.
     file.take(u64::MAX).read_to_end(&mut buf).map_err(io_err)?;
     String::from_utf8(buf).map_err(|_| CollectError::parse(path, "file is not valid UTF-8"))
+}
+
+/// A directory whose files are read by name, each with one `openat`
+/// relative to it: a cgroup's dozen files then cost one path walk, not a
+/// dozen (each walk of `/sys/fs/cgroup/memory/kubepods/…/file` is a fifth
+/// of reading the file). The directory is held only while it is read, so
+/// a removed cgroup is never pinned.
+pub struct Dir {
+    path: PathBuf,
+    fd: rustix::fd::OwnedFd,
+}
+
+impl Dir {
+    /// `None` when the directory does not exist.
+    pub fn open(path: &Path) -> Result<Option<Dir>, CollectError> {
+        use rustix::fs::{Mode, OFlags};
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        match rustix::fs::open(path, flags, Mode::empty()) {
+            Ok(fd) => Ok(Some(Dir {
+                path: path.to_path_buf(),
+                fd,
+            })),
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => Ok(None),
+            Err(e) => Err(io_error(path, e.into())),
+        }
+    }
+
+    /// The full path of a file in it, for errors.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// A file's content; `None` when the directory has no such file.
+    pub fn read(&self, name: &str) -> Result<Option<String>, CollectError> {
+        use rustix::fs::{Mode, OFlags};
+        match rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => {
+                let path = || self.path(name);
+                let mut buf = Vec::with_capacity(SMALL_READ);
+                read_whole(&fd, &mut buf).map_err(|e| io_error(&path(), e))?;
+                String::from_utf8(buf)
+                    .map(Some)
+                    .map_err(|_| CollectError::parse(&path(), "file is not valid UTF-8"))
+            }
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Err(e) => Err(io_error(&self.path(name), e.into())),
+        }
+    }
+}
+
+/// A mount table (`/proc/PID/mountinfo`) kept open and read again only
+/// when the kernel says it changed: poll(2) on it reports POLLPRI once
+/// any mount, unmount or remount happened in its namespace since the last
+/// poll (Documentation/filesystems/proc.rst, 3.5). A node running pods has
+/// hundreds of mounts; formatting them at every scrape is what this saves.
+pub struct MountTable {
+    path: PathBuf,
+    file: std::fs::File,
+    /// Whether the file is procfs's, which polls; a copy on disk (a
+    /// fixture tree) never reports a change and is read every time.
+    polls: bool,
+}
+
+impl MountTable {
+    pub fn open(path: &Path) -> Result<MountTable, CollectError> {
+        let file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
+        let polls = rustix::fs::fstatfs(&file).is_ok_and(|s| {
+            #[allow(clippy::unnecessary_cast)]
+            let kind = s.f_type as i64;
+            kind == PROC_SUPER_MAGIC
+        });
+        Ok(MountTable {
+            path: path.to_path_buf(),
+            file,
+            polls,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the table may differ from the last [`MountTable::read`]
+    /// (always, for a file that does not poll). The first call after
+    /// opening says no: read once after opening.
+    pub fn changed(&self) -> bool {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        if !self.polls {
+            return true;
+        }
+        let mut fds = [PollFd::new(&self.file, PollFlags::PRI)];
+        match poll(&mut fds, Some(&Timespec::default())) {
+            Ok(_) => fds[0]
+                .revents()
+                .intersects(PollFlags::PRI | PollFlags::ERR | PollFlags::NVAL),
+            Err(_) => true,
+        }
+    }
+
+    /// The whole table, as the kernel formats it now.
+    pub fn read(&self) -> Result<String, CollectError> {
+        if !self.polls {
+            // Read afresh: a file on disk may have been replaced.
+            return read(&self.path);
+        }
+        let mut buf = Vec::with_capacity(READ_CHUNK);
+        read_whole(&self.file, &mut buf).map_err(|e| io_error(&self.path, e))?;
+        String::from_utf8(buf)
+            .map_err(|_| CollectError::parse(&self.path, "file is not valid UTF-8"))
+    }
 }
 
 /// Reads a small sysfs attribute, trimmed; `None` when absent or unreadable
@@ -226,23 +344,27 @@ impl KeptFile {
                 false,
             ));
         };
-        self.buf.clear();
-        let mut offset = 0u64;
-        loop {
-            if self.buf.capacity() == self.buf.len() {
-                self.buf.reserve(self.buf.capacity().max(READ_CHUNK));
-            }
-            let asked = self.buf.capacity() - self.buf.len();
-            // spare_capacity extends the Vec's length by what pread wrote.
-            let n = rustix::io::pread(file, rustix::buffer::spare_capacity(&mut self.buf), offset)
-                .map_err(|e| io_err(e.into()))?;
-            // procfs (seq_file) fills a read until the buffer or the content
-            // ends, so a short read is the end: no second read for EOF.
-            if n < asked {
-                return Ok(());
-            }
-            offset += n as u64;
+        read_whole(file, &mut self.buf).map_err(io_err)
+    }
+}
+
+/// Reads a kernel file from offset 0 into `buf` (cleared first). procfs
+/// (seq_file) and kernfs fill a read until the buffer or the content ends,
+/// so a short read is the end: no second read for EOF.
+fn read_whole(file: &impl rustix::fd::AsFd, buf: &mut Vec<u8>) -> io::Result<()> {
+    buf.clear();
+    let mut offset = 0u64;
+    loop {
+        if buf.capacity() == buf.len() {
+            buf.reserve(buf.capacity().max(READ_CHUNK));
         }
+        let asked = buf.capacity() - buf.len();
+        // spare_capacity extends the Vec's length by what pread wrote.
+        let n = rustix::io::pread(file, rustix::buffer::spare_capacity(&mut *buf), offset)?;
+        if n < asked {
+            return Ok(());
+        }
+        offset += n as u64;
     }
 }
 

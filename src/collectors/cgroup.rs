@@ -28,7 +28,7 @@ use regex::Regex;
 use super::{Collect, CollectError, Config as CollectConfig, ParseError, parse_u64};
 use crate::kubelet::{Kubelet, PodDirectory};
 use crate::metrics::{Family, Label, label};
-use crate::roots::read;
+use crate::roots::{Dir, read};
 
 /// v1 `memory.limit_in_bytes` without a limit is PAGE_COUNTER_MAX pages,
 /// about 2^63; anything this large means "no limit".
@@ -222,39 +222,55 @@ pub struct CgroupStats {
 }
 
 /// Reads a file that may be absent (a controller not enabled here).
-fn optional(path: &Path) -> Result<Option<String>, CollectError> {
-    match read(path) {
-        Ok(t) => Ok(Some(t)),
-        Err(CollectError::Missing(_)) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 fn parsed<T>(path: &Path, r: Result<T, ParseError>) -> Result<T, CollectError> {
     r.map_err(|e| CollectError::parse(path, e))
 }
 
-fn read_pressure(dir: &Path, stats: &mut CgroupStats) -> Result<(), CollectError> {
-    for resource in ["cpu", "memory", "io"] {
-        let path = dir.join(format!("{resource}.pressure"));
-        if let Some(t) = optional(&path)? {
+/// Reads `name` in `dir` and parses it; `None` when the file is absent.
+fn read_parsed<'t, T>(
+    dir: &Dir,
+    name: &str,
+    text: &'t mut Option<String>,
+    parse: impl FnOnce(&'t str) -> Result<T, ParseError>,
+) -> Result<Option<T>, CollectError> {
+    *text = dir.read(name)?;
+    match text.as_deref() {
+        Some(t) => parse(t)
+            .map(Some)
+            .map_err(|e| CollectError::parse(&dir.path(name), e)),
+        None => Ok(None),
+    }
+}
+
+fn read_pressure(dir: &Dir, stats: &mut CgroupStats) -> Result<(), CollectError> {
+    for (resource, file) in [
+        ("cpu", "cpu.pressure"),
+        ("memory", "memory.pressure"),
+        ("io", "io.pressure"),
+    ] {
+        if let Some(t) = dir.read(file)? {
             stats.pressure.push((
                 resource,
-                parsed(&path, crate::collectors::pressure::parse_pressure(&t))?,
+                parsed(
+                    &dir.path(file),
+                    crate::collectors::pressure::parse_pressure(&t),
+                )?,
             ));
         }
     }
     Ok(())
 }
 
-pub fn read_v2(dir: &Path) -> Result<CgroupStats, CollectError> {
+/// The stats of one cgroup v2 directory; [`CollectError::Missing`] when the
+/// cgroup is gone (removed between the walk and the read).
+pub fn read_v2(path: &Path) -> Result<CgroupStats, CollectError> {
+    let dir = Dir::open(path)?.ok_or_else(|| CollectError::Missing(path.display().to_string()))?;
     let mut s = CgroupStats::default();
-    let p = dir.join("cpu.stat");
-    if let Some(t) = optional(&p)? {
-        let f = parsed(&p, parse_flat(&t))?;
+    let mut text = None;
+    if let Some(f) = read_parsed(&dir, "cpu.stat", &mut text, parse_flat)? {
         // Every kernel with cpu.stat prints usage_usec: without it the read was cut short.
         if get(&f, "usage_usec").is_none() {
-            return Err(CollectError::parse(&p, "no usage_usec"));
+            return Err(CollectError::parse(&dir.path("cpu.stat"), "no usage_usec"));
         }
         s.cpu_usage_seconds = get(&f, "usage_usec").map(|v| v as f64 / MICROS);
         s.cpu_user_seconds = get(&f, "user_usec").map(|v| v as f64 / MICROS);
@@ -263,55 +279,52 @@ pub fn read_v2(dir: &Path) -> Result<CgroupStats, CollectError> {
         s.throttled_periods = get(&f, "nr_throttled");
         s.throttled_seconds = get(&f, "throttled_usec").map(|v| v as f64 / MICROS);
     }
-    let p = dir.join("cpu.max");
-    if let Some(t) = optional(&p)? {
-        let (quota, period) = parsed(&p, parse_cpu_max(&t))?;
+    let mut text = None;
+    if let Some((quota, period)) = read_parsed(&dir, "cpu.max", &mut text, parse_cpu_max)? {
         s.quota_seconds = quota.map(|q| q as f64 / MICROS);
         s.period_seconds = Some(period as f64 / MICROS);
     }
-    let p = dir.join("memory.current");
-    if let Some(t) = optional(&p)? {
-        s.memory_usage_bytes = Some(parsed(&p, parse_u64("memory.current", &t))?);
+    let mut text = None;
+    s.memory_usage_bytes = read_parsed(&dir, "memory.current", &mut text, |t| {
+        parse_u64("memory.current", t)
+    })?;
+    let mut text = None;
+    if let Some(limit) = read_parsed(&dir, "memory.max", &mut text, parse_limit)? {
+        s.memory_limit_bytes = limit;
     }
-    let p = dir.join("memory.max");
-    if let Some(t) = optional(&p)? {
-        s.memory_limit_bytes = parsed(&p, parse_limit(&t))?;
-    }
-    let p = dir.join("memory.stat");
-    if let Some(t) = optional(&p)? {
-        let f = parsed(&p, parse_flat(&t))?;
+    let mut text = None;
+    if let Some(f) = read_parsed(&dir, "memory.stat", &mut text, parse_flat)? {
         if let (Some(usage), Some(inactive)) = (s.memory_usage_bytes, get(&f, "inactive_file")) {
             s.memory_working_set_bytes = Some(usage.saturating_sub(inactive));
         }
         s.pages_scanned = get(&f, "pgscan");
         s.pages_reclaimed = get(&f, "pgsteal");
     }
-    let p = dir.join("memory.events");
-    if let Some(t) = optional(&p)? {
-        let f = parsed(&p, parse_flat(&t))?;
+    let mut text = None;
+    if let Some(f) = read_parsed(&dir, "memory.events", &mut text, parse_flat)? {
         for event in ["low", "high", "max", "oom", "oom_kill"] {
             if let Some(v) = get(&f, event) {
                 s.memory_events.push((event, v));
             }
         }
     }
-    read_pressure(dir, &mut s)?;
-    let p = dir.join("io.stat");
-    if let Some(t) = optional(&p)? {
-        s.io = parsed(&p, parse_io_stat(&t))?;
+    read_pressure(&dir, &mut s)?;
+    let mut text = None;
+    if let Some(io) = read_parsed(&dir, "io.stat", &mut text, parse_io_stat)? {
+        s.io = io;
     }
-    read_pids(dir, &mut s)?;
+    read_pids(&dir, &mut s)?;
     Ok(s)
 }
 
-fn read_pids(dir: &Path, s: &mut CgroupStats) -> Result<(), CollectError> {
-    let p = dir.join("pids.current");
-    if let Some(t) = optional(&p)? {
-        s.pids = Some(parsed(&p, parse_u64("pids.current", &t))?);
-    }
-    let p = dir.join("pids.max");
-    if let Some(t) = optional(&p)? {
-        s.pids_limit = parsed(&p, parse_limit(&t))?;
+fn read_pids(dir: &Dir, s: &mut CgroupStats) -> Result<(), CollectError> {
+    let mut text = None;
+    s.pids = read_parsed(dir, "pids.current", &mut text, |t| {
+        parse_u64("pids.current", t)
+    })?;
+    let mut text = None;
+    if let Some(limit) = read_parsed(dir, "pids.max", &mut text, parse_limit)? {
+        s.pids_limit = limit;
     }
     Ok(())
 }
@@ -333,85 +346,99 @@ pub fn read_v1(layout: &Layout, rel: &str) -> Result<CgroupStats, CollectError> 
     else {
         return Err(CollectError::Io("not a v1 layout".into()));
     };
-    let at = |base: &Option<PathBuf>| base.as_ref().map(|b| b.join(rel.trim_start_matches('/')));
-    let mut s = CgroupStats::default();
-    if let Some(dir) = at(cpuacct) {
-        let p = dir.join("cpuacct.usage");
-        if let Some(t) = optional(&p)? {
-            s.cpu_usage_seconds = Some(parsed(&p, parse_u64("cpuacct.usage", &t))? as f64 / NANOS);
+    // A cgroup made in one hierarchy only (by hand or by a tool) has no
+    // directory in the others: one failed open says so for all its files.
+    let at = |base: &Option<PathBuf>| -> Result<Option<Dir>, CollectError> {
+        match base {
+            Some(b) => Dir::open(&b.join(rel.trim_start_matches('/'))),
+            None => Ok(None),
         }
-        let p = dir.join("cpuacct.stat");
-        if let Some(t) = optional(&p)? {
-            let f = parsed(&p, parse_flat(&t))?;
+    };
+    let mut s = CgroupStats::default();
+    if let Some(dir) = at(cpuacct)? {
+        let mut text = None;
+        s.cpu_usage_seconds = read_parsed(&dir, "cpuacct.usage", &mut text, |t| {
+            parse_u64("cpuacct.usage", t)
+        })?
+        .map(|v| v as f64 / NANOS);
+        let mut text = None;
+        if let Some(f) = read_parsed(&dir, "cpuacct.stat", &mut text, parse_flat)? {
             s.cpu_user_seconds = get(&f, "user").map(|v| v as f64 / user_hz());
             s.cpu_system_seconds = get(&f, "system").map(|v| v as f64 / user_hz());
         }
     }
-    if let Some(dir) = at(cpu) {
-        let p = dir.join("cpu.stat");
-        if let Some(t) = optional(&p)? {
-            let f = parsed(&p, parse_flat(&t))?;
+    if let Some(dir) = at(cpu)? {
+        let mut text = None;
+        if let Some(f) = read_parsed(&dir, "cpu.stat", &mut text, parse_flat)? {
             if get(&f, "nr_periods").is_none() {
-                return Err(CollectError::parse(&p, "no nr_periods"));
+                return Err(CollectError::parse(&dir.path("cpu.stat"), "no nr_periods"));
             }
             s.periods = get(&f, "nr_periods");
             s.throttled_periods = get(&f, "nr_throttled");
             s.throttled_seconds = get(&f, "throttled_time").map(|v| v as f64 / NANOS);
         }
-        let quota = optional(&dir.join("cpu.cfs_quota_us"))?;
-        let period = optional(&dir.join("cpu.cfs_period_us"))?;
+        let quota = dir.read("cpu.cfs_quota_us")?;
+        let period = dir.read("cpu.cfs_period_us")?;
         if let (Some(q), Some(p)) = (quota, period) {
             // -1 means no quota.
             s.quota_seconds = q.trim().parse::<u64>().ok().map(|q| q as f64 / MICROS);
-            let path = dir.join("cpu.cfs_period_us");
+            let path = dir.path("cpu.cfs_period_us");
             s.period_seconds = Some(parsed(&path, parse_u64("cfs_period_us", &p))? as f64 / MICROS);
         }
     }
-    if let Some(dir) = at(memory) {
-        let p = dir.join("memory.usage_in_bytes");
-        if let Some(t) = optional(&p)? {
-            s.memory_usage_bytes = Some(parsed(&p, parse_u64("usage_in_bytes", &t))?);
+    if let Some(dir) = at(memory)? {
+        let mut text = None;
+        s.memory_usage_bytes = read_parsed(&dir, "memory.usage_in_bytes", &mut text, |t| {
+            parse_u64("usage_in_bytes", t)
+        })?;
+        let mut text = None;
+        if let Some(limit) = read_parsed(&dir, "memory.limit_in_bytes", &mut text, parse_limit)? {
+            s.memory_limit_bytes = limit;
         }
-        let p = dir.join("memory.limit_in_bytes");
-        if let Some(t) = optional(&p)? {
-            s.memory_limit_bytes = parsed(&p, parse_limit(&t))?;
-        }
-        let p = dir.join("memory.stat");
-        if let Some(t) = optional(&p)? {
-            let f = parsed(&p, parse_flat(&t))?;
-            if let (Some(usage), Some(inactive)) =
+        let mut text = None;
+        if let Some(f) = read_parsed(&dir, "memory.stat", &mut text, parse_flat)?
+            && let (Some(usage), Some(inactive)) =
                 (s.memory_usage_bytes, get(&f, "total_inactive_file"))
-            {
-                s.memory_working_set_bytes = Some(usage.saturating_sub(inactive));
-            }
+        {
+            s.memory_working_set_bytes = Some(usage.saturating_sub(inactive));
         }
-        let p = dir.join("memory.failcnt");
-        if let Some(t) = optional(&p)? {
-            s.memory_events
-                .push(("max", parsed(&p, parse_u64("failcnt", &t))?));
+        let mut text = None;
+        if let Some(v) = read_parsed(&dir, "memory.failcnt", &mut text, |t| {
+            parse_u64("failcnt", t)
+        })? {
+            s.memory_events.push(("max", v));
         }
-        let p = dir.join("memory.oom_control");
-        if let Some(t) = optional(&p)? {
-            let f = parsed(&p, parse_flat(&t))?;
-            if let Some(v) = get(&f, "oom_kill") {
-                s.memory_events.push(("oom_kill", v));
-            }
+        let mut text = None;
+        if let Some(f) = read_parsed(&dir, "memory.oom_control", &mut text, parse_flat)?
+            && let Some(v) = get(&f, "oom_kill")
+        {
+            s.memory_events.push(("oom_kill", v));
         }
     }
-    if let Some(dir) = at(pids) {
+    if let Some(dir) = at(pids)? {
         read_pids(&dir, &mut s)?;
     }
-    if let Some(dir) = at(blkio) {
-        let bytes = optional(&dir.join("blkio.throttle.io_service_bytes"))?;
-        let ops = optional(&dir.join("blkio.throttle.io_serviced"))?;
+    if let Some(dir) = at(blkio)? {
+        let bytes = dir.read("blkio.throttle.io_service_bytes")?;
+        let ops = dir.read("blkio.throttle.io_serviced")?;
         if let (Some(b), Some(o)) = (bytes, ops) {
-            s.io = parsed(&dir, parse_blkio(&b, &o))?;
+            s.io = parsed(&dir.path("blkio.throttle.io_serviced"), parse_blkio(&b, &o))?;
         }
     }
-    if let Some(dir) = at(unified).filter(|d| d.is_dir()) {
+    if let Some(dir) = at(unified)? {
         read_pressure(&dir, &mut s)?;
     }
     Ok(s)
+}
+
+/// Whether cgroup.procs lists a process: its first bytes say, however
+/// many thousands of pids follow.
+fn holds_processes(dir: &Path) -> bool {
+    use std::io::Read;
+    let mut first = [0u8; 1];
+    std::fs::File::open(dir.join("cgroup.procs"))
+        .and_then(|mut f| f.read(&mut first))
+        .is_ok_and(|n| n > 0)
 }
 
 /// Cgroups under `base` holding processes, as paths relative to it
@@ -439,9 +466,7 @@ pub fn walk(base: &Path, cfg: &Config, limit: usize) -> (Vec<String>, usize) {
         if rel.is_empty() {
             continue;
         }
-        let holds_processes = std::fs::read(dir.join("cgroup.procs"))
-            .map(|b| !b.is_empty())
-            .unwrap_or(false);
+        let holds_processes = holds_processes(&dir);
         let selected =
             cfg.include.is_match(&rel) && !cfg.exclude.as_ref().is_some_and(|x| x.is_match(&rel));
         if holds_processes && selected {
@@ -641,7 +666,13 @@ pub struct CgroupCollector {
     /// names a device not in it, not at every scrape (the disk collector
     /// reads that file too).
     device_names: std::sync::Mutex<HashMap<String, String>>,
+    /// The layout found at a root, and when: mounting a hierarchy is rare,
+    /// and detecting it anew costs a dozen lookups at every scrape.
+    layout: std::sync::Mutex<Option<(PathBuf, Layout, std::time::Instant)>>,
 }
+
+/// How long a detected layout is trusted before it is looked at again.
+const LAYOUT_RECHECK: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl CgroupCollector {
     /// The device names the stats need, refreshed if one is unknown.
@@ -675,6 +706,24 @@ impl CgroupCollector {
 }
 
 impl CgroupCollector {
+    /// The layout at `root`, detected at most every [`LAYOUT_RECHECK`].
+    fn layout(&self, root: &Path) -> Option<Layout> {
+        let mut cached = self
+            .layout
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        if let Some((at, layout, when)) = cached.as_ref()
+            && at == root
+            && now.duration_since(*when) < LAYOUT_RECHECK
+        {
+            return Some(layout.clone());
+        }
+        let layout = detect(root);
+        *cached = layout.clone().map(|l| (root.to_path_buf(), l, now));
+        layout
+    }
+
     pub fn new(cfg: &Config) -> Self {
         let kubelet = cfg.kubelet_url.clone().and_then(|url| {
             Kubelet::start(url, crate::kubelet::REFRESH)
@@ -684,6 +733,7 @@ impl CgroupCollector {
         CgroupCollector {
             kubelet,
             device_names: Default::default(),
+            layout: Default::default(),
         }
     }
 }
@@ -695,7 +745,7 @@ impl Collect for CgroupCollector {
             .root
             .clone()
             .unwrap_or_else(|| cfg.roots.sys("fs/cgroup"));
-        let layout = detect(&root).ok_or_else(|| {
+        let layout = self.layout(&root).ok_or_else(|| {
             CollectError::Unsupported(format!(
                 "no cgroup filesystem at {} (--collector.cgroup.root)",
                 root.display()

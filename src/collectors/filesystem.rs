@@ -394,30 +394,71 @@ pub fn emit(mounts: &[Mount], outcomes: &[Outcome]) -> Vec<Family> {
 
 pub struct FilesystemCollector {
     pool: StatPool,
+    /// The mount table and the mounts selected from it at its last change.
+    table: Mutex<Option<(crate::roots::MountTable, Vec<Mount>)>>,
 }
 
 impl Default for FilesystemCollector {
     fn default() -> Self {
         FilesystemCollector {
             pool: StatPool::new(statvfs),
+            table: Mutex::new(None),
         }
+    }
+}
+
+impl FilesystemCollector {
+    /// The mounts to measure: from the kept table when the kernel says it
+    /// has not changed, else read and parsed anew.
+    fn mounts(&self, cfg: &CollectConfig) -> Result<Vec<Mount>, CollectError> {
+        let mut table = self
+            .table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((file, mounts)) = table.as_ref()
+            && !file.changed()
+        {
+            return Ok(mounts.clone());
+        }
+        let (file, text) = match table.take() {
+            Some((file, _)) => match file.read() {
+                Ok(text) => (file, text),
+                // Gone (sojourn's PID 1 view changed): open it again.
+                Err(_) => open_mount_table(cfg)?,
+            },
+            None => open_mount_table(cfg)?,
+        };
+        let mounts = parse_mountinfo(&text).map_err(|e| CollectError::parse(file.path(), e))?;
+        let mounts = select_mounts(mounts, &cfg.filesystem);
+        *table = Some((file, mounts.clone()));
+        Ok(mounts)
+    }
+}
+
+/// PID 1's mount table (the host's when sojourn runs in a container with
+/// hostPID), else sojourn's own; opened and read.
+fn open_mount_table(
+    cfg: &CollectConfig,
+) -> Result<(crate::roots::MountTable, String), CollectError> {
+    use crate::roots::MountTable;
+    let first = MountTable::open(&cfg.roots.proc("1/mountinfo")).and_then(|t| {
+        let text = t.read()?;
+        Ok((t, text))
+    });
+    match first {
+        Ok(opened) => Ok(opened),
+        Err(CollectError::Missing(_) | CollectError::Io(_)) => {
+            let t = MountTable::open(&cfg.roots.proc("self/mountinfo"))?;
+            let text = t.read()?;
+            Ok((t, text))
+        }
+        Err(e) => Err(e),
     }
 }
 
 impl Collect for FilesystemCollector {
     fn collect(&self, cfg: &CollectConfig) -> Result<Vec<Family>, CollectError> {
-        // PID 1's view is the host's when sojourn runs in a container with hostPID.
-        let mut path = cfg.roots.proc("1/mountinfo");
-        let text = match crate::roots::read(&path) {
-            Ok(t) => t,
-            Err(CollectError::Missing(_) | CollectError::Io(_)) => {
-                path = cfg.roots.proc("self/mountinfo");
-                crate::roots::read(&path)?
-            }
-            Err(e) => return Err(e),
-        };
-        let mounts = parse_mountinfo(&text).map_err(|e| CollectError::parse(&path, e))?;
-        let mounts = select_mounts(mounts, &cfg.filesystem);
+        let mounts = self.mounts(cfg)?;
         let paths: Vec<PathBuf> = mounts
             .iter()
             .map(|m| cfg.roots.host_path(Path::new(&m.mount_point)))
