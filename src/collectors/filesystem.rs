@@ -394,8 +394,9 @@ pub fn emit(mounts: &[Mount], outcomes: &[Outcome]) -> Vec<Family> {
 
 pub struct FilesystemCollector {
     pool: StatPool,
-    /// The mount table and the mounts selected from it at its last change.
-    table: Mutex<Option<(crate::roots::MountTable, Vec<Mount>)>>,
+    /// The mount table, the mounts selected from it at its last change and
+    /// which of them are measured inline.
+    table: Mutex<Option<(crate::roots::MountTable, Selected)>>,
 }
 
 impl Default for FilesystemCollector {
@@ -407,10 +408,13 @@ impl Default for FilesystemCollector {
     }
 }
 
+/// The mounts to measure, and which of them are measured inline.
+type Selected = (Vec<Mount>, Vec<bool>);
+
 impl FilesystemCollector {
     /// The mounts to measure: from the kept table when the kernel says it
     /// has not changed, else read and parsed anew.
-    fn mounts(&self, cfg: &CollectConfig) -> Result<Vec<Mount>, CollectError> {
+    fn mounts(&self, cfg: &CollectConfig) -> Result<Selected, CollectError> {
         let mut table = self
             .table
             .lock()
@@ -428,11 +432,43 @@ impl FilesystemCollector {
             },
             None => open_mount_table(cfg)?,
         };
-        let mounts = parse_mountinfo(&text).map_err(|e| CollectError::parse(file.path(), e))?;
-        let mounts = select_mounts(mounts, &cfg.filesystem);
-        *table = Some((file, mounts.clone()));
-        Ok(mounts)
+        let all = parse_mountinfo(&text).map_err(|e| CollectError::parse(file.path(), e))?;
+        let mounts = select_mounts(all.clone(), &cfg.filesystem);
+        let inline = answers_from_memory(&all, &mounts);
+        *table = Some((file, (mounts.clone(), inline.clone())));
+        Ok((mounts, inline))
     }
+}
+
+/// Filesystems whose statfs answers from counters in memory, never
+/// waiting on a device or a server (and the kernel's pseudo filesystems,
+/// whose directories never wait either).
+const IN_MEMORY_STATFS: &[&str] = &[
+    "ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "tmpfs", "ramfs", "vfat", "proc", "sysfs",
+    "devtmpfs", "devpts", "cgroup", "cgroup2", "mqueue", "securityfs", "debugfs", "tracefs", "bpf",
+    "pstore", "configfs", "hugetlbfs", "nsfs",
+];
+
+/// Which of the `selected` mounts are measured on the scrape's own thread
+/// (saving the two thread hand-offs of the statvfs thread): those of an
+/// in-memory filesystem with no other kind of mount above them in `all`,
+/// as the path walk to them could wait on that parent.
+fn answers_from_memory(all: &[Mount], selected: &[Mount]) -> Vec<bool> {
+    let in_memory = |m: &Mount| IN_MEMORY_STATFS.contains(&m.fs_type.as_str());
+    let may_wait: Vec<&Path> = all
+        .iter()
+        .filter(|m| !in_memory(m))
+        .map(|m| Path::new(&m.mount_point))
+        .collect();
+    selected
+        .iter()
+        .map(|m| {
+            in_memory(m)
+                && !may_wait
+                    .iter()
+                    .any(|parent| Path::new(&m.mount_point).starts_with(parent))
+        })
+        .collect()
 }
 
 /// PID 1's mount table (the host's when sojourn runs in a container with
@@ -458,12 +494,31 @@ fn open_mount_table(
 
 impl Collect for FilesystemCollector {
     fn collect(&self, cfg: &CollectConfig) -> Result<Vec<Family>, CollectError> {
-        let mounts = self.mounts(cfg)?;
-        let paths: Vec<PathBuf> = mounts
+        let (mounts, inline) = self.mounts(cfg)?;
+        let path = |m: &Mount| cfg.roots.host_path(Path::new(&m.mount_point));
+        // Local filesystems answer from memory, here; the rest go to the
+        // statvfs thread, which waits for them no longer than the timeout.
+        let remote: Vec<PathBuf> = mounts
             .iter()
-            .map(|m| cfg.roots.host_path(Path::new(&m.mount_point)))
+            .zip(&inline)
+            .filter(|(_, here)| !**here)
+            .map(|(m, _)| path(m))
             .collect();
-        let outcomes = self.pool.stat_all(&paths, cfg.filesystem.mount_timeout);
+        let mut remote = self
+            .pool
+            .stat_all(&remote, cfg.filesystem.mount_timeout)
+            .into_iter();
+        let outcomes: Vec<Outcome> = mounts
+            .iter()
+            .zip(&inline)
+            .map(|(m, here)| match here {
+                true => match (self.pool.stat)(&path(m)) {
+                    Ok(u) => Outcome::Measured(u),
+                    Err(e) => Outcome::Failed(e),
+                },
+                false => remote.next().unwrap_or(Outcome::Stale),
+            })
+            .collect();
         for (m, o) in mounts.iter().zip(&outcomes) {
             if let Outcome::Stale = o {
                 tracing::debug!(mountpoint = %m.mount_point, "statvfs did not answer; mount reported stale");
@@ -563,6 +618,41 @@ mod tests {
         assert!(!pool.stuck.contains(Path::new("/hang")));
         let out = pool.stat_all(&paths, Duration::from_secs(2));
         assert!(matches!(out[1], Outcome::Measured(_)));
+    }
+
+    #[test]
+    fn only_local_mounts_outside_network_ones_are_measured_inline() {
+        let all = parse_mountinfo(
+            "22 27 0:21 / /proc rw - proc proc rw
+27 1 254:0 / / rw - ext4 /dev/vda rw
+28 27 0:25 / /run rw - tmpfs tmpfs rw
+29 27 0:26 / /data rw - xfs /dev/sdb1 rw
+30 27 0:27 / /nfs rw - nfs4 srv:/export rw
+31 30 254:1 / /nfs/scratch rw - ext4 /dev/vdb rw
+32 27 0:28 / /fuse rw - fuse.sshfs host: rw
+33 27 0:29 / /auto rw - autofs systemd-1 rw
+34 33 254:2 / /auto/disk rw - ext4 /dev/vdc rw
+",
+        )
+        .unwrap();
+        let selected = select_mounts(all.clone(), &Config::default());
+        let inline: Vec<(&str, bool)> = selected
+            .iter()
+            .map(|m| m.mount_point.as_str())
+            .zip(answers_from_memory(&all, &selected))
+            .collect();
+        assert_eq!(
+            inline,
+            [
+                ("/", true),
+                ("/run", true),
+                ("/data", true),
+                ("/nfs", false),
+                ("/nfs/scratch", false),
+                ("/fuse", false),
+                ("/auto/disk", false),
+            ]
+        );
     }
 
     #[test]
