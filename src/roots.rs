@@ -128,9 +128,20 @@ impl Dir {
         ) {
             Ok(fd) => {
                 let path = || self.path(name);
-                let mut buf = Vec::with_capacity(SMALL_READ);
-                read_whole(&fd, &mut buf).map_err(|e| io_error(&path(), e))?;
-                String::from_utf8(buf)
+                let io_err = |e: io::Error| io_error(&path(), e);
+                // Read on the stack, kept at its own size: a large buffer
+                // per file would make the allocator sort its free lists
+                // at every one.
+                let mut first = [0u8; SMALL_READ];
+                let n = rustix::io::pread(&fd, &mut first, 0).map_err(|e| io_err(e.into()))?;
+                let bytes = if n < first.len() {
+                    first[..n].to_vec()
+                } else {
+                    let mut buf = Vec::with_capacity(2 * SMALL_READ);
+                    read_whole(&fd, &mut buf).map_err(io_err)?;
+                    buf
+                };
+                String::from_utf8(bytes)
                     .map(Some)
                     .map_err(|_| CollectError::parse(&path(), "file is not valid UTF-8"))
             }
