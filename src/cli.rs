@@ -82,8 +82,26 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if !(secs > 0.0 && secs.is_finite()) {
         return Err(format!("{s:?} must be positive"));
     }
+    if secs < MIN_DURATION.as_secs_f64() {
+        return Err(format!(
+            "{s:?} is shorter than the least sojourn takes, 1ms"
+        ));
+    }
+    if secs > MAX_DURATION.as_secs_f64() {
+        return Err(format!(
+            "{s:?} is longer than the most sojourn takes, 8760h (a year)"
+        ));
+    }
     Ok(Duration::from_secs_f64(secs))
 }
+
+/// The shortest duration any setting takes: below it a timer would round
+/// to zero.
+pub const MIN_DURATION: Duration = Duration::from_millis(1);
+/// The longest duration any setting takes: a year is "never" for every
+/// timeout and interval sojourn has, and anything longer would overflow
+/// the clock's arithmetic.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 fn parse_positive(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
@@ -858,6 +876,17 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("5d").is_err());
+        // Bounded: every value either fits or is an error, never a panic.
+        for huge in ["99999999999999999999s", "8761h", "9999999999999999999999h"] {
+            assert!(
+                parse_duration(huge).unwrap_err().contains("8760h"),
+                "{huge}"
+            );
+        }
+        assert_eq!(parse_duration("8760h").unwrap(), MAX_DURATION);
+        assert!(parse_duration("0.0000001s").unwrap_err().contains("1ms"));
+        assert!(parse_duration("NaNs").is_err());
+        assert!(parse_duration("infs").is_err());
         assert_eq!(parse_duration_or_zero("0s").unwrap(), Duration::ZERO);
         assert_eq!(parse_duration_or_zero("0").unwrap(), Duration::ZERO);
         assert_eq!(

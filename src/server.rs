@@ -198,7 +198,8 @@ fn deadline(flag: Duration, headers: &HeaderMap) -> Duration {
         .and_then(|v| v.parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s > 0.0)
         .map(|s| {
-            let theirs = Duration::from_secs_f64(s);
+            // Longer than a Duration holds is longer than the flag.
+            let theirs = Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX);
             theirs
                 .saturating_sub(TIMEOUT_HEADROOM)
                 .max(theirs / 2)
@@ -412,5 +413,24 @@ mod tests {
             ),
             flag
         );
+        // Whatever the header says, the flag or less, never a panic.
+        for value in [
+            "1e30",
+            "1e400",
+            "-1",
+            "NaN",
+            "inf",
+            "-inf",
+            "0",
+            "",
+            "1e-300",
+            "18446744073709551616",
+        ] {
+            let d = deadline(
+                flag,
+                &headers(&[("x-prometheus-scrape-timeout-seconds", value)]),
+            );
+            assert!(d <= flag, "{value}: {d:?}");
+        }
     }
 }

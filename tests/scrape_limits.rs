@@ -142,3 +142,55 @@ fn concurrent_scrapes_all_succeed_with_the_same_series() {
         }
     }
 }
+
+#[test]
+fn any_timeout_header_gets_a_scrape_not_a_panic() {
+    let e = start(
+        &fixture_args()
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    for value in [
+        "1e30",
+        "1e400",
+        "-5",
+        "NaN",
+        "inf",
+        "0",
+        "x",
+        "18446744073709551616",
+    ] {
+        let r = get(
+            e.addr,
+            "/metrics",
+            &[("X-Prometheus-Scrape-Timeout-Seconds", value)],
+        );
+        assert_eq!(r.status, 200, "{value}");
+        assert!(r.text().contains("sojourn_build_info"), "{value}");
+    }
+}
+
+#[test]
+fn a_duration_too_long_for_the_clock_is_a_usage_error() {
+    for (flag, value) in [
+        ("--web.scrape-timeout", "99999999999999999999s"),
+        ("--queue.interval", "99999999999999999999h"),
+        ("--collector.filesystem.mount-timeout", "9000h"),
+        ("--collector.process.rescan-interval", "1e3000s"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sojourn"))
+            .args([flag, value])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag), "names the flag: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_sojourn"))
+        .args(["check", "--for", "99999999999999999999s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}

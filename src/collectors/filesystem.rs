@@ -444,9 +444,30 @@ impl FilesystemCollector {
 /// waiting on a device or a server (and the kernel's pseudo filesystems,
 /// whose directories never wait either).
 const IN_MEMORY_STATFS: &[&str] = &[
-    "ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "tmpfs", "ramfs", "vfat", "proc", "sysfs",
-    "devtmpfs", "devpts", "cgroup", "cgroup2", "mqueue", "securityfs", "debugfs", "tracefs", "bpf",
-    "pstore", "configfs", "hugetlbfs", "nsfs",
+    "ext2",
+    "ext3",
+    "ext4",
+    "xfs",
+    "btrfs",
+    "f2fs",
+    "tmpfs",
+    "ramfs",
+    "vfat",
+    "proc",
+    "sysfs",
+    "devtmpfs",
+    "devpts",
+    "cgroup",
+    "cgroup2",
+    "mqueue",
+    "securityfs",
+    "debugfs",
+    "tracefs",
+    "bpf",
+    "pstore",
+    "configfs",
+    "hugetlbfs",
+    "nsfs",
 ];
 
 /// Which of the `selected` mounts are measured on the scrape's own thread
