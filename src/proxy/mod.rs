@@ -810,7 +810,7 @@ impl Recording {
 
     /// The response's body, which records the request when it ends.
     fn respond(mut self, status: StatusCode, inner: Inner) -> RecordedBody {
-        self.key.status = status.as_u16();
+        self.key.status = stats::status_key(status.as_u16());
         // Until hyper asks for the first frame, the head is what the client
         // has to take (a window shut from the start is one never opened).
         if let Some(w) = &self.client_window {

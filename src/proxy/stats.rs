@@ -2,8 +2,9 @@
 //! and rendered into families at scrape time.
 //!
 //! Label sets are bounded: `http_request_method` is one of the standard
-//! methods or `_OTHER`; `http_response_status_code` a number from 100 to
-//! 599; `http_route` one of the configured route templates or empty (never
+//! methods or `_OTHER`; `http_response_status_code` one of the codes IANA
+//! registers (and 499, client closed request), any other code folded into
+//! its class (`5xx`, which `=~"5.."` still matches); `http_route` one of the configured route templates or empty (never
 //! the raw path); `service` one per proxied service.
 
 use std::collections::HashMap;
@@ -125,6 +126,37 @@ pub fn method_label(method: &hyper::Method) -> &'static str {
     }
 }
 
+/// Status codes in the IANA HTTP Status Code Registry (RFC 9110 and the
+/// RFCs it lists), and 499, nginx's "client closed request", which the
+/// proxy records for a client that left before its response.
+const REGISTERED_STATUS: &[u16] = &[
+    100, 101, 102, 103, 200, 201, 202, 203, 204, 205, 206, 207, 208, 226, 300, 301, 302, 303, 304,
+    305, 306, 307, 308, 400, 401, 402, 403, 404, 405, 406, 407, 408, 409, 410, 411, 412, 413, 414,
+    415, 416, 417, 418, 421, 422, 423, 424, 425, 426, 428, 429, 431, 451, 499, 500, 501, 502, 503,
+    504, 505, 506, 507, 508, 510, 511,
+];
+
+/// The status a series is kept under: the code itself when registered,
+/// else its class (1 to 9, rendered `1xx` to `9xx`). An upstream answering
+/// every code from 100 to 999 then makes at most 73 values per method and
+/// route, not 900.
+pub fn status_key(code: u16) -> u16 {
+    if REGISTERED_STATUS.binary_search(&code).is_ok() {
+        code
+    } else {
+        (code / 100).clamp(1, 9)
+    }
+}
+
+/// The `http_response_status_code` value of a [`status_key`].
+pub fn status_label(key: u16) -> String {
+    if key < 100 {
+        format!("{key}xx")
+    } else {
+        key.to_string()
+    }
+}
+
 /// Why a request failed on the proxy's side (`error_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorType {
@@ -153,6 +185,7 @@ impl ErrorType {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RequestKey {
     pub method: &'static str,
+    /// A [`status_key`]: the code, or its class below 100.
     pub status: u16,
     pub route: Arc<str>,
 }
@@ -298,7 +331,7 @@ impl ServiceStats {
                 let labels: Vec<Label> = vec![
                     service(),
                     label("http_request_method", k.method),
-                    label("http_response_status_code", k.status.to_string()),
+                    label("http_response_status_code", status_label(k.status)),
                     label("http_route", k.route.to_string()),
                 ];
                 duration.push(labels, h.snapshot());
@@ -459,6 +492,18 @@ mod tests {
         assert_eq!(method_label(&hyper::Method::GET), "GET");
         let odd = hyper::Method::from_bytes(b"PROPFIND").unwrap();
         assert_eq!(method_label(&odd), "_OTHER");
+    }
+
+    #[test]
+    fn status_codes_are_bounded() {
+        assert!(REGISTERED_STATUS.is_sorted());
+        let labels: std::collections::BTreeSet<String> =
+            (100..=999).map(|c| status_label(status_key(c))).collect();
+        assert_eq!(labels.len(), REGISTERED_STATUS.len() + 9);
+        assert_eq!(status_label(status_key(404)), "404");
+        assert_eq!(status_label(status_key(499)), "499");
+        assert_eq!(status_label(status_key(520)), "5xx");
+        assert_eq!(status_label(status_key(999)), "9xx");
     }
 
     #[test]
