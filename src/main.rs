@@ -41,7 +41,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(settings))
+    let code = runtime.block_on(run(settings));
+    // Work still on the blocking pool (a bcrypt of a high cost, a read of
+    // a hung file) does not hold up the exit: its answer has no one to go to.
+    runtime.shutdown_background();
+    code
 }
 
 /// The exporter; any services from `sojourn proxy` or `--config.file`
@@ -80,6 +84,9 @@ async fn run(mut settings: cli::Settings) -> ExitCode {
         collectors.push(("probe", Box::new(sojourn::probe::ProbeCollector(prober))));
     }
     let scraper = Scraper::with_collectors(settings.collect.clone(), collectors);
+    if let Some(auth) = &settings.web.auth {
+        auth.warn_of_costly_hashes();
+    }
     tracing::info!(
         address = %address(&metrics_listener),
         path = %settings.telemetry_path,

@@ -23,6 +23,7 @@ use tokio::sync::Semaphore;
 use crate::cli::Settings;
 use crate::metrics::{self, Format};
 use crate::scrape::Scraper;
+use crate::web_config::Refusal;
 
 /// Prometheus sends its scrape timeout; answering a little before it lets
 /// Prometheus see our 503 instead of its own timeout.
@@ -106,18 +107,17 @@ where
 }
 
 /// Whether the request carries the credentials `--web.config.file` asks
-/// for; bcrypt runs off the serving thread.
-async fn authorized(app: &App, req: &Request<Incoming>) -> bool {
-    let Some(auth) = app.settings.web.auth.clone() else {
-        return true;
+/// for; bcrypt, when the answer is not remembered, runs off the serving
+/// thread one verification at a time.
+async fn authorized(app: &App, req: &Request<Incoming>) -> Result<(), Refusal> {
+    let Some(auth) = app.settings.web.auth.as_ref() else {
+        return Ok(());
     };
     let header = req
         .headers()
         .get(header::AUTHORIZATION)
-        .map(|v| v.as_bytes().to_vec());
-    tokio::task::spawn_blocking(move || auth.allows(header.as_deref()))
-        .await
-        .unwrap_or(false)
+        .map(|v| v.as_bytes());
+    auth.admit(header).await
 }
 
 /// The next connection, or None once `shutdown` has completed.
@@ -154,13 +154,25 @@ pub async fn handle(
     app: Arc<App>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    if !authorized(&app, &req).await {
-        let mut r = text(StatusCode::UNAUTHORIZED, "Unauthorized.\n");
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"sojourn\""),
-        );
-        return Ok(r);
+    match authorized(&app, &req).await {
+        Ok(()) => {}
+        Err(Refusal::Unauthorized) => {
+            let mut r = text(StatusCode::UNAUTHORIZED, "Unauthorized.\n");
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"sojourn\""),
+            );
+            return Ok(r);
+        }
+        Err(Refusal::Busy) => {
+            let mut r = text(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many logins waiting to be checked; try again.\n",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return Ok(r);
+        }
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = text(

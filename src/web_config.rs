@@ -75,48 +75,187 @@ impl std::fmt::Debug for WebConfig {
 }
 
 /// Users and their bcrypt hashes. bcrypt is slow by design (~50 ms at cost
-/// 10), so a verified user and password are remembered, as exporter-toolkit
-/// does, by a keyed hash of the pair; the password itself is not kept.
+/// 10), so every answer — right or wrong, known user or not — is
+/// remembered by a keyed hash of the user and password pair (the password
+/// itself is not kept), as exporter-toolkit does for right ones: a scraper
+/// pays bcrypt once, and a repeated guess costs the same whether its user
+/// exists or not.
 pub struct BasicAuth {
-    users: HashMap<String, String>,
+    /// Users in file order, with their hashes.
+    users: Vec<(String, String)>,
     verified: Mutex<HashMap<u64, bool>>,
     hasher: std::collections::hash_map::RandomState,
+    /// bcrypt runs one at a time, however many connections ask: a flood of
+    /// wrong passwords takes one core, never the threads scrapes run on.
+    hashing: Arc<tokio::sync::Semaphore>,
+    /// Requests waiting to hash; past [`MAX_WAITING_TO_HASH`] the answer
+    /// is 429 at once.
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 /// Cached answers at most; past it the cache starts over (a client trying
 /// many passwords must not grow memory).
 const AUTH_CACHE: usize = 1024;
+/// bcrypt verifications run at once.
+pub const HASHING_AT_ONCE: usize = 1;
+/// Requests that may wait for a turn to hash before the rest are refused
+/// with 429: at cost 10 (50 ms) the last of them waits 1.6 s.
+pub const MAX_WAITING_TO_HASH: usize = 32;
+/// bcrypt's valid costs.
+const COSTS: std::ops::RangeInclusive<u32> = 4..=31;
+/// Costs above this are accepted with a warning: each verification takes
+/// over 200 ms of a core (191 ms at 12 on this project's machines), and
+/// doubles with every step.
+pub const COST_WARN_ABOVE: u32 = 12;
+
+/// What an `Authorization` header gets without hashing.
+pub enum Check {
+    /// Answered from the cache (or malformed: no).
+    Answered(bool),
+    /// Needs a bcrypt verification: [`BasicAuth::verify`].
+    Hash(Pending),
+}
+
+/// A verification to run: `password` against `hash`, which is the user's,
+/// or, for a user who does not exist, another user's (chosen by the name),
+/// so that it costs what a real user's costs.
+pub struct Pending {
+    key: u64,
+    password: String,
+    hash: String,
+    known: bool,
+}
+
+/// Why a request was not let through.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    Unauthorized,
+    /// Too many requests waiting to hash.
+    Busy,
+}
 
 impl BasicAuth {
-    /// Whether an `Authorization` header value names a user with the right
-    /// password.
-    pub fn allows(&self, authorization: Option<&[u8]>) -> bool {
+    pub fn new(users: Vec<(String, String)>) -> Self {
+        BasicAuth {
+            users,
+            verified: Mutex::new(HashMap::new()),
+            hasher: Default::default(),
+            hashing: Arc::new(tokio::sync::Semaphore::new(HASHING_AT_ONCE)),
+            waiting: Default::default(),
+        }
+    }
+
+    /// Says, in the log, which users have a cost above [`COST_WARN_ABOVE`]
+    /// (called once logging is set up).
+    pub fn warn_of_costly_hashes(&self) {
+        for (user, hash) in &self.users {
+            let Ok(cost) = hash.parse::<bcrypt::HashParts>().map(|p| p.get_cost()) else {
+                continue;
+            };
+            if cost > COST_WARN_ABOVE {
+                tracing::warn!(
+                    user = %user,
+                    cost,
+                    "bcrypt cost above {COST_WARN_ABOVE}: each new login takes {} times as long as at {COST_WARN_ABOVE} (about 0.2 s of a core)",
+                    1u64 << (cost - COST_WARN_ABOVE).min(63)
+                );
+            }
+        }
+    }
+
+    /// The answer when it needs no bcrypt; cheap enough for the serving
+    /// thread.
+    pub fn check(&self, authorization: Option<&[u8]>) -> Check {
         let Some((user, password)) = authorization.and_then(parse_basic) else {
-            return false;
-        };
-        let Some(hash) = self.users.get(&user) else {
-            // Same cost as a wrong password: a timing difference must not
-            // tell which users exist.
-            let _ = bcrypt::verify(&password, DUMMY_HASH);
-            return false;
+            return Check::Answered(false);
         };
         let key = self.hasher.hash_one((&user, &password));
         if let Some(ok) = self.verified.lock().ok().and_then(|c| c.get(&key).copied()) {
-            return ok;
+            return Check::Answered(ok);
         }
-        let ok = bcrypt::verify(&password, hash).unwrap_or(false);
+        let (hash, known) = match self.users.iter().find(|(u, _)| *u == user) {
+            Some((_, hash)) => (hash.clone(), true),
+            None => {
+                // Another user's hash, the same one for this name each time.
+                let i = self.hasher.hash_one(&user) as usize % self.users.len().max(1);
+                match self.users.get(i) {
+                    Some((_, hash)) => (hash.clone(), false),
+                    None => return Check::Answered(false),
+                }
+            }
+        };
+        Check::Hash(Pending {
+            key,
+            password,
+            hash,
+            known,
+        })
+    }
+
+    /// Runs the bcrypt verification (slow: off the serving thread) and
+    /// remembers the answer.
+    pub fn verify(&self, p: Pending) -> bool {
+        let matches = bcrypt::verify(&p.password, &p.hash).unwrap_or(false);
+        let ok = matches && p.known;
         if let Ok(mut cache) = self.verified.lock() {
             if cache.len() >= AUTH_CACHE {
                 cache.clear();
             }
-            cache.insert(key, ok);
+            cache.insert(p.key, ok);
         }
         ok
     }
-}
 
-/// bcrypt("sojourn", cost 10): verified against when the user is unknown.
-const DUMMY_HASH: &str = "$2b$10$wXlnPpV5BB6uSCB4j1o1pOS5l7yMNh8fIhd0cO4YFm5XmUeO2q9IW";
+    /// Whether an `Authorization` header value names a user with the right
+    /// password, hashing on this thread if it must.
+    pub fn allows(&self, authorization: Option<&[u8]>) -> bool {
+        match self.check(authorization) {
+            Check::Answered(ok) => ok,
+            Check::Hash(p) => self.verify(p),
+        }
+    }
+
+    /// [`BasicAuth::allows`] for the server: a cached answer at once,
+    /// else a turn at the hashing permit (refused as busy when too many
+    /// wait) and the hash on the blocking pool.
+    pub async fn admit(self: &Arc<Self>, authorization: Option<&[u8]>) -> Result<(), Refusal> {
+        use std::sync::atomic::Ordering;
+        let pending = match self.check(authorization) {
+            Check::Answered(true) => return Ok(()),
+            Check::Answered(false) => return Err(Refusal::Unauthorized),
+            Check::Hash(p) => p,
+        };
+        /// One place in the waiting count, given back however the wait
+        /// ends (a client that leaves drops it mid-wait).
+        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let place = Waiting(&self.waiting);
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= MAX_WAITING_TO_HASH {
+            return Err(Refusal::Busy);
+        }
+        let permit = self.hashing.clone().acquire_owned().await;
+        drop(place);
+        let Ok(permit) = permit else {
+            return Err(Refusal::Busy);
+        };
+        let auth = self.clone();
+        let ok = tokio::task::spawn_blocking(move || {
+            let _turn = permit;
+            auth.verify(pending)
+        })
+        .await
+        .unwrap_or(false);
+        if ok {
+            Ok(())
+        } else {
+            Err(Refusal::Unauthorized)
+        }
+    }
+}
 
 /// `Basic base64(user:password)` → (user, password).
 fn parse_basic(value: &[u8]) -> Option<(String, String)> {
@@ -145,22 +284,25 @@ pub fn load(path: &Path) -> Result<WebConfig, String> {
         .map(|t| tls_config(t, base))
         .transpose()
         .map_err(at)?;
-    let mut users = HashMap::new();
+    let mut users = Vec::new();
     for (user, hash) in spec.basic_auth_users {
-        hash.parse::<bcrypt::HashParts>()
+        let parts = hash
+            .parse::<bcrypt::HashParts>()
             .map_err(|e| at(format!("basic_auth_users: {user}: not a bcrypt hash ({e})")))?;
-        users.insert(user, hash);
+        let cost = parts.get_cost();
+        if !COSTS.contains(&cost) {
+            return Err(at(format!(
+                "basic_auth_users: {user}: bcrypt cost {cost} is outside bcrypt's {}..={}",
+                COSTS.start(),
+                COSTS.end()
+            )));
+        }
+        users.push((user, hash));
     }
     let _ = spec.http_server_config;
     Ok(WebConfig {
         tls: tls.map(Arc::new),
-        auth: (!users.is_empty()).then(|| {
-            Arc::new(BasicAuth {
-                users,
-                verified: Mutex::new(HashMap::new()),
-                hasher: Default::default(),
-            })
-        }),
+        auth: (!users.is_empty()).then(|| Arc::new(BasicAuth::new(users))),
     })
 }
 
@@ -266,27 +408,21 @@ mod tests {
     #[test]
     fn users_are_checked_against_bcrypt_and_remembered() {
         let hash = bcrypt::hash("pw", 4).unwrap();
-        let auth = BasicAuth {
-            users: [("u".to_string(), hash)].into(),
-            verified: Mutex::new(HashMap::new()),
-            hasher: Default::default(),
-        };
+        let auth = BasicAuth::new(vec![("u".to_string(), hash)]);
         let header = |s: &str| format!("Basic {}", encode(s));
         assert!(auth.allows(Some(header("u:pw").as_bytes())));
         assert!(auth.allows(Some(header("u:pw").as_bytes())), "cached");
         assert!(!auth.allows(Some(header("u:wrong").as_bytes())));
+        // An unknown user with a known user's password: still no.
         assert!(!auth.allows(Some(header("nobody:pw").as_bytes())));
+        assert!(!auth.allows(Some(header("nobody:pw").as_bytes())), "cached");
         assert!(!auth.allows(None));
-        assert_eq!(auth.verified.lock().unwrap().len(), 2);
+        // Every answer remembered, right or wrong, known user or not.
+        assert_eq!(auth.verified.lock().unwrap().len(), 3);
     }
 
     fn encode(s: &str) -> String {
         use base64::Engine as _;
         base64::engine::general_purpose::STANDARD.encode(s)
-    }
-
-    #[test]
-    fn the_dummy_hash_is_a_bcrypt_hash() {
-        assert!(bcrypt::verify("sojourn", DUMMY_HASH).is_ok());
     }
 }

@@ -182,3 +182,209 @@ fn a_bad_web_config_stops_start_up_naming_the_problem() {
         );
     }
 }
+
+/// A plain-HTTP exporter with basic auth: `prometheus` with `password` at
+/// `cost`.
+fn start_with_user(dir: &Path, password: &str, cost: u32) -> common::Exporter {
+    let hash = bcrypt::hash(password, cost).unwrap();
+    start(dir, &format!("basic_auth_users:\n  prometheus: '{hash}'\n"))
+}
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// The status and the time of one scrape with `authorization`.
+fn timed_scrape(addr: SocketAddr, authorization: &str) -> (u16, std::time::Duration) {
+    let t = std::time::Instant::now();
+    let r = common::get(addr, "/metrics", &[("Authorization", authorization)]);
+    (r.status, t.elapsed())
+}
+
+fn median(mut v: Vec<std::time::Duration>) -> std::time::Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[test]
+fn timing_does_not_tell_which_users_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = start_with_user(dir.path(), "s3cret", 8);
+    let rounds = 7;
+    let first = |user: &str| {
+        median(
+            (0..rounds)
+                .map(|i| {
+                    let (status, took) = timed_scrape(e.addr, &basic(user, &format!("guess{i}")));
+                    assert_eq!(status, 401);
+                    took
+                })
+                .collect(),
+        )
+    };
+    let repeated = |user: &str| {
+        median(
+            (0..rounds)
+                .map(|_| {
+                    let (status, took) = timed_scrape(e.addr, &basic(user, "same guess"));
+                    assert_eq!(status, 401);
+                    took
+                })
+                .collect(),
+        )
+    };
+    let (known, unknown) = (first("prometheus"), first("nobody"));
+    let ratio = known.as_secs_f64() / unknown.as_secs_f64();
+    eprintln!("first guesses: known user {known:?}, unknown user {unknown:?}");
+    assert!(
+        (0.5..2.0).contains(&ratio),
+        "a first wrong guess costs the same for a known and an unknown user: {known:?} vs {unknown:?}"
+    );
+    let (known_again, unknown_again) = (repeated("prometheus"), repeated("nobody"));
+    eprintln!("repeated guesses: known user {known_again:?}, unknown user {unknown_again:?}");
+    // Both remembered: far below a bcrypt either way.
+    assert!(known_again < known / 2 && unknown_again < unknown / 2);
+}
+
+#[test]
+fn a_flood_of_wrong_passwords_does_not_starve_scrapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = start_with_user(dir.path(), "s3cret", 10);
+    let good = basic("prometheus", "s3cret");
+    assert_eq!(
+        timed_scrape(e.addr, &good).0,
+        200,
+        "remembered from here on"
+    );
+    let quiet = median((0..15).map(|_| timed_scrape(e.addr, &good).1).collect());
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let refused_busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let flooders: Vec<_> = (0..200)
+        .map(|n| {
+            let (stop, busy, addr) = (stop.clone(), refused_busy.clone(), e.addr);
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i += 1;
+                    let (status, _) = timed_scrape(addr, &basic("prometheus", &format!("{n}-{i}")));
+                    assert!(status == 401 || status == 429, "{status}");
+                    if status == 429 {
+                        busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        // As a client told to retry after 1 s would, sooner.
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let flooded = median(
+        (0..15)
+            .map(|_| {
+                let (status, took) = timed_scrape(e.addr, &good);
+                assert_eq!(status, 200);
+                took
+            })
+            .collect(),
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for f in flooders {
+        f.join().unwrap();
+    }
+    let ratio = flooded.as_secs_f64() / quiet.as_secs_f64();
+    eprintln!(
+        "scrape median {quiet:?} quiet, {flooded:?} under 200 connections of wrong passwords ({ratio:.1}x); {} refused 429",
+        refused_busy.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    assert!(refused_busy.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    assert!(
+        ratio < 20.0,
+        "an authenticated scrape keeps its latency under the flood: {quiet:?} -> {flooded:?}"
+    );
+}
+
+#[test]
+fn bcrypt_costs_are_checked_and_a_login_at_any_cost_stops_at_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let at_four = bcrypt::hash("pw", 4).unwrap();
+    for cost in ["03", "32", "99"] {
+        let hash = at_four.replacen("$04$", &format!("${cost}$"), 1);
+        let path = dir.path().join("web.yml");
+        std::fs::write(&path, format!("basic_auth_users:\n  alice: '{hash}'\n")).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sojourn"))
+            .args(["--web.config.file", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "cost {cost}: {err}");
+        assert!(err.contains("alice") && err.contains("cost"), "{err}");
+    }
+    // Cost 31 is valid and takes hours a login: it starts with a warning,
+    // and SIGTERM still stops it while a login is hashing.
+    let hash = at_four.replacen("$04$", "$31$", 1);
+    let path = dir.path().join("web.yml");
+    std::fs::write(&path, format!("basic_auth_users:\n  alice: '{hash}'\n")).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sojourn"))
+        .args(["--web.config.file", path.to_str().unwrap()])
+        .args(["--web.listen-address", "127.0.0.1:0"])
+        .args(["--collector.disable-defaults", "--collector.loadavg"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Killed(child);
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let mut warned = false;
+    let addr: SocketAddr = loop {
+        let line = lines.next().expect("sojourn exited").unwrap();
+        warned |= line.contains("bcrypt cost above");
+        if let Some(at) = line.split("address=").nth(1) {
+            break at.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    assert!(warned, "a warning names the cost");
+    std::thread::spawn(move || for _ in lines {});
+    let login = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let req = format!(
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
+            basic("alice", "pw")
+        );
+        let _ = s.write_all(req.as_bytes());
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let t = std::time::Instant::now();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &child.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("still running 20 s after SIGTERM with a login hashing");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    eprintln!("exited {status:?} {:?} after SIGTERM", t.elapsed());
+    login.join().unwrap();
+}
