@@ -468,7 +468,8 @@ fn proxy_args(cmd: Command) -> Command {
             .value_name("URL")
             .required_unless_present("config.file")
             .requires("listen")
-            .value_parser(crate::proxy::parse_upstream)
+            // Checked in `parse`: clap's own error would print the value,
+            // and a URL may carry a password.
             .help("The service, e.g. http://127.0.0.1:8081; request paths and queries are kept"),
     )
     .arg(
@@ -607,7 +608,16 @@ where
             }
             let mut s = settings(p, true);
             if p.contains_id("listen") {
-                s.services.push(proxy_config(p));
+                let raw = p
+                    .get_one::<String>("upstream")
+                    .expect("required with --listen");
+                let upstream = crate::proxy::parse_upstream(raw).map_err(|e| {
+                    command().error(
+                        clap::error::ErrorKind::ValueValidation,
+                        format!("invalid value for '--upstream <URL>': {e}"),
+                    )
+                })?;
+                s.services.push(proxy_config(p, upstream));
             }
             load_config(p, s)?
         }
@@ -657,14 +667,11 @@ fn load_config(m: &ArgMatches, mut s: Settings) -> Result<Settings, clap::Error>
     Ok(s)
 }
 
-fn proxy_config(m: &ArgMatches) -> crate::proxy::Config {
+fn proxy_config(m: &ArgMatches, upstream: hyper::Uri) -> crate::proxy::Config {
     let dur = |id: &str| *m.get_one::<Duration>(id).expect("has default");
     crate::proxy::Config {
         listen: *m.get_one::<SocketAddr>("listen").expect("required"),
-        upstream: m
-            .get_one::<hyper::Uri>("upstream")
-            .cloned()
-            .expect("required"),
+        upstream,
         service: m
             .get_one::<String>("service")
             .cloned()

@@ -368,6 +368,28 @@ fn an_upstream_answering_every_status_code_makes_a_bounded_set_of_series() {
 }
 
 #[test]
+fn an_upstream_url_the_proxy_cannot_honour_stops_start_up() {
+    for (url, says) in [
+        ("http://127.0.0.1:99999", "not a port"),
+        ("http://user:hunter2@127.0.0.1:8080", "credentials"),
+        ("http://127.0.0.1:8080/base?x=1", "path or query"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sojourn"))
+            .args(["proxy", "--listen", "127.0.0.1:0", "--upstream", url])
+            .args(["--web.listen-address", "127.0.0.1:0"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{url}: {err}");
+        assert!(
+            err.contains("--upstream") && err.contains(says),
+            "{url}: {err}"
+        );
+        assert!(!err.contains("hunter2"), "never printed: {err}");
+    }
+}
+
+#[test]
 fn an_upstream_that_is_down_is_a_502_counted_as_connect() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
@@ -1314,6 +1336,94 @@ fn upstream_responses_are_framed_as_rfc_9112_says() {
         ),
         Some(1.0),
         "only the garbage answer is an upstream error: {text}"
+    );
+}
+
+#[test]
+fn a_body_framed_two_ways_is_framed_by_transfer_encoding_alone() {
+    let (up, _) = scripted_upstream(
+        |_, _, path| {
+            Some(match path {
+                // Content-Length shorter, then longer, than the chunked body.
+                "/short" => {
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n14\r\nAAAAAAAAAAAAAAAAAAAA\r\n0\r\n\r\n"
+                }
+                "/long" => {
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nBBBBB\r\n0\r\n\r\n"
+                }
+                // Not chunked: the body runs until the upstream closes.
+                "/identity" => {
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabcdef"
+                }
+                _ => OK,
+            })
+        },
+        None,
+    );
+    let p = start_proxy(&format!("http://{up}"), &[]);
+    let check = |path: &str, want: &[u8]| {
+        let r = request_full(p.addr, "GET", path, &[], b"");
+        assert_eq!((r.status, r.body.as_slice()), (200, want), "{path}");
+        assert!(
+            r.header("content-length").is_none(),
+            "{path}: {:?}",
+            r.headers
+        );
+    };
+    check("/short", &[b'A'; 20]);
+    check("/long", b"BBBBB");
+    check("/identity", b"abcdef");
+    // HTTP/2 clients get the whole body, not a PROTOCOL_ERROR.
+    runtime().block_on(async {
+        use http_body_util::BodyExt;
+        let (mut h2, _conn) = h2_client(p.addr).await;
+        for (path, len) in [("/short", 20), ("/long", 5)] {
+            let resp = h2
+                .send_request(get(format!("http://shop.example{path}")))
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(body.len(), len, "{path}");
+        }
+    });
+}
+
+#[test]
+fn a_response_broken_before_its_body_is_recorded_as_the_502_it_was() {
+    let (up, _) = scripted_upstream(
+        |_, _, path| {
+            Some(match path {
+                "/plus" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n+5\r\nhello\r\n0\r\n\r\n",
+                "/huge" => {
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n000000000000000005\r\nhello\r\n0\r\n\r\n"
+                }
+                _ => OK,
+            })
+        },
+        None,
+    );
+    let p = start_proxy(&format!("http://{up}"), &[]);
+    for path in ["/plus", "/huge"] {
+        let mut s = TcpStream::connect(p.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: shop\r\n\r\n").as_bytes())
+            .unwrap();
+        let got = read_until_closed(&mut s);
+        assert!(
+            !String::from_utf8_lossy(&got).contains("hello"),
+            "{path}: {got:?}"
+        );
+    }
+    let text = metrics(&p);
+    assert_eq!(gets_counted(&text, "shop", 502, ""), Some(2.0), "{text}");
+    assert_eq!(gets_counted(&text, "shop", 200, ""), None, "{text}");
+    assert_eq!(
+        value(
+            &text,
+            r#"sojourn_proxy_upstream_errors_total{service="shop",error_type="reset"}"#
+        ),
+        Some(2.0)
     );
 }
 

@@ -157,14 +157,55 @@ impl Config {
 
 /// Checks an `--upstream` value: an http URL with a host.
 pub fn parse_upstream(s: &str) -> Result<Uri, String> {
-    let uri: Uri = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    // Never echo user information: it may be a password.
+    let shown = redact_userinfo(s);
+    let uri: Uri = s.parse().map_err(|e| format!("{shown:?}: {e}"))?;
     if uri.scheme_str() != Some("http") {
-        return Err(format!("{s:?}: only http:// upstreams are supported"));
+        return Err(format!("{shown:?}: only http:// upstreams are supported"));
     }
-    if uri.host().is_none() {
-        return Err(format!("{s:?}: no host"));
+    let Some(authority) = uri.authority() else {
+        return Err(format!("{shown:?}: no host"));
+    };
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "{shown:?}: credentials in the upstream URL are not supported (the proxy forwards each client's own Authorization)"
+        ));
+    }
+    if authority.host().is_empty() {
+        return Err(format!("{shown:?}: no host"));
+    }
+    // hyper keeps a port it cannot use and would fall back to 80.
+    if let Some(port) = authority
+        .as_str()
+        .rsplit_once(':')
+        .and_then(|(host, port)| {
+            // An IPv6 literal's colons are inside its brackets.
+            (!host.is_empty() && !port.contains(']')).then_some(port)
+        })
+        && !matches!(port.parse::<u16>(), Ok(p) if p > 0)
+    {
+        return Err(format!(
+            "{shown:?}: port {port:?} is not a port (1 to 65535)"
+        ));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!(
+            "{shown:?}: a path or query in the upstream URL is not supported (requests keep their own)"
+        ));
     }
     Ok(uri)
+}
+
+/// `s` with anything between `://` and an `@` in its authority starred out.
+fn redact_userinfo(s: &str) -> String {
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return s.to_string();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => s.to_string(),
+    }
 }
 
 /// One proxied service's stats and request queue, shared by its proxy and
@@ -776,6 +817,8 @@ struct Recording {
     in_flight: Option<client::InFlight>,
     /// HTTP/2: its stream's watch for a client window that stays shut.
     client_window: Option<Arc<flow::Waiting>>,
+    /// A frame of the response body has gone to the client.
+    handed_data: bool,
 }
 
 /// The status a request is recorded with when its client left before any
@@ -805,6 +848,7 @@ impl Recording {
             permit: None,
             in_flight,
             client_window: None,
+            handed_data: false,
         }
     }
 
@@ -882,6 +926,7 @@ impl Body for RecordedBody {
                 if let Some(w) = &self.recording.client_window {
                     w.handed();
                 }
+                self.recording.handed_data = true;
                 if let Some(data) = frame.data_ref() {
                     self.recording
                         .stats
@@ -897,6 +942,12 @@ impl Body for RecordedBody {
                     ErrorType::Reset
                 };
                 self.recording.stats.error(why);
+                // Broken before a byte of its body: the client got no
+                // usable response (at most a head and a reset), which is
+                // what a 502 says, not the upstream's status.
+                if !self.recording.handed_data {
+                    self.recording.key.status = stats::status_key(StatusCode::BAD_GATEWAY.as_u16());
+                }
                 // A response cut short: its connection is not reused.
                 self.recording.in_flight = None;
                 self.recording.finish(false);
@@ -969,5 +1020,22 @@ mod tests {
     fn upstreams_are_plain_http_addresses() {
         assert!(parse_upstream("https://x").is_err());
         assert!(parse_upstream("http://127.0.0.1:1").is_ok());
+        assert!(parse_upstream("http://127.0.0.1:8080/").is_ok());
+        assert!(parse_upstream("http://[::1]:8080").is_ok());
+        assert!(parse_upstream("http://[::1]").is_ok());
+        assert!(parse_upstream("http://shop").is_ok());
+        for (bad, says) in [
+            ("http://127.0.0.1:99999", "not a port"),
+            ("http://127.0.0.1:0", "not a port"),
+            ("http://[::1]:70000", "not a port"),
+            ("http://h:8080/base", "path or query"),
+            ("http://h:8080/?x=1", "path or query"),
+            ("http://user:pw@h/base?x=1", "credentials"),
+        ] {
+            let e = parse_upstream(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+            assert!(!e.contains("pw"), "never echoes a password: {e}");
+        }
+        assert_eq!(redact_userinfo("http://u:p@h:1/x@y"), "http://***@h:1/x@y");
     }
 }

@@ -703,6 +703,10 @@ fn parse_head(
         // connection not trusted for another exchange (RFC 9112 §6.3).
         if length.is_some() {
             close = true;
+            // And an intermediary removes it before forwarding: a client
+            // would frame the body by it, truncated or waiting for bytes
+            // that never come, and HTTP/2 forbids the mismatch.
+            headers.remove(hyper::header::CONTENT_LENGTH);
         }
         if chunked {
             ResponseFraming::Chunked(ChunkedDecoder::default())
@@ -1036,6 +1040,16 @@ mod tests {
                 .unwrap();
         assert!(matches!(both.framing, ResponseFraming::Chunked(_)));
         assert!(!both.keep_alive);
+        assert!(
+            !both.headers.contains_key(hyper::header::CONTENT_LENGTH),
+            "not forwarded"
+        );
+        let identity =
+            head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\nContent-Length: 3\r\n\r\n")
+                .unwrap()
+                .unwrap();
+        assert_eq!(identity.framing, ResponseFraming::UntilClose);
+        assert!(!identity.headers.contains_key(hyper::header::CONTENT_LENGTH));
         let neither = head(b"HTTP/1.1 200 OK\r\n\r\n").unwrap().unwrap();
         assert_eq!(neither.framing, ResponseFraming::UntilClose);
         assert!(!neither.keep_alive);
