@@ -197,9 +197,41 @@ pub fn load(path: &Path) -> Result<Config, String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// A YAML error as it may be shown: the parser quotes what it found (a
+/// key it does not know, a value of the wrong type), and a file given by
+/// mistake (`--config.file /etc/shadow`) must not have its content
+/// printed. A key that reads like a setting name is kept; any other found
+/// key or value is named by its kind alone; the position stays.
+pub fn yaml_error(e: &serde_yaml_ng::Error) -> String {
+    use std::sync::LazyLock;
+    static UNKNOWN_KEY: LazyLock<regex::Regex> =
+        LazyLock::new(|| regex::Regex::new("unknown (field|variant) `([^`]*)`").expect("valid"));
+    static FOUND_VALUE: LazyLock<regex::Regex> = LazyLock::new(|| {
+        regex::Regex::new(
+            r#"(string|integer|floating point|character|boolean|byte array) (`[^`]*`|"(?:[^"\\]|\\.)*")"#,
+        )
+        .expect("valid")
+    });
+    let msg = e.to_string();
+    let msg = UNKNOWN_KEY.replace_all(&msg, |c: &regex::Captures| {
+        let key = &c[2];
+        let setting_like = !key.is_empty()
+            && key.len() <= 64
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if setting_like {
+            format!("unknown {} `{key}`", &c[1])
+        } else {
+            format!("unknown {} (not a setting's name; not shown)", &c[1])
+        }
+    });
+    FOUND_VALUE.replace_all(&msg, "$1").into_owned()
+}
+
 /// Parses a config's text; relative `ca_file`s are read from `base`.
 pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
-    let spec: FileSpec = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+    let spec: FileSpec = serde_yaml_ng::from_str(text).map_err(|e| yaml_error(&e))?;
     let mut services = Vec::with_capacity(spec.services.len());
     for s in spec.services {
         let at = |e: String| format!("service {:?}: {e}", s.name);
@@ -364,6 +396,20 @@ fn tls_settings(t: TlsSpec, base: &Path) -> Result<probe::TlsSettings, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_name_keys_and_kinds_never_a_files_content() {
+        let err = |text: &str| parse(text, Path::new(".")).unwrap_err();
+        // A password file given by mistake.
+        let e = err("root:*:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n");
+        assert!(!e.contains("root") && !e.contains("19000"), "{e}");
+        let e = err("hunter2 is the password\n");
+        assert!(!e.contains("hunter2") && e.contains("string"), "{e}");
+        let e = err("services:\n  - name: a\n    secret_key: x\n");
+        assert!(e.contains("`secret_key`") && e.contains("line 3"), "{e}");
+        let e = err("probes:\n  - name: p\n    http: 12345\n");
+        assert!(!e.contains("12345") && e.contains("integer"), "{e}");
+    }
 
     fn parse_ok(text: &str) -> Config {
         parse(text, Path::new(".")).unwrap()

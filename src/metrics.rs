@@ -286,7 +286,42 @@ pub fn label(key: &'static str, value: impl Into<Cow<'static, str>>) -> Label {
 }
 
 const PROTOBUF_MEDIA_TYPE: &str = "application/vnd.google.protobuf";
-const PROTOBUF_PROTO: &str = "proto=io.prometheus.client.MetricFamily";
+/// The `proto` parameter naming the message Prometheus decodes.
+const PROTOBUF_PROTO: &str = "io.prometheus.client.MetricFamily";
+
+/// One element of a weighted list header (`Accept`, `Accept-Encoding`):
+/// its value, its parameters, and its weight `q` (1 when not given,
+/// 0 when unreadable: an element nobody can read is not an acceptance).
+#[derive(Debug, PartialEq)]
+pub struct Weighted<'a> {
+    pub value: &'a str,
+    pub params: Vec<(&'a str, &'a str)>,
+    pub q: f32,
+}
+
+/// The elements of a weighted list header, in order.
+pub fn weighted_list(header: &str) -> impl Iterator<Item = Weighted<'_>> {
+    header.split(',').filter_map(|element| {
+        let mut parts = element.split(';').map(str::trim);
+        let value = parts.next().filter(|v| !v.is_empty())?;
+        let mut q = 1.0;
+        let mut params = Vec::new();
+        for p in parts {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            let (k, v) = (k.trim(), v.trim().trim_matches('"'));
+            if k.eq_ignore_ascii_case("q") {
+                q = v
+                    .parse::<f32>()
+                    .ok()
+                    .filter(|q| (0.0..=1.0).contains(q))
+                    .unwrap_or(0.0);
+            } else {
+                params.push((k, v));
+            }
+        }
+        Some(Weighted { value, params, q })
+    })
+}
 
 /// Exposition formats a scraper can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -301,16 +336,54 @@ pub enum Format {
 }
 
 impl Format {
-    /// Chooses from an `Accept` header the way Prometheus' own exporters do:
-    /// OpenMetrics only when asked for by name.
+    /// Chooses from an `Accept` header (RFC 9110 §12.5.1) the way
+    /// Prometheus' own exporters do: protobuf and OpenMetrics only when
+    /// named (a wildcard gets the text format), the highest weight wins,
+    /// `q=0` means "not this", and ties go to protobuf, then OpenMetrics.
+    /// With nothing acceptable, the text format.
     pub fn negotiate(accept: Option<&str>) -> Format {
-        match accept {
-            Some(a) if a.contains(PROTOBUF_MEDIA_TYPE) && a.contains(PROTOBUF_PROTO) => {
-                Format::Protobuf
+        let Some(accept) = accept else {
+            return Format::Text;
+        };
+        // The weight of the most specific range naming each format.
+        let mut best: [(u8, f32); 3] = [(0, 0.0); 3];
+        for item in weighted_list(accept) {
+            let param = |name: &str| {
+                item.params
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| *v)
+            };
+            let range = item.value;
+            let matched = if range.eq_ignore_ascii_case(PROTOBUF_MEDIA_TYPE) {
+                let family = param("proto").is_some_and(|p| p == PROTOBUF_PROTO);
+                let delimited = param("encoding").is_none_or(|e| e == "delimited");
+                (family && delimited).then_some((0, 3))
+            } else if range.eq_ignore_ascii_case("application/openmetrics-text") {
+                Some((1, 3))
+            } else if range.eq_ignore_ascii_case("text/plain") {
+                Some((2, 3))
+            } else if range.eq_ignore_ascii_case("text/*") {
+                Some((2, 2))
+            } else if range == "*/*" {
+                Some((2, 1))
+            } else {
+                None
+            };
+            if let Some((format, specificity)) = matched
+                && specificity > best[format].0
+            {
+                best[format] = (specificity, item.q);
             }
-            Some(a) if a.contains("application/openmetrics-text") => Format::OpenMetrics,
-            _ => Format::Text,
         }
+        [Format::Protobuf, Format::OpenMetrics, Format::Text]
+            .into_iter()
+            .zip(best)
+            .filter(|(_, (specificity, q))| *specificity > 0 && *q > 0.0)
+            // max_by keeps the last of equals: reversed, the first wins.
+            .rev()
+            .max_by(|a, b| a.1.1.total_cmp(&b.1.1))
+            .map_or(Format::Text, |(f, _)| f)
     }
 
     pub fn content_type(self) -> &'static str {
@@ -551,6 +624,55 @@ mod tests {
             text.contains("sojourn_lat_seconds_bucket{service=\"a\",le=\"0.001\"} 3"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn negotiation_reads_weights_and_whole_media_types() {
+        let n = |a: &str| Format::negotiate(Some(a));
+        // q=0 refuses: the substring alone chose protobuf before.
+        assert_eq!(
+            n(
+                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0, text/plain"
+            ),
+            Format::Text
+        );
+        assert_eq!(
+            n("application/openmetrics-text;q=0.1, text/plain;q=0.9"),
+            Format::Text
+        );
+        assert_eq!(
+            n("application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4"),
+            Format::OpenMetrics
+        );
+        assert_eq!(n("application/openmetrics-textual"), Format::Text);
+        assert_eq!(
+            n("text/html, application/openmetrics-text"),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            n("text/plain;q=0"),
+            Format::Text,
+            "nothing acceptable: text"
+        );
+        assert_eq!(n("application/*"), Format::Text);
+        // The most specific range decides: text/plain;q=0 outranks */*.
+        assert_eq!(
+            n("text/plain;q=0, */*, application/openmetrics-text;q=0.2"),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            n("text/plain;q=0, application/openmetrics-text;q=0.2"),
+            Format::OpenMetrics
+        );
+        assert_eq!(n("application/openmetrics-text;q=bogus"), Format::Text);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn weighted_lists_never_panic(s in "\\PC*") {
+            let _ = weighted_list(&s).count();
+            let _ = Format::negotiate(Some(&s));
+        }
     }
 
     #[test]

@@ -220,23 +220,21 @@ fn deadline(flag: Duration, headers: &HeaderMap) -> Duration {
         .unwrap_or(flag)
 }
 
-/// True when `Accept-Encoding` lists gzip (or `*`) without `q=0`.
+/// True when `Accept-Encoding` accepts gzip: named with a weight above 0,
+/// or, when not named, accepted by `*` (RFC 9110 §12.5.3).
 pub fn accepts_gzip(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|item| {
-            let mut parts = item.split(';').map(str::trim);
-            let coding = parts.next().unwrap_or("");
-            let refused = parts.any(|p| {
-                p.strip_prefix("q=")
-                    .and_then(|q| q.parse::<f32>().ok())
-                    .is_some_and(|q| q == 0.0)
-            });
-            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
-        })
+    let (mut named, mut any) = (None, None);
+    for value in headers.get_all(header::ACCEPT_ENCODING) {
+        let Ok(value) = value.to_str() else { continue };
+        for item in metrics::weighted_list(value) {
+            if item.value.eq_ignore_ascii_case("gzip") {
+                named = Some(item.q);
+            } else if item.value == "*" {
+                any = Some(item.q);
+            }
+        }
+    }
+    named.or(any).is_some_and(|q| q > 0.0)
 }
 
 async fn scrape(app: &App, headers: &HeaderMap) -> Response<Full<Bytes>> {
@@ -391,6 +389,19 @@ mod tests {
         assert!(!accepts_gzip(&headers(&[("accept-encoding", "gzip;q=0")])));
         assert!(!accepts_gzip(&headers(&[("accept-encoding", "identity")])));
         assert!(!accepts_gzip(&headers(&[])));
+        // Named gzip;q=0 is refused whatever `*` says; `*` alone accepts.
+        assert!(!accepts_gzip(&headers(&[(
+            "accept-encoding",
+            "gzip;q=0, *"
+        )])));
+        assert!(accepts_gzip(&headers(&[("accept-encoding", "*")])));
+        assert!(!accepts_gzip(&headers(&[("accept-encoding", "*;q=0")])));
+        assert!(accepts_gzip(&headers(&[("accept-encoding", "GZIP;Q=0.5")])));
+        assert!(!accepts_gzip(&headers(&[(
+            "accept-encoding",
+            "gzip;q=0.000"
+        )])));
+        assert!(!accepts_gzip(&headers(&[("accept-encoding", "x-gzipped")])));
     }
 
     #[test]

@@ -277,7 +277,8 @@ fn parse_basic(value: &[u8]) -> Option<(String, String)> {
 pub fn load(path: &Path) -> Result<WebConfig, String> {
     let at = |e: String| format!("{}: {e}", path.display());
     let text = std::fs::read_to_string(path).map_err(|e| at(e.to_string()))?;
-    let spec: FileSpec = serde_yaml_ng::from_str(&text).map_err(|e| at(e.to_string()))?;
+    let spec: FileSpec =
+        serde_yaml_ng::from_str(&text).map_err(|e| at(crate::config::yaml_error(&e)))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let tls = spec
         .tls_server_config

@@ -153,6 +153,29 @@ fn openmetrics_gzip_and_pages() {
         .unwrap();
     assert!(plain.contains("sojourn_load1 0.21"));
 
+    // Weights are read, not substrings: q=0 refuses.
+    let refused = get(
+        e.addr,
+        "/metrics",
+        &[
+            (
+                "Accept",
+                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0, text/plain",
+            ),
+            ("Accept-Encoding", "gzip;q=0, *"),
+        ],
+    );
+    assert!(
+        refused
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain"),
+        "{:?}",
+        refused.headers
+    );
+    assert_eq!(refused.header("content-encoding"), None);
+    assert!(refused.text().contains("sojourn_load1 0.21"));
+
     let landing = get(e.addr, "/", &[]);
     assert_eq!(landing.status, 200);
     assert!(landing.text().contains("href=\"metrics\""));
