@@ -20,6 +20,8 @@ pub struct Settings {
     pub telemetry_path: String,
     /// 0 means no limit.
     pub max_requests: usize,
+    /// Connections open at once on the metrics port.
+    pub max_connections: usize,
     pub scrape_timeout: Duration,
     pub log_level: tracing::Level,
     pub collectors: Vec<&'static str>,
@@ -179,6 +181,14 @@ pub fn command() -> Command {
                 .default_value("40")
                 .value_parser(clap::value_parser!(usize))
                 .help("Concurrent scrapes allowed; more get 503 at once (0 = no limit)"),
+        )
+        .arg(
+            Arg::new("web.max-connections")
+                .long("web.max-connections")
+                .value_name("N")
+                .default_value("256")
+                .value_parser(clap::value_parser!(u64).range(1..))
+                .help("Connections open at once on the metrics port; one more is closed unanswered"),
         )
         .arg(
             Arg::new("web.scrape-timeout")
@@ -744,6 +754,11 @@ fn settings(m: &ArgMatches, proxy_mode: bool) -> Settings {
             .expect("has default"),
         telemetry_path: get("web.telemetry-path"),
         max_requests: *m.get_one::<usize>("web.max-requests").expect("has default"),
+        max_connections: usize::try_from(
+            *m.get_one::<u64>("web.max-connections")
+                .expect("has default"),
+        )
+        .unwrap_or(usize::MAX),
         scrape_timeout: dur("web.scrape-timeout"),
         log_level,
         collectors,

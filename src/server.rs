@@ -29,6 +29,11 @@ use crate::web_config::Refusal;
 /// Prometheus see our 503 instead of its own timeout.
 const TIMEOUT_HEADROOM: Duration = Duration::from_millis(500);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client that takes nothing of its response for this long is closed
+/// (nginx's `send_timeout`, between two writes): one that pipelines
+/// scrapes and never reads would otherwise hold its connection and its
+/// responses for good.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct App {
     pub scraper: Arc<Scraper>,
@@ -73,10 +78,17 @@ pub async fn serve(
         .tls
         .clone()
         .map(tokio_rustls::TlsAcceptor::from);
-    while let Some((stream, _)) = accept_until(&listener, &mut shutdown).await {
+    let open = Arc::new(Semaphore::new(app.settings.max_connections.max(1)));
+    while let Some((stream, peer)) = accept_until(&listener, &mut shutdown).await {
+        let Ok(slot) = open.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, limit = app.settings.max_connections, "--web.max-connections reached; connection closed");
+            continue;
+        };
+        let stream = SendTimed::new(stream, SEND_TIMEOUT);
         let app = app.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             match tls {
                 None => serve_connection(stream, app).await,
                 // A client gets as long for its handshake as for its headers.
@@ -89,6 +101,90 @@ pub async fn serve(
                 }
             }
         });
+    }
+}
+
+/// A connection whose writes fail once its peer has taken nothing for the
+/// timeout.
+struct SendTimed<S> {
+    inner: S,
+    stall: crate::proxy::stall::Stall,
+}
+
+impl<S> SendTimed<S> {
+    fn new(inner: S, timeout: Duration) -> Self {
+        SendTimed {
+            inner,
+            stall: crate::proxy::stall::Stall::new(timeout),
+        }
+    }
+
+    fn timed<T>(
+        &mut self,
+        written: std::task::Poll<std::io::Result<T>>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<T>> {
+        use std::task::Poll;
+        if written.is_ready() {
+            self.stall.progressed();
+            return written;
+        }
+        match self.stall.poll_expired(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client took nothing of its response for the send timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for SendTimed<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for SendTimed<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let written = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.timed(written, cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let written = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.timed(written, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let flushed = std::pin::Pin::new(&mut self.inner).poll_flush(cx);
+        self.timed(flushed, cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -194,3 +194,82 @@ fn a_duration_too_long_for_the_clock_is_a_usage_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+/// Sockets of the exporter's port in state ESTABLISHED, its side.
+fn established_on(port: u16) -> usize {
+    let out = Command::new("ss")
+        .args([
+            "-Htn",
+            "state",
+            "established",
+            &format!("( sport = :{port} )"),
+        ])
+        .output()
+        .expect("ss (iproute2)");
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[test]
+fn clients_that_pipeline_scrapes_and_never_read_are_closed() {
+    use std::io::Write;
+    let e = start(
+        &fixture_args()
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    // Enough responses (~50 kB each) to fill both sockets' buffers.
+    let requests = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(400);
+    let clients: Vec<std::net::TcpStream> = (0..20)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(e.addr).unwrap();
+            s.write_all(requests.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let stuck = established_on(e.addr.port());
+    assert!(stuck > 0, "the clients are not reading yet");
+    let t = Instant::now();
+    while established_on(e.addr.port()) > 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(25),
+            "{} of 20 still held {:?} after they stopped reading",
+            established_on(e.addr.port()),
+            t.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!(
+        "all closed {:?} after the first check ({stuck} held then)",
+        t.elapsed()
+    );
+    drop(clients);
+    // The port still serves.
+    assert_eq!(get(e.addr, "/metrics", &[]).status, 200);
+}
+
+#[test]
+fn connections_past_the_limit_are_closed_unanswered() {
+    use std::io::{Read, Write};
+    let mut args = fixture_args();
+    args.extend(["--web.max-connections".into(), "3".into()]);
+    let e = start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let held: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| std::net::TcpStream::connect(e.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut fourth = std::net::TcpStream::connect(e.addr).unwrap();
+    fourth
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = fourth.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut buf = Vec::new();
+    let t = Instant::now();
+    let _ = fourth.read_to_end(&mut buf);
+    assert!(buf.is_empty(), "{}", String::from_utf8_lossy(&buf));
+    assert!(t.elapsed() < Duration::from_secs(2), "closed at once");
+    drop(held);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(get(e.addr, "/metrics", &[]).status, 200);
+}

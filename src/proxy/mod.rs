@@ -12,7 +12,7 @@
 pub mod admission;
 pub mod client;
 mod flow;
-mod stall;
+pub(crate) mod stall;
 pub mod stats;
 mod trim;
 pub mod upstream;
