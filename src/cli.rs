@@ -313,6 +313,14 @@ pub fn command() -> Command {
                 .help("Processes to report, matched on the command name then the command line; the first capture group names the group, else the command name (enables the process collector)"),
         )
         .arg(
+            Arg::new("collector.netns.max-namespaces")
+                .long("collector.netns.max-namespaces")
+                .value_name("N")
+                .default_value("256")
+                .value_parser(clap::value_parser!(usize))
+                .help("Most network namespaces reported by the netns collector; the rest are counted in sojourn_netns_omitted"),
+        )
+        .arg(
             Arg::new("collector.process.max-groups")
                 .long("collector.process.max-groups")
                 .value_name("N")
@@ -788,6 +796,11 @@ fn settings(m: &ArgMatches, proxy_mode: bool) -> Settings {
                     .get_one::<usize>("collector.process.max-groups")
                     .expect("has default"),
                 rescan_interval: dur("collector.process.rescan-interval"),
+            },
+            netns: collectors::netns::Config {
+                max_namespaces: *m
+                    .get_one::<usize>("collector.netns.max-namespaces")
+                    .expect("has default"),
             },
             cgroup: collectors::cgroup::Config {
                 root: m.get_one::<PathBuf>("collector.cgroup.root").cloned(),

@@ -18,6 +18,7 @@ pub mod kube;
 pub mod kubelet;
 pub mod metrics;
 pub mod native;
+pub mod netns;
 pub mod probe;
 pub mod proxy;
 pub mod queue;

@@ -40,6 +40,8 @@ const SOURCES: &[(&str, &[&str])] = &[
         ],
     ),
     ("filefd", &["proc/sys/fs/file-nr"]),
+    // The namespace link sojourn tells its own namespace by.
+    ("netns", &["proc/self/ns/net"]),
     (
         "conntrack",
         &[
@@ -142,6 +144,9 @@ fn corrupted_sources_fail_only_their_collector() {
         for (case, bytes) in corruptions {
             let (_dir, root) = fresh_tree();
             for f in *files {
+                // Replaced, not written through: a namespace link is a
+                // symlink to nowhere.
+                std::fs::remove_file(root.join(f)).unwrap();
                 std::fs::write(root.join(f), bytes).unwrap();
             }
             assert_only_failed(&root, collector, case);
@@ -155,8 +160,12 @@ fn truncated_and_widened_sources_never_break_the_scrape() {
         for f in *files {
             let (_dir, root) = fresh_tree();
             let path = root.join(f);
-            let original = std::fs::read(&path).unwrap();
+            let original = match std::fs::read_link(&path) {
+                Ok(target) => target.into_os_string().into_encoded_bytes(),
+                Err(_) => std::fs::read(&path).unwrap(),
+            };
             // Cut mid-line: may or may not still parse, but must not panic or hang.
+            std::fs::remove_file(&path).unwrap();
             std::fs::write(&path, &original[..original.len() / 2]).unwrap();
             let (text, success) = scrape(&root);
             assert_eq!(success.len(), SOURCES.len(), "{collector} {f} truncated");

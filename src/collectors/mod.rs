@@ -19,6 +19,7 @@ pub mod filefd;
 pub mod filesystem;
 pub mod loadavg;
 pub mod memory;
+pub mod netns;
 pub mod netstat;
 pub mod network;
 pub mod pressure;
@@ -84,6 +85,7 @@ pub struct Config {
     pub tcp_ports: tcp_ports::TcpPortsConfig,
     pub cgroup: cgroup::Config,
     pub process: process::Config,
+    pub netns: netns::Config,
 }
 
 /// A source of metric families for one resource.
@@ -192,6 +194,12 @@ pub const ALL: &[Entry] = &[
         default_enabled: true,
         help: "Bytes queued in UDP socket buffers (/proc/net/udp, /proc/net/udp6)",
         build: |_| Box::new(udp::UdpCollector),
+    },
+    Entry {
+        name: "netns",
+        default_enabled: true,
+        help: "TCP, UDP and interface counters of every other network namespace, each pod's with its uid (/proc/PID/net/{snmp,netstat,dev}, found at each --collector.process.rescan-interval)",
+        build: |_| Box::<netns::NetnsCollector>::default(),
     },
     Entry {
         name: "filefd",

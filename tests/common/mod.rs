@@ -29,8 +29,12 @@ pub fn copy_tree(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
         let dest = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
             copy_tree(&entry.path(), &dest);
+        } else if kind.is_symlink() {
+            // Namespace links (`net:[4026531840]`) point nowhere on disk.
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path()).unwrap(), dest).unwrap();
         } else {
             std::fs::copy(entry.path(), dest).unwrap();
         }

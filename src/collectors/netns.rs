@@ -1,0 +1,298 @@
+//! TCP, UDP and interface counters of every network namespace on the host
+//! other than sojourn's own: on a Kubernetes node, each pod's. Read from
+//! `/proc/PID/net/{snmp,netstat,dev}` of a process in the namespace, the
+//! namespaces found by a walk of /proc every
+//! `--collector.process.rescan-interval` (see [`crate::netns`]). A pod's
+//! namespace carries its `pod_uid` and `qos_class` (from the kubelet's
+//! cgroup layout), any other its `process`; all carry `netns`, the
+//! namespace's inode.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use super::netstat::{Counters, lookup, parse_snmp_pairs};
+use super::network::parse_net_dev;
+use super::{Collect, CollectError, Config as CollectConfig};
+use crate::metrics::{Desc, Family, Label, label};
+use crate::netns::{Discovery, Netns, discover, namespace_of, own_namespace};
+
+/// Namespaces tracked at most (about 20 series each, 8 more per
+/// interface); the rest are counted in `sojourn_netns_omitted`.
+pub const DEFAULT_MAX_NAMESPACES: usize = 256;
+
+/// Interfaces reported per namespace (in name order, loopback left out).
+pub const MAX_DEVICES_PER_NAMESPACE: usize = 8;
+
+crate::descs! {
+    LISTEN_OVERFLOWS = counter("netns_tcp_listen_overflows", "Saturation: connections dropped because a listener's accept queue was full, in this namespace (/proc/PID/net/netstat TcpExt ListenOverflows).");
+    LISTEN_DROPS = counter("netns_tcp_listen_drops", "Errors: SYNs and connections dropped at a listener for any reason, overflows included (TcpExt ListenDrops).");
+    RETRANS = counter("netns_tcp_retransmitted_segments", "Errors: TCP segments retransmitted (/proc/PID/net/snmp Tcp RetransSegs).");
+    OUT_SEGS = counter("netns_tcp_segments_sent", "Utilization: TCP segments sent, the denominator of the retransmit ratio (Tcp OutSegs).");
+    IN_SEGS = counter("netns_tcp_segments_received", "Utilization: TCP segments received (Tcp InSegs).");
+    IN_ERRS = counter("netns_tcp_receive_errors", "Errors: TCP segments received in error (Tcp InErrs).");
+    OUT_RSTS = counter("netns_tcp_resets_sent", "Errors: TCP resets sent (Tcp OutRsts).");
+    TIMEOUTS = counter("netns_tcp_timeouts", "Errors: TCP retransmission timer expiries (TcpExt TCPTimeouts).");
+    ESTABLISHED = gauge("netns_tcp_established", "Utilization: TCP connections established or in CLOSE-WAIT (Tcp CurrEstab).");
+    UDP_RCVBUF = counter("netns_udp_receive_buffer_errors", "Saturation: UDP datagrams dropped because a socket's receive buffer was full (Udp RcvbufErrors).");
+    UDP_IN_ERRS = counter("netns_udp_receive_errors", "Errors: UDP datagrams received in error (Udp InErrors).");
+    RX_BYTES = counter("netns_network_receive", "Utilization: bytes received by the interface (/proc/PID/net/dev).") .bytes();
+    TX_BYTES = counter("netns_network_transmit", "Utilization: bytes sent by the interface (/proc/PID/net/dev).") .bytes();
+    RX_PACKETS = counter("netns_network_receive_packets", "Utilization: packets received by the interface (/proc/PID/net/dev).");
+    TX_PACKETS = counter("netns_network_transmit_packets", "Utilization: packets sent by the interface (/proc/PID/net/dev).");
+    RX_ERRS = counter("netns_network_receive_errors", "Errors: receive errors on the interface (/proc/PID/net/dev).");
+    TX_ERRS = counter("netns_network_transmit_errors", "Errors: transmit errors on the interface (/proc/PID/net/dev).");
+    RX_DROPS = counter("netns_network_receive_drops", "Saturation: received packets dropped by the interface (/proc/PID/net/dev).");
+    TX_DROPS = counter("netns_network_transmit_drops", "Saturation: packets dropped on transmit by the interface (/proc/PID/net/dev).");
+    OMITTED = gauge("netns_omitted", "Network namespaces left out because --collector.netns.max-namespaces was reached (/proc/PID/ns/net).");
+}
+
+/// The TCP and UDP counters kept per namespace: (desc, proto, name).
+const COUNTERS: [(Desc, &str, &str); 11] = [
+    (LISTEN_OVERFLOWS, "TcpExt", "ListenOverflows"),
+    (LISTEN_DROPS, "TcpExt", "ListenDrops"),
+    (RETRANS, "Tcp", "RetransSegs"),
+    (OUT_SEGS, "Tcp", "OutSegs"),
+    (IN_SEGS, "Tcp", "InSegs"),
+    (IN_ERRS, "Tcp", "InErrs"),
+    (OUT_RSTS, "Tcp", "OutRsts"),
+    (TIMEOUTS, "TcpExt", "TCPTimeouts"),
+    (ESTABLISHED, "Tcp", "CurrEstab"),
+    (UDP_RCVBUF, "Udp", "RcvbufErrors"),
+    (UDP_IN_ERRS, "Udp", "InErrors"),
+];
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub max_namespaces: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_namespaces: DEFAULT_MAX_NAMESPACES,
+        }
+    }
+}
+
+/// One namespace's counters, read at a scrape.
+#[derive(Debug, Default, PartialEq)]
+pub struct Reading {
+    pub counters: Vec<(usize, u64)>,
+    /// (device, [rx bytes, tx bytes, rx packets, tx packets, rx errs, tx errs, rx drops, tx drops]).
+    pub devices: Vec<(String, [u64; 8])>,
+}
+
+/// Parses a namespace's snmp, netstat and dev files.
+pub fn parse(snmp: &str, netstat: &str, dev: &str) -> Result<Reading, super::ParseError> {
+    let mut c = Counters::with_capacity(256);
+    parse_snmp_pairs(snmp, &mut c)?;
+    parse_snmp_pairs(netstat, &mut c)?;
+    let counters = COUNTERS
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, proto, name))| Some((i, lookup(&c, proto, name)?.max(0) as u64)))
+        .collect();
+    let devices = parse_net_dev(dev)?
+        .into_iter()
+        // Loopback carries the pod's talk to itself, not its network's.
+        .filter(|d| d.name != "lo")
+        // A pod has one or two; a bound like the host's for the rest.
+        .take(MAX_DEVICES_PER_NAMESPACE)
+        .map(|d| {
+            let v = [
+                d.recv_bytes,
+                d.sent_bytes,
+                d.recv_packets,
+                d.sent_packets,
+                d.recv_errs,
+                d.sent_errs,
+                d.recv_drop,
+                d.sent_drop,
+            ];
+            (d.name, v)
+        })
+        .collect();
+    Ok(Reading { counters, devices })
+}
+
+/// A namespace's identity labels.
+pub fn identity(ns: &Netns) -> Vec<Label> {
+    let pod = crate::kube::parse(&ns.cgroup);
+    vec![
+        label("netns", ns.inode.to_string()),
+        label(
+            "pod_uid",
+            pod.as_ref().map(|k| k.pod_uid.clone()).unwrap_or_default(),
+        ),
+        label(
+            "qos_class",
+            pod.as_ref().map(|k| k.qos.as_str()).unwrap_or_default(),
+        ),
+        // A pod is named by its uid; any other namespace by who holds it.
+        label(
+            "process",
+            if pod.is_some() {
+                String::new()
+            } else {
+                ns.comm.clone()
+            },
+        ),
+    ]
+}
+
+pub fn emit(readings: &[(Vec<Label>, Reading)], omitted: usize) -> Vec<Family> {
+    let mut counters: Vec<Family> = COUNTERS
+        .iter()
+        .map(|(d, ..)| Family::new(d.clone()))
+        .collect();
+    let device_descs = [
+        RX_BYTES, TX_BYTES, RX_PACKETS, TX_PACKETS, RX_ERRS, TX_ERRS, RX_DROPS, TX_DROPS,
+    ];
+    let mut devices: Vec<Family> = device_descs.into_iter().map(Family::new).collect();
+    for (id, r) in readings {
+        for (i, v) in &r.counters {
+            counters[*i].push(id.clone(), *v);
+        }
+        for (name, values) in &r.devices {
+            for (f, v) in devices.iter_mut().zip(values) {
+                let mut labels = id.clone();
+                labels.push(label("device", name.clone()));
+                f.push(labels, *v);
+            }
+        }
+    }
+    let mut out = counters;
+    out.extend(devices);
+    out.push(Family::new(OMITTED).with(vec![], omitted as u64));
+    out
+}
+
+#[derive(Default)]
+struct State {
+    scanned: Option<Instant>,
+    discovery: Discovery,
+}
+
+#[derive(Default)]
+pub struct NetnsCollector {
+    state: Mutex<State>,
+}
+
+impl NetnsCollector {
+    /// The namespaces to read: found anew when the rescan is due or a
+    /// namespace's process is gone (a new one may hold it now).
+    fn namespaces(&self, cfg: &CollectConfig, own: u64, rescan: bool) -> (Vec<Netns>, usize) {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let due = rescan
+            || state
+                .scanned
+                .is_none_or(|t| t.elapsed() >= cfg.process.rescan_interval);
+        if due {
+            let d = discover(&cfg.roots.procfs, own, cfg.netns.max_namespaces);
+            if d.unreadable > 0 && state.scanned.is_none() {
+                tracing::info!(
+                    processes = d.unreadable,
+                    "netns: some processes' namespaces are unreadable (needs CAP_SYS_PTRACE); their namespaces are not reported"
+                );
+            }
+            state.discovery = d;
+            state.scanned = Some(Instant::now());
+        }
+        (state.discovery.found.clone(), state.discovery.omitted)
+    }
+}
+
+/// Reads one namespace through its process; `None` when that process is
+/// gone or is in another namespace now (its pid reused).
+fn read_namespace(cfg: &CollectConfig, ns: &Netns) -> Option<Result<Reading, CollectError>> {
+    let dir = cfg.roots.procfs.join(ns.pid.to_string()).join("net");
+    let read = |name: &str| crate::roots::read(&dir.join(name));
+    let files = (read("snmp"), read("netstat"), read("dev"));
+    // Checked after the reads: what was read is this namespace's.
+    if namespace_of(&cfg.roots.procfs, ns.pid) != Some(ns.inode) {
+        return None;
+    }
+    let (snmp, netstat, dev) = match files {
+        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+        (Err(CollectError::Missing(_)), ..)
+        | (_, Err(CollectError::Missing(_)), _)
+        | (.., Err(CollectError::Missing(_))) => return None,
+        (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => return Some(Err(e)),
+    };
+    Some(parse(&snmp, &netstat, &dev).map_err(|e| CollectError::parse(&dir, e)))
+}
+
+impl Collect for NetnsCollector {
+    fn collect(&self, cfg: &CollectConfig) -> Result<Vec<Family>, CollectError> {
+        let own = own_namespace(&cfg.roots.procfs).ok_or_else(|| {
+            CollectError::Unsupported(format!(
+                "cannot read {}/self/ns/net",
+                cfg.roots.procfs.display()
+            ))
+        })?;
+        let (mut found, mut omitted) = self.namespaces(cfg, own, false);
+        let mut readings = Vec::with_capacity(found.len());
+        for pass in 0..2 {
+            readings.clear();
+            let mut gone = false;
+            for ns in &found {
+                match read_namespace(cfg, ns) {
+                    Some(Ok(r)) => readings.push((identity(ns), r)),
+                    // Every namespace's files are the same kernel's: one
+                    // that does not parse is the collector's failure.
+                    Some(Err(e)) => return Err(e),
+                    None => gone = true,
+                }
+            }
+            if !gone || pass == 1 {
+                break;
+            }
+            // A process gone: its namespace may live on in another.
+            (found, omitted) = self.namespaces(cfg, own, true);
+        }
+        Ok(emit(&readings, omitted))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_namespace_reading_has_the_counters_and_interfaces() {
+        let r = parse(
+            include_str!("../../tests/fixtures/proc/net/snmp"),
+            include_str!("../../tests/fixtures/proc/net/netstat"),
+            include_str!("../../tests/fixtures/proc/net/dev"),
+        )
+        .unwrap();
+        assert_eq!(r.counters.len(), COUNTERS.len());
+        assert!(!r.devices.is_empty());
+        assert!(r.devices.iter().all(|(d, _)| d != "lo"));
+        let ns = Netns {
+            inode: 4026532281,
+            pid: 42,
+            comm: "sleep".into(),
+            cgroup: "/kubepods/burstable/pod0b2e4c3a-1111-2222-3333-444455556666/abcdef0123456789"
+                .into(),
+        };
+        let id = identity(&ns);
+        assert!(id.contains(&label("pod_uid", "0b2e4c3a-1111-2222-3333-444455556666")));
+        assert!(id.contains(&label("qos_class", "burstable")));
+        assert!(id.contains(&label("process", "")));
+        let text = crate::metrics::encode(emit(&[(id, r)], 0), crate::metrics::Format::Text);
+        assert!(
+            text.contains("sojourn_netns_tcp_listen_overflows_total{netns=\"4026532281\",pod_uid=\"0b2e4c3a-1111-2222-3333-444455556666\",qos_class=\"burstable\",process=\"\"}"),
+            "{text}"
+        );
+        let plain = identity(&Netns {
+            cgroup: "/system.slice/x.service".into(),
+            ..ns
+        });
+        assert!(plain.contains(&label("process", "sleep")));
+        assert!(plain.contains(&label("pod_uid", "")));
+    }
+}

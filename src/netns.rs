@@ -1,0 +1,194 @@
+//! The network namespaces the host's processes live in: every pod's, every
+//! container's, every `ip netns` one with a process in it. Each is known by
+//! its inode (`/proc/PID/ns/net` reads `net:[4026532281]`) and reached
+//! through one of its processes: `/proc/PID/net/*` are that namespace's
+//! files, whoever reads them. Which process, and the cgroup it is in, say
+//! whose namespace it is (a pod's, by the kubelet's cgroup layout).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// One network namespace other than sojourn's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Netns {
+    pub inode: u64,
+    /// A process in it (the lowest pid found), through which it is read.
+    pub pid: u32,
+    /// That process's command name.
+    pub comm: String,
+    /// That process's cgroup path, the one that names a pod if any does.
+    pub cgroup: String,
+}
+
+/// The inode of a namespace link's target: `net:[4026531992]` → 4026531992.
+pub fn parse_ns_link(link: &str) -> Option<u64> {
+    link.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// The cgroup path that says most of whose a process is, from
+/// `/proc/PID/cgroup` (`id:controllers:path` lines; v2 has one, `0::path`):
+/// the first that names a pod, else the memory or v2 one, else the first.
+pub fn pick_cgroup(text: &str) -> Option<&str> {
+    let paths: Vec<(&str, &str)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+            Some((controllers, path))
+        })
+        .collect();
+    paths
+        .iter()
+        .find(|(_, p)| crate::kube::parse(p).is_some())
+        .or_else(|| {
+            paths
+                .iter()
+                .find(|(c, _)| c.is_empty() || c.split(',').any(|c| c == "memory"))
+        })
+        .or(paths.first())
+        .map(|(_, p)| *p)
+}
+
+/// The namespace a process is in, read now.
+pub fn namespace_of(procfs: &Path, pid: u32) -> Option<u64> {
+    let link = std::fs::read_link(procfs.join(pid.to_string()).join("ns/net")).ok()?;
+    parse_ns_link(link.to_str()?)
+}
+
+/// sojourn's own network namespace (the one the host collectors read).
+pub fn own_namespace(procfs: &Path) -> Option<u64> {
+    let link = std::fs::read_link(procfs.join("self/ns/net")).ok()?;
+    parse_ns_link(link.to_str()?)
+}
+
+/// What one walk of /proc found.
+#[derive(Debug, Default)]
+pub struct Discovery {
+    /// The namespaces kept, by inode.
+    pub found: Vec<Netns>,
+    /// Namespaces past the limit, not kept.
+    pub omitted: usize,
+    /// Processes whose namespace could not be read (permission).
+    pub unreadable: usize,
+}
+
+/// Walks /proc for the network namespaces other than `own`: the first
+/// `limit` by inode, each with its lowest pid. A process that exits
+/// during the walk is skipped.
+pub fn discover(procfs: &Path, own: u64, limit: usize) -> Discovery {
+    let mut by_inode: BTreeMap<u64, u32> = BTreeMap::new();
+    let mut unreadable = 0;
+    let Ok(entries) = std::fs::read_dir(procfs) else {
+        return Discovery::default();
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let link = match std::fs::read_link(entry.path().join("ns/net")) {
+            Ok(l) => l,
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                unreadable += 1;
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let Some(inode) = link.to_str().and_then(parse_ns_link) else {
+            continue;
+        };
+        if inode == own {
+            continue;
+        }
+        by_inode
+            .entry(inode)
+            .and_modify(|p| *p = (*p).min(pid))
+            .or_insert(pid);
+    }
+    let omitted = by_inode.len().saturating_sub(limit);
+    let found = by_inode
+        .into_iter()
+        .take(limit)
+        .filter_map(|(inode, pid)| {
+            let dir = procfs.join(pid.to_string());
+            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+            let cgroup = std::fs::read_to_string(dir.join("cgroup")).unwrap_or_default();
+            Some(Netns {
+                inode,
+                pid,
+                comm: comm.trim_end().to_string(),
+                cgroup: pick_cgroup(&cgroup).unwrap_or("").to_string(),
+            })
+        })
+        .collect();
+    Discovery {
+        found,
+        omitted,
+        unreadable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_links_parse() {
+        assert_eq!(parse_ns_link("net:[4026531992]"), Some(4026531992));
+        assert_eq!(parse_ns_link("mnt:[4026531992]"), None);
+        assert_eq!(parse_ns_link("net:[x]"), None);
+        assert_eq!(parse_ns_link("net:[4026531992"), None);
+    }
+
+    #[test]
+    fn the_cgroup_that_names_a_pod_is_picked() {
+        let v1 =
+            "12:pids:/kubepods/burstable/pod0b2e4c3a-1111-2222-3333-444455556666/abcdef0123456789
+11:memory:/kubepods/burstable/pod0b2e4c3a-1111-2222-3333-444455556666/abcdef0123456789
+1:name=systemd:/system.slice/containerd.service
+0::/
+";
+        assert_eq!(
+            pick_cgroup(v1),
+            Some("/kubepods/burstable/pod0b2e4c3a-1111-2222-3333-444455556666/abcdef0123456789")
+        );
+        assert_eq!(
+            pick_cgroup("0::/system.slice/nginx.service\n"),
+            Some("/system.slice/nginx.service")
+        );
+        assert_eq!(
+            pick_cgroup("4:cpu,cpuacct:/a\n3:memory:/b\n"),
+            Some("/b"),
+            "the memory hierarchy's, with no pod"
+        );
+        assert_eq!(pick_cgroup(""), None);
+    }
+
+    #[test]
+    fn discovery_finds_this_process_namespace_only_when_not_own() {
+        let proc = Path::new("/proc");
+        let Some(own) = own_namespace(proc) else {
+            return;
+        };
+        let pid = std::process::id();
+        assert_eq!(namespace_of(proc, pid), Some(own));
+        // Told its own namespace is another's, this process is found in it.
+        let d = discover(proc, own.wrapping_add(1), 10_000);
+        assert!(d.found.iter().any(|n| n.inode == own && n.pid <= pid));
+        let d = discover(proc, own, 10_000);
+        assert!(d.found.iter().all(|n| n.inode != own));
+        let d = discover(proc, own.wrapping_add(1), 0);
+        assert!(d.found.is_empty() && d.omitted >= 1);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parsers_never_panic(s in "\\PC*") {
+            let _ = parse_ns_link(&s);
+            let _ = pick_cgroup(&s);
+        }
+    }
+}
