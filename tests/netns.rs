@@ -143,6 +143,22 @@ fn each_pods_tcp_counters_are_its_own_and_go_with_it() {
         "sojourn's own namespace is the host collectors'"
     );
 
+    // `sojourn check` over a window names the busy pod, not the idle one.
+    let snaps = sojourn::check::sample(&s, Duration::from_secs(2), |_| {});
+    let report = sojourn::check::evaluate(&snaps).unwrap();
+    assert!(
+        report
+            .findings
+            .contains(&format!("tcp_accept of pod {}", busy.uid)),
+        "{:?}",
+        report.findings
+    );
+    assert!(
+        !report.findings.iter().any(|f| f.contains(&idle.uid)),
+        "{:?}",
+        report.findings
+    );
+
     let uid = busy.uid.clone();
     drop(busy);
     let text = scrape(&s);

@@ -49,6 +49,7 @@ pub fn evaluate(w: &Window) -> Report {
     tables(w, &mut rows);
     cgroups(w, &mut rows);
     queues(w, &mut rows);
+    namespaces(w, &mut rows);
     probes(w, &mut rows);
     // Services last: a slow service names the host resources found above.
     services(w, &mut rows);
@@ -821,6 +822,68 @@ fn queues(w: &Window, rows: &mut Rows) {
     }
 }
 
+/// Whose a network namespace is, as a finding says it: the pod's uid, or
+/// the process sojourn reads it through.
+fn namespace_owner(s: &crate::check::snapshot::Series) -> String {
+    match s.label("pod_uid") {
+        "" => format!(
+            "{}'s network namespace ({})",
+            s.label("process"),
+            s.label("netns")
+        ),
+        uid => format!("pod {uid}"),
+    }
+}
+
+/// Each workload's network namespace (a pod's): listeners overflowing and
+/// retransmits, attributed to the pod.
+fn namespaces(w: &Window, rows: &mut Rows) {
+    for s in w.last().all("sojourn_netns_tcp_listen_overflows_total") {
+        let netns = s.label("netns");
+        let want = [("netns", netns)];
+        let owner = namespace_owner(s);
+        let overflows = w
+            .increase("sojourn_netns_tcp_listen_overflows_total", &want)
+            .unwrap_or(0.0);
+        if overflows > 0.0 {
+            let row = rows.row("tcp_accept", &format!("tcp_accept of {owner}"));
+            row.saturation = Some(Signal::new(
+                overflows,
+                format!("{} overflows", count(overflows)),
+            ));
+            row.judge(
+                Verdict::Saturated,
+                1.0,
+                format!(
+                    "{} connections dropped by full accept queues in {owner}: its server does not accept() fast enough",
+                    count(overflows)
+                ),
+            );
+        }
+        let out = w
+            .increase("sojourn_netns_tcp_segments_sent_total", &want)
+            .unwrap_or(0.0);
+        let retrans = w
+            .increase("sojourn_netns_tcp_retransmitted_segments_total", &want)
+            .unwrap_or(0.0);
+        if out > 0.0 && retrans >= RETRANSMITS_MIN && retrans / out >= RETRANSMIT_RATIO {
+            let ratio = retrans / out;
+            let row = rows.row("tcp", &format!("tcp of {owner}"));
+            row.errors = Some(Signal::new(ratio, format!("{} retransmitted", pct(ratio))));
+            row.judge(
+                Verdict::Errors,
+                ratio,
+                format!(
+                    "{} of {} segments retransmitted in {owner} ({}): loss on its path or a peer not acknowledging",
+                    count(retrans),
+                    count(out),
+                    pct(ratio)
+                ),
+            );
+        }
+    }
+}
+
 fn probes(w: &Window, rows: &mut Rows) {
     for s in w.last().all("sojourn_probe_attempts_total") {
         let probe = s.label("probe");
@@ -1047,6 +1110,42 @@ mod tests {
 
     fn findings(snaps: &[Snapshot]) -> Vec<String> {
         evaluate(snaps).unwrap().findings
+    }
+
+    fn pod_namespace(s: &mut Snapshot, netns: &'static str, uid: &'static str, overflows: f64) {
+        let id = [
+            ("netns", netns),
+            ("pod_uid", uid),
+            ("qos_class", "burstable"),
+            ("process", ""),
+        ];
+        s.push("sojourn_netns_tcp_listen_overflows_total", &id, overflows);
+        s.push("sojourn_netns_tcp_segments_sent_total", &id, 1000.0);
+        s.push("sojourn_netns_tcp_retransmitted_segments_total", &id, 0.0);
+    }
+
+    #[test]
+    fn a_pods_overflowing_listener_is_named_by_the_pod() {
+        let mut a = host(0.0, [0.05, 0.05]);
+        let mut b = host(10.0, [0.05, 0.05]);
+        pod_namespace(&mut a, "4026532481", "busy-uid", 0.0);
+        pod_namespace(&mut b, "4026532481", "busy-uid", 40.0);
+        pod_namespace(&mut a, "4026532482", "idle-uid", 0.0);
+        pod_namespace(&mut b, "4026532482", "idle-uid", 0.0);
+        let snaps = [a, b];
+        assert_eq!(findings(&snaps), ["tcp_accept of pod busy-uid"]);
+        let r = evaluate(&snaps).unwrap();
+        let row = r
+            .resources
+            .iter()
+            .find(|x| x.resource == "tcp_accept of pod busy-uid")
+            .unwrap();
+        assert!(
+            row.evidence
+                .iter()
+                .any(|e| e.contains("40 connections dropped")),
+            "{row:?}"
+        );
     }
 
     #[test]
