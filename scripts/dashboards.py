@@ -408,6 +408,29 @@ def containers():
               "{{instance}} {{cgroup}} {{event}}")], "ops")
     b.panel("Processes", "Tasks in each cgroup.",
             [(f'sojourn_cgroup_pids{{{I}}}', c)])
+    # Each pod's own network namespace: what the node's counters cannot
+    # tell apart (netns collector).
+    n = "{{instance}} {{pod_uid}}{{process}}"
+    b.row("Pod network")
+    b.panel("Accept-queue overflows",
+            "Saturation: connections a pod's listeners dropped because their accept queue was full "
+            "(TcpExt ListenOverflows in the pod's network namespace).",
+            [(f'rate(sojourn_netns_tcp_listen_overflows_total{{{I}}}[$__rate_interval]) > 0', n)], "cps")
+    b.panel("Retransmitted segments",
+            "Errors: share of a pod's TCP segments sent again (RetransSegs / OutSegs in its namespace): "
+            "loss on its path.",
+            [(f'rate(sojourn_netns_tcp_retransmitted_segments_total{{{I}}}[$__rate_interval]) / '
+              f'(rate(sojourn_netns_tcp_segments_sent_total{{{I}}}[$__rate_interval]) > 0)', n)],
+            "percentunit")
+    b.panel("Interface drops and errors",
+            "Saturation and errors of a pod's interfaces: packets dropped or in error, both ways "
+            "(/proc/PID/net/dev in its namespace).",
+            [(f'sum by (instance, pod_uid, process, device) ('
+              f'rate(sojourn_netns_network_receive_drops_total{{{I}}}[$__rate_interval]) + '
+              f'rate(sojourn_netns_network_transmit_drops_total{{{I}}}[$__rate_interval]) + '
+              f'rate(sojourn_netns_network_receive_errors_total{{{I}}}[$__rate_interval]) + '
+              f'rate(sojourn_netns_network_transmit_errors_total{{{I}}}[$__rate_interval]))',
+              n + " {{device}}")], "pps")
     return b
 
 

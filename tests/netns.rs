@@ -6,88 +6,11 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::pod;
+
 use sojourn::metrics::{self, Format};
-
-/// A fake pod: its namespace, its process, its cgroup; all removed on drop.
-struct Pod {
-    netns: String,
-    uid: String,
-    child: Child,
-    cgroup: PathBuf,
-}
-
-impl Drop for Pod {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        common::remove_cgroup(&self.cgroup);
-        if let Some(pod) = self.cgroup.parent() {
-            common::remove_cgroup(pod);
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.netns])
-            .status();
-    }
-}
-
-/// A Python program run in the pod: `busy` listens with a backlog of 1,
-/// never accepts, and keeps connecting to itself, so the accept queue
-/// overflows; otherwise it only sleeps.
-const PROGRAM: &str = r#"
-import socket, sys, time
-if sys.argv[1] == "busy":
-    l = socket.socket(); l.bind(("127.0.0.1", 8080)); l.listen(1)
-    held = []
-    while True:
-        for _ in range(8):
-            c = socket.socket(); c.setblocking(False)
-            try: c.connect(("127.0.0.1", 8080))
-            except BlockingIOError: pass
-            held.append(c)
-        held = held[-64:]
-        time.sleep(0.05)
-else:
-    time.sleep(120)
-"#;
-
-fn pod(tag: &str, busy: bool) -> Option<Pod> {
-    let netns = format!("sojourn-pod-{tag}-{}", std::process::id());
-    let made = Command::new("ip")
-        .args(["netns", "add", &netns])
-        .status()
-        .ok()?;
-    if !made.success() {
-        return None;
-    }
-    let _ = Command::new("ip")
-        .args(["netns", "exec", &netns, "ip", "link", "set", "lo", "up"])
-        .status();
-    let uid = format!(
-        "0b2e4c3a-1111-2222-3333-{:012x}",
-        std::process::id() as u64 * 16 + busy as u64
-    );
-    let (base, _) = common::cgroup_dir("memory", "kubepods/burstable");
-    let cgroup = base.join(format!("pod{uid}")).join("c0ffee00c0ffee00");
-    let child = Command::new("ip")
-        .args(["netns", "exec", &netns, "python3", "-c", PROGRAM])
-        .arg(if busy { "busy" } else { "idle" })
-        .stdout(Stdio::null())
-        .spawn()
-        .ok()?;
-    let pod = Pod {
-        netns,
-        uid,
-        child,
-        cgroup,
-    };
-    std::fs::create_dir_all(&pod.cgroup).ok()?;
-    std::fs::write(pod.cgroup.join("cgroup.procs"), pod.child.id().to_string()).ok()?;
-    Some(pod)
-}
 
 fn scraper() -> sojourn::scrape::Scraper {
     let s = sojourn::cli::parse([

@@ -168,6 +168,8 @@ fn a_real_prometheus_gets_every_rule_panel_native_histogram_and_the_fault_alert(
     let tls_backend = common::test_server(true);
     // A throttled container, so that the container rules have data.
     let _container = common::throttled_cgroup(&format!("sojourn-e2e-{}", std::process::id()));
+    // A pod whose listener overflows, for the pod network panels.
+    let _pod = common::pod("e2e", true).expect("a fake pod (ip netns, cgroups: root)");
     let proxy_port = free_port();
     let config = dir.path().join("sojourn.yml");
     std::fs::write(
