@@ -105,7 +105,7 @@ pub async fn serve(
 }
 
 /// A connection whose writes fail once its peer has taken nothing for the
-/// timeout.
+/// timeout, as the proxy's client connections do.
 struct SendTimed<S> {
     inner: S,
     stall: crate::proxy::stall::Stall,
@@ -116,25 +116,6 @@ impl<S> SendTimed<S> {
         SendTimed {
             inner,
             stall: crate::proxy::stall::Stall::new(timeout),
-        }
-    }
-
-    fn timed<T>(
-        &mut self,
-        written: std::task::Poll<std::io::Result<T>>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<T>> {
-        use std::task::Poll;
-        if written.is_ready() {
-            self.stall.progressed();
-            return written;
-        }
-        match self.stall.poll_expired(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "the client took nothing of its response for the send timeout",
-            ))),
-            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -156,7 +137,7 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for SendTimed<S> {
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
         let written = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.timed(written, cx)
+        self.stall.timed_write(written, cx)
     }
 
     fn poll_write_vectored(
@@ -165,19 +146,20 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for SendTimed<S> {
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
         let written = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.timed(written, cx)
+        self.stall.timed_write(written, cx)
     }
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
     }
 
+    // A socket's flush has nothing to wait for; TLS above it flushes by
+    // writing, which is timed.
     fn poll_flush(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        let flushed = std::pin::Pin::new(&mut self.inner).poll_flush(cx);
-        self.timed(flushed, cx)
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(

@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::Bytes;
@@ -178,26 +178,16 @@ impl Replay {
     }
 
     /// A write's outcome, failed if the peer has taken nothing for the
-    /// send timeout (nginx's `send_timeout`, between two writes): a client
-    /// that stops reading would otherwise hold its connection, its
-    /// response and an upstream connection for good.
+    /// send timeout: see [`Stall::timed_write`].
     fn timed<T>(
         &mut self,
         written: Poll<io::Result<T>>,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<T>> {
-        let Some(stall) = &mut self.send_stall else {
-            return written;
-        };
-        if written.is_ready() {
-            stall.progressed();
-            return written;
+        match &mut self.send_stall {
+            Some(stall) => stall.timed_write(written, cx),
+            None => written,
         }
-        ready!(stall.poll_expired(cx));
-        Poll::Ready(Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "the client took nothing of its response for the send timeout",
-        )))
     }
 }
 

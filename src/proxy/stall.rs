@@ -49,6 +49,28 @@ impl Stall {
         }
         sleep.as_mut().poll(cx)
     }
+
+    /// A write's outcome, failed once the peer has taken nothing for the
+    /// timeout (nginx's `send_timeout`, between two writes): a client that
+    /// stops reading would otherwise hold its connection and its response
+    /// for good.
+    pub fn timed_write<T>(
+        &mut self,
+        written: Poll<std::io::Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<T>> {
+        if written.is_ready() {
+            self.progressed();
+            return written;
+        }
+        match self.poll_expired(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client took nothing of its response for the send timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 #[cfg(test)]
