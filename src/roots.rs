@@ -138,7 +138,8 @@ impl Dir {
                     first[..n].to_vec()
                 } else {
                     let mut buf = Vec::with_capacity(2 * SMALL_READ);
-                    read_whole(&fd, &mut buf).map_err(io_err)?;
+                    buf.extend_from_slice(&first);
+                    read_rest(&fd, &mut buf).map_err(io_err)?;
                     buf
                 };
                 String::from_utf8(bytes)
@@ -167,11 +168,7 @@ pub struct MountTable {
 impl MountTable {
     pub fn open(path: &Path) -> Result<MountTable, CollectError> {
         let file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
-        let polls = rustix::fs::fstatfs(&file).is_ok_and(|s| {
-            #[allow(clippy::unnecessary_cast)]
-            let kind = s.f_type as i64;
-            kind == PROC_SUPER_MAGIC
-        });
+        let polls = fs_magic(&file) == Some(PROC_SUPER_MAGIC);
         Ok(MountTable {
             path: path.to_path_buf(),
             file,
@@ -207,7 +204,7 @@ impl MountTable {
             return read(&self.path);
         }
         let mut buf = Vec::with_capacity(READ_CHUNK);
-        read_whole(&self.file, &mut buf).map_err(|e| io_error(&self.path, e))?;
+        read_rest(&self.file, &mut buf).map_err(|e| io_error(&self.path, e))?;
         String::from_utf8(buf)
             .map_err(|_| CollectError::parse(&self.path, "file is not valid UTF-8"))
     }
@@ -243,13 +240,15 @@ const KEPT_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
 const PROC_SUPER_MAGIC: i64 = 0x9fa0;
 const SYSFS_MAGIC: i64 = 0x6265_6572;
 
+/// The filesystem a file is on, by its statfs magic number.
+fn fs_magic(file: &std::fs::File) -> Option<i64> {
+    // f_type is i64 on x86_64 and another width elsewhere.
+    #[allow(clippy::unnecessary_cast)]
+    rustix::fs::fstatfs(file).ok().map(|s| s.f_type as i64)
+}
+
 fn on_kernel_fs(file: &std::fs::File) -> bool {
-    rustix::fs::fstatfs(file).is_ok_and(|s| {
-        // f_type is i64 on x86_64 and another width elsewhere.
-        #[allow(clippy::unnecessary_cast)]
-        let kind = s.f_type as i64;
-        kind == PROC_SUPER_MAGIC || kind == SYSFS_MAGIC
-    })
+    matches!(fs_magic(file), Some(PROC_SUPER_MAGIC | SYSFS_MAGIC))
 }
 
 /// [`read`], through a descriptor kept open when the file is on procfs or
@@ -355,16 +354,17 @@ impl KeptFile {
                 false,
             ));
         };
-        read_whole(file, &mut self.buf).map_err(io_err)
+        self.buf.clear();
+        read_rest(file, &mut self.buf).map_err(io_err)
     }
 }
 
-/// Reads a kernel file from offset 0 into `buf` (cleared first). procfs
-/// (seq_file) and kernfs fill a read until the buffer or the content ends,
-/// so a short read is the end: no second read for EOF.
-fn read_whole(file: &impl rustix::fd::AsFd, buf: &mut Vec<u8>) -> io::Result<()> {
-    buf.clear();
-    let mut offset = 0u64;
+/// Reads the rest of a kernel file into `buf`, from the offset of what
+/// `buf` holds already (empty: the whole file). procfs (seq_file) and
+/// kernfs fill a read until the buffer or the content ends, so a short
+/// read is the end: no second read for EOF.
+fn read_rest(file: &impl rustix::fd::AsFd, buf: &mut Vec<u8>) -> io::Result<()> {
+    let mut offset = buf.len() as u64;
     loop {
         if buf.capacity() == buf.len() {
             buf.reserve(buf.capacity().max(READ_CHUNK));
@@ -388,6 +388,24 @@ mod tests {
             .unwrap()
             .as_ref()
             .is_some_and(|k| k.contains_key(path))
+    }
+
+    #[test]
+    fn a_directory_reads_files_of_any_length_once_and_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        // Shorter than, as long as, and longer than the stack buffer.
+        for len in [10, SMALL_READ, 3 * SMALL_READ + 7] {
+            let content: String = (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+            std::fs::write(dir.path().join("f"), &content).unwrap();
+            let d = Dir::open(dir.path()).unwrap().unwrap();
+            assert_eq!(
+                d.read("f").unwrap().as_deref(),
+                Some(content.as_str()),
+                "{len}"
+            );
+            assert_eq!(d.read("absent").unwrap(), None);
+        }
+        assert!(Dir::open(&dir.path().join("absent")).unwrap().is_none());
     }
 
     #[test]
