@@ -16,8 +16,8 @@ pub struct Netns {
     pub pid: u32,
     /// That process's command name.
     pub comm: String,
-    /// That process's cgroup path, the one that names a pod if any does.
-    pub cgroup: String,
+    /// The pod whose kubelet cgroup that process is in, if any.
+    pub pod: Option<crate::kube::KubeIdentity>,
 }
 
 /// The inode of a namespace link's target: `net:[4026531992]` → 4026531992.
@@ -49,16 +49,20 @@ pub fn pick_cgroup(text: &str) -> Option<&str> {
         .map(|(_, p)| *p)
 }
 
+/// The network namespace of `/proc/<process>` (a pid or `self`).
+fn namespace_link(procfs: &Path, process: &str) -> std::io::Result<Option<u64>> {
+    let link = std::fs::read_link(procfs.join(process).join("ns/net"))?;
+    Ok(link.to_str().and_then(parse_ns_link))
+}
+
 /// The namespace a process is in, read now.
 pub fn namespace_of(procfs: &Path, pid: u32) -> Option<u64> {
-    let link = std::fs::read_link(procfs.join(pid.to_string()).join("ns/net")).ok()?;
-    parse_ns_link(link.to_str()?)
+    namespace_link(procfs, &pid.to_string()).ok().flatten()
 }
 
 /// sojourn's own network namespace (the one the host collectors read).
 pub fn own_namespace(procfs: &Path) -> Option<u64> {
-    let link = std::fs::read_link(procfs.join("self/ns/net")).ok()?;
-    parse_ns_link(link.to_str()?)
+    namespace_link(procfs, "self").ok().flatten()
 }
 
 /// What one walk of /proc found.
@@ -89,16 +93,14 @@ pub fn discover(procfs: &Path, own: u64, limit: usize) -> Discovery {
         else {
             continue;
         };
-        let link = match std::fs::read_link(entry.path().join("ns/net")) {
-            Ok(l) => l,
+        let inode = match namespace_link(procfs, &pid.to_string()) {
+            Ok(Some(inode)) => inode,
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                 unreadable += 1;
                 continue;
             }
-            Err(_) => continue,
-        };
-        let Some(inode) = link.to_str().and_then(parse_ns_link) else {
-            continue;
+            // Exited during the walk, or not a namespace link.
+            _ => continue,
         };
         if inode == own {
             continue;
@@ -120,7 +122,7 @@ pub fn discover(procfs: &Path, own: u64, limit: usize) -> Discovery {
                 inode,
                 pid,
                 comm: comm.trim_end().to_string(),
-                cgroup: pick_cgroup(&cgroup).unwrap_or("").to_string(),
+                pod: pick_cgroup(&cgroup).and_then(crate::kube::parse),
             })
         })
         .collect();

@@ -7,14 +7,15 @@
 //! cgroup layout), any other its `process`; all carry `netns`, the
 //! namespace's inode.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::netstat::{Counters, lookup, parse_snmp_pairs};
 use super::network::parse_net_dev;
 use super::{Collect, CollectError, Config as CollectConfig};
 use crate::metrics::{Desc, Family, Label, label};
-use crate::netns::{Discovery, Netns, discover, namespace_of, own_namespace};
+use crate::netns::{Netns, discover, namespace_of, own_namespace};
+use crate::roots::Dir;
 
 /// Namespaces tracked at most (about 20 series each, 8 more per
 /// interface); the rest are counted in `sojourn_netns_omitted`.
@@ -117,17 +118,14 @@ pub fn parse(snmp: &str, netstat: &str, dev: &str) -> Result<Reading, super::Par
 
 /// A namespace's identity labels.
 pub fn identity(ns: &Netns) -> Vec<Label> {
-    let pod = crate::kube::parse(&ns.cgroup);
+    let pod = ns.pod.as_ref();
     vec![
         label("netns", ns.inode.to_string()),
         label(
             "pod_uid",
-            pod.as_ref().map(|k| k.pod_uid.clone()).unwrap_or_default(),
+            pod.map(|k| k.pod_uid.clone()).unwrap_or_default(),
         ),
-        label(
-            "qos_class",
-            pod.as_ref().map(|k| k.qos.as_str()).unwrap_or_default(),
-        ),
+        label("qos_class", pod.map(|k| k.qos.as_str()).unwrap_or_default()),
         // A pod is named by its uid; any other namespace by who holds it.
         label(
             "process",
@@ -170,7 +168,9 @@ pub fn emit(readings: &[(Vec<Label>, Reading)], omitted: usize) -> Vec<Family> {
 #[derive(Default)]
 struct State {
     scanned: Option<Instant>,
-    discovery: Discovery,
+    /// The last walk's namespaces, shared with the scrapes reading them.
+    found: Arc<Vec<Netns>>,
+    omitted: usize,
 }
 
 #[derive(Default)]
@@ -181,7 +181,7 @@ pub struct NetnsCollector {
 impl NetnsCollector {
     /// The namespaces to read: found anew when the rescan is due or a
     /// namespace's process is gone (a new one may hold it now).
-    fn namespaces(&self, cfg: &CollectConfig, own: u64, rescan: bool) -> (Vec<Netns>, usize) {
+    fn namespaces(&self, cfg: &CollectConfig, own: u64, rescan: bool) -> (Arc<Vec<Netns>>, usize) {
         let mut state = self
             .state
             .lock()
@@ -198,31 +198,38 @@ impl NetnsCollector {
                     "netns: some processes' namespaces are unreadable (needs CAP_SYS_PTRACE); their namespaces are not reported"
                 );
             }
-            state.discovery = d;
+            state.found = Arc::new(d.found);
+            state.omitted = d.omitted;
             state.scanned = Some(Instant::now());
         }
-        (state.discovery.found.clone(), state.discovery.omitted)
+        (state.found.clone(), state.omitted)
     }
 }
 
 /// Reads one namespace through its process; `None` when that process is
 /// gone or is in another namespace now (its pid reused).
 fn read_namespace(cfg: &CollectConfig, ns: &Netns) -> Option<Result<Reading, CollectError>> {
-    let dir = cfg.roots.procfs.join(ns.pid.to_string()).join("net");
-    let read = |name: &str| crate::roots::read(&dir.join(name));
-    let files = (read("snmp"), read("netstat"), read("dev"));
+    let path = cfg.roots.procfs.join(ns.pid.to_string()).join("net");
+    // One path walk for the three files.
+    let files = match Dir::open(&path) {
+        Ok(Some(dir)) => (dir.read("snmp"), dir.read("netstat"), dir.read("dev")),
+        Ok(None) => return None,
+        Err(e) => return Some(Err(e)),
+    };
     // Checked after the reads: what was read is this namespace's.
     if namespace_of(&cfg.roots.procfs, ns.pid) != Some(ns.inode) {
         return None;
     }
     let (snmp, netstat, dev) = match files {
-        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+        (Ok(Some(a)), Ok(Some(b)), Ok(Some(c))) => (a, b, c),
+        // The process exited between the reads.
+        (Ok(None), ..) | (_, Ok(None), _) | (.., Ok(None)) => return None,
         (Err(CollectError::Missing(_)), ..)
         | (_, Err(CollectError::Missing(_)), _)
         | (.., Err(CollectError::Missing(_))) => return None,
         (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => return Some(Err(e)),
     };
-    Some(parse(&snmp, &netstat, &dev).map_err(|e| CollectError::parse(&dir, e)))
+    Some(parse(&snmp, &netstat, &dev).map_err(|e| CollectError::parse(&path, e)))
 }
 
 impl Collect for NetnsCollector {
@@ -238,7 +245,7 @@ impl Collect for NetnsCollector {
         for pass in 0..2 {
             readings.clear();
             let mut gone = false;
-            for ns in &found {
+            for ns in found.iter() {
                 match read_namespace(cfg, ns) {
                     Some(Ok(r)) => readings.push((identity(ns), r)),
                     // Every namespace's files are the same kernel's: one
@@ -276,8 +283,9 @@ mod tests {
             inode: 4026532281,
             pid: 42,
             comm: "sleep".into(),
-            cgroup: "/kubepods/burstable/pod0b2e4c3a-1111-2222-3333-444455556666/abcdef0123456789"
-                .into(),
+            pod: crate::kube::parse(
+                "/kubepods/burstable/pod0b2e4c3a-1111-2222-3333-444455556666/abcdef0123456789",
+            ),
         };
         let id = identity(&ns);
         assert!(id.contains(&label("pod_uid", "0b2e4c3a-1111-2222-3333-444455556666")));
@@ -288,10 +296,7 @@ mod tests {
             text.contains("sojourn_netns_tcp_listen_overflows_total{netns=\"4026532281\",pod_uid=\"0b2e4c3a-1111-2222-3333-444455556666\",qos_class=\"burstable\",process=\"\"}"),
             "{text}"
         );
-        let plain = identity(&Netns {
-            cgroup: "/system.slice/x.service".into(),
-            ..ns
-        });
+        let plain = identity(&Netns { pod: None, ..ns });
         assert!(plain.contains(&label("process", "sleep")));
         assert!(plain.contains(&label("pod_uid", "")));
     }
