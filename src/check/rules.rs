@@ -400,7 +400,7 @@ fn tcp(w: &Window, rows: &mut Rows) {
     if out > 0.0 {
         let ratio = data / out;
         row.errors = Some(Signal::new(ratio, format!("{} retransmitted", pct(ratio))));
-        if data >= RETRANSMITS_MIN && ratio >= RETRANSMIT_RATIO {
+        if lossy(data, out).is_some() {
             row.judge(
                 Verdict::Errors,
                 ratio,
@@ -806,20 +806,35 @@ fn queues(w: &Window, rows: &mut Rows) {
         );
     }
     if overflows > 0.0 && !overflow_named {
-        let row = rows.row("tcp_accept", "tcp_accept (all listeners)");
-        row.saturation = Some(Signal::new(
+        overflowed(
+            rows,
+            "tcp_accept (all listeners)",
             overflows,
-            format!("{} overflows", count(overflows)),
-        ));
-        row.judge(
-            Verdict::Saturated,
-            1.0,
-            format!(
-                "{} connections dropped: a listener's accept queue was full (it did not stand at 10 ms samples: bursts)",
-                count(overflows)
-            ),
+            "a listener's accept queue was full (it did not stand at 10 ms samples: bursts)",
         );
     }
+}
+
+/// Listen overflows: connections turned away, a saturation finding of
+/// their own.
+fn overflowed(rows: &mut Rows, resource: &str, overflows: f64, why: &str) {
+    let row = rows.row("tcp_accept", resource);
+    row.saturation = Some(Signal::new(
+        overflows,
+        format!("{} overflows", count(overflows)),
+    ));
+    row.judge(
+        Verdict::Saturated,
+        1.0,
+        format!("{} connections dropped: {why}", count(overflows)),
+    );
+}
+
+/// The retransmitted share of sent segments when it is a finding: at
+/// least [`RETRANSMITS_MIN`] segments and [`RETRANSMIT_RATIO`] of those sent.
+fn lossy(retransmitted: f64, sent: f64) -> Option<f64> {
+    let ratio = retransmitted / sent;
+    (sent > 0.0 && retransmitted >= RETRANSMITS_MIN && ratio >= RETRANSMIT_RATIO).then_some(ratio)
 }
 
 /// Whose a network namespace is, as a finding says it: the pod's uid, or
@@ -846,18 +861,11 @@ fn namespaces(w: &Window, rows: &mut Rows) {
             .increase("sojourn_netns_tcp_listen_overflows_total", &want)
             .unwrap_or(0.0);
         if overflows > 0.0 {
-            let row = rows.row("tcp_accept", &format!("tcp_accept of {owner}"));
-            row.saturation = Some(Signal::new(
+            overflowed(
+                rows,
+                &format!("tcp_accept of {owner}"),
                 overflows,
-                format!("{} overflows", count(overflows)),
-            ));
-            row.judge(
-                Verdict::Saturated,
-                1.0,
-                format!(
-                    "{} connections dropped by full accept queues in {owner}: its server does not accept() fast enough",
-                    count(overflows)
-                ),
+                &format!("full accept queues in {owner}: its server does not accept() fast enough"),
             );
         }
         let out = w
@@ -866,8 +874,7 @@ fn namespaces(w: &Window, rows: &mut Rows) {
         let retrans = w
             .increase("sojourn_netns_tcp_retransmitted_segments_total", &want)
             .unwrap_or(0.0);
-        if out > 0.0 && retrans >= RETRANSMITS_MIN && retrans / out >= RETRANSMIT_RATIO {
-            let ratio = retrans / out;
+        if let Some(ratio) = lossy(retrans, out) {
             let row = rows.row("tcp", &format!("tcp of {owner}"));
             row.errors = Some(Signal::new(ratio, format!("{} retransmitted", pct(ratio))));
             row.judge(
