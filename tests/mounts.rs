@@ -7,27 +7,18 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 
 use sojourn::metrics::{self, Format};
 use sojourn::roots::MountTable;
 
-struct Namespace(Child);
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A sleeping process in a private mount namespace of its own.
-fn namespace() -> Option<Namespace> {
+fn namespace() -> Option<common::Killed> {
     let child = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "sleep", "120"])
         .spawn()
         .ok()?;
-    let ns = Namespace(child);
+    let ns = common::Killed(child);
     let pid = ns.0.id();
     // unshare execs sleep once the namespace is made.
     for _ in 0..200 {
@@ -42,7 +33,7 @@ fn namespace() -> Option<Namespace> {
     None
 }
 
-fn in_namespace(ns: &Namespace, args: &[&str]) {
+fn in_namespace(ns: &common::Killed, args: &[&str]) {
     let status = Command::new("nsenter")
         .args(["-t", &ns.0.id().to_string(), "-m", "--"])
         .args(args)

@@ -16,19 +16,10 @@ mod common;
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::time::{Duration, Instant};
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -233,7 +224,7 @@ scrape_configs:
         )
         .unwrap();
     let prometheus_addr: SocketAddr = format!("127.0.0.1:{prom_port}").parse().unwrap();
-    let _prometheus = Killed(
+    let _prometheus = common::Killed(
         Command::new("prometheus")
             .current_dir(dir.path())
             .args([

@@ -337,14 +337,7 @@ fn bcrypt_costs_are_checked_and_a_login_at_any_cost_stops_at_sigterm() {
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
-    struct Killed(std::process::Child);
-    impl Drop for Killed {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut child = Killed(child);
+    let mut child = common::Killed(child);
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
     let mut warned = false;
     let addr: SocketAddr = loop {

@@ -550,6 +550,17 @@ pub fn pki(dir: &Path) -> Pki {
     }
 }
 
+/// A child process killed and reaped when the test lets go of it, even
+/// when the test fails.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Fake Kubernetes pods for the tests of per-namespace signals: a network
 /// namespace with a process in a kubelet-layout cgroup.
 /// A fake pod: its namespace, its process, its cgroup; all removed on drop.
