@@ -408,8 +408,9 @@ impl Default for FilesystemCollector {
     }
 }
 
-/// The mounts to measure, and which of them are measured inline.
-type Selected = (Vec<Mount>, Vec<bool>);
+/// The mounts to measure, and which of them are measured inline; shared
+/// with the scrapes that read them until the table changes.
+type Selected = Arc<(Vec<Mount>, Vec<bool>)>;
 
 impl FilesystemCollector {
     /// The mounts to measure: from the kept table when the kernel says it
@@ -419,10 +420,10 @@ impl FilesystemCollector {
             .table
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((file, mounts)) = table.as_ref()
+        if let Some((file, selected)) = table.as_ref()
             && !file.changed()
         {
-            return Ok(mounts.clone());
+            return Ok(selected.clone());
         }
         let (file, text) = match table.take() {
             Some((file, _)) => match file.read() {
@@ -435,8 +436,9 @@ impl FilesystemCollector {
         let all = parse_mountinfo(&text).map_err(|e| CollectError::parse(file.path(), e))?;
         let mounts = select_mounts(all.clone(), &cfg.filesystem);
         let inline = answers_from_memory(&all, &mounts);
-        *table = Some((file, (mounts.clone(), inline.clone())));
-        Ok((mounts, inline))
+        let selected = Arc::new((mounts, inline));
+        *table = Some((file, selected.clone()));
+        Ok(selected)
     }
 }
 
@@ -515,13 +517,14 @@ fn open_mount_table(
 
 impl Collect for FilesystemCollector {
     fn collect(&self, cfg: &CollectConfig) -> Result<Vec<Family>, CollectError> {
-        let (mounts, inline) = self.mounts(cfg)?;
+        let selected = self.mounts(cfg)?;
+        let (mounts, inline) = &*selected;
         let path = |m: &Mount| cfg.roots.host_path(Path::new(&m.mount_point));
         // Local filesystems answer from memory, here; the rest go to the
         // statvfs thread, which waits for them no longer than the timeout.
         let remote: Vec<PathBuf> = mounts
             .iter()
-            .zip(&inline)
+            .zip(inline)
             .filter(|(_, here)| !**here)
             .map(|(m, _)| path(m))
             .collect();
@@ -531,7 +534,7 @@ impl Collect for FilesystemCollector {
             .into_iter();
         let outcomes: Vec<Outcome> = mounts
             .iter()
-            .zip(&inline)
+            .zip(inline)
             .map(|(m, here)| match here {
                 true => match (self.pool.stat)(&path(m)) {
                     Ok(u) => Outcome::Measured(u),
@@ -545,7 +548,7 @@ impl Collect for FilesystemCollector {
                 tracing::debug!(mountpoint = %m.mount_point, "statvfs did not answer; mount reported stale");
             }
         }
-        Ok(emit(&mounts, &outcomes))
+        Ok(emit(mounts, &outcomes))
     }
 }
 
