@@ -232,25 +232,25 @@ pub async fn handle(
     app: Arc<App>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    match authorized(&app, &req).await {
-        Ok(()) => {}
-        Err(Refusal::Unauthorized) => {
-            let mut r = text(StatusCode::UNAUTHORIZED, "Unauthorized.\n");
-            r.headers_mut().insert(
+    if let Err(refusal) = authorized(&app, &req).await {
+        let (status, body, name, value) = match refusal {
+            Refusal::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized.\n",
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"sojourn\""),
-            );
-            return Ok(r);
-        }
-        Err(Refusal::Busy) => {
-            let mut r = text(
+                "Basic realm=\"sojourn\"",
+            ),
+            Refusal::Busy => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "Too many logins waiting to be checked; try again.\n",
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return Ok(r);
-        }
+                header::RETRY_AFTER,
+                "1",
+            ),
+        };
+        let mut r = text(status, body);
+        r.headers_mut()
+            .insert(name, HeaderValue::from_static(value));
+        return Ok(r);
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = text(
