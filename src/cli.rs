@@ -406,7 +406,23 @@ pub fn command() -> Command {
                 .value_name("N")
                 .default_value("64")
                 .value_parser(clap::value_parser!(usize))
-                .help("Most queues tracked (about 26 series each); the rest are counted in sojourn_queue_omitted"),
+                .help("Most queues of the host tracked (about 26 series each); the rest are counted in sojourn_queue_omitted"),
+        )
+        .arg(
+            Arg::new("queue.max-namespace-queues")
+                .long("queue.max-namespace-queues")
+                .value_name("N")
+                .default_value("256")
+                .value_parser(clap::value_parser!(usize))
+                .help("Most accept queues of listeners in other network namespaces (pods') tracked, apart from the host's (29 series each); the rest are counted in sojourn_queue_omitted"),
+        )
+        .arg(
+            Arg::new("queue.namespace-cpu-budget")
+                .long("queue.namespace-cpu-budget")
+                .value_name("SHARE")
+                .default_value("0.005")
+                .value_parser(parse_ratio)
+                .help("Share of one CPU that sampling other network namespaces' listeners may use: a round over them that took c seconds of CPU is followed by the next no sooner than c / SHARE seconds later (sojourn_queue_namespace_sample_interval_seconds)"),
         )
         .arg(
             Arg::new("log.level")
@@ -748,7 +764,9 @@ fn settings(m: &ArgMatches, proxy_mode: bool) -> Settings {
             }
         })
         .map(|e| e.name)
-        .collect();
+        .collect::<Vec<_>>();
+    // Other namespaces' listeners are sampled when the netns collector is on.
+    let namespaces = collectors.contains(&"netns");
     let log_level = match get("log.level").as_str() {
         "error" => tracing::Level::ERROR,
         "warn" => tracing::Level::WARN,
@@ -830,6 +848,13 @@ fn settings(m: &ArgMatches, proxy_mode: bool) -> Settings {
                 interval: dur("queue.interval"),
                 sample_interval: dur("queue.sample-interval"),
                 max_queues: *m.get_one::<usize>("queue.max-queues").expect("has default"),
+                max_namespace_queues: *m
+                    .get_one::<usize>("queue.max-namespace-queues")
+                    .expect("has default"),
+                namespaces,
+                namespace_cpu_budget: *m
+                    .get_one::<f64>("queue.namespace-cpu-budget")
+                    .expect("has default"),
             },
         },
         services: Vec::new(),

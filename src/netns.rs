@@ -6,6 +6,7 @@
 //! whose namespace it is (a pod's, by the kubelet's cgroup layout).
 
 use std::collections::BTreeMap;
+use std::os::fd::AsFd;
 use std::path::Path;
 
 /// One network namespace other than sojourn's own.
@@ -63,6 +64,45 @@ pub fn namespace_of(procfs: &Path, pid: u32) -> Option<u64> {
 /// sojourn's own network namespace (the one the host collectors read).
 pub fn own_namespace(procfs: &Path) -> Option<u64> {
     namespace_link(procfs, "self").ok().flatten()
+}
+
+/// Runs `make` in the network namespace `ns` and returns what it made:
+/// a socket made there stays that namespace's wherever it is used, so the
+/// sampler reads a pod's sockets without ever leaving its own namespace.
+///
+/// `make` runs on a thread of its own that enters the namespace and then
+/// ends: no thread that goes on working is ever in another namespace, and
+/// no way back has to succeed. Needs CAP_SYS_ADMIN (setns) and leave to
+/// read the process's `ns/net` (CAP_SYS_PTRACE for another user's); the
+/// error says which was refused. A namespace whose process is gone, or
+/// whose pid now holds another namespace, is `NotFound`.
+pub fn enter<T: Send + 'static>(
+    procfs: &Path,
+    ns: &Netns,
+    make: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    use std::io::{Error, ErrorKind};
+    use std::os::unix::fs::MetadataExt;
+    let path = procfs.join(ns.pid.to_string()).join("ns/net");
+    let file = std::fs::File::open(&path)
+        .map_err(|e| Error::new(e.kind(), format!("open {}: {e}", path.display())))?;
+    if file.metadata()?.ino() != ns.inode {
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            format!("{} is another namespace now", path.display()),
+        ));
+    }
+    std::thread::Builder::new()
+        .name("netns-enter".into())
+        .spawn(move || {
+            use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
+            move_into_link_name_space(file.as_fd(), Some(LinkNameSpaceType::Network)).map_err(
+                |e| Error::new(Error::from(e).kind(), format!("setns(CLONE_NEWNET): {e}")),
+            )?;
+            make()
+        })?
+        .join()
+        .unwrap_or_else(|_| Err(Error::other("the namespace thread panicked")))
 }
 
 /// What one walk of /proc found.
@@ -184,6 +224,35 @@ mod tests {
         assert!(d.found.iter().all(|n| n.inode != own));
         let d = discover(proc, own.wrapping_add(1), 0);
         assert!(d.found.is_empty() && d.omitted >= 1);
+    }
+
+    #[test]
+    fn a_socket_made_in_a_namespace_sees_that_namespace() {
+        let proc = Path::new("/proc");
+        let Some(own) = own_namespace(proc) else {
+            return;
+        };
+        let me = Netns {
+            inode: own,
+            pid: std::process::id(),
+            comm: String::new(),
+            pod: None,
+        };
+        // Entering one's own namespace is allowed only with CAP_SYS_ADMIN.
+        match enter(proc, &me, || {
+            namespace_link(Path::new("/proc"), "thread-self")
+        }) {
+            Ok(inside) => assert_eq!(inside, Some(own)),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}"),
+        }
+        // The caller's thread never moved.
+        assert_eq!(namespace_link(proc, "thread-self").unwrap(), Some(own));
+        let wrong = Netns {
+            inode: own.wrapping_add(1),
+            ..me
+        };
+        let e = enter(proc, &wrong, || Ok(())).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
     }
 
     proptest::proptest! {

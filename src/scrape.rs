@@ -97,6 +97,9 @@ impl Scraper {
             duration.push(id(), elapsed);
             let is_unsupported = matches!(result, Err(CollectError::Unsupported(_)));
             unsupported.push(id(), u64::from(is_unsupported));
+            for (part, refused) in collector.parts() {
+                unsupported.push(vec![label("collector", part)], u64::from(refused));
+            }
             match result {
                 Ok(families) => {
                     success.push(id(), 1u64);

@@ -159,7 +159,7 @@ fn the_daemonset_is_a_read_only_non_root_node_agent_with_requests_and_limits() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    assert_eq!(caps, ["SYS_PTRACE", "DAC_READ_SEARCH"]);
+    assert_eq!(caps, ["SYS_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH"]);
     assert_eq!(
         get(c, "securityContext.readOnlyRootFilesystem"),
         &Value::from(true)

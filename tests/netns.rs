@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::pod;
@@ -92,4 +93,159 @@ fn each_pods_tcp_counters_are_its_own_and_go_with_it() {
 fn own_inode() -> u64 {
     let link = std::fs::read_link("/proc/self/ns/net").unwrap();
     sojourn::netns::parse_ns_link(link.to_str().unwrap()).unwrap()
+}
+
+/// The inodes of the sockets this process holds.
+fn sockets_held() -> HashSet<u64> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let link = std::fs::read_link(e.path()).ok()?;
+            let link = link.to_str()?;
+            link.strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// The inodes of the netlink sockets in the namespace of process `pid`.
+fn netlink_sockets_in(pid: u32) -> HashSet<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/net/netlink")).unwrap();
+    text.lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(9)?.parse().ok())
+        .collect()
+}
+
+fn series<'a>(text: &'a str, name: &str, uid: &str) -> Option<&'a str> {
+    text.lines().find(|l| {
+        l.starts_with(&format!("{name}{{"))
+            && l.contains("queue=\"tcp_accept:127.0.0.1:8080\"")
+            && l.contains(&format!("pod_uid=\"{uid}\""))
+    })
+}
+
+#[test]
+fn a_pods_listener_is_an_accept_queue_of_its_own_and_goes_with_it() {
+    let Some(busy) = pod("queue", true) else {
+        common::skip_unless_required(
+            "SOJOURN_REQUIRE_NAMESPACES",
+            "ip netns and cgroups need root",
+        );
+        return;
+    };
+    let settings = sojourn::cli::parse([
+        "sojourn",
+        "--collector.disable-defaults",
+        "--collector.netns",
+        "--collector.queue",
+        "--collector.process.rescan-interval",
+        "100ms",
+    ])
+    .expect("flags");
+    let s = sojourn::scrape::Scraper::new(settings.collect, &settings.collectors);
+    let t = Instant::now();
+    let text = loop {
+        let text = scrape(&s);
+        // Backlog 1, never accepted: the queue holds its limit and stands.
+        if series(&text, "sojourn_queue_standing", &busy.uid).is_some_and(|l| l.ends_with(" 1")) {
+            break text;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the pod's listener stands under its uid:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let limit = series(&text, "sojourn_queue_limit", &busy.uid).expect("backlog");
+    assert!(limit.ends_with(" 1.0") || limit.ends_with(" 1"), "{limit}");
+    assert!(limit.contains("qos_class=\"burstable\""), "{limit}");
+    assert!(
+        text.contains("sojourn_scrape_collector_unsupported{collector=\"queue_netns\"} 0"),
+        "{text}"
+    );
+    // The host's namespace has no such listener: the name is the pod's.
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.contains("queue=\"tcp_accept:127.0.0.1:8080\"") && !l.contains("netns=")),
+        "{text}"
+    );
+    // One socket of sojourn's in the pod's namespace, no more.
+    let inside: HashSet<u64> = sockets_held()
+        .intersection(&netlink_sockets_in(busy.child.id()))
+        .copied()
+        .collect();
+    assert_eq!(inside.len(), 1, "{inside:?}");
+
+    // `sojourn check` names the pod and its listener.
+    let snaps = sojourn::check::sample(&s, Duration::from_secs(2), |_| {});
+    let report = sojourn::check::evaluate(&snaps).unwrap();
+    let resource = format!("tcp_accept of pod {}", busy.uid);
+    assert!(report.findings.contains(&resource), "{:?}", report.findings);
+    let json = sojourn::check::render::json(&report);
+    assert!(
+        json.contains("accept queue 127.0.0.1:8080 standing"),
+        "{json}"
+    );
+
+    // Gone with its pod: no series, and its socket closed (the namespace
+    // is let go).
+    let uid = busy.uid.clone();
+    drop(busy);
+    let t = Instant::now();
+    loop {
+        let text = scrape(&s);
+        if !text.contains(&uid) && sockets_held().is_disjoint(&inside) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "the pod's queue and socket go within a rescan:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn without_leave_to_enter_namespaces_the_host_view_stays_and_says_so() {
+    let Some(busy) = pod("refused", true) else {
+        common::skip_unless_required(
+            "SOJOURN_REQUIRE_NAMESPACES",
+            "ip netns and cgroups need root",
+        );
+        return;
+    };
+    // Root without CAP_SYS_ADMIN, as a container granted only what it asks:
+    // setns(CLONE_NEWNET) is refused.
+    let mut command = std::process::Command::new("setpriv");
+    command
+        .args(["--bounding-set=-sys_admin", "--inh-caps=-all"])
+        .arg(env!("CARGO_BIN_EXE_sojourn"));
+    let exporter = common::start_with(command, &["--collector.process.rescan-interval", "100ms"]);
+    let text = common::scrape_until(exporter.addr, Duration::from_secs(10), |t| {
+        t.contains("sojourn_scrape_collector_unsupported{collector=\"queue_netns\"} 1")
+            && t.contains("sojourn_queue_standing{queue=\"cpu\"}")
+    });
+    assert!(
+        text.contains("sojourn_scrape_collector_success{collector=\"queue\"} 1"),
+        "{text}"
+    );
+    // The pod's counters are read through /proc, which needs no setns.
+    let t = Instant::now();
+    let text = loop {
+        let text = common::scrape_until(exporter.addr, Duration::from_secs(5), |_| true);
+        if overflows(&text, &busy.uid).is_some_and(|v| v > 0.0) {
+            break text;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        !text.contains("queue=\"tcp_accept:127.0.0.1:8080\",netns="),
+        "no queue of the pod without its socket:\n{text}"
+    );
 }

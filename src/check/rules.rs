@@ -728,22 +728,42 @@ pub fn queue_resource(queue: &str) -> (&'static str, String) {
 
 fn queues(w: &Window, rows: &mut Rows) {
     let last = w.last();
-    let overflows = w
+    let host_overflows = w
         .increase("sojourn_netstat_tcpext_listen_overflows_total", &[])
         .unwrap_or(0.0);
     let mut overflow_named = false;
-    let infos: Vec<(String, String)> = last
+    // (queue, measure, netns, whose): a listener in another namespace (a
+    // pod's) is named by its owner, as the netns collector's rows are.
+    let infos: Vec<(String, String, String, Option<String>)> = last
         .all("sojourn_queue_info")
         .iter()
-        .map(|s| (s.label("queue").to_string(), s.label("measure").to_string()))
+        .map(|s| {
+            let netns = s.label("netns").to_string();
+            let whose = (!netns.is_empty()).then(|| namespace_owner(s));
+            (
+                s.label("queue").to_string(),
+                s.label("measure").to_string(),
+                netns,
+                whose,
+            )
+        })
         .collect();
-    for (queue, measure) in infos {
-        let want = [("queue", queue.as_str())];
+    for (queue, measure, netns, whose) in infos {
+        let want = [("queue", queue.as_str()), ("netns", netns.as_str())];
         let standing = w
             .increase("sojourn_queue_standing_seconds_total", &want)
             .unwrap_or(0.0);
         let share = (standing / w.seconds()).clamp(0.0, 1.0);
-        let (kind, resource) = queue_resource(&queue);
+        let (kind, mut resource) = queue_resource(&queue);
+        let overflows = match &whose {
+            None => host_overflows,
+            Some(_) => w
+                .increase(
+                    "sojourn_netns_tcp_listen_overflows_total",
+                    &[("netns", netns.as_str())],
+                )
+                .unwrap_or(0.0),
+        };
         if share < NOTICE_SHARE && !(kind == "tcp_accept" && overflows > 0.0 && share > 0.0) {
             continue;
         }
@@ -766,10 +786,14 @@ fn queues(w: &Window, rows: &mut Rows) {
         };
         let worst = w.max(gauge, &want).unwrap_or(0.0);
         let target = last.value(target, &want).unwrap_or(0.0);
-        let what = match queue.as_str() {
-            "cpu" => "run queue".to_string(),
-            "cpu:psi" | "memory:psi" | "io:psi" => "stall (PSI some)".to_string(),
-            q => format!("queue {q}"),
+        let what = match (queue.as_str(), &whose) {
+            ("cpu", _) => "run queue".to_string(),
+            ("cpu:psi" | "memory:psi" | "io:psi", _) => "stall (PSI some)".to_string(),
+            (q, Some(_)) => format!(
+                "accept queue {}",
+                q.strip_prefix("tcp_accept:").unwrap_or(q)
+            ),
+            (q, None) => format!("queue {q}"),
         };
         let mut line = format!(
             "{what} standing {} of {} ({}), min {measure} up to {} (target {})",
@@ -783,11 +807,23 @@ fn queues(w: &Window, rows: &mut Rows) {
             line.push_str(&format!(", backlog {}", count(limit)));
         }
         if kind == "tcp_accept" && overflows > 0.0 {
-            line.push_str(&format!(
-                "; {} connections dropped by full accept queues on this host",
-                count(overflows)
-            ));
-            overflow_named = true;
+            match &whose {
+                None => {
+                    line.push_str(&format!(
+                        "; {} connections dropped by full accept queues on this host",
+                        count(overflows)
+                    ));
+                    overflow_named = true;
+                }
+                Some(owner) => line.push_str(&format!(
+                    "; {} connections dropped by full accept queues in {owner}",
+                    count(overflows)
+                )),
+            }
+        }
+        if let Some(owner) = &whose {
+            // One row per pod: its listeners' queues and its overflows.
+            resource = format!("tcp_accept of {owner}");
         }
         let row = rows.row(kind, &resource);
         let prior = row.saturation.as_ref().map_or(0.0, |s| s.value);
@@ -805,11 +841,11 @@ fn queues(w: &Window, rows: &mut Rows) {
             line,
         );
     }
-    if overflows > 0.0 && !overflow_named {
+    if host_overflows > 0.0 && !overflow_named {
         overflowed(
             rows,
             "tcp_accept (all listeners)",
-            overflows,
+            host_overflows,
             "a listener's accept queue was full (it did not stand at 10 ms samples: bursts)",
         );
     }

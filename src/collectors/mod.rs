@@ -98,6 +98,14 @@ pub fn thread_cpu_time() -> std::time::Duration {
 
 pub trait Collect: Send + Sync {
     fn collect(&self, cfg: &Config) -> Result<Vec<Family>, CollectError>;
+
+    /// Parts of the collector that this machine may not permit, apart from
+    /// the whole: `(part, unsupported)`, reported as
+    /// `sojourn_scrape_collector_unsupported{collector="<part>"}` (e.g. the
+    /// queue collector's reading of other namespaces' sockets).
+    fn parts(&self) -> Vec<(&'static str, bool)> {
+        Vec::new()
+    }
 }
 
 /// One row of the collector table.

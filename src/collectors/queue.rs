@@ -22,6 +22,12 @@ const SAMPLER_OVERRUNS: Desc = Desc::counter(
     "Sampler ticks that ran past the next one's start, so that one was skipped (sampler).",
 );
 
+const NAMESPACE_INTERVAL: Desc = Desc::gauge(
+    "queue_namespace_sample_interval",
+    "Seconds between the last two samplings of other network namespaces' listeners: --queue.sample-interval, or longer where --queue.namespace-cpu-budget stretches it (sampler).",
+)
+.seconds();
+
 pub struct QueueCollector {
     sampler: Result<Sampler, String>,
 }
@@ -34,7 +40,22 @@ impl QueueCollector {
     }
 }
 
+/// The part of the queue collector that reads other network namespaces'
+/// sockets; unsupported where sojourn may not enter them.
+pub const NAMESPACES_PART: &str = "queue_netns";
+
 impl Collect for QueueCollector {
+    fn parts(&self) -> Vec<(&'static str, bool)> {
+        let asked = self
+            .sampler
+            .as_ref()
+            .ok()
+            .and_then(|s| s.shared.namespaces.lock().ok().and_then(|n| *n));
+        asked
+            .map(|entered| vec![(NAMESPACES_PART, !entered)])
+            .unwrap_or_default()
+    }
+
     fn collect(&self, _: &Config) -> Result<Vec<Family>, CollectError> {
         let sampler = self
             .sampler
@@ -62,6 +83,10 @@ impl Collect for QueueCollector {
             SAMPLER_OVERRUNS,
             stats.overruns.load(Ordering::Relaxed),
         ));
+        let interval = stats.namespace_interval_ns.load(Ordering::Relaxed);
+        if interval > 0 {
+            out.push(Family::single(NAMESPACE_INTERVAL, interval as f64 / 1e9));
+        }
         Ok(out)
     }
 }

@@ -118,6 +118,7 @@ impl Admission {
                 now,
                 &Sample {
                     queue: self.queue.clone(),
+                    scope: None,
                     measure: Measure::Delay,
                     source: "proxy",
                     value: wait.as_secs_f64(),

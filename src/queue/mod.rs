@@ -8,6 +8,7 @@ pub mod sampler;
 pub mod sources;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use codel::{Estimator, Nanos, Params};
@@ -64,8 +65,15 @@ pub struct QueueConfig {
     pub share_target: f64,
     pub interval: Duration,
     pub sample_interval: Duration,
-    /// Most queues tracked; more are counted in `sojourn_queue_omitted`.
+    /// Most queues of the host tracked; more are counted in `sojourn_queue_omitted`.
     pub max_queues: usize,
+    /// Most queues of other network namespaces (pods' listeners) tracked,
+    /// apart from the host's so that pods cannot crowd the host's out.
+    pub max_namespace_queues: usize,
+    /// Whether listeners in other network namespaces are sampled.
+    pub namespaces: bool,
+    /// Share of one CPU that sampling other namespaces' listeners may use.
+    pub namespace_cpu_budget: f64,
 }
 
 impl Default for QueueConfig {
@@ -77,6 +85,9 @@ impl Default for QueueConfig {
             interval: Duration::from_millis(100),
             sample_interval: Duration::from_millis(10),
             max_queues: 64,
+            max_namespace_queues: 256,
+            namespaces: false,
+            namespace_cpu_budget: 0.005,
         }
     }
 }
@@ -95,19 +106,58 @@ impl QueueConfig {
     }
 }
 
+/// Whose a queue is when it is not the host's: a network namespace (a
+/// pod's), by inode, with the labels that name it on every series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scope {
+    pub netns: u64,
+    pub labels: Vec<crate::metrics::Label>,
+}
+
+/// A queue's identity: its name (`tcp_accept:0.0.0.0:8080`) and the
+/// namespace it is in (0 for the host's), so two pods listening on the
+/// same address and port are two queues of one name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct QueueId {
+    pub name: Arc<str>,
+    pub netns: u64,
+}
+
+impl QueueId {
+    /// A queue of the host.
+    pub fn host(name: &str) -> Self {
+        QueueId {
+            name: Arc::from(name),
+            netns: 0,
+        }
+    }
+}
+
 /// One sample for one queue, as the sources produce them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     /// Shared name: sources build each name once, not on every tick.
-    pub queue: std::sync::Arc<str>,
+    pub queue: Arc<str>,
+    /// None for the host's queues.
+    pub scope: Option<Arc<Scope>>,
     pub measure: Measure,
     /// Where the value comes from (`schedstat`, `loadavg`, `psi`, `diskstats`, `cgroup`, `inet_diag`).
     pub source: &'static str,
     pub value: f64,
 }
 
+impl Sample {
+    pub fn id(&self) -> QueueId {
+        QueueId {
+            name: self.queue.clone(),
+            netns: self.scope.as_ref().map_or(0, |s| s.netns),
+        }
+    }
+}
+
 struct Tracked {
     estimator: Estimator,
+    scope: Option<Arc<Scope>>,
     /// The queue's capacity where the kernel has one (a listener's backlog).
     limit: Option<f64>,
     measure: Measure,
@@ -120,11 +170,13 @@ struct Tracked {
 /// stopped being sampled without its source saying so.
 const FORGET_AFTER: Duration = Duration::from_secs(300);
 
-/// One estimator per queue name.
+/// One estimator per queue.
 pub struct QueueSet {
     config: QueueConfig,
-    queues: BTreeMap<std::sync::Arc<str>, Tracked>,
-    omitted: std::collections::BTreeSet<String>,
+    queues: BTreeMap<QueueId, Tracked>,
+    /// How many of `queues` are other namespaces'.
+    namespaced: usize,
+    omitted: std::collections::BTreeSet<QueueId>,
 }
 
 impl QueueSet {
@@ -132,31 +184,39 @@ impl QueueSet {
         QueueSet {
             config,
             queues: BTreeMap::new(),
+            namespaced: 0,
             omitted: Default::default(),
         }
     }
 
     pub fn observe(&mut self, now: Nanos, s: &Sample) {
-        if let Some(t) = self.queues.get_mut(&s.queue) {
+        let id = s.id();
+        if let Some(t) = self.queues.get_mut(&id) {
             t.estimator.observe(now, s.value);
             t.last_seen = now;
             t.source = s.source;
             return;
         }
-        if self.queues.len() >= self.config.max_queues {
-            // Bounded like the tracked set: names beyond the cap are only counted.
-            if self.omitted.len() < self.config.max_queues {
-                self.omitted.insert(s.queue.to_string());
+        let (tracked, cap) = match s.scope {
+            None => (self.queues.len() - self.namespaced, self.config.max_queues),
+            Some(_) => (self.namespaced, self.config.max_namespace_queues),
+        };
+        if tracked >= cap {
+            // Bounded like the tracked set: queues beyond the cap are only counted.
+            if self.omitted.len() < self.config.max_queues + self.config.max_namespace_queues {
+                self.omitted.insert(id);
             }
             return;
         }
+        self.namespaced += usize::from(s.scope.is_some());
         let params = self.config.params(s.measure);
         let mut estimator = Estimator::new(params, s.measure.bounds(params.target));
         estimator.observe(now, s.value);
         self.queues.insert(
-            s.queue.clone(),
+            id,
             Tracked {
                 estimator,
+                scope: s.scope.clone(),
                 limit: None,
                 measure: s.measure,
                 source: s.source,
@@ -166,7 +226,7 @@ impl QueueSet {
     }
 
     /// Records the capacity of a tracked queue (a listener's backlog).
-    pub fn set_limit(&mut self, queue: &str, limit: f64) {
+    pub fn set_limit(&mut self, queue: &QueueId, limit: f64) {
         if let Some(t) = self.queues.get_mut(queue) {
             t.limit = Some(limit);
         }
@@ -175,8 +235,12 @@ impl QueueSet {
     /// Drops a queue whose source is gone (a listener closed, a disk or a
     /// cgroup removed) with every series it had: a gauge left behind would
     /// go on saying the queue stands. Returns whether it was tracked.
-    pub fn remove(&mut self, queue: &str) -> bool {
-        self.queues.remove(queue).is_some()
+    pub fn remove(&mut self, queue: &QueueId) -> bool {
+        let removed = self.queues.remove(queue);
+        if removed.as_ref().is_some_and(|t| t.scope.is_some()) {
+            self.namespaced -= 1;
+        }
+        removed.is_some()
     }
 
     /// Drops queues not seen for [`FORGET_AFTER`].
@@ -184,19 +248,27 @@ impl QueueSet {
         let horizon = u64::try_from(FORGET_AFTER.as_nanos()).unwrap_or(u64::MAX);
         self.queues
             .retain(|_, t| now.saturating_sub(t.last_seen) < horizon);
+        self.namespaced = self.queues.values().filter(|t| t.scope.is_some()).count();
         self.omitted.clear();
     }
 
+    /// Whether the host's queue `queue` stands.
     pub fn is_standing(&self, queue: &str) -> Option<bool> {
-        self.queues.get(queue).map(|t| t.estimator.is_standing())
+        self.queues
+            .get(&QueueId::host(queue))
+            .map(|t| t.estimator.is_standing())
     }
 
+    /// The names of the tracked queues, in order (a name once per namespace).
     pub fn names(&self) -> Vec<String> {
-        self.queues.keys().map(|k| k.to_string()).collect()
+        self.queues.keys().map(|k| k.name.to_string()).collect()
     }
 
+    /// The state of the host's queue `queue`.
     pub fn snapshot(&self, queue: &str) -> Option<codel::Snapshot> {
-        self.queues.get(queue).map(|t| t.estimator.snapshot())
+        self.queues
+            .get(&QueueId::host(queue))
+            .map(|t| t.estimator.snapshot())
     }
 
     pub fn emit(&self) -> Vec<Family> {
@@ -221,9 +293,20 @@ impl QueueSet {
         .into_iter()
         .map(Family::new)
         .collect();
-        for (name, t) in &self.queues {
+        for (id, t) in &self.queues {
             let s = t.estimator.snapshot();
-            let q = || vec![label("queue", name.to_string())];
+            let name = &id.name;
+            // The queue, then whose it is when not the host's.
+            let with = |extra: &[crate::metrics::Label]| {
+                let mut l = Vec::with_capacity(1 + extra.len() + 4);
+                l.push(label("queue", name.to_string()));
+                l.extend_from_slice(extra);
+                if let Some(scope) = &t.scope {
+                    l.extend(scope.labels.iter().cloned());
+                }
+                l
+            };
+            let q = || with(&[]);
             let (min, hist, target) = match t.measure {
                 Measure::Delay => (0, 3, 10),
                 Measure::Length => (1, 4, 11),
@@ -235,25 +318,18 @@ impl QueueSet {
             f[hist].push(q(), s.histogram);
             f[6].push(q(), u64::from(s.standing));
             f[7].push(q(), s.standing_seconds);
-            f[8].push(
-                vec![label("queue", name.to_string()), label("state", "ok")],
-                s.intervals_ok,
-            );
-            f[8].push(
-                vec![label("queue", name.to_string()), label("state", "standing")],
-                s.intervals_standing,
-            );
+            f[8].push(with(&[label("state", "ok")]), s.intervals_ok);
+            f[8].push(with(&[label("state", "standing")]), s.intervals_standing);
             if let Some(l) = s.load {
                 f[9].push(q(), l);
             }
             f[target].push(q(), s.params.target);
             f[13].push(q(), s.params.interval.as_secs_f64());
             f[14].push(
-                vec![
-                    label("queue", name.to_string()),
+                with(&[
                     label("measure", t.measure.as_str()),
                     label("source", t.source),
-                ],
+                ]),
                 1u64,
             );
             if let Some(limit) = t.limit {
@@ -340,7 +416,7 @@ const LIMIT: Desc = Desc::gauge(
 );
 const OMITTED: Desc = Desc::gauge(
     "queue_omitted",
-    "Queues not tracked because --queue.max-queues was reached (sampler).",
+    "Queues not tracked because --queue.max-queues (host) or --queue.max-namespace-queues (pods' and other namespaces' listeners) was reached (sampler).",
 );
 
 #[cfg(test)]
@@ -351,6 +427,7 @@ mod tests {
     fn sample(queue: &str, measure: Measure, value: f64) -> Sample {
         Sample {
             queue: std::sync::Arc::from(queue),
+            scope: None,
             measure,
             source: "test",
             value,
@@ -419,10 +496,11 @@ mod tests {
                 &sample("tcp_accept:x", Measure::Length, 5.0),
             );
         }
-        set.set_limit("tcp_accept:x", 4.0);
+        let x = QueueId::host("tcp_accept:x");
+        set.set_limit(&x, 4.0);
         assert_eq!(set.is_standing("tcp_accept:x"), Some(true));
-        assert!(set.remove("tcp_accept:x"));
-        assert!(!set.remove("tcp_accept:x"), "removed once");
+        assert!(set.remove(&x));
+        assert!(!set.remove(&x), "removed once");
         let text = encode(set.emit(), Format::Text);
         assert!(!text.contains("tcp_accept:x"), "{text}");
         // The same name again starts from nothing: not standing, no history.
@@ -436,6 +514,74 @@ mod tests {
             !text.contains("sojourn_queue_limit{"),
             "limit forgotten: {text}"
         );
+    }
+
+    #[test]
+    fn one_name_in_two_namespaces_is_two_queues_each_with_its_labels() {
+        let mut set = QueueSet::new(QueueConfig {
+            max_queues: 1,
+            max_namespace_queues: 2,
+            ..QueueConfig::default()
+        });
+        let pod = |netns: u64, uid: &str| {
+            Some(Arc::new(Scope {
+                netns,
+                labels: vec![
+                    label("netns", netns.to_string()),
+                    label("pod_uid", uid.to_string()),
+                ],
+            }))
+        };
+        let name = "tcp_accept:0.0.0.0:8080";
+        for (scope, value) in [
+            (None, 0.0),
+            (pod(7, "a"), 5.0),
+            (pod(8, "b"), 0.0),
+            // Past the namespaces' cap: counted, not tracked.
+            (pod(9, "c"), 0.0),
+        ] {
+            for i in 0..30u64 {
+                let s = Sample {
+                    scope: scope.clone(),
+                    ..sample(name, Measure::Length, value)
+                };
+                set.observe(i * 10_000_000, &s);
+            }
+        }
+        // The host's cap is its own: a full namespaces' side leaves it room.
+        set.observe(0, &sample("cpu", Measure::Length, 0.0));
+        assert_eq!(set.names(), [name, name, name]);
+        assert_eq!(set.is_standing(name), Some(false), "the host's");
+        let text = encode(set.emit(), Format::Text);
+        assert!(
+            text.contains(&format!(
+                "sojourn_queue_standing{{queue=\"{name}\",netns=\"7\",pod_uid=\"a\"}} 1"
+            )),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            "sojourn_queue_standing{{queue=\"{name}\",netns=\"8\",pod_uid=\"b\"}} 0"
+        )));
+        assert!(text.contains(&format!("sojourn_queue_standing{{queue=\"{name}\"}} 0")));
+        assert!(text.contains(&format!(
+            "sojourn_queue_intervals_total{{queue=\"{name}\",state=\"ok\",netns=\"8\",pod_uid=\"b\"}}"
+        )));
+        assert!(!text.contains("pod_uid=\"c\""));
+        assert!(text.contains("sojourn_queue_omitted 2"), "{text}");
+        // A namespace's queue removed frees its place for another.
+        let gone = QueueId {
+            name: Arc::from(name),
+            netns: 7,
+        };
+        assert!(set.remove(&gone));
+        set.observe(
+            0,
+            &Sample {
+                scope: pod(9, "c"),
+                ..sample(name, Measure::Length, 0.0)
+            },
+        );
+        assert!(encode(set.emit(), Format::Text).contains("pod_uid=\"c\""));
     }
 
     #[test]

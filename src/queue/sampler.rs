@@ -13,7 +13,7 @@ use super::sources::{
     DiskSource, ListenerSource, LoadavgSource, PsiSource, SchedstatSource, cfs_counters,
     throttle_delay,
 };
-use super::{QueueSet, Sample};
+use super::{QueueId, QueueSet, Sample, Scope};
 use crate::collectors::CollectError;
 use crate::inet_diag::{Dumper, Socket, TCP_LISTEN};
 use crate::roots::KeptFile;
@@ -25,6 +25,9 @@ pub struct SamplerStats {
     pub ticks: AtomicU64,
     /// Ticks that started late because the previous one overran its period.
     pub overruns: AtomicU64,
+    /// Nanoseconds between the last two samplings of other namespaces'
+    /// listeners (0 before the second).
+    pub namespace_interval_ns: AtomicU64,
 }
 
 /// Shared between the sampler thread and scrapes.
@@ -33,6 +36,9 @@ pub struct Shared {
     pub stats: SamplerStats,
     /// The error of the latest tick, if a required source failed.
     pub last_error: Mutex<Option<CollectError>>,
+    /// Whether other network namespaces' sockets are read: None when not
+    /// asked (`--no-collector.netns`), Some(false) when the kernel refused.
+    pub namespaces: Mutex<Option<bool>>,
 }
 
 pub struct Sampler {
@@ -49,11 +55,17 @@ pub struct Sources {
     disks: Disks,
     /// None where the kernel or a sandbox refuses NETLINK_SOCK_DIAG.
     listeners: Option<Listeners>,
+    /// None unless asked to look into other namespaces.
+    namespaces: Option<Namespaces>,
     sockets: Vec<Socket>,
     /// `(queue, backlog)` of the listeners in the latest dump.
-    pub limits: Vec<(Arc<str>, u32)>,
+    pub limits: Vec<(QueueId, u32)>,
     /// Queues whose source went away during the latest read.
-    pub gone: Vec<Arc<str>>,
+    pub gone: Vec<QueueId>,
+    /// The host's queues gone, by name, before they join `gone`.
+    host_gone: Vec<Arc<str>>,
+    /// Time between the last two rounds over other namespaces' listeners.
+    pub namespace_interval: Option<Duration>,
     /// None without a cgroup filesystem.
     throttle: Option<ThrottleSource>,
 }
@@ -147,6 +159,7 @@ impl ThrottleSource {
             if let Some(prev) = c.prev.replace(cur) {
                 out.push(Sample {
                     queue: c.queue.clone(),
+                    scope: None,
                     measure: Measure::Delay,
                     source: "cgroup",
                     value: throttle_delay(prev, cur),
@@ -256,14 +269,21 @@ const RELIST_PERIOD: Duration = Duration::from_secs(1);
 
 impl Listeners {
     fn new(sample_interval: Duration) -> Option<Self> {
-        let dump_every = ticks_per(RELIST_PERIOD, sample_interval);
-        Some(Listeners {
-            dumper: Dumper::new().ok()?,
-            source: ListenerSource::default(),
+        Some(Self::with(
+            Dumper::new().ok()?,
+            ListenerSource::default(),
+            sample_interval,
+        ))
+    }
+
+    fn with(dumper: Dumper, source: ListenerSource, sample_interval: Duration) -> Self {
+        Listeners {
+            dumper,
+            source,
             known: None,
-            dump_every,
+            dump_every: ticks_per(RELIST_PERIOD, sample_interval),
             tick: 0,
-        })
+        }
     }
 
     /// Fills `sockets` with every listener's current record.
@@ -300,6 +320,145 @@ fn lookup_plan(listeners: &[Socket]) -> Option<Vec<Socket>> {
     (keys.len() == listeners.len()).then(|| listeners.to_vec())
 }
 
+/// The listeners of the other network namespaces (every pod's), each read
+/// through a sock_diag socket made in its namespace
+/// ([`crate::netns::enter`]), the same way as the host's. The namespaces are
+/// found by a walk of /proc every `--collector.process.rescan-interval`; a
+/// socket holds its namespace alive, so it is closed at the first walk that
+/// finds no process in it, and the namespace's queues go with it.
+///
+/// Reading them costs what their number costs (one lookup per listener,
+/// a dump per namespace each second), so a round over all of them runs
+/// only as often as `--queue.namespace-cpu-budget` allows: every tick for
+/// a few pods, less often for hundreds.
+struct Namespaces {
+    procfs: std::path::PathBuf,
+    own: u64,
+    limit: usize,
+    sample_interval: Duration,
+    rescan_interval: Duration,
+    scanned: Option<Instant>,
+    budget: f64,
+    /// When the last round started and the CPU time it took.
+    last_round: Option<(Instant, Duration)>,
+    entered: std::collections::BTreeMap<u64, Listeners>,
+    /// Set when the kernel refused to let sojourn into a namespace: its
+    /// capabilities will not grow, so none is tried again.
+    refused: bool,
+}
+
+impl Namespaces {
+    fn new(cfg: &crate::collectors::Config) -> Option<Self> {
+        if !cfg.queue.namespaces {
+            return None;
+        }
+        let own = crate::netns::own_namespace(&cfg.roots.procfs)?;
+        Some(Namespaces {
+            procfs: cfg.roots.procfs.clone(),
+            own,
+            limit: cfg.netns.max_namespaces,
+            sample_interval: cfg.queue.sample_interval,
+            rescan_interval: cfg.process.rescan_interval,
+            scanned: None,
+            budget: cfg.queue.namespace_cpu_budget,
+            last_round: None,
+            entered: Default::default(),
+            refused: false,
+        })
+    }
+
+    /// Enters the namespaces new since the last walk and lets go of those
+    /// with no process left.
+    fn rescan(&mut self, gone: &mut Vec<QueueId>) {
+        let found = crate::netns::discover(&self.procfs, self.own, self.limit).found;
+        let live: std::collections::BTreeSet<u64> = found.iter().map(|n| n.inode).collect();
+        self.entered.retain(|inode, l| {
+            let keep = live.contains(inode);
+            if !keep {
+                gone.extend(l.source.forget_all());
+            }
+            keep
+        });
+        for ns in found {
+            if self.refused || self.entered.contains_key(&ns.inode) {
+                continue;
+            }
+            match crate::netns::enter(&self.procfs, &ns, Dumper::new) {
+                Ok(dumper) => {
+                    let scope = Arc::new(Scope {
+                        netns: ns.inode,
+                        labels: crate::collectors::netns::identity(&ns),
+                    });
+                    let source = ListenerSource::in_scope(scope);
+                    self.entered.insert(
+                        ns.inode,
+                        Listeners::with(dumper, source, self.sample_interval),
+                    );
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    tracing::warn!(
+                        error = %e,
+                        "queue: cannot enter other network namespaces (needs CAP_SYS_ADMIN, and CAP_SYS_PTRACE for other users' processes); pods' listeners are not sampled, the host's are"
+                    );
+                    self.refused = true;
+                }
+                // The process exited, or its pid holds another namespace
+                // now: the next walk finds the namespace through another.
+                Err(e) => {
+                    tracing::debug!(netns = ns.inode, error = %e, "queue: namespace not entered")
+                }
+            }
+        }
+    }
+
+    /// Samples every entered namespace's listeners when a round is due;
+    /// returns the time since the previous round when one ran.
+    fn read(
+        &mut self,
+        now: u64,
+        sockets: &mut Vec<Socket>,
+        out: &mut Vec<Sample>,
+        limits: &mut Vec<(QueueId, u32)>,
+        gone: &mut Vec<QueueId>,
+    ) -> Option<Duration> {
+        let started = Instant::now();
+        if self
+            .scanned
+            .is_none_or(|t| started.duration_since(t) >= self.rescan_interval)
+        {
+            self.rescan(gone);
+            self.scanned = Some(started);
+        }
+        if let Some((last, cpu)) = self.last_round
+            && !crate::collectors::tcp_ports::dump_due(last, cpu, self.budget, started)
+        {
+            return None;
+        }
+        let cpu_before = thread_cpu_ns();
+        self.entered.retain(|_, l| match l.read(sockets) {
+            Ok(()) => {
+                let s = l.source.sample(now, sockets);
+                out.extend(s.samples);
+                limits.extend(s.limits);
+                gone.extend(s.gone);
+                true
+            }
+            // Nothing is known of its listeners now; the next walk enters
+            // the namespace again if it still lives.
+            Err(_) => {
+                gone.extend(l.source.forget_all());
+                false
+            }
+        });
+        let cpu = Duration::from_nanos(thread_cpu_ns().saturating_sub(cpu_before));
+        let since = self
+            .last_round
+            .map(|(last, _)| started.duration_since(last));
+        self.last_round = Some((started, cpu));
+        since
+    }
+}
+
 pub enum CpuSource {
     Schedstat(SchedstatSource, KeptFile),
     Loadavg(LoadavgSource, KeptFile),
@@ -334,9 +493,12 @@ impl Sources {
             pressure,
             disks: Disks::new(disk_exclude, &roots, cfg.queue.sample_interval),
             listeners: Listeners::new(cfg.queue.sample_interval),
+            namespaces: Namespaces::new(cfg),
             sockets: Vec::new(),
             limits: Vec::new(),
             gone: Vec::new(),
+            host_gone: Vec::new(),
+            namespace_interval: None,
             throttle: ThrottleSource::new(cfg, cfg.queue.sample_interval),
         }
     }
@@ -347,10 +509,12 @@ impl Sources {
     pub fn read(&mut self, now: u64, out: &mut Vec<Sample>) -> Option<CollectError> {
         let mut error = None;
         self.gone.clear();
+        self.host_gone.clear();
+        self.limits.clear();
         let parse = |path: &std::path::Path, e| CollectError::parse(path, e);
         match &mut self.cpu {
             CpuSource::Schedstat(src, file) => match file.read() {
-                Ok(t) => match src.sample(t, &mut self.gone) {
+                Ok(t) => match src.sample(t, &mut self.host_gone) {
                     Ok(s) => out.extend(s),
                     Err(e) => error = Some(parse(file.path(), e)),
                 },
@@ -373,7 +537,7 @@ impl Sources {
                 }
             }
         }
-        if let Err(e) = self.disks.read(out, &mut self.gone) {
+        if let Err(e) = self.disks.read(out, &mut self.host_gone) {
             error = Some(e);
         }
         if let Some(listeners) = &mut self.listeners {
@@ -381,20 +545,35 @@ impl Sources {
                 Ok(()) => {
                     let l = listeners.source.sample(now, &self.sockets);
                     out.extend(l.samples);
-                    self.limits = l.limits;
+                    self.limits.extend(l.limits);
                     self.gone.extend(l.gone);
                 }
                 Err(e) => {
                     // Nothing is known of any listener: none may go on standing.
                     self.gone.extend(listeners.source.forget_all());
-                    self.limits.clear();
                     error = Some(e);
                 }
             }
         }
-        if let Some(t) = &mut self.throttle {
-            t.read(out, &mut self.gone);
+        if let Some(n) = &mut self.namespaces {
+            self.namespace_interval = n
+                .read(
+                    now,
+                    &mut self.sockets,
+                    out,
+                    &mut self.limits,
+                    &mut self.gone,
+                )
+                .or(self.namespace_interval);
         }
+        if let Some(t) = &mut self.throttle {
+            t.read(out, &mut self.host_gone);
+        }
+        self.gone.extend(
+            self.host_gone
+                .drain(..)
+                .map(|name| QueueId { name, netns: 0 }),
+        );
         error
     }
 }
@@ -409,10 +588,12 @@ impl Sampler {
         let config = cfg.queue.clone();
         let period = config.sample_interval;
         let sources = Sources::new(cfg);
+        let namespaces = sources.namespaces.as_ref().map(|_| true);
         let shared = Arc::new(Shared {
             queues: Mutex::new(QueueSet::new(config)),
             stats: SamplerStats::default(),
             last_error: Mutex::new(None),
+            namespaces: Mutex::new(namespaces),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let handle = {
@@ -470,6 +651,16 @@ fn run(mut sources: Sources, period: Duration, shared: &Shared, stop: &AtomicBoo
         }
         if let Ok(mut last) = shared.last_error.lock() {
             *last = error;
+        }
+        if let Some(d) = sources.namespace_interval {
+            let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+            shared
+                .stats
+                .namespace_interval_ns
+                .store(ns, Ordering::Relaxed);
+        }
+        if let Ok(mut n) = shared.namespaces.lock() {
+            *n = sources.namespaces.as_ref().map(|n| !n.refused);
         }
         shared.stats.ticks.fetch_add(1, Ordering::Relaxed);
         shared

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use regex::Regex;
 
 use super::codel::Nanos;
-use super::{Measure, Sample};
+use super::{Measure, QueueId, Sample, Scope};
 use crate::collectors::ParseError;
 use crate::collectors::schedstat::{CpuSched, parse_schedstat};
 use crate::inet_diag::{Socket, TCP_LISTEN};
@@ -89,6 +89,7 @@ impl SchedstatSource {
             slices += ds;
             out.push(Sample {
                 queue: self.name(c.cpu),
+                scope: None,
                 measure: Measure::Delay,
                 source: "schedstat",
                 value: delay_per_slice(dw, ds),
@@ -96,6 +97,7 @@ impl SchedstatSource {
         }
         out.push(Sample {
             queue: self.host.clone(),
+            scope: None,
             measure: Measure::Delay,
             source: "schedstat",
             value: delay_per_slice(wait, slices),
@@ -131,6 +133,7 @@ impl LoadavgSource {
         let others = running.saturating_sub(1);
         Ok(Sample {
             queue: self.name.clone(),
+            scope: None,
             measure: Measure::Length,
             source: "loadavg",
             value: f64::from(others.saturating_sub(self.cpus)),
@@ -188,6 +191,7 @@ impl PsiSource {
         let share = (some_us.saturating_sub(prev_us) as f64 / wall_us).clamp(0.0, 1.0);
         Ok(Some(Sample {
             queue: name.clone(),
+            scope: None,
             measure: Measure::Share,
             source: "psi",
             value: share,
@@ -351,6 +355,7 @@ impl Device {
             if let Some(value) = value {
                 out.push(Sample {
                     queue: self.delay_queue.clone(),
+                    scope: None,
                     measure: Measure::Delay,
                     source: "diskstats",
                     value,
@@ -359,6 +364,7 @@ impl Device {
         }
         out.push(Sample {
             queue: self.inflight_queue.clone(),
+            scope: None,
             measure: Measure::Length,
             source: "diskstats",
             value: in_flight as f64,
@@ -377,6 +383,8 @@ impl Device {
 #[derive(Debug, Default)]
 pub struct ListenerSource {
     listeners: HashMap<(IpAddr, u16), Listener>,
+    /// The namespace the listeners are in; None for the host's.
+    scope: Option<Arc<Scope>>,
 }
 
 #[derive(Debug)]
@@ -397,9 +405,9 @@ pub const LISTENER_ADMIT_AFTER: std::time::Duration = std::time::Duration::from_
 pub struct ListenerSamples {
     pub samples: Vec<Sample>,
     /// `(queue, backlog limit)` of each admitted listener.
-    pub limits: Vec<(Arc<str>, u32)>,
+    pub limits: Vec<(QueueId, u32)>,
     /// Queues of admitted listeners that closed since the last dump.
-    pub gone: Vec<Arc<str>>,
+    pub gone: Vec<QueueId>,
 }
 
 /// `tcp_accept:0.0.0.0:8080`, `tcp_accept:[::1]:8080`.
@@ -411,6 +419,21 @@ pub fn listener_name(ip: IpAddr, port: u16) -> String {
 }
 
 impl ListenerSource {
+    /// The listeners of another network namespace, whose queues carry `scope`.
+    pub fn in_scope(scope: Arc<Scope>) -> Self {
+        ListenerSource {
+            listeners: HashMap::new(),
+            scope: Some(scope),
+        }
+    }
+
+    fn id(&self, name: &Arc<str>) -> QueueId {
+        QueueId {
+            name: name.clone(),
+            netns: self.scope.as_ref().map_or(0, |s| s.netns),
+        }
+    }
+
     /// Samples the admitted listeners among those dumped at `now`.
     pub fn sample(&mut self, now: Nanos, listeners: &[Socket]) -> ListenerSamples {
         let admit_after = u64::try_from(LISTENER_ADMIT_AFTER.as_nanos()).unwrap_or(u64::MAX);
@@ -430,32 +453,37 @@ impl ListenerSource {
             if !entry.admitted {
                 continue;
             }
+            let (name, id) = (entry.name.clone(), self.id(&entry.name));
             out.samples.push(Sample {
-                queue: entry.name.clone(),
+                queue: name,
+                scope: self.scope.clone(),
                 measure: Measure::Length,
                 source: "inet_diag",
                 value: f64::from(l.rqueue),
             });
-            out.limits.push((entry.name.clone(), l.wqueue));
+            out.limits.push((id, l.wqueue));
         }
         // Listeners that closed go with their names.
         let closed = std::mem::replace(&mut self.listeners, seen);
         out.gone = closed
             .into_values()
             .filter(|l| l.admitted)
-            .map(|l| l.name)
+            .map(|l| self.id(&l.name))
             .collect();
         out
     }
 
-    /// Forgets every listener (the dump failed: none of them is known to be
-    /// there) and returns the queues of the admitted ones.
-    pub fn forget_all(&mut self) -> Vec<Arc<str>> {
-        self.listeners
+    /// Forgets every listener (the dump failed, or the namespace is gone:
+    /// none of them is known to be there) and returns the queues of the
+    /// admitted ones.
+    pub fn forget_all(&mut self) -> Vec<QueueId> {
+        let gone: Vec<Arc<str>> = self
+            .listeners
             .drain()
             .filter(|(_, l)| l.admitted)
             .map(|(_, l)| l.name)
-            .collect()
+            .collect();
+        gone.iter().map(|n| self.id(n)).collect()
     }
 }
 
@@ -599,7 +627,7 @@ mod tests {
         let one = src.sample(later + 1, &[listener("0.0.0.0", 8080, 0, 128)]);
         assert_eq!(one.samples.len(), 1);
         assert_eq!(one.gone.len(), 1);
-        assert_eq!(&*one.gone[0], "tcp_accept:[::1]:443");
+        assert_eq!(one.gone[0], QueueId::host("tcp_accept:[::1]:443"));
         assert!(
             src.sample(later + 2, &[listener("0.0.0.0", 8080, 0, 128)])
                 .gone
