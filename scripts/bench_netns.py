@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Cost of the netns collector with many network namespaces.
 
-usage: scripts/bench_netns.py [--namespaces 200] [--listeners 5] [--scrapes 100] [--no-build]
+usage: scripts/bench_netns.py [--namespaces 200] [--listeners 5] [--scrapes 100]
+                              [--sampler-seconds 20] [--no-build]
 
 Needs root. Makes --namespaces network namespaces (`ip netns add`), each
 with loopback up and one process holding --listeners listening sockets on
@@ -10,7 +11,18 @@ collector (every namespace is found at its first scrape), scrapes it
 --scrapes times over one keep-alive connection and reports: series per
 scrape, CPU per scrape (utime+stime from /proc/PID/stat), the collector's
 own median duration, the client's median scrape time, and sojourn's file
-descriptors. Everything it made is removed at the end, also on Ctrl-C.
+descriptors.
+
+Then it starts sojourn with the netns and queue collectors, so that the
+queue sampler samples every namespace's listeners, waits until they are
+queues (a listener is one after 10 s), and reports over --sampler-seconds:
+the sampler thread's share of one core (rate of
+sojourn_queue_sampler_cpu_seconds_total), beside the same with
+`--no-collector.netns` (the host's queues only) in the same run; how often
+the namespaces were sampled (sojourn_queue_namespace_sample_interval_seconds);
+the queues tracked and omitted; and the file descriptors, which grow by one
+socket per namespace. Everything it made is removed at the end, also on
+Ctrl-C.
 """
 import argparse, http.client, os, re, signal, subprocess, sys, time
 
@@ -33,11 +45,56 @@ def proc_cpu(pid):
     return (int(parts[11]) + int(parts[12])) / CLK
 
 
+def metrics(port):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/metrics")
+    return conn.getresponse().read().decode()
+
+
+def value(body, name):
+    m = re.search(rf"^{name} (\S+)$", body, re.M)
+    return float(m.group(1)) if m else None
+
+
+def sampler(extra, seconds, port):
+    """The sampler's share of a core over `seconds`, with `extra` flags."""
+    p = subprocess.Popen([os.path.join(ROOT, "target/release/sojourn"),
+                          "--web.listen-address", f"127.0.0.1:{port}",
+                          "--collector.disable-defaults", "--collector.queue",
+                          "--log.level", "warn"] + extra, stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                metrics(port)
+                break
+            except OSError:
+                time.sleep(0.1)
+        time.sleep(12)  # listeners become queues after 10 s
+        b0, t0 = metrics(port), time.monotonic()
+        time.sleep(seconds)
+        b1, t1 = metrics(port), time.monotonic()
+        cpu = "sojourn_queue_sampler_cpu_seconds_total"
+        share = (value(b1, cpu) - value(b0, cpu)) / (t1 - t0)
+        return {
+            "share": share,
+            "interval": value(b1, "sojourn_queue_namespace_sample_interval_seconds"),
+            "queues": len(set(re.findall(r'^sojourn_queue_info\{queue="tcp_accept:[^"]*",.*netns="(\d+)"', b1, re.M))),
+            "pod_queues": sum(1 for l in b1.splitlines() if l.startswith("sojourn_queue_info{") and "netns=" in l),
+            "omitted": value(b1, "sojourn_queue_omitted"),
+            "overruns": value(b1, "sojourn_queue_sampler_overruns_total"),
+            "fds": len(os.listdir(f"/proc/{p.pid}/fd")),
+        }
+    finally:
+        p.terminate()
+        p.wait()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--namespaces", type=int, default=200)
     ap.add_argument("--listeners", type=int, default=5)
     ap.add_argument("--scrapes", type=int, default=100)
+    ap.add_argument("--sampler-seconds", type=float, default=20)
     ap.add_argument("--no-build", action="store_true")
     a = ap.parse_args()
     if os.geteuid() != 0:
@@ -87,6 +144,17 @@ def main():
         print(f"collector median       {durations[len(durations) // 2] * 1000:.2f} ms")
         print(f"scrape median (client) {took[len(took) // 2] * 1000:.2f} ms, p99 {took[int(len(took) * 0.99)] * 1000:.2f} ms")
         print(f"file descriptors       {fds}")
+        sojourn.terminate()
+        sojourn.wait()
+        sojourn = None
+        host = sampler(["--no-collector.netns"], a.sampler_seconds, PORT + 1)
+        pods = sampler(["--collector.netns", "--collector.netns.max-namespaces", str(a.namespaces + 10)],
+                       a.sampler_seconds, PORT + 2)
+        print(f"queue sampler, host's queues only      {host['share'] * 100:.2f} % of a core, {host['fds']} fds")
+        print(f"queue sampler, every namespace's too   {pods['share'] * 100:.2f} % of a core, {pods['fds']} fds, "
+              f"overruns {pods['overruns']:.0f}")
+        print(f"  namespaces sampled every {pods['interval'] * 1000 if pods['interval'] else float('nan'):.1f} ms; "
+              f"pods' queues tracked {pods['pod_queues']} in {pods['queues']} namespaces, omitted {pods['omitted']:.0f}")
     finally:
         if sojourn:
             sojourn.terminate()

@@ -412,6 +412,11 @@ def containers():
     # tell apart (netns collector).
     n = "{{instance}} {{pod_uid}}{{process}}"
     b.row("Pod network")
+    b.panel("Accept queues standing",
+            "Saturation: share of time each listener's accept queue in a pod's network namespace "
+            "stood (CoDel over the sampler's lengths, inet_diag through a socket in the pod's namespace).",
+            [(f'rate(sojourn_queue_standing_seconds_total{{{I},netns!=""}}[$__rate_interval])',
+              n + " {{queue}}")], "percentunit")
     b.panel("Accept-queue overflows",
             "Saturation: connections a pod's listeners dropped because their accept queue was full "
             "(TcpExt ListenOverflows in the pod's network namespace).",
