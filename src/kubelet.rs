@@ -7,7 +7,9 @@
 //! the latest directory, so a slow or absent kubelet never slows a scrape.
 //! When a fetch fails the last good directory is kept (a pod's uid never
 //! changes its name) and `sojourn_cgroup_kubelet_up` turns 0; with none,
-//! series keep their uid labels only.
+//! series keep their uid labels only. One fetcher per URL serves every
+//! reader ([`shared`]): the cgroup and netns collectors and the queue
+//! sampler's pods' listeners.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -143,6 +145,27 @@ pub fn parse_url(s: &str) -> Result<hyper::Uri, String> {
         return Err(format!("{s:?}: no host"));
     }
     Ok(uri)
+}
+
+/// The fetcher of `url`, started by the first reader and shared with the
+/// others while any holds it: one request per [`REFRESH`] whoever reads.
+pub fn shared(url: &hyper::Uri) -> std::io::Result<Arc<Kubelet>> {
+    static RUNNING: Mutex<Vec<(String, std::sync::Weak<Kubelet>)>> = Mutex::new(Vec::new());
+    let key = url.to_string();
+    let mut running = RUNNING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    running.retain(|(_, k)| k.strong_count() > 0);
+    if let Some(k) = running
+        .iter()
+        .find(|(u, _)| *u == key)
+        .and_then(|(_, k)| k.upgrade())
+    {
+        return Ok(k);
+    }
+    let k = Arc::new(Kubelet::start(url.clone(), REFRESH)?);
+    running.push((key, Arc::downgrade(&k)));
+    Ok(k)
 }
 
 impl Kubelet {

@@ -265,40 +265,6 @@ fn a_busy_process_under_a_small_quota_is_throttled() {
     }
 }
 
-/// A stand-in for the kubelet's read-only port: answers every request with
-/// `status` and `body`, and records the request lines.
-fn fake_kubelet(
-    status: &'static str,
-    body: &'static str,
-) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let log = seen.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            log.lock().unwrap().push(line.trim_end().to_string());
-            loop {
-                let mut header = String::new();
-                if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
-                    break;
-                }
-            }
-            let mut s = stream;
-            let _ = write!(
-                s,
-                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    (port, seen)
-}
-
 const POD_LIST: &str = r#"{"kind":"PodList","apiVersion":"v1","items":[
   {"metadata":{"name":"checkout-7d9f","namespace":"shop","uid":"0d3fc3ab-1c36-4a7a-9b3e-6d3c2b1a0f9e"},
    "status":{"containerStatuses":[{"name":"app","containerID":"containerd://4f1c3a8e2b6d7f90a1b2c3d4e5f60718293a4b5c6d7e8f9012345678abcdef01"}]}}]}"#;
@@ -330,7 +296,7 @@ fn v2_fixture_scrape(url: &str, until: impl Fn(&str) -> bool) -> String {
 
 #[test]
 fn kubelet_names_label_the_containers_it_lists() {
-    let (port, seen) = fake_kubelet("200 OK", POD_LIST);
+    let (port, seen) = common::fake_kubelet("200 OK", POD_LIST);
     let text = v2_fixture_scrape(&format!("http://127.0.0.1:{port}/pods"), |t| {
         t.contains("\nsojourn_cgroup_kubelet_up 1\n")
     });
@@ -368,7 +334,7 @@ fn an_unreachable_or_failing_kubelet_leaves_uid_labels_and_the_scrape_whole() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed_port = closed.local_addr().unwrap().port();
     drop(closed);
-    let (failing_port, seen) = fake_kubelet("500 Internal Server Error", "{}");
+    let (failing_port, seen) = common::fake_kubelet("500 Internal Server Error", "{}");
     for (port, requests) in [(closed_port, None), (failing_port, Some(seen))] {
         let text = v2_fixture_scrape(&format!("http://127.0.0.1:{port}/pods"), |t| {
             t.contains("\nsojourn_cgroup_kubelet_up 0\n")

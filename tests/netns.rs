@@ -137,6 +137,15 @@ fn a_pods_listener_is_an_accept_queue_of_its_own_and_goes_with_it() {
         );
         return;
     };
+    // The kubelet lists the pod by its uid: its names join the labels.
+    let (port, _) = common::fake_kubelet(
+        "200 OK",
+        format!(
+            r#"{{"kind":"PodList","items":[{{"metadata":{{"name":"web-7d9","namespace":"shop","uid":"{}"}}}}]}}"#,
+            busy.uid
+        ),
+    );
+    let url = format!("http://127.0.0.1:{port}/pods");
     let settings = sojourn::cli::parse([
         "sojourn",
         "--collector.disable-defaults",
@@ -144,6 +153,8 @@ fn a_pods_listener_is_an_accept_queue_of_its_own_and_goes_with_it() {
         "--collector.queue",
         "--collector.process.rescan-interval",
         "100ms",
+        "--collector.cgroup.kubelet-url",
+        &url,
     ])
     .expect("flags");
     let s = sojourn::scrape::Scraper::new(settings.collect, &settings.collectors);
@@ -151,7 +162,9 @@ fn a_pods_listener_is_an_accept_queue_of_its_own_and_goes_with_it() {
     let text = loop {
         let text = scrape(&s);
         // Backlog 1, never accepted: the queue holds its limit and stands.
-        if series(&text, "sojourn_queue_standing", &busy.uid).is_some_and(|l| l.ends_with(" 1")) {
+        if series(&text, "sojourn_queue_standing", &busy.uid)
+            .is_some_and(|l| l.ends_with(" 1") && l.contains("namespace=\"shop\",pod=\"web-7d9\""))
+        {
             break text;
         }
         assert!(
@@ -160,6 +173,13 @@ fn a_pods_listener_is_an_accept_queue_of_its_own_and_goes_with_it() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("sojourn_netns_tcp_listen_overflows_total{")
+                && l.contains("namespace=\"shop\",pod=\"web-7d9\"")
+        ),
+        "the pod's counters are named too:\n{text}"
+    );
     let limit = series(&text, "sojourn_queue_limit", &busy.uid).expect("backlog");
     assert!(limit.ends_with(" 1.0") || limit.ends_with(" 1"), "{limit}");
     assert!(limit.contains("qos_class=\"burstable\""), "{limit}");
@@ -184,7 +204,7 @@ fn a_pods_listener_is_an_accept_queue_of_its_own_and_goes_with_it() {
     // `sojourn check` names the pod and its listener.
     let snaps = sojourn::check::sample(&s, Duration::from_secs(2), |_| {});
     let report = sojourn::check::evaluate(&snaps).unwrap();
-    let resource = format!("tcp_accept of pod {}", busy.uid);
+    let resource = "tcp_accept of pod shop/web-7d9".to_string();
     assert!(report.findings.contains(&resource), "{:?}", report.findings);
     let json = sojourn::check::render::json(&report);
     assert!(

@@ -873,16 +873,18 @@ fn lossy(retransmitted: f64, sent: f64) -> Option<f64> {
     (sent > 0.0 && retransmitted >= RETRANSMITS_MIN && ratio >= RETRANSMIT_RATIO).then_some(ratio)
 }
 
-/// Whose a network namespace is, as a finding says it: the pod's uid, or
-/// the process sojourn reads it through.
+/// Whose a network namespace is, as a finding says it: the pod's
+/// namespace and name (with the kubelet's list) or uid, or the process
+/// sojourn reads it through.
 fn namespace_owner(s: &crate::check::snapshot::Series) -> String {
-    match s.label("pod_uid") {
-        "" => format!(
+    match (s.label("pod_uid"), s.label("pod")) {
+        ("", _) => format!(
             "{}'s network namespace ({})",
             s.label("process"),
             s.label("netns")
         ),
-        uid => format!("pod {uid}"),
+        (uid, "") => format!("pod {uid}"),
+        (_, pod) => format!("pod {}/{pod}", s.label("namespace")),
     }
 }
 

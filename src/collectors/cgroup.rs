@@ -661,7 +661,7 @@ pub fn emit(
 }
 
 pub struct CgroupCollector {
-    kubelet: Option<Kubelet>,
+    kubelet: Option<std::sync::Arc<Kubelet>>,
     /// `8:0` → `sda`, from /proc/diskstats: read again only when a cgroup
     /// names a device not in it, not at every scrape (the disk collector
     /// reads that file too).
@@ -726,7 +726,7 @@ impl CgroupCollector {
 
     pub fn new(cfg: &Config) -> Self {
         let kubelet = cfg.kubelet_url.clone().and_then(|url| {
-            Kubelet::start(url, crate::kubelet::REFRESH)
+            crate::kubelet::shared(&url)
                 .map_err(|e| tracing::error!("kubelet pod names disabled: {e}"))
                 .ok()
         });
@@ -786,7 +786,7 @@ impl Collect for CgroupCollector {
             }
         }
         let names = self.device_names(cfg, &stats);
-        let kubelet = self.kubelet.as_ref().map(Kubelet::directory);
+        let kubelet = self.kubelet.as_deref().map(Kubelet::directory);
         Ok(emit(
             &stats,
             omitted,

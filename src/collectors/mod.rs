@@ -207,7 +207,7 @@ pub const ALL: &[Entry] = &[
         name: "netns",
         default_enabled: true,
         help: "TCP, UDP and interface counters of every other network namespace, each pod's with its uid (/proc/PID/net/{snmp,netstat,dev}, found at each --collector.process.rescan-interval)",
-        build: |_| Box::<netns::NetnsCollector>::default(),
+        build: |cfg| Box::new(netns::NetnsCollector::new(cfg)),
     },
     Entry {
         name: "filefd",

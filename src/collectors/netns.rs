@@ -5,7 +5,8 @@
 //! `--collector.process.rescan-interval` (see [`crate::netns`]). A pod's
 //! namespace carries its `pod_uid` and `qos_class` (from the kubelet's
 //! cgroup layout), any other its `process`; all carry `netns`, the
-//! namespace's inode.
+//! namespace's inode. With `--collector.cgroup.kubelet-url`, a pod's also
+//! carry its `namespace` and `pod` names.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -116,10 +117,12 @@ pub fn parse(snmp: &str, netstat: &str, dev: &str) -> Result<Reading, super::Par
     Ok(Reading { counters, devices })
 }
 
-/// A namespace's identity labels.
-pub fn identity(ns: &Netns) -> Vec<Label> {
+/// A namespace's identity labels; with the kubelet's pod list (`names`),
+/// the pod's `namespace` and `pod` too (empty for a pod it does not list
+/// and for a namespace of no pod).
+pub fn identity(ns: &Netns, names: Option<&crate::kubelet::PodDirectory>) -> Vec<Label> {
     let pod = ns.pod.as_ref();
-    vec![
+    let mut labels = vec![
         label("netns", ns.inode.to_string()),
         label(
             "pod_uid",
@@ -135,7 +138,19 @@ pub fn identity(ns: &Netns) -> Vec<Label> {
                 ns.comm.clone()
             },
         ),
-    ]
+    ];
+    if let Some(dir) = names {
+        let named = pod.and_then(|k| dir.pods.get(&k.pod_uid));
+        labels.push(label(
+            "namespace",
+            named.map(|p| p.namespace.clone()).unwrap_or_default(),
+        ));
+        labels.push(label(
+            "pod",
+            named.map(|p| p.pod.clone()).unwrap_or_default(),
+        ));
+    }
+    labels
 }
 
 pub fn emit(readings: &[(Vec<Label>, Reading)], omitted: usize) -> Vec<Family> {
@@ -176,9 +191,18 @@ struct State {
 #[derive(Default)]
 pub struct NetnsCollector {
     state: Mutex<State>,
+    /// Pod names, with `--collector.cgroup.kubelet-url`.
+    kubelet: Option<Arc<crate::kubelet::Kubelet>>,
 }
 
 impl NetnsCollector {
+    pub fn new(cfg: &CollectConfig) -> Self {
+        NetnsCollector {
+            state: Mutex::default(),
+            kubelet: kubelet(cfg),
+        }
+    }
+
     /// The namespaces to read: found anew when the rescan is due or a
     /// namespace's process is gone (a new one may hold it now).
     fn namespaces(&self, cfg: &CollectConfig, own: u64, rescan: bool) -> (Arc<Vec<Netns>>, usize) {
@@ -204,6 +228,14 @@ impl NetnsCollector {
         }
         (state.found.clone(), state.omitted)
     }
+}
+
+/// The kubelet's pod list, shared with the other readers, when its URL is set.
+pub fn kubelet(cfg: &CollectConfig) -> Option<Arc<crate::kubelet::Kubelet>> {
+    let url = cfg.cgroup.kubelet_url.as_ref()?;
+    crate::kubelet::shared(url)
+        .map_err(|e| tracing::error!("kubelet pod names disabled: {e}"))
+        .ok()
 }
 
 /// Reads one namespace through its process; `None` when that process is
@@ -241,13 +273,14 @@ impl Collect for NetnsCollector {
             ))
         })?;
         let (mut found, mut omitted) = self.namespaces(cfg, own, false);
+        let names = self.kubelet.as_ref().map(|k| k.directory().0);
         let mut readings = Vec::with_capacity(found.len());
         for pass in 0..2 {
             readings.clear();
             let mut gone = false;
             for ns in found.iter() {
                 match read_namespace(cfg, ns) {
-                    Some(Ok(r)) => readings.push((identity(ns), r)),
+                    Some(Ok(r)) => readings.push((identity(ns, names.as_deref()), r)),
                     // Every namespace's files are the same kernel's: one
                     // that does not parse is the collector's failure.
                     Some(Err(e)) => return Err(e),
@@ -287,7 +320,7 @@ mod tests {
                 "/kubepods/burstable/pod0b2e4c3a-1111-2222-3333-444455556666/abcdef0123456789",
             ),
         };
-        let id = identity(&ns);
+        let id = identity(&ns, None);
         assert!(id.contains(&label("pod_uid", "0b2e4c3a-1111-2222-3333-444455556666")));
         assert!(id.contains(&label("qos_class", "burstable")));
         assert!(id.contains(&label("process", "")));
@@ -296,8 +329,22 @@ mod tests {
             text.contains("sojourn_netns_tcp_listen_overflows_total{netns=\"4026532281\",pod_uid=\"0b2e4c3a-1111-2222-3333-444455556666\",qos_class=\"burstable\",process=\"\"}"),
             "{text}"
         );
-        let plain = identity(&Netns { pod: None, ..ns });
+        let mut dir = crate::kubelet::PodDirectory::default();
+        dir.pods.insert(
+            "0b2e4c3a-1111-2222-3333-444455556666".into(),
+            crate::kubelet::PodNames {
+                namespace: "shop".into(),
+                pod: "web-7d9".into(),
+            },
+        );
+        let named = identity(&ns, Some(&dir));
+        assert!(named.ends_with(&[label("namespace", "shop"), label("pod", "web-7d9")]));
+        let plain = identity(&Netns { pod: None, ..ns }, Some(&dir));
         assert!(plain.contains(&label("process", "sleep")));
         assert!(plain.contains(&label("pod_uid", "")));
+        assert!(
+            plain.contains(&label("pod", "")),
+            "a namespace of no pod has no name"
+        );
     }
 }

@@ -195,6 +195,10 @@ impl QueueSet {
             t.estimator.observe(now, s.value);
             t.last_seen = now;
             t.source = s.source;
+            // Renamed (its pod's names arrived): the series follow.
+            if !matches!((&t.scope, &s.scope), (Some(a), Some(b)) if Arc::ptr_eq(a, b)) {
+                t.scope = s.scope.clone();
+            }
             return;
         }
         let (tracked, cap) = match s.scope {

@@ -342,6 +342,8 @@ struct Namespaces {
     /// When the last round started and the CPU time it took.
     last_round: Option<(Instant, Duration)>,
     entered: std::collections::BTreeMap<u64, Listeners>,
+    /// Pod names, with `--collector.cgroup.kubelet-url`.
+    kubelet: Option<Arc<crate::kubelet::Kubelet>>,
     /// Set when the kernel refused to let sojourn into a namespace: its
     /// capabilities will not grow, so none is tried again.
     refused: bool,
@@ -363,6 +365,7 @@ impl Namespaces {
             budget: cfg.queue.namespace_cpu_budget,
             last_round: None,
             entered: Default::default(),
+            kubelet: crate::collectors::netns::kubelet(cfg),
             refused: false,
         })
     }
@@ -379,15 +382,26 @@ impl Namespaces {
             }
             keep
         });
+        let names = self.kubelet.as_ref().map(|k| k.directory().0);
         for ns in found {
-            if self.refused || self.entered.contains_key(&ns.inode) {
+            let labels = crate::collectors::netns::identity(&ns, names.as_deref());
+            if let Some(l) = self.entered.get_mut(&ns.inode) {
+                if l.source.scope().is_some_and(|s| s.labels != labels) {
+                    l.source.set_scope(Arc::new(Scope {
+                        netns: ns.inode,
+                        labels,
+                    }));
+                }
+                continue;
+            }
+            if self.refused {
                 continue;
             }
             match crate::netns::enter(&self.procfs, &ns, Dumper::new) {
                 Ok(dumper) => {
                     let scope = Arc::new(Scope {
                         netns: ns.inode,
-                        labels: crate::collectors::netns::identity(&ns),
+                        labels,
                     });
                     let source = ListenerSource::in_scope(scope);
                     self.entered.insert(

@@ -427,6 +427,16 @@ impl ListenerSource {
         }
     }
 
+    /// Names the listeners' namespace anew (the kubelet's pod names came):
+    /// their next samples carry it.
+    pub fn set_scope(&mut self, scope: Arc<Scope>) {
+        self.scope = Some(scope);
+    }
+
+    pub fn scope(&self) -> Option<&Arc<Scope>> {
+        self.scope.as_ref()
+    }
+
     fn id(&self, name: &Arc<str>) -> QueueId {
         QueueId {
             name: name.clone(),

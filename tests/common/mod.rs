@@ -651,3 +651,37 @@ pub fn pod(tag: &str, busy: bool) -> Option<Pod> {
     std::fs::write(pod.cgroup.join("cgroup.procs"), pod.child.id().to_string()).ok()?;
     Some(pod)
 }
+
+/// A stand-in for the kubelet's read-only port: answers every request with
+/// `status` and `body`, and records the request lines.
+pub fn fake_kubelet(
+    status: &'static str,
+    body: impl Into<String>,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let body: String = body.into();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            log.lock().unwrap().push(line.trim_end().to_string());
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                    break;
+                }
+            }
+            let mut s = stream;
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (port, seen)
+}
