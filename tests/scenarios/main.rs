@@ -645,6 +645,33 @@ fn packet_loss(mut guard: Namespaces) -> Result<(Namespaces, String), String> {
     Ok((guard, how))
 }
 
+/// A kubelet-layout cgroup (`kubepods/burstable/pod<uid>/<container>`)
+/// holding a process, removed on drop (after the process is gone).
+struct PodCgroup(std::path::PathBuf);
+
+impl Drop for PodCgroup {
+    fn drop(&mut self) {
+        common::remove_cgroup(&self.0);
+        if let Some(pod) = self.0.parent() {
+            common::remove_cgroup(pod);
+        }
+    }
+}
+
+/// The loss of [`packet_loss`] with its sender in a pod: A's process is
+/// moved into a kubelet-layout cgroup, so A is that pod's namespace and
+/// its retransmits are the pod's, not the host's. Returns the pod's uid.
+fn pod_packet_loss(ns: Namespaces) -> Result<((Namespaces, PodCgroup), String), String> {
+    let (guard, _) = packet_loss(ns)?;
+    let sender = guard.children.0.last().map(Child::id).ok_or("no sender")?;
+    let uid = format!("5c3e11a0-aaaa-bbbb-cccc-{:012x}", std::process::id());
+    let (base, _) = common::cgroup_dir("memory", "kubepods/burstable");
+    let cgroup = PodCgroup(base.join(format!("pod{uid}")).join("5e11de45"));
+    std::fs::create_dir_all(&cgroup.0).map_err(|e| e.to_string())?;
+    std::fs::write(cgroup.0.join("cgroup.procs"), sender.to_string()).map_err(|e| e.to_string())?;
+    Ok(((guard, cgroup), uid))
+}
+
 /// An HTTP/1.1 upstream that answers every request after `delay`.
 fn slow_upstream(delay: Duration) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -801,6 +828,37 @@ fn every_fault_names_its_resource_and_nothing_else() {
         }
         Err(e) => outcomes.push(Outcome {
             scenario: "packet loss and retransmits",
+            expected: "tcp".into(),
+            found: String::new(),
+            live: String::new(),
+            detect: None,
+            problems: vec![format!("could not build the namespaces: {e}")],
+        }),
+    }
+
+    // Pods: the exporter in the host's namespace, the faults in pods'.
+    // Namespaces made after it starts are found at its next walk of /proc.
+    let rescan = vec![
+        "--collector.process.rescan-interval".to_string(),
+        "1s".to_string(),
+    ];
+    outcomes.push(scenario(
+        "accept-queue overflow in a pod",
+        None,
+        rescan.clone(),
+        || {
+            let pod = common::pod("scn", true).ok_or("could not make the pod")?;
+            let resource = format!("tcp_accept of pod {}", pod.uid);
+            Ok((pod, Expect::finds("tcp_accept", resource)))
+        },
+    ));
+    match namespaces() {
+        Ok(ns) => outcomes.push(scenario("packet loss in a pod", None, rescan, || {
+            let (guard, uid) = pod_packet_loss(ns)?;
+            Ok((guard, Expect::finds("tcp", format!("tcp of pod {uid}"))))
+        })),
+        Err(e) => outcomes.push(Outcome {
+            scenario: "packet loss in a pod",
             expected: "tcp".into(),
             found: String::new(),
             live: String::new(),
