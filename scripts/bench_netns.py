@@ -21,8 +21,12 @@ sojourn_queue_sampler_cpu_seconds_total), beside the same with
 `--no-collector.netns` (the host's queues only) in the same run; how often
 the namespaces were sampled (sojourn_queue_namespace_sample_interval_seconds);
 the queues tracked and omitted; and the file descriptors, which grow by one
-socket per namespace. Everything it made is removed at the end, also on
-Ctrl-C.
+socket per namespace.
+
+Last it runs the tcp_ports collector with the netns collector for
+--sampler-seconds, scraping every second, and reports what a round of
+dumps over every namespace costs and how old the served round gets under
+the CPU budget. Everything it made is removed at the end, also on Ctrl-C.
 """
 import argparse, http.client, os, re, signal, subprocess, sys, time
 
@@ -82,6 +86,39 @@ def sampler(extra, seconds, port):
             "pod_queues": sum(1 for l in b1.splitlines() if l.startswith("sojourn_queue_info{") and "netns=" in l),
             "omitted": value(b1, "sojourn_queue_omitted"),
             "overruns": value(b1, "sojourn_queue_sampler_overruns_total"),
+            "fds": len(os.listdir(f"/proc/{p.pid}/fd")),
+        }
+    finally:
+        p.terminate()
+        p.wait()
+
+
+def tcp_ports(namespaces, seconds, port):
+    """The namespaces' dump rounds of tcp_ports, scraped every second."""
+    p = subprocess.Popen([os.path.join(ROOT, "target/release/sojourn"),
+                          "--web.listen-address", f"127.0.0.1:{port}",
+                          "--collector.disable-defaults", "--collector.tcp_ports", "--collector.netns",
+                          "--collector.netns.max-namespaces", str(namespaces + 10),
+                          "--log.level", "warn"], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                metrics(port)
+                break
+            except OSError:
+                time.sleep(0.1)
+        c0, t0, ages = proc_cpu(p.pid), time.monotonic(), []
+        while time.monotonic() - t0 < seconds:
+            body = metrics(port)
+            ages.append(value(body, "sojourn_tcp_port_namespace_dump_age_seconds") or 0.0)
+            time.sleep(1)
+        share = (proc_cpu(p.pid) - c0) / (time.monotonic() - t0)
+        return {
+            "round_cpu": value(body, "sojourn_tcp_port_namespace_dump_cpu_seconds"),
+            "rounds": value(body, "sojourn_tcp_port_namespace_dumps_total"),
+            "entered": value(body, "sojourn_tcp_port_namespaces"),
+            "max_age": max(ages),
+            "share": share,
             "fds": len(os.listdir(f"/proc/{p.pid}/fd")),
         }
     finally:
@@ -155,6 +192,10 @@ def main():
               f"overruns {pods['overruns']:.0f}")
         print(f"  namespaces sampled every {pods['interval'] * 1000 if pods['interval'] else float('nan'):.1f} ms; "
               f"pods' queues tracked {pods['pod_queues']} in {pods['queues']} namespaces, omitted {pods['omitted']:.0f}")
+        t = tcp_ports(a.namespaces, a.sampler_seconds, PORT + 3)
+        print(f"tcp_ports over {t['entered']:.0f} namespaces: a round {t['round_cpu'] * 1000:.1f} ms CPU, "
+              f"{t['rounds']:.0f} rounds in {a.sampler_seconds:.0f} s, served round at most {t['max_age']:.1f} s old; "
+              f"whole process {t['share'] * 100:.2f} % of a core (scraped every second), {t['fds']} fds")
     finally:
         if sojourn:
             sojourn.terminate()

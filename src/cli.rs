@@ -261,6 +261,14 @@ pub fn command() -> Command {
                 .help("Listening ports reported one by one, those with the most queued bytes; the rest are summed as port=\"other\""),
         )
         .arg(
+            Arg::new("collector.tcp_ports.max-namespace-ports")
+                .long("collector.tcp_ports.max-namespace-ports")
+                .value_name("N")
+                .default_value(collectors::tcp_ports::DEFAULT_MAX_NAMESPACE_PORTS.to_string())
+                .value_parser(clap::value_parser!(usize))
+                .help("Most (network namespace, port) pairs of other namespaces (pods') with series of their own (16 each), those with the most queued bytes; the rest are summed under port=\"other\", netns=\"other\""),
+        )
+        .arg(
             Arg::new("collector.tcp_ports.cpu-budget")
                 .long("collector.tcp_ports.cpu-budget")
                 .value_name("SHARE")
@@ -420,7 +428,7 @@ pub fn command() -> Command {
             Arg::new("queue.namespace-cpu-budget")
                 .long("queue.namespace-cpu-budget")
                 .value_name("SHARE")
-                .default_value("0.005")
+                .default_value(crate::queue::DEFAULT_NAMESPACE_CPU_BUDGET.to_string())
                 .value_parser(parse_ratio)
                 .help("Share of one CPU that sampling other network namespaces' listeners may use: a round over them that took c seconds of CPU is followed by the next no sooner than c / SHARE seconds later (sojourn_queue_namespace_sample_interval_seconds)"),
         )
@@ -765,7 +773,7 @@ fn settings(m: &ArgMatches, proxy_mode: bool) -> Settings {
         })
         .map(|e| e.name)
         .collect::<Vec<_>>();
-    // Other namespaces' listeners are sampled when the netns collector is on.
+    // Other namespaces' sockets are read when the netns collector is on.
     let namespaces = collectors.contains(&"netns");
     let log_level = match get("log.level").as_str() {
         "error" => tracing::Level::ERROR,
@@ -819,6 +827,7 @@ fn settings(m: &ArgMatches, proxy_mode: bool) -> Settings {
                 max_namespaces: *m
                     .get_one::<usize>("collector.netns.max-namespaces")
                     .expect("has default"),
+                enabled: namespaces,
             },
             cgroup: collectors::cgroup::Config {
                 root: m.get_one::<PathBuf>("collector.cgroup.root").cloned(),
@@ -834,6 +843,9 @@ fn settings(m: &ArgMatches, proxy_mode: bool) -> Settings {
             tcp_ports: collectors::tcp_ports::TcpPortsConfig {
                 max_ports: *m
                     .get_one::<usize>("collector.tcp_ports.max-ports")
+                    .expect("has default"),
+                max_namespace_ports: *m
+                    .get_one::<usize>("collector.tcp_ports.max-namespace-ports")
                     .expect("has default"),
                 cpu_budget: *m
                     .get_one::<f64>("collector.tcp_ports.cpu-budget")
@@ -851,7 +863,6 @@ fn settings(m: &ArgMatches, proxy_mode: bool) -> Settings {
                 max_namespace_queues: *m
                     .get_one::<usize>("queue.max-namespace-queues")
                     .expect("has default"),
-                namespaces,
                 namespace_cpu_budget: *m
                     .get_one::<f64>("queue.namespace-cpu-budget")
                     .expect("has default"),

@@ -128,6 +128,20 @@ fn series<'a>(text: &'a str, name: &str, uid: &str) -> Option<&'a str> {
     })
 }
 
+/// A server on 127.0.0.1:9000 that accepts and never reads, and a client
+/// of it that writes until its send buffer is full.
+const UNREAD: &str = r#"
+import socket, time
+l = socket.socket(); l.bind(("127.0.0.1", 9000)); l.listen(8)
+c = socket.create_connection(("127.0.0.1", 9000)); c.setblocking(False)
+s, _ = l.accept()
+try:
+    while True: c.send(b"x" * 65536)
+except BlockingIOError:
+    pass
+time.sleep(120)
+"#;
+
 #[test]
 fn a_pods_listener_is_an_accept_queue_of_its_own_and_goes_with_it() {
     let Some(busy) = pod("queue", true) else {
@@ -151,6 +165,7 @@ fn a_pods_listener_is_an_accept_queue_of_its_own_and_goes_with_it() {
         "--collector.disable-defaults",
         "--collector.netns",
         "--collector.queue",
+        "--collector.tcp_ports",
         "--collector.process.rescan-interval",
         "100ms",
         "--collector.cgroup.kubelet-url",
@@ -194,12 +209,42 @@ fn a_pods_listener_is_an_accept_queue_of_its_own_and_goes_with_it() {
             .any(|l| l.contains("queue=\"tcp_accept:127.0.0.1:8080\"") && !l.contains("netns=")),
         "{text}"
     );
-    // One socket of sojourn's in the pod's namespace, no more.
+    // The per-port view of the pod: a server in it that accepts and never
+    // reads, its client writing, so bytes stand in a receive queue.
+    let reader = common::Killed(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &busy.netns, "python3", "-c", UNREAD])
+            .spawn()
+            .expect("python3"),
+    );
+    let t = Instant::now();
+    let text = loop {
+        let text = scrape(&s);
+        let port = text.lines().find(|l| {
+            l.starts_with("sojourn_tcp_port_receive_queue_bytes{port=\"9000\"")
+                && l.contains(&format!("pod_uid=\"{}\"", busy.uid))
+                && l.contains("pod=\"web-7d9\"")
+        });
+        if port.is_some_and(|l| !l.ends_with(" 0")) {
+            break text;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the pod's port:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        text.contains("sojourn_scrape_collector_unsupported{collector=\"tcp_ports_netns\"} 0"),
+        "{text}"
+    );
+    // Two sockets of sojourn's in the pod's namespace (the sampler's and
+    // tcp_ports'), no more.
     let inside: HashSet<u64> = sockets_held()
         .intersection(&netlink_sockets_in(busy.child.id()))
         .copied()
         .collect();
-    assert_eq!(inside.len(), 1, "{inside:?}");
+    assert_eq!(inside.len(), 2, "{inside:?}");
 
     // `sojourn check` names the pod and its listener.
     let snaps = sojourn::check::sample(&s, Duration::from_secs(2), |_| {});
@@ -215,6 +260,7 @@ fn a_pods_listener_is_an_accept_queue_of_its_own_and_goes_with_it() {
     // Gone with its pod: no series, and its socket closed (the namespace
     // is let go).
     let uid = busy.uid.clone();
+    drop(reader);
     drop(busy);
     let t = Instant::now();
     loop {

@@ -443,8 +443,14 @@ fn tcp_ports(w: &Window, rows: &mut Rows) {
     let needed = w.snapshots().len().min(3);
     for s in w.last().all("sojourn_tcp_port_connections") {
         let port = s.label("port");
-        let want = [("port", port)];
-        let name = format!("tcp_port {port}");
+        let netns = s.label("netns");
+        let want = [("port", port), ("netns", netns)];
+        // A port in another namespace is its pod's.
+        let name = match netns {
+            "" => format!("tcp_port {port}"),
+            "other" => format!("tcp_port {port} (pods' ports past the cap)"),
+            _ => format!("tcp_port {port} of {}", namespace_owner(s)),
+        };
         for (gauge, largest, what, why) in [
             (
                 "sojourn_tcp_port_receive_queue_bytes",

@@ -183,7 +183,7 @@ pub const ALL: &[Entry] = &[
         name: "tcp_ports",
         default_enabled: true,
         help: "Per listening port: established connections, receive/send queue bytes, RTT histogram, retransmits (NETLINK_SOCK_DIAG)",
-        build: |_| Box::new(tcp_ports::TcpPortsCollector::new()),
+        build: |cfg| Box::new(tcp_ports::TcpPortsCollector::new(cfg)),
     },
     Entry {
         name: "cgroup",

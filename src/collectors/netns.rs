@@ -66,12 +66,17 @@ const COUNTERS: [(Desc, &str, &str); 11] = [
 #[derive(Debug, Clone)]
 pub struct Config {
     pub max_namespaces: usize,
+    /// Whether other namespaces are looked into at all: the netns
+    /// collector on. The queue sampler and tcp_ports then read their
+    /// sockets too.
+    pub enabled: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             max_namespaces: DEFAULT_MAX_NAMESPACES,
+            enabled: false,
         }
     }
 }

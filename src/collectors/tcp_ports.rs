@@ -21,6 +21,16 @@
 //! Cardinality: the `--collector.tcp_ports.max-ports` ports with the most
 //! queued bytes (then the most connections) get their own `port` label; the
 //! rest are summed under `port="other"`.
+//!
+//! Every other network namespace (each pod's, with the netns collector on)
+//! gets the same view through a sock_diag socket made in it
+//! ([`crate::netns::enter`]), its ports carrying the namespace's identity
+//! labels. The kernel's socket hash is one for all namespaces, so each
+//! namespace's dump walks all of it: a round over the namespaces runs
+//! under the same CPU budget as the host's dump, on a clock of its own,
+//! and the `--collector.tcp_ports.max-namespace-ports` (namespace, port)
+//! pairs with the most queued bytes keep their labels, the rest summed
+//! under `port="other"`, `netns="other"`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -28,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use super::{Collect, CollectError, Config};
 use crate::inet_diag::{Dumper, RemotePorts, Socket, TCP_ESTABLISHED, TCP_LISTEN};
+use crate::metrics::Label;
 
 /// CPUs this process may use, asked once: std reads the cgroup's CPU quota
 /// from files to answer, which a scrape need not repeat.
@@ -39,6 +50,9 @@ use crate::metrics::{Desc, Family, label};
 use crate::queue::codel::Histogram;
 
 pub const DEFAULT_MAX_PORTS: usize = 32;
+/// Most (namespace, port) pairs of other namespaces with labels of their
+/// own: 16 series each.
+pub const DEFAULT_MAX_NAMESPACE_PORTS: usize = 64;
 /// Share of one CPU the dumps may use, whatever the scrape rate: a dump of
 /// an idle host (0.2 ms) may then run every 40 ms, one of 100 000 sockets
 /// (30 ms) every 6 s, still fresh for a 15 s scrape interval.
@@ -299,7 +313,15 @@ const DUMP_CPU: Desc = Desc::gauge(
 )
 .seconds();
 
-pub fn emit(ports: &[(Option<u16>, PortStats)], listening: usize) -> Vec<Family> {
+/// One port of another namespace: the namespace's identity labels (none
+/// for the sum of the ports past the cap), the port (None: that sum).
+pub type NamespacePort = (Vec<Label>, Option<u16>, PortStats);
+
+pub fn emit(
+    ports: &[(Option<u16>, PortStats)],
+    listening: usize,
+    namespaced: &[NamespacePort],
+) -> Vec<Family> {
     let mut f: Vec<Family> = [
         CONNECTIONS,
         RECV_Q,
@@ -313,12 +335,17 @@ pub fn emit(ports: &[(Option<u16>, PortStats)], listening: usize) -> Vec<Family>
     .into_iter()
     .map(Family::new)
     .collect();
-    for (port, s) in ports {
+    let host = ports.iter().map(|(p, s)| (&[][..], p, s));
+    let others = namespaced.iter().map(|(id, p, s)| (&id[..], p, s));
+    for (id, port, s) in host.chain(others) {
         let l = || {
-            vec![label(
+            let mut l = Vec::with_capacity(1 + id.len());
+            l.push(label(
                 "port",
                 port.map_or_else(|| "other".to_string(), |p| p.to_string()),
-            )]
+            ));
+            l.extend_from_slice(id);
+            l
         };
         f[0].push(l(), s.connections);
         f[1].push(l(), s.recv_queue_bytes);
@@ -342,6 +369,125 @@ const PARALLEL_FROM: u64 = 20_000;
 
 pub struct TcpPortsCollector {
     state: std::sync::Mutex<Option<DumpState>>,
+    /// None unless other namespaces are looked into (the netns collector on).
+    namespaces: Option<std::sync::Mutex<Namespaces>>,
+}
+
+/// Other namespaces' sockets, each through a socket made in it, kept
+/// while a process lives there, and the last round over them.
+struct Namespaces {
+    scanned: Option<Instant>,
+    entered: std::collections::BTreeMap<u64, (crate::netns::Netns, Dumper)>,
+    /// The kernel refused setns: not tried again (capabilities do not grow).
+    refused: bool,
+    kubelet: Option<std::sync::Arc<crate::kubelet::Kubelet>>,
+    last: Option<NamespaceDump>,
+    dumps: u64,
+}
+
+struct NamespaceDump {
+    started: Instant,
+    ports: Vec<NamespacePort>,
+    cpu: Duration,
+}
+
+/// One namespace's listeners and their established connections, all ports.
+fn dump_namespace(dumper: &mut Dumper) -> Result<Vec<(Option<u16>, PortStats)>, CollectError> {
+    let mut listeners = Listeners::default();
+    dumper.dump_all(1 << TCP_LISTEN, false, |s| listeners.add(&s))?;
+    let ports = listeners.ports();
+    let mut agg = Aggregator::new(&listeners);
+    dumper.dump_all_for_ports(1 << TCP_ESTABLISHED, true, &ports, RemotePorts::All, |s| {
+        agg.add(&s)
+    })?;
+    Ok(agg.finish(usize::MAX))
+}
+
+/// The `max` (namespace, port) pairs with the most queued bytes, then
+/// connections, and the rest summed with the `netns` label "other" (the
+/// other identity labels empty).
+pub fn rank_namespace_ports(mut all: Vec<NamespacePort>, max: usize) -> Vec<NamespacePort> {
+    all.sort_by(|(_, pa, a), (_, pb, b)| {
+        b.queued()
+            .cmp(&a.queued())
+            .then(b.connections.cmp(&a.connections))
+            .then(pa.cmp(pb))
+    });
+    let rest = all.split_off(max.min(all.len()));
+    if let Some((id, ..)) = rest.first() {
+        let id: Vec<Label> = id
+            .iter()
+            .map(|l| {
+                let v = if l.0 == "netns" { "other" } else { "" };
+                label(l.0, v)
+            })
+            .collect();
+        let mut sum = PortStats::default();
+        rest.iter().for_each(|(_, _, s)| sum.merge(s));
+        all.push((id, None, sum));
+    }
+    all
+}
+
+impl Namespaces {
+    /// Enters namespaces new since the last walk, lets go of those with no
+    /// process left, and renames those whose names changed.
+    fn rescan(&mut self, cfg: &Config) {
+        let Some(own) = crate::netns::own_namespace(&cfg.roots.procfs) else {
+            return;
+        };
+        let found = crate::netns::discover(&cfg.roots.procfs, own, cfg.netns.max_namespaces).found;
+        let live: HashSet<u64> = found.iter().map(|n| n.inode).collect();
+        self.entered.retain(|inode, _| live.contains(inode));
+        for ns in found {
+            if let Some((known, _)) = self.entered.get_mut(&ns.inode) {
+                *known = ns;
+                continue;
+            }
+            if self.refused {
+                continue;
+            }
+            match crate::netns::enter(&cfg.roots.procfs, &ns, Dumper::new) {
+                Ok(dumper) => {
+                    self.entered.insert(ns.inode, (ns, dumper));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    tracing::warn!(
+                        error = %e,
+                        "tcp_ports: cannot enter other network namespaces (needs CAP_SYS_ADMIN); pods' ports are not reported, the host's are"
+                    );
+                    self.refused = true;
+                }
+                Err(e) => {
+                    tracing::debug!(netns = ns.inode, error = %e, "tcp_ports: namespace not entered")
+                }
+            }
+        }
+    }
+
+    /// A round over every entered namespace.
+    fn dump(&mut self, max: usize) -> NamespaceDump {
+        let started = Instant::now();
+        let cpu_before = super::thread_cpu_time();
+        let names = self.kubelet.as_ref().map(|k| k.directory().0);
+        let mut all = Vec::new();
+        // A namespace whose dump fails is gone (or going): let go of it;
+        // the next walk enters it again if it lives.
+        self.entered
+            .retain(|_, (ns, dumper)| match dump_namespace(dumper) {
+                Ok(ports) => {
+                    let id = super::netns::identity(ns, names.as_deref());
+                    all.extend(ports.into_iter().map(|(p, s)| (id.clone(), p, s)));
+                    true
+                }
+                Err(_) => false,
+            });
+        NamespaceDump {
+            started,
+            ports: rank_namespace_ports(all, max),
+            cpu: super::thread_cpu_time().saturating_sub(cpu_before),
+        }
+    }
 }
 
 struct DumpState {
@@ -371,18 +517,76 @@ pub fn dump_due(started: Instant, cpu: Duration, budget: f64, now: Instant) -> b
 }
 
 impl TcpPortsCollector {
-    pub fn new() -> Self {
+    pub fn new(cfg: &Config) -> Self {
         TcpPortsCollector {
             state: std::sync::Mutex::new(None),
+            namespaces: cfg.netns.enabled.then(|| {
+                std::sync::Mutex::new(Namespaces {
+                    scanned: None,
+                    entered: Default::default(),
+                    refused: false,
+                    kubelet: super::netns::kubelet(cfg),
+                    last: None,
+                    dumps: 0,
+                })
+            }),
         }
+    }
+
+    /// Other namespaces' ports, from the last round, a new one when the
+    /// budget allows, with the rounds' own metrics; None when they are not
+    /// looked into.
+    fn namespaced(&self, cfg: &Config) -> Option<(Vec<NamespacePort>, Vec<Family>)> {
+        let mut ns = self.namespaces.as_ref()?.lock().ok()?;
+        let now = Instant::now();
+        if ns
+            .scanned
+            .is_none_or(|t| now.duration_since(t) >= cfg.process.rescan_interval)
+        {
+            ns.rescan(cfg);
+            ns.scanned = Some(now);
+        }
+        let due = ns
+            .last
+            .as_ref()
+            .is_none_or(|d| dump_due(d.started, d.cpu, cfg.tcp_ports.cpu_budget, now));
+        if due {
+            let dump = ns.dump(cfg.tcp_ports.max_namespace_ports);
+            ns.last = Some(dump);
+            ns.dumps += 1;
+        }
+        let last = ns.last.as_ref()?;
+        let families = vec![
+            Family::single(NAMESPACE_DUMPS, ns.dumps),
+            Family::single(NAMESPACE_DUMP_AGE, last.started.elapsed().as_secs_f64()),
+            Family::single(NAMESPACE_DUMP_CPU, last.cpu.as_secs_f64()),
+            Family::single(NAMESPACES_ENTERED, ns.entered.len() as u64),
+        ];
+        Some((last.ports.clone(), families))
     }
 }
 
-impl Default for TcpPortsCollector {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+const NAMESPACE_DUMPS: Desc = Desc::counter(
+    "tcp_port_namespace_dumps",
+    "Rounds of inet_diag dumps over the other network namespaces (pods') for their tcp_port series; scrapes between rounds serve the last (collector cost).",
+);
+const NAMESPACE_DUMP_AGE: Desc = Desc::gauge(
+    "tcp_port_namespace_dump_age",
+    "Age of the round over other network namespaces the namespaced tcp_port series come from: a round runs no sooner than its CPU cost divided by --collector.tcp_ports.cpu-budget after the last (collector cost).",
+)
+.seconds();
+const NAMESPACE_DUMP_CPU: Desc = Desc::gauge(
+    "tcp_port_namespace_dump_cpu",
+    "CPU time the last round over other network namespaces took: each namespace's dump walks the kernel's whole socket hash (collector cost).",
+)
+.seconds();
+const NAMESPACES_ENTERED: Desc = Desc::gauge(
+    "tcp_port_namespaces",
+    "Other network namespaces whose sockets tcp_ports reads, each through a socket made in it (collector cost: one file descriptor each).",
+);
+
+/// The part of tcp_ports that reads other network namespaces' sockets.
+pub const NAMESPACES_PART: &str = "tcp_ports_netns";
 
 impl DumpState {
     /// Dumps the listeners, then their established connections, and
@@ -462,6 +666,14 @@ impl DumpState {
 }
 
 impl Collect for TcpPortsCollector {
+    fn parts(&self) -> Vec<(&'static str, bool)> {
+        self.namespaces
+            .as_ref()
+            .and_then(|n| n.lock().ok())
+            .map(|n| vec![(NAMESPACES_PART, n.refused)])
+            .unwrap_or_default()
+    }
+
     fn collect(&self, cfg: &Config) -> Result<Vec<Family>, CollectError> {
         // Concurrent scrapes take turns on the netlink sockets and the last dump.
         let mut guard = self
@@ -497,7 +709,9 @@ impl Collect for TcpPortsCollector {
         let Some(last) = &state.last else {
             return Err(CollectError::Io("no dump".into()));
         };
-        let mut f = emit(&last.ports, last.listening);
+        let (ns_ports, ns_families) = self.namespaced(cfg).unwrap_or_default();
+        let mut f = emit(&last.ports, last.listening, &ns_ports);
+        f.extend(ns_families);
         f.push(Family::single(DUMPS, state.dumps));
         f.push(Family::single(
             DUMP_AGE,
@@ -511,6 +725,8 @@ impl Collect for TcpPortsCollector {
 #[derive(Debug, Clone)]
 pub struct TcpPortsConfig {
     pub max_ports: usize,
+    /// Most (namespace, port) pairs of other namespaces labelled.
+    pub max_namespace_ports: usize,
     /// Share of one CPU the dumps may take (`--collector.tcp_ports.cpu-budget`).
     pub cpu_budget: f64,
 }
@@ -519,6 +735,7 @@ impl Default for TcpPortsConfig {
     fn default() -> Self {
         TcpPortsConfig {
             max_ports: DEFAULT_MAX_PORTS,
+            max_namespace_ports: DEFAULT_MAX_NAMESPACE_PORTS,
             cpu_budget: DEFAULT_CPU_BUDGET,
         }
     }
@@ -660,7 +877,7 @@ mod tests {
         let mut cfg = crate::cli::parse(["sojourn"]).unwrap().collect;
         // A whole CPU's budget: every collect dumps.
         cfg.tcp_ports.cpu_budget = 1.0;
-        let c = TcpPortsCollector::new();
+        let c = TcpPortsCollector::new(&cfg);
         let connections = || {
             let text =
                 crate::metrics::encode(c.collect(&cfg).unwrap(), crate::metrics::Format::Text);
@@ -682,9 +899,51 @@ mod tests {
     }
 
     #[test]
+    fn namespaces_ports_past_the_cap_are_one_sum() {
+        let id = |n: &str| {
+            vec![
+                label("netns", n.to_string()),
+                label("pod_uid", format!("uid{n}")),
+            ]
+        };
+        let stats = |queued: u32, conns: usize| {
+            let sockets: Vec<Socket> = (0..conns).map(|_| conn(80, queued, 0, 100)).collect();
+            aggregate(&sockets, &listeners(&[("0.0.0.0", 80)]), 1)
+                .remove(0)
+                .1
+        };
+        let all = vec![
+            (id("1"), Some(80), stats(0, 1)),
+            (id("2"), Some(80), stats(5000, 1)),
+            (id("3"), Some(8080), stats(0, 3)),
+        ];
+        let ranked = rank_namespace_ports(all, 2);
+        assert_eq!(ranked.len(), 3);
+        // Most queued bytes first, then most connections; the rest summed.
+        assert_eq!(ranked[0].0, id("2"));
+        assert_eq!(ranked[1].0, id("3"));
+        assert_eq!(
+            ranked[2].0,
+            vec![label("netns", "other"), label("pod_uid", "")]
+        );
+        assert_eq!((ranked[2].1, ranked[2].2.connections), (None, 1));
+        let text = crate::metrics::encode(emit(&[], 0, &ranked), crate::metrics::Format::Text);
+        assert!(
+            text.contains(
+                "sojourn_tcp_port_connections{port=\"8080\",netns=\"3\",pod_uid=\"uid3\"} 3"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            "sojourn_tcp_port_connections{port=\"other\",netns=\"other\",pod_uid=\"\"} 1"
+        ));
+        assert_eq!(rank_namespace_ports(Vec::new(), 2).len(), 0);
+    }
+
+    #[test]
     fn emits_other_and_rtt_histogram() {
         let ports = aggregate(&[conn(80, 1, 2, 250)], &listeners(&[("0.0.0.0", 80)]), 0);
-        let text = crate::metrics::encode(emit(&ports, 1), crate::metrics::Format::Text);
+        let text = crate::metrics::encode(emit(&ports, 1, &[]), crate::metrics::Format::Text);
         assert!(
             text.contains("sojourn_tcp_port_connections{port=\"other\"} 1"),
             "{text}"

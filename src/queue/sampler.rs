@@ -351,7 +351,7 @@ struct Namespaces {
 
 impl Namespaces {
     fn new(cfg: &crate::collectors::Config) -> Option<Self> {
-        if !cfg.queue.namespaces {
+        if !cfg.netns.enabled {
             return None;
         }
         let own = crate::netns::own_namespace(&cfg.roots.procfs)?;
