@@ -13,6 +13,16 @@ use common::pod;
 
 use sojourn::metrics::{self, Format};
 
+/// The tests here make namespaces and count this process's sockets: one
+/// at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn scraper() -> sojourn::scrape::Scraper {
     let s = sojourn::cli::parse([
         "sojourn",
@@ -41,6 +51,7 @@ fn overflows(text: &str, uid: &str) -> Option<f64> {
 
 #[test]
 fn each_pods_tcp_counters_are_its_own_and_go_with_it() {
+    let _serial = serial();
     let (Some(busy), Some(idle)) = (pod("busy", true), pod("idle", false)) else {
         common::skip_unless_required(
             "SOJOURN_REQUIRE_NAMESPACES",
@@ -144,6 +155,7 @@ time.sleep(120)
 
 #[test]
 fn a_pods_listener_is_an_accept_queue_of_its_own_and_goes_with_it() {
+    let _serial = serial();
     let Some(busy) = pod("queue", true) else {
         common::skip_unless_required(
             "SOJOURN_REQUIRE_NAMESPACES",
@@ -278,6 +290,7 @@ fn a_pods_listener_is_an_accept_queue_of_its_own_and_goes_with_it() {
 
 #[test]
 fn without_leave_to_enter_namespaces_the_host_view_stays_and_says_so() {
+    let _serial = serial();
     let Some(busy) = pod("refused", true) else {
         common::skip_unless_required(
             "SOJOURN_REQUIRE_NAMESPACES",
@@ -314,4 +327,101 @@ fn without_leave_to_enter_namespaces_the_host_view_stays_and_says_so() {
         !text.contains("queue=\"tcp_accept:127.0.0.1:8080\",netns="),
         "no queue of the pod without its socket:\n{text}"
     );
+}
+
+#[test]
+fn short_lived_namespaces_leave_no_socket_and_no_series() {
+    let _serial = serial();
+    if !std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .status()
+        .is_ok_and(|s| s.success())
+        || sojourn::netns::own_namespace(std::path::Path::new("/proc")).is_none()
+    {
+        common::skip_unless_required("SOJOURN_REQUIRE_NAMESPACES", "ip netns needs root");
+        return;
+    }
+    let settings = sojourn::cli::parse([
+        "sojourn",
+        "--collector.disable-defaults",
+        "--collector.netns",
+        "--collector.queue",
+        "--collector.tcp_ports",
+        "--collector.process.rescan-interval",
+        "50ms",
+    ])
+    .expect("flags");
+    let s = sojourn::scrape::Scraper::new(settings.collect, &settings.collectors);
+    // Namespaces the host had before (its own workloads), left alone.
+    let namespaces_in = |text: &str| -> HashSet<String> {
+        text.split("netns=\"")
+            .skip(1)
+            .filter_map(|r| r.split('"').next().map(String::from))
+            .collect()
+    };
+    let before = namespaces_in(&scrape(&s));
+    let baseline = sockets_held();
+    let pid = std::process::id();
+    let mut entered = 0;
+    // Four waves of ten namespaces, each living about half a second with
+    // one process in it, scraped while they live.
+    for wave in 0..4 {
+        let names: Vec<String> = (0..10)
+            .map(|i| format!("sojourn-short-{pid}-{wave}-{i}"))
+            .collect();
+        let mut sleepers = Vec::new();
+        for n in &names {
+            let made = std::process::Command::new("ip")
+                .args(["netns", "add", n])
+                .status();
+            assert!(made.is_ok_and(|s| s.success()), "ip netns add {n}");
+            sleepers.push(common::Killed(
+                std::process::Command::new("ip")
+                    .args(["netns", "exec", n, "sleep", "30"])
+                    .spawn()
+                    .expect("sleep"),
+            ));
+        }
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(500) {
+            let text = scrape(&s);
+            entered = entered.max(
+                text.lines()
+                    .find_map(|l| l.strip_prefix("sojourn_tcp_port_namespaces "))
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(0),
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        drop(sleepers);
+        for n in &names {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", n])
+                .status();
+        }
+    }
+    assert!(
+        entered >= 10,
+        "the namespaces were entered ({entered} at most)"
+    );
+    // Gone: every socket made in them closed, no series of theirs left.
+    let t = Instant::now();
+    loop {
+        let text = scrape(&s);
+        let held = sockets_held();
+        if held.len() == baseline.len() && namespaces_in(&text).is_subset(&before) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "{} sockets held, {} at the start; series:\n{}",
+            held.len(),
+            baseline.len(),
+            text.lines()
+                .filter(|l| l.contains("netns="))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -1,6 +1,6 @@
-//! TCP, UDP and interface counters of every network namespace on the host
+//! TCP, UDP, socket and interface counters of every network namespace on the host
 //! other than sojourn's own: on a Kubernetes node, each pod's. Read from
-//! `/proc/PID/net/{snmp,netstat,dev}` of a process in the namespace, the
+//! `/proc/PID/net/{snmp,netstat,sockstat,dev}` of a process in the namespace, the
 //! namespaces found by a walk of /proc every
 //! `--collector.process.rescan-interval` (see [`crate::netns`]). A pod's
 //! namespace carries its `pod_uid` and `qos_class` (from the kubelet's
@@ -11,14 +11,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::netstat::{Counters, lookup, parse_snmp_pairs};
+use super::netstat::{Counters, lookup, parse_snmp_pairs, sockstat_pairs};
 use super::network::parse_net_dev;
 use super::{Collect, CollectError, Config as CollectConfig};
 use crate::metrics::{Desc, Family, Label, label};
 use crate::netns::{Netns, discover, namespace_of, own_namespace};
 use crate::roots::Dir;
 
-/// Namespaces tracked at most (about 20 series each, 8 more per
+/// Namespaces tracked at most (14 series each, 8 more per
 /// interface); the rest are counted in `sojourn_netns_omitted`.
 pub const DEFAULT_MAX_NAMESPACES: usize = 256;
 
@@ -37,6 +37,9 @@ crate::descs! {
     ESTABLISHED = gauge("netns_tcp_established", "Utilization: TCP connections established or in CLOSE-WAIT (Tcp CurrEstab).");
     UDP_RCVBUF = counter("netns_udp_receive_buffer_errors", "Saturation: UDP datagrams dropped because a socket's receive buffer was full (Udp RcvbufErrors).");
     UDP_IN_ERRS = counter("netns_udp_receive_errors", "Errors: UDP datagrams received in error (Udp InErrors).");
+    SOCK_TCP_INUSE = gauge("netns_sockstat_tcp_inuse", "Utilization: TCP over IPv4 sockets in use in this namespace, listening ones included (/proc/PID/net/sockstat TCP inuse).");
+    SOCK_TCP_TW = gauge("netns_sockstat_tcp_tw", "TCP sockets of this namespace in TIME_WAIT, both families (/proc/PID/net/sockstat TCP tw).");
+    SOCK_UDP_INUSE = gauge("netns_sockstat_udp_inuse", "Utilization: UDP over IPv4 sockets in use in this namespace (/proc/PID/net/sockstat UDP inuse).");
     RX_BYTES = counter("netns_network_receive", "Utilization: bytes received by the interface (/proc/PID/net/dev).") .bytes();
     TX_BYTES = counter("netns_network_transmit", "Utilization: bytes sent by the interface (/proc/PID/net/dev).") .bytes();
     RX_PACKETS = counter("netns_network_receive_packets", "Utilization: packets received by the interface (/proc/PID/net/dev).");
@@ -48,8 +51,11 @@ crate::descs! {
     OMITTED = gauge("netns_omitted", "Network namespaces left out because --collector.netns.max-namespaces was reached (/proc/PID/ns/net).");
 }
 
-/// The TCP and UDP counters kept per namespace: (desc, proto, name).
-const COUNTERS: [(Desc, &str, &str); 11] = [
+/// The TCP and UDP counters kept per namespace: (desc, proto, name);
+/// `Tcp`/`Udp` are snmp's, `TcpExt` netstat's, `TCP`/`UDP` sockstat's
+/// (only its per-namespace fields: orphans, allocations and memory are the
+/// whole host's there).
+const COUNTERS: [(Desc, &str, &str); 14] = [
     (LISTEN_OVERFLOWS, "TcpExt", "ListenOverflows"),
     (LISTEN_DROPS, "TcpExt", "ListenDrops"),
     (RETRANS, "Tcp", "RetransSegs"),
@@ -61,6 +67,9 @@ const COUNTERS: [(Desc, &str, &str); 11] = [
     (ESTABLISHED, "Tcp", "CurrEstab"),
     (UDP_RCVBUF, "Udp", "RcvbufErrors"),
     (UDP_IN_ERRS, "Udp", "InErrors"),
+    (SOCK_TCP_INUSE, "TCP", "inuse"),
+    (SOCK_TCP_TW, "TCP", "tw"),
+    (SOCK_UDP_INUSE, "UDP", "inuse"),
 ];
 
 #[derive(Debug, Clone)]
@@ -89,11 +98,20 @@ pub struct Reading {
     pub devices: Vec<(String, [u64; 8])>,
 }
 
-/// Parses a namespace's snmp, netstat and dev files.
-pub fn parse(snmp: &str, netstat: &str, dev: &str) -> Result<Reading, super::ParseError> {
+/// Parses a namespace's snmp, netstat, dev and (where it was read)
+/// sockstat files.
+pub fn parse(
+    snmp: &str,
+    netstat: &str,
+    dev: &str,
+    sockstat: Option<&str>,
+) -> Result<Reading, super::ParseError> {
     let mut c = Counters::with_capacity(256);
     parse_snmp_pairs(snmp, &mut c)?;
     parse_snmp_pairs(netstat, &mut c)?;
+    if let Some(text) = sockstat {
+        sockstat_pairs(text, &mut c)?;
+    }
     let counters = COUNTERS
         .iter()
         .enumerate()
@@ -249,7 +267,12 @@ fn read_namespace(cfg: &CollectConfig, ns: &Netns) -> Option<Result<Reading, Col
     let path = cfg.roots.procfs.join(ns.pid.to_string()).join("net");
     // One path walk for the three files.
     let files = match Dir::open(&path) {
-        Ok(Some(dir)) => (dir.read("snmp"), dir.read("netstat"), dir.read("dev")),
+        Ok(Some(dir)) => (
+            dir.read("snmp"),
+            dir.read("netstat"),
+            dir.read("dev"),
+            dir.read("sockstat"),
+        ),
         Ok(None) => return None,
         Err(e) => return Some(Err(e)),
     };
@@ -257,7 +280,8 @@ fn read_namespace(cfg: &CollectConfig, ns: &Netns) -> Option<Result<Reading, Col
     if namespace_of(&cfg.roots.procfs, ns.pid) != Some(ns.inode) {
         return None;
     }
-    let (snmp, netstat, dev) = match files {
+    let (snmp, netstat, dev, sockstat) = files;
+    let (snmp, netstat, dev) = match (snmp, netstat, dev) {
         (Ok(Some(a)), Ok(Some(b)), Ok(Some(c))) => (a, b, c),
         // The process exited between the reads.
         (Ok(None), ..) | (_, Ok(None), _) | (.., Ok(None)) => return None,
@@ -266,7 +290,12 @@ fn read_namespace(cfg: &CollectConfig, ns: &Netns) -> Option<Result<Reading, Col
         | (.., Err(CollectError::Missing(_))) => return None,
         (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => return Some(Err(e)),
     };
-    Some(parse(&snmp, &netstat, &dev).map_err(|e| CollectError::parse(&path, e)))
+    // sockstat is optional: its gauges are absent without it.
+    let sockstat = sockstat.ok().flatten();
+    Some(
+        parse(&snmp, &netstat, &dev, sockstat.as_deref())
+            .map_err(|e| CollectError::parse(&path, e)),
+    )
 }
 
 impl Collect for NetnsCollector {
@@ -312,6 +341,7 @@ mod tests {
             include_str!("../../tests/fixtures/proc/net/snmp"),
             include_str!("../../tests/fixtures/proc/net/netstat"),
             include_str!("../../tests/fixtures/proc/net/dev"),
+            Some(include_str!("../../tests/fixtures/proc/net/sockstat")),
         )
         .unwrap();
         assert_eq!(r.counters.len(), COUNTERS.len());

@@ -92,7 +92,17 @@ pub fn parse_snmp6<'a>(text: &'a str, into: &mut Counters<'a>) -> Result<(), Par
 
 /// Protocol lines of sockstat: `TCP: inuse 4 orphan 0 tw 4 alloc 17 mem 1`.
 pub fn parse_sockstat(text: &str) -> Result<Vec<(String, String, u64)>, ParseError> {
-    let mut out = Vec::new();
+    let mut pairs = Counters::new();
+    sockstat_pairs(text, &mut pairs)?;
+    Ok(pairs
+        .into_iter()
+        .map(|(p, f, v)| (p.to_string(), f.to_string(), v.max(0) as u64))
+        .collect())
+}
+
+/// [`parse_sockstat`] into borrowed counters, as `("TCP", "tw", 4)`.
+pub fn sockstat_pairs<'a>(text: &'a str, into: &mut Counters<'a>) -> Result<(), ParseError> {
+    let before = into.len();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let (proto, rest) = line
             .split_once(':')
@@ -103,13 +113,13 @@ pub fn parse_sockstat(text: &str) -> Result<Vec<(String, String, u64)>, ParseErr
         }
         for kv in f.chunks(2) {
             let v = super::parse_u64(kv[0], kv[1])?;
-            out.push((proto.to_string(), kv[0].to_string(), v));
+            into.push((proto, kv[0], i64::try_from(v).unwrap_or(i64::MAX)));
         }
     }
-    if out.is_empty() {
+    if into.len() == before {
         return Err(ParseError::new("empty file"));
     }
-    Ok(out)
+    Ok(())
 }
 
 static NETSTAT_NAMES: Memo = Memo::new();

@@ -227,7 +227,8 @@ impl<'a> Aggregator<'a> {
                 .then(b.connections.cmp(&a.connections))
                 .then(pa.cmp(pb))
         });
-        let mut out: Vec<(Option<u16>, PortStats)> = Vec::with_capacity(max_ports + 1);
+        let mut out: Vec<(Option<u16>, PortStats)> =
+            Vec::with_capacity(max_ports.min(ranked.len()).saturating_add(1));
         let mut other: Option<PortStats> = None;
         for (i, (port, stats)) in ranked.into_iter().enumerate() {
             if i < max_ports {
@@ -938,6 +939,13 @@ mod tests {
             "sojourn_tcp_port_connections{port=\"other\",netns=\"other\",pod_uid=\"\"} 1"
         ));
         assert_eq!(rank_namespace_ports(Vec::new(), 2).len(), 0);
+        // A namespace's ports are all kept before the ranking: no bound.
+        let all = aggregate(
+            &[conn(80, 0, 0, 1)],
+            &listeners(&[("0.0.0.0", 80)]),
+            usize::MAX,
+        );
+        assert_eq!(all.len(), 1);
     }
 
     #[test]

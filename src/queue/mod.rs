@@ -210,7 +210,8 @@ impl QueueSet {
         };
         if tracked >= cap {
             // Bounded like the tracked set: queues beyond the cap are only counted.
-            if self.omitted.len() < self.config.max_queues + self.config.max_namespace_queues {
+            let bound = (self.config.max_queues).saturating_add(self.config.max_namespace_queues);
+            if self.omitted.len() < bound {
                 self.omitted.insert(id);
             }
             return;
