@@ -25,8 +25,8 @@ socket per namespace.
 
 Last it runs the tcp_ports collector with the netns collector for
 --sampler-seconds, scraping every second, and reports what a round of
-dumps over every namespace costs and how old the served round gets under
-the CPU budget. Everything it made is removed at the end, also on Ctrl-C.
+dumps over every namespace costs, how old the served round gets under
+the CPU budget, and the slowest scrape. Everything it made is removed at the end, also on Ctrl-C.
 """
 import argparse, http.client, os, re, signal, subprocess, sys, time
 
@@ -107,9 +107,11 @@ def tcp_ports(namespaces, seconds, port):
                 break
             except OSError:
                 time.sleep(0.1)
-        c0, t0, ages = proc_cpu(p.pid), time.monotonic(), []
+        c0, t0, ages, took = proc_cpu(p.pid), time.monotonic(), [], []
         while time.monotonic() - t0 < seconds:
+            t = time.perf_counter()
             body = metrics(port)
+            took.append(time.perf_counter() - t)
             ages.append(value(body, "sojourn_tcp_port_namespace_dump_age_seconds") or 0.0)
             time.sleep(1)
         share = (proc_cpu(p.pid) - c0) / (time.monotonic() - t0)
@@ -118,6 +120,7 @@ def tcp_ports(namespaces, seconds, port):
             "rounds": value(body, "sojourn_tcp_port_namespace_dumps_total"),
             "entered": value(body, "sojourn_tcp_port_namespaces"),
             "max_age": max(ages),
+            "scrape_max": max(took),
             "share": share,
             "fds": len(os.listdir(f"/proc/{p.pid}/fd")),
         }
@@ -195,7 +198,8 @@ def main():
         t = tcp_ports(a.namespaces, a.sampler_seconds, PORT + 3)
         print(f"tcp_ports over {t['entered']:.0f} namespaces: a round {t['round_cpu'] * 1000:.1f} ms CPU, "
               f"{t['rounds']:.0f} rounds in {a.sampler_seconds:.0f} s, served round at most {t['max_age']:.1f} s old; "
-              f"whole process {t['share'] * 100:.2f} % of a core (scraped every second), {t['fds']} fds")
+              f"whole process {t['share'] * 100:.2f} % of a core (scraped every second), {t['fds']} fds; "
+              f"slowest scrape {t['scrape_max'] * 1000:.1f} ms (rounds run beside scrapes, not in them)")
     finally:
         if sojourn:
             sojourn.terminate()

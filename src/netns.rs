@@ -105,6 +105,18 @@ pub fn enter<T: Send + 'static>(
         .unwrap_or_else(|_| Err(Error::other("the namespace thread panicked")))
 }
 
+/// Says once per process, whichever reader met it first, that the kernel
+/// refused entering other namespaces: one cause, one log line.
+pub fn warn_refused(e: &std::io::Error) {
+    static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            error = %e,
+            "cannot enter other network namespaces (needs CAP_SYS_ADMIN, and CAP_SYS_PTRACE for other users' processes): pods' listeners and ports are not read, the host's are"
+        );
+    }
+}
+
 /// What one walk of /proc found.
 #[derive(Debug, Default)]
 pub struct Discovery {

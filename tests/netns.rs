@@ -313,6 +313,14 @@ fn without_leave_to_enter_namespaces_the_host_view_stays_and_says_so() {
         text.contains("sojourn_scrape_collector_success{collector=\"queue\"} 1"),
         "{text}"
     );
+    // tcp_ports (on by default) says the same of its part.
+    let text = common::scrape_until(exporter.addr, Duration::from_secs(5), |t| {
+        t.contains("sojourn_scrape_collector_unsupported{collector=\"tcp_ports_netns\"} 1")
+    });
+    assert!(
+        text.contains("sojourn_scrape_collector_success{collector=\"tcp_ports\"} 1"),
+        "{text}"
+    );
     // The pod's counters are read through /proc, which needs no setns.
     let t = Instant::now();
     let text = loop {

@@ -371,19 +371,79 @@ const PARALLEL_FROM: u64 = 20_000;
 pub struct TcpPortsCollector {
     state: std::sync::Mutex<Option<DumpState>>,
     /// None unless other namespaces are looked into (the netns collector on).
-    namespaces: Option<std::sync::Mutex<Namespaces>>,
+    rounds: Option<RoundWorker>,
 }
 
 /// Other namespaces' sockets, each through a socket made in it, kept
-/// while a process lives there, and the last round over them.
+/// while a process lives there. Owned by the round worker's thread.
 struct Namespaces {
     scanned: Option<Instant>,
     entered: std::collections::BTreeMap<u64, (crate::netns::Netns, Dumper)>,
     /// The kernel refused setns: not tried again (capabilities do not grow).
     refused: bool,
     kubelet: Option<std::sync::Arc<crate::kubelet::Kubelet>>,
-    last: Option<NamespaceDump>,
+}
+
+/// Rounds over other namespaces run on a thread of their own, asked for by
+/// scrapes when the budget allows: a round over hundreds of pods takes a
+/// quarter of a second, which no scrape waits for; scrapes serve the last.
+struct RoundWorker {
+    shared: std::sync::Arc<RoundShared>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct RoundShared {
+    state: std::sync::Mutex<RoundState>,
+    wake: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct RoundState {
+    last: Option<std::sync::Arc<NamespaceDump>>,
     dumps: u64,
+    entered: usize,
+    refused: bool,
+    /// A round was asked for and has not started.
+    requested: bool,
+    running: bool,
+    stop: bool,
+}
+
+impl RoundWorker {
+    /// Starts the thread; its first round runs at once.
+    fn start(cfg: &Config) -> std::io::Result<Self> {
+        let shared = std::sync::Arc::new(RoundShared::default());
+        if let Ok(mut s) = shared.state.lock() {
+            s.requested = true;
+        }
+        let mut namespaces = Namespaces {
+            scanned: None,
+            entered: Default::default(),
+            refused: false,
+            kubelet: super::netns::kubelet(cfg),
+        };
+        let (cfg, thread_shared) = (cfg.clone(), shared.clone());
+        let handle = std::thread::Builder::new()
+            .name("tcp-ports-netns".into())
+            .spawn(move || namespaces.serve(&cfg, &thread_shared))?;
+        Ok(RoundWorker {
+            shared,
+            handle: Some(handle),
+        })
+    }
+}
+
+impl Drop for RoundWorker {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.shared.state.lock() {
+            s.stop = true;
+        }
+        self.shared.wake.notify_all();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 struct NamespaceDump {
@@ -431,6 +491,45 @@ pub fn rank_namespace_ports(mut all: Vec<NamespacePort>, max: usize) -> Vec<Name
 }
 
 impl Namespaces {
+    /// The worker's loop: a round each time one is asked for.
+    fn serve(&mut self, cfg: &Config, shared: &RoundShared) {
+        loop {
+            {
+                let Ok(mut s) = shared.state.lock() else {
+                    return;
+                };
+                while !s.requested && !s.stop {
+                    s = match shared.wake.wait(s) {
+                        Ok(s) => s,
+                        Err(_) => return,
+                    };
+                }
+                if s.stop {
+                    return;
+                }
+                s.requested = false;
+                s.running = true;
+            }
+            let now = Instant::now();
+            if self
+                .scanned
+                .is_none_or(|t| now.duration_since(t) >= cfg.process.rescan_interval)
+            {
+                self.rescan(cfg);
+                self.scanned = Some(now);
+            }
+            let dump = self.dump(cfg.tcp_ports.max_namespace_ports);
+            let Ok(mut s) = shared.state.lock() else {
+                return;
+            };
+            s.last = Some(std::sync::Arc::new(dump));
+            s.dumps += 1;
+            s.entered = self.entered.len();
+            s.refused = self.refused;
+            s.running = false;
+        }
+    }
+
     /// Enters namespaces new since the last walk, lets go of those with no
     /// process left, and renames those whose names changed.
     fn rescan(&mut self, cfg: &Config) {
@@ -453,10 +552,7 @@ impl Namespaces {
                     self.entered.insert(ns.inode, (ns, dumper));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                    tracing::warn!(
-                        error = %e,
-                        "tcp_ports: cannot enter other network namespaces (needs CAP_SYS_ADMIN); pods' ports are not reported, the host's are"
-                    );
+                    crate::netns::warn_refused(&e);
                     self.refused = true;
                 }
                 Err(e) => {
@@ -519,51 +615,42 @@ pub fn dump_due(started: Instant, cpu: Duration, budget: f64, now: Instant) -> b
 
 impl TcpPortsCollector {
     pub fn new(cfg: &Config) -> Self {
+        let rounds = cfg
+            .netns
+            .enabled
+            .then(|| RoundWorker::start(cfg))
+            .and_then(|w| {
+                w.map_err(|e| tracing::error!("tcp_ports: pods' ports not reported: {e}"))
+                    .ok()
+            });
         TcpPortsCollector {
             state: std::sync::Mutex::new(None),
-            namespaces: cfg.netns.enabled.then(|| {
-                std::sync::Mutex::new(Namespaces {
-                    scanned: None,
-                    entered: Default::default(),
-                    refused: false,
-                    kubelet: super::netns::kubelet(cfg),
-                    last: None,
-                    dumps: 0,
-                })
-            }),
+            rounds,
         }
     }
 
-    /// Other namespaces' ports, from the last round, a new one when the
-    /// budget allows, with the rounds' own metrics; None when they are not
-    /// looked into.
-    fn namespaced(&self, cfg: &Config) -> Option<(Vec<NamespacePort>, Vec<Family>)> {
-        let mut ns = self.namespaces.as_ref()?.lock().ok()?;
-        let now = Instant::now();
-        if ns
-            .scanned
-            .is_none_or(|t| now.duration_since(t) >= cfg.process.rescan_interval)
-        {
-            ns.rescan(cfg);
-            ns.scanned = Some(now);
-        }
-        let due = ns
+    /// Other namespaces' ports from the last round, with the rounds' own
+    /// metrics, asking the worker for a new round when the budget allows;
+    /// None when they are not looked into.
+    fn namespaced(&self, cfg: &Config) -> Option<(std::sync::Arc<NamespaceDump>, Vec<Family>)> {
+        let shared = &self.rounds.as_ref()?.shared;
+        let mut s = shared.state.lock().ok()?;
+        let due = s
             .last
             .as_ref()
-            .is_none_or(|d| dump_due(d.started, d.cpu, cfg.tcp_ports.cpu_budget, now));
-        if due {
-            let dump = ns.dump(cfg.tcp_ports.max_namespace_ports);
-            ns.last = Some(dump);
-            ns.dumps += 1;
+            .is_none_or(|d| dump_due(d.started, d.cpu, cfg.tcp_ports.cpu_budget, Instant::now()));
+        if due && !s.running && !s.requested {
+            s.requested = true;
+            shared.wake.notify_one();
         }
-        let last = ns.last.as_ref()?;
+        let last = s.last.clone()?;
         let families = vec![
-            Family::single(NAMESPACE_DUMPS, ns.dumps),
+            Family::single(NAMESPACE_DUMPS, s.dumps),
             Family::single(NAMESPACE_DUMP_AGE, last.started.elapsed().as_secs_f64()),
             Family::single(NAMESPACE_DUMP_CPU, last.cpu.as_secs_f64()),
-            Family::single(NAMESPACES_ENTERED, ns.entered.len() as u64),
+            Family::single(NAMESPACES_ENTERED, s.entered as u64),
         ];
-        Some((last.ports.clone(), families))
+        Some((last, families))
     }
 }
 
@@ -668,10 +755,10 @@ impl DumpState {
 
 impl Collect for TcpPortsCollector {
     fn parts(&self) -> Vec<(&'static str, bool)> {
-        self.namespaces
+        self.rounds
             .as_ref()
-            .and_then(|n| n.lock().ok())
-            .map(|n| vec![(NAMESPACES_PART, n.refused)])
+            .and_then(|w| w.shared.state.lock().ok())
+            .map(|s| vec![(NAMESPACES_PART, s.refused)])
             .unwrap_or_default()
     }
 
@@ -710,8 +797,12 @@ impl Collect for TcpPortsCollector {
         let Some(last) = &state.last else {
             return Err(CollectError::Io("no dump".into()));
         };
-        let (ns_ports, ns_families) = self.namespaced(cfg).unwrap_or_default();
-        let mut f = emit(&last.ports, last.listening, &ns_ports);
+        let (ns_ports, ns_families) = match self.namespaced(cfg) {
+            Some((dump, families)) => (Some(dump), families),
+            None => (None, Vec::new()),
+        };
+        let ns_ports = ns_ports.as_ref().map_or(&[][..], |d| &d.ports[..]);
+        let mut f = emit(&last.ports, last.listening, ns_ports);
         f.extend(ns_families);
         f.push(Family::single(DUMPS, state.dumps));
         f.push(Family::single(
