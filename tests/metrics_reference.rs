@@ -234,6 +234,108 @@ fn kubelet_rows_and_labels_match_a_scrape_with_a_kubelet_url() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
+/// A pod's series carry the namespace's identity beside their own labels:
+/// each family's labels over a scrape with a fake pod (and the kubelet's
+/// names) are its row's and the identity the label table documents.
+#[test]
+fn pods_series_carry_the_documented_identity_labels() {
+    let Some(pod) = common::pod("reference", true) else {
+        common::skip_unless_required(
+            "SOJOURN_REQUIRE_NAMESPACES",
+            "ip netns and cgroups need root",
+        );
+        return;
+    };
+    let _unread = common::Killed(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &pod.netns, "python3", "-c", common::UNREAD])
+            .spawn()
+            .expect("python3"),
+    );
+    let (port, _) = common::fake_kubelet(
+        "200 OK",
+        format!(
+            r#"{{"items":[{{"metadata":{{"name":"web-7d9","namespace":"shop","uid":"{}"}}}}]}}"#,
+            pod.uid
+        ),
+    );
+    let url = format!("http://127.0.0.1:{port}/pods");
+    let s = sojourn::cli::parse([
+        "sojourn",
+        "--collector.disable-defaults",
+        "--collector.netns",
+        "--collector.queue",
+        "--collector.tcp_ports",
+        "--collector.process.rescan-interval",
+        "100ms",
+        "--collector.cgroup.kubelet-url",
+        &url,
+    ])
+    .unwrap();
+    let scraper = sojourn::scrape::Scraper::new(s.collect, &s.collectors);
+    let named = "pod=\"web-7d9\"";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let text = loop {
+        let text = metrics::encode(scraper.scrape(), Format::Text);
+        let has = |prefix: &str| {
+            text.lines()
+                .any(|l| l.starts_with(prefix) && l.contains(named))
+        };
+        if (has("sojourn_queue_limit{")
+            && has("sojourn_queue_min_length{")
+            && has("sojourn_queue_load_ratio{")
+            && has("sojourn_tcp_port_rtt_seconds_bucket{")
+            && has("sojourn_netns_sockstat_tcp_inuse{"))
+            || std::time::Instant::now() > deadline
+        {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let emitted = families(&text);
+    let set = |l: &[&str]| -> BTreeSet<String> { l.iter().map(|s| s.to_string()).collect() };
+    let identity = set(&[
+        "netns",
+        "pod_uid",
+        "qos_class",
+        "process",
+        "namespace",
+        "pod",
+    ]);
+    let mut problems = Vec::new();
+    for r in documented() {
+        let extra = if r.name.starts_with("sojourn_netns_") && r.labels.contains("netns") {
+            set(&["namespace", "pod"])
+        } else if (r.name.starts_with("sojourn_queue_")
+            && r.labels.contains("queue")
+            // Pods' queues are listeners': lengths, not delays or stalls.
+            && !r.name.contains("_delay")
+            && !r.name.contains("_stall"))
+            || (r.name.starts_with("sojourn_tcp_port_") && r.labels.contains("port"))
+        {
+            identity.clone()
+        } else {
+            continue;
+        };
+        let want: BTreeSet<String> = r.labels.union(&extra).cloned().collect();
+        match emitted.get(&r.name) {
+            Some((_, labels)) if *labels == want => {}
+            other => problems.push(format!("{}: want {want:?}, emitted {other:?}", r.name)),
+        }
+    }
+    assert!(problems.is_empty(), "{}\n{text}", problems.join("\n"));
+    // And the label table names them for those metrics.
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for row in [
+        "| `namespace`, `pod` (netns, queue) |",
+        "| `port`, `netns`, `pod_uid`, `qos_class`, `process` (tcp_port) |",
+        "| `netns`, `pod_uid`, `qos_class`, `process` (netns) |",
+    ] {
+        assert!(readme.contains(row), "the README's label table lacks {row}");
+    }
+}
+
 #[test]
 fn proxy_rows_match_the_proxys_families() {
     use sojourn::proxy::stats::{ErrorType, RequestKey, RouteKey, ServiceStats};

@@ -139,20 +139,6 @@ fn series<'a>(text: &'a str, name: &str, uid: &str) -> Option<&'a str> {
     })
 }
 
-/// A server on 127.0.0.1:9000 that accepts and never reads, and a client
-/// of it that writes until its send buffer is full.
-const UNREAD: &str = r#"
-import socket, time
-l = socket.socket(); l.bind(("127.0.0.1", 9000)); l.listen(8)
-c = socket.create_connection(("127.0.0.1", 9000)); c.setblocking(False)
-s, _ = l.accept()
-try:
-    while True: c.send(b"x" * 65536)
-except BlockingIOError:
-    pass
-time.sleep(120)
-"#;
-
 #[test]
 fn a_pods_listener_is_an_accept_queue_of_its_own_and_goes_with_it() {
     let _serial = serial();
@@ -225,7 +211,14 @@ fn a_pods_listener_is_an_accept_queue_of_its_own_and_goes_with_it() {
     // reads, its client writing, so bytes stand in a receive queue.
     let reader = common::Killed(
         std::process::Command::new("ip")
-            .args(["netns", "exec", &busy.netns, "python3", "-c", UNREAD])
+            .args([
+                "netns",
+                "exec",
+                &busy.netns,
+                "python3",
+                "-c",
+                common::UNREAD,
+            ])
             .spawn()
             .expect("python3"),
     );

@@ -410,10 +410,8 @@ impl Namespaces {
                         labels,
                     });
                     let source = ListenerSource::in_scope(scope);
-                    self.entered.insert(
-                        ns.inode,
-                        Listeners::with(dumper, source),
-                    );
+                    self.entered
+                        .insert(ns.inode, Listeners::with(dumper, source));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                     crate::netns::warn_refused(&e);

@@ -685,3 +685,17 @@ pub fn fake_kubelet(
     });
     (port, seen)
 }
+
+/// A server on 127.0.0.1:9000 that accepts and never reads, and a client
+/// of it that writes until its send buffer is full.
+pub const UNREAD: &str = r#"
+import socket, time
+l = socket.socket(); l.bind(("127.0.0.1", 9000)); l.listen(8)
+c = socket.create_connection(("127.0.0.1", 9000)); c.setblocking(False)
+s, _ = l.accept()
+try:
+    while True: c.send(b"x" * 65536)
+except BlockingIOError:
+    pass
+time.sleep(120)
+"#;
