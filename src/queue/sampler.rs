@@ -454,7 +454,9 @@ impl Namespaces {
             let since = started.duration_since(last);
             let whole =
                 cpu_before.saturating_sub(thread_cpu) as f64 / since.as_nanos().max(1) as f64;
-            if !within_budget || (whole > SAMPLER_SHARE && since < MAX_ROUND_GAP) {
+            // A round over no namespace costs nothing: never held back.
+            let held = !self.entered.is_empty() && whole > SAMPLER_SHARE && since < MAX_ROUND_GAP;
+            if !within_budget || held {
                 return None;
             }
         }
