@@ -119,6 +119,7 @@ impl Scraper {
         out.push(
             Family::new(BUILD_INFO).with(vec![label("version", env!("CARGO_PKG_VERSION"))], 1u64),
         );
+        out.extend(crate::collectors::own_process::families());
         out
     }
 

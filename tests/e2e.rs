@@ -21,6 +21,13 @@ fn normalize(scrape: &str) -> String {
         if line.starts_with("sojourn_scrape_collector_duration_seconds{") {
             continue;
         }
+        // sojourn's own process: its CPU, memory, fds and start.
+        if line.starts_with("process_") {
+            let (series, _) = line.rsplit_once(' ').unwrap();
+            out.push_str(series);
+            out.push_str(" <volatile>\n");
+            continue;
+        }
         let volatile_fs = [
             "sojourn_filesystem_size_bytes{",
             "sojourn_filesystem_free_bytes{",

@@ -22,6 +22,7 @@ pub mod memory;
 pub mod netns;
 pub mod netstat;
 pub mod network;
+pub mod own_process;
 pub mod pressure;
 pub mod process;
 pub mod queue;
