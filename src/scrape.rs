@@ -45,6 +45,26 @@ pub fn build(cfg: &Config, enabled: &[&str]) -> Vec<(&'static str, Box<dyn Colle
         .collect()
 }
 
+/// Which collectors one scrape runs (node_exporter's `collect[]` and
+/// `exclude[]`), so that one Prometheus job can scrape the cheap ones
+/// often and another the dear ones seldom.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Selection {
+    All,
+    Only(Vec<&'static str>),
+    Except(Vec<&'static str>),
+}
+
+impl Selection {
+    fn has(&self, name: &str) -> bool {
+        match self {
+            Selection::All => true,
+            Selection::Only(names) => names.contains(&name),
+            Selection::Except(names) => !names.contains(&name),
+        }
+    }
+}
+
 pub struct Scraper {
     collectors: Vec<(&'static str, Box<dyn Collect>)>,
     cfg: Config,
@@ -77,11 +97,47 @@ impl Scraper {
     /// Runs every collector once, sequentially (cheapest in CPU; each reads
     /// a few small files), and returns all families, self-metrics last.
     pub fn scrape(&self) -> Vec<Family> {
+        self.scrape_selected(&Selection::All)
+    }
+
+    /// The collectors a scrape's `collect[]` / `exclude[]` parameters name,
+    /// checked against the enabled ones.
+    pub fn select(&self, collect: &[String], exclude: &[String]) -> Result<Selection, String> {
+        let enabled = self.collector_names();
+        let known = |names: &[String]| -> Result<Vec<&'static str>, String> {
+            names
+                .iter()
+                .map(|n| {
+                    enabled
+                        .iter()
+                        .find(|e| **e == n.as_str())
+                        .copied()
+                        .ok_or_else(|| {
+                            if ALL.iter().any(|e| e.name == n.as_str()) {
+                                format!("collector {n:?} is not enabled")
+                            } else {
+                                format!("unknown collector {n:?}")
+                            }
+                        })
+                })
+                .collect()
+        };
+        match (collect.is_empty(), exclude.is_empty()) {
+            (true, true) => Ok(Selection::All),
+            (false, true) => Ok(Selection::Only(known(collect)?)),
+            (true, false) => Ok(Selection::Except(known(exclude)?)),
+            (false, false) => Err("collect[] and exclude[] cannot be used together".into()),
+        }
+    }
+
+    /// [`Scraper::scrape`] of the selected collectors only; the exporter's
+    /// own metrics speak of those.
+    pub fn scrape_selected(&self, selection: &Selection) -> Vec<Family> {
         let mut out = Vec::with_capacity(128);
         let mut success = Family::new(SUCCESS);
         let mut duration = Family::new(DURATION);
         let mut unsupported = Family::new(UNSUPPORTED);
-        for (name, collector) in &self.collectors {
+        for (name, collector) in self.collectors.iter().filter(|(n, _)| selection.has(n)) {
             let start = Instant::now();
             let result = catch_unwind(AssertUnwindSafe(|| collector.collect(&self.cfg)))
                 .unwrap_or_else(|panic| {

@@ -263,7 +263,15 @@ pub async fn handle(
     }
     let path = req.uri().path();
     Ok(if path == app.settings.telemetry_path {
-        scrape(&app, req.headers()).await
+        let (collect, exclude) = match collector_params(req.uri().query()) {
+            Ok(p) => p,
+            Err(e) => return Ok(text(StatusCode::BAD_REQUEST, format!("{e}\n"))),
+        };
+        let selection = match app.scraper.select(&collect, &exclude) {
+            Ok(s) => s,
+            Err(e) => return Ok(text(StatusCode::BAD_REQUEST, format!("{e}\n"))),
+        };
+        scrape(&app, req.headers(), selection).await
     } else {
         match path {
             "/" => landing_page(&app),
@@ -315,7 +323,49 @@ pub fn accepts_gzip(headers: &HeaderMap) -> bool {
     named.or(any).is_some_and(|q| q > 0.0)
 }
 
-async fn scrape(app: &App, headers: &HeaderMap) -> Response<Full<Bytes>> {
+/// Decodes one `application/x-www-form-urlencoded` component: `+` is a
+/// space, `%XX` a byte; None when an escape is broken or the bytes are not
+/// UTF-8.
+pub fn form_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        out.push(match b {
+            b'+' => b' ',
+            b'%' => {
+                let hex = |b: Option<u8>| char::from(b?).to_digit(16);
+                let (hi, lo) = (hex(bytes.next())?, hex(bytes.next())?);
+                u8::try_from(hi * 16 + lo).ok()?
+            }
+            b => b,
+        });
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The `collect[]` and `exclude[]` values of a query string, in order;
+/// other parameters are left alone.
+pub fn collector_params(query: Option<&str>) -> Result<(Vec<String>, Vec<String>), String> {
+    let (mut collect, mut exclude) = (Vec::new(), Vec::new());
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let bad = || format!("malformed query parameter {pair:?}");
+        let key = form_decode(key).ok_or_else(bad)?;
+        let into = match key.as_str() {
+            "collect[]" => &mut collect,
+            "exclude[]" => &mut exclude,
+            _ => continue,
+        };
+        into.push(form_decode(value).ok_or_else(bad)?);
+    }
+    Ok((collect, exclude))
+}
+
+async fn scrape(
+    app: &App,
+    headers: &HeaderMap,
+    selection: crate::scrape::Selection,
+) -> Response<Full<Bytes>> {
     let permit = match &app.limiter {
         None => None,
         Some(sem) => match sem.clone().try_acquire_owned() {
@@ -341,7 +391,7 @@ async fn scrape(app: &App, headers: &HeaderMap) -> Response<Full<Bytes>> {
     let scraper = app.scraper.clone();
     let work = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let body = metrics::encode_bytes(scraper.scrape(), format);
+        let body = metrics::encode_bytes(scraper.scrape_selected(&selection), format);
         if gzip { metrics::gzip(&body) } else { body }
     });
     match tokio::time::timeout(timeout, work).await {
@@ -448,6 +498,36 @@ fn landing_page(app: &App) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn collector_parameters_are_read_as_forms_encode_them() {
+        let q = "collect%5B%5D=cpu&x=1&collect[]=mem%6Fry&exclude%5B%5D=a+b&&flag";
+        let (collect, exclude) = collector_params(Some(q)).unwrap();
+        assert_eq!(collect, ["cpu", "memory"]);
+        assert_eq!(exclude, ["a b"]);
+        assert_eq!(collector_params(None).unwrap(), (vec![], vec![]));
+        let e = collector_params(Some("collect[]=%ZZ")).unwrap_err();
+        assert!(e.contains("%ZZ"), "{e}");
+        assert!(
+            collector_params(Some("collect[]=%C3")).is_err(),
+            "not UTF-8"
+        );
+        assert_eq!(form_decode("%e2%9C%93"), Some("✓".into()));
+        assert_eq!(form_decode("%"), None);
+        assert_eq!(form_decode("%4"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn form_decoding_never_panics_and_inverts_encoding(s in "\\PC*", raw in "[ -~]*") {
+            let _ = collector_params(Some(&raw));
+            let encoded: String = s
+                .bytes()
+                .map(|b| format!("%{b:02X}"))
+                .collect();
+            proptest::prop_assert_eq!(form_decode(&encoded), Some(s));
+        }
+    }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

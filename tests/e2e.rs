@@ -214,6 +214,47 @@ fn custom_telemetry_path_and_disabled_collectors() {
 }
 
 #[test]
+fn collect_and_exclude_parameters_select_collectors_per_scrape() {
+    let args = fixture_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let e = start(&args);
+    let ran = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("sojourn_scrape_collector_success{collector=\""))
+            .filter_map(|l| l.split('"').next().map(String::from))
+            .collect()
+    };
+    let only = get(
+        e.addr,
+        "/metrics?collect[]=loadavg&collect%5B%5D=memory",
+        &[],
+    );
+    assert_eq!(only.status, 200);
+    let text = only.text();
+    assert_eq!(ran(&text), ["loadavg", "memory"], "{text}");
+    assert!(text.contains("sojourn_load1 0.21"));
+    assert!(!text.contains("sojourn_cpu_seconds_total"));
+    assert!(
+        text.contains("process_cpu_seconds_total"),
+        "the exporter's own, always"
+    );
+    let all = get(e.addr, "/metrics", &[]).text();
+    let text = get(e.addr, "/metrics?exclude[]=cpu", &[]).text();
+    assert!(!text.contains("sojourn_cpu_seconds_total"));
+    assert_eq!(ran(&text).len() + 1, ran(&all).len(), "{text}");
+    for (query, says) in [
+        ("collect[]=nosuch", "unknown collector \"nosuch\""),
+        ("collect[]=queue", "collector \"queue\" is not enabled"),
+        ("collect[]=cpu&exclude[]=memory", "cannot be used together"),
+        ("collect[]=%G0", "malformed query parameter"),
+    ] {
+        let r = get(e.addr, &format!("/metrics?{query}"), &[]);
+        assert_eq!(r.status, 400, "{query}");
+        assert!(r.text().contains(says), "{query}: {}", r.text());
+    }
+}
+
+#[test]
 fn bad_flags_stop_startup_with_a_message_naming_the_flag() {
     let bin = env!("CARGO_BIN_EXE_sojourn");
     for (args, needle) in [
