@@ -12,7 +12,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_max_level(settings.log_level)
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // NO_COLOR (no-color.org): set to anything but empty, no colours.
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         .init();
 
     if let Some(args) = settings.check.clone() {

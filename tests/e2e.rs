@@ -254,6 +254,55 @@ fn collect_and_exclude_parameters_select_collectors_per_scrape() {
     }
 }
 
+/// `sojourn check` on a terminal (a pty from `script`): coloured, unless
+/// NO_COLOR is set.
+#[test]
+fn check_colours_a_terminal_unless_no_color_is_set() {
+    let mut cmd = vec![
+        env!("CARGO_BIN_EXE_sojourn").to_string(),
+        "check".into(),
+        "--for".into(),
+        "200ms".into(),
+    ];
+    cmd.extend(fixture_args());
+    // One shell line for script(1): each word single-quoted.
+    let line = cmd
+        .iter()
+        .map(|w| format!("'{}'", w.replace('\'', "'\\''")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let run = |no_color: Option<&str>| -> Option<String> {
+        let mut c = Command::new("script");
+        c.args(["-qec", &line, "/dev/null"]).env_remove("NO_COLOR");
+        if let Some(v) = no_color {
+            c.env("NO_COLOR", v);
+        }
+        let out = c.output().ok()?;
+        Some(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let Some(coloured) = run(None) else {
+        common::skip_unless_required("SOJOURN_REQUIRE_SCENARIOS", "script(1) cannot run");
+        return;
+    };
+    assert!(
+        coloured.contains("\x1b["),
+        "a terminal gets colours:\n{coloured}"
+    );
+    let plain = run(Some("1")).unwrap();
+    assert!(
+        plain.contains("RESOURCE") || plain.contains("resource") || plain.len() > 100,
+        "{plain}"
+    );
+    assert!(
+        !plain.contains("\x1b[3") && !plain.contains("\x1b[1"),
+        "NO_COLOR=1:\n{plain}"
+    );
+    assert!(
+        run(Some("")).unwrap().contains("\x1b["),
+        "an empty NO_COLOR is unset"
+    );
+}
+
 #[test]
 fn bad_flags_stop_startup_with_a_message_naming_the_flag() {
     let bin = env!("CARGO_BIN_EXE_sojourn");

@@ -237,6 +237,8 @@ pub fn run(
     use std::io::{IsTerminal, Write};
     let scraper = crate::scrape::Scraper::new(settings.collect.clone(), &settings.collectors);
     let tty = std::io::stderr().is_terminal();
+    // NO_COLOR (no-color.org): set to anything but empty, no colours.
+    let colours = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let total = args.window.as_secs_f64();
     let snaps = sample(&scraper, args.window, |done| {
         if tty {
@@ -253,7 +255,7 @@ pub fn run(
     let text = if args.json {
         render::json(&report)
     } else {
-        render::table(&report, std::io::stdout().is_terminal())
+        render::table(&report, colours && std::io::stdout().is_terminal())
     };
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{}", text.trim_end());

@@ -29,6 +29,11 @@ fn shown(r: &Row) -> bool {
     r.headline || r.verdict != Verdict::Ok
 }
 
+/// "1 finding", "2 findings".
+pub fn findings(n: usize) -> String {
+    format!("{n} finding{}", if n == 1 { "" } else { "s" })
+}
+
 pub fn table(report: &Report, colours: bool) -> String {
     let rows: Vec<&Row> = report.resources.iter().filter(|r| shown(r)).collect();
     let header = ["RESOURCE", "UTILIZATION", "SATURATION", "ERRORS", "VERDICT"];
@@ -92,8 +97,8 @@ pub fn table(report: &Report, colours: bool) -> String {
     } else {
         let _ = writeln!(
             out,
-            "{} finding(s) over {:.1} s: {}",
-            report.findings.len(),
+            "{} over {:.1} s: {}",
+            findings(report.findings.len()),
             report.window_seconds,
             report.findings.join(", ")
         );
@@ -148,7 +153,8 @@ mod tests {
             "{t}"
         );
         assert!(!t.contains("cpu1"), "an ok per-CPU row is not shown: {t}");
-        assert!(t.contains("1 finding(s) over 10.0 s: cpu"), "{t}");
+        assert!(t.contains("1 finding over 10.0 s: cpu"), "{t}");
+        assert_eq!(findings(2), "2 findings");
         assert!(!t.contains('\x1b'), "no colours unless asked: {t:?}");
         assert!(table(&report(), true).contains(RED));
     }

@@ -53,7 +53,8 @@ function render(view) {
   const time = new Date().toLocaleTimeString();
   if (report.findings.length) {
     status.dataset.state = "findings";
-    status.textContent = `${report.findings.length} finding(s): ${report.findings.join(", ")} — updated ${time}`;
+    const n = report.findings.length;
+    status.textContent = `${n} finding${n === 1 ? "" : "s"}: ${report.findings.join(", ")} — updated ${time}`;
   } else {
     status.dataset.state = "clear";
     status.textContent = `Nothing saturated, erroring or slow — updated ${time}`;
