@@ -172,6 +172,32 @@ fn readme_reference_matches_emitted_metrics() {
     );
 }
 
+/// docs/migrating.md moves queries to sojourn's names: each must be one
+/// the README documents (a renamed metric would leave users a dead query).
+#[test]
+fn migration_table_names_documented_metrics() {
+    let rows = documented();
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/migrating.md")).unwrap();
+    let mut named = BTreeSet::new();
+    for (i, _) in doc.match_indices("sojourn_") {
+        let name: String = doc[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        named.insert(name);
+    }
+    assert!(named.len() > 20, "{named:?}");
+    let unknown: Vec<&String> = named
+        .iter()
+        .filter(|n| !rows.iter().any(|r| matches(&r.name, n)))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "not in the README reference: {unknown:?}"
+    );
+}
+
 #[test]
 fn every_help_names_its_source() {
     let scraper = common::tree_scraper_with(&common::fixtures(), &[]);
