@@ -450,9 +450,11 @@ pub fn command() -> Command {
                     .long(on.clone())
                     .action(ArgAction::SetTrue)
                     .overrides_with(off.clone())
+                    // The negative flag is hidden to keep --help short and
+                    // named here instead, node_exporter's --[no-] habit.
                     .help(format!(
-                        "Enable the {} collector [default: {default}]: {}",
-                        entry.name, entry.help
+                        "Enable the {} collector [default: {default}; --no-collector.{} disables it]: {}",
+                        entry.name, entry.name, entry.help
                     )),
             )
             .arg(

@@ -67,6 +67,12 @@ fn the_kustomization_lists_every_base_manifest() {
             "{name} is not in kustomization.yaml"
         );
     }
+    // The namespace it puts everything in is one it creates.
+    let namespace = k["namespace"].as_str().expect("a namespace");
+    let created = listed.iter().flat_map(|r| docs(&base.join(r))).any(|d| {
+        d["kind"].as_str() == Some("Namespace") && d["metadata"]["name"].as_str() == Some(namespace)
+    });
+    assert!(created, "namespace {namespace} is not created by the base");
 }
 
 #[test]
