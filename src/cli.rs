@@ -321,6 +321,13 @@ pub fn command() -> Command {
                 .help("Processes to report, matched on the command name then the command line; the first capture group names the group, else the command name (enables the process collector)"),
         )
         .arg(
+            Arg::new("collector.textfile.directory")
+                .long("collector.textfile.directory")
+                .value_name("DIR")
+                .value_parser(parse_dir)
+                .help("Directory whose *.prom files (Prometheus text format) are served with every scrape; write them under a temporary name and rename into place (enables the textfile collector)"),
+        )
+        .arg(
             Arg::new("collector.netns.max-namespaces")
                 .long("collector.netns.max-namespaces")
                 .value_name("N")
@@ -765,6 +772,11 @@ fn settings(m: &ArgMatches, proxy_mode: bool) -> Settings {
         .filter(|e| {
             if e.name == "process" && m.get_one::<Regex>("collector.process.include").is_some() {
                 !m.get_flag("no-collector.process")
+            } else if e.name == "textfile"
+                && m.get_one::<PathBuf>("collector.textfile.directory")
+                    .is_some()
+            {
+                !m.get_flag("no-collector.textfile")
             } else if m.get_flag(&format!("collector.{}", e.name)) {
                 true
             } else if m.get_flag(&format!("no-collector.{}", e.name)) {
@@ -824,6 +836,11 @@ fn settings(m: &ArgMatches, proxy_mode: bool) -> Settings {
                     .get_one::<usize>("collector.process.max-groups")
                     .expect("has default"),
                 rescan_interval: dur("collector.process.rescan-interval"),
+            },
+            textfile: collectors::textfile::Config {
+                directory: m
+                    .get_one::<PathBuf>("collector.textfile.directory")
+                    .cloned(),
             },
             netns: collectors::netns::Config {
                 max_namespaces: *m

@@ -304,6 +304,59 @@ fn check_colours_a_terminal_unless_no_color_is_set() {
 }
 
 #[test]
+fn text_files_are_served_each_whole_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let put = |name: &str, text: &str| {
+        // As a writer should: a temporary name, then an atomic rename.
+        let tmp = dir.path().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, dir.path().join(name)).unwrap();
+    };
+    put(
+        "backup.prom",
+        "# HELP backup_last_success_timestamp_seconds Last good backup.\n# TYPE backup_last_success_timestamp_seconds gauge\nbackup_last_success_timestamp_seconds{job=\"db\"} 1.7e+09\n# TYPE backup_runs_total counter\nbackup_runs_total 42\n",
+    );
+    put("broken.prom", "# TYPE h histogram\nh_bucket{le=\"1\"} 1\n");
+    std::fs::write(dir.path().join("ignored.txt"), "not_prom 1\n").unwrap();
+    let mut args = fixture_args();
+    args.extend([
+        "--collector.disable-defaults".into(),
+        "--collector.textfile.directory".into(),
+        dir.path().display().to_string(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let e = start(&args);
+    let text = get(e.addr, "/metrics", &[]).text();
+    assert!(
+        text.contains("backup_last_success_timestamp_seconds{job=\"db\"} 1700000000"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE backup_runs_total counter")
+            || text.contains("# TYPE backup_runs counter"),
+        "{text}"
+    );
+    assert!(text.contains("backup_runs_total 42"), "{text}");
+    assert!(text.contains("sojourn_textfile_mtime_seconds{file=\"backup.prom\"}"));
+    assert!(
+        !text.contains("file=\"broken.prom\""),
+        "a bad file is left out whole"
+    );
+    assert!(!text.contains("h_bucket") && !text.contains("not_prom"));
+    assert!(text.contains("sojourn_textfile_scrape_error 1"), "{text}");
+    if let Some(findings) = promtool_findings(&text) {
+        assert!(findings.is_empty(), "promtool:\n{findings}");
+    }
+    // Fixed, the error clears; removed, its series go.
+    put("broken.prom", "h_last 1\n");
+    std::fs::remove_file(dir.path().join("backup.prom")).unwrap();
+    let text = get(e.addr, "/metrics", &[]).text();
+    assert!(text.contains("sojourn_textfile_scrape_error 0"), "{text}");
+    assert!(text.contains("h_last 1"));
+    assert!(!text.contains("backup_"), "{text}");
+}
+
+#[test]
 fn bad_flags_stop_startup_with_a_message_naming_the_flag() {
     let bin = env!("CARGO_BIN_EXE_sojourn");
     for (args, needle) in [

@@ -150,6 +150,7 @@ fn readme_reference_matches_emitted_metrics() {
             && !r.needs("--collector.cgroup.kubelet-url")
             && !r.needs("sojourn proxy")
             && !r.needs("--config.file")
+            && !r.needs("--collector.textfile.directory")
     }) {
         problems.push(format!(
             "{}: no test scrapes with `{}`",
@@ -360,6 +361,34 @@ fn pods_series_carry_the_documented_identity_labels() {
     ] {
         assert!(readme.contains(row), "the README's label table lacks {row}");
     }
+}
+
+#[test]
+fn textfile_rows_match_a_scrape_with_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.prom"), "backup_ok 1\n").unwrap();
+    let d = dir.path().to_str().unwrap();
+    let scraper = common::tree_scraper_with(
+        &common::fixtures(),
+        &[
+            "--collector.disable-defaults",
+            "--collector.textfile.directory",
+            d,
+        ],
+    );
+    let emitted = families(&metrics::encode(scraper.scrape(), Format::Text));
+    let mut problems = Vec::new();
+    for r in documented()
+        .iter()
+        .filter(|r| r.needs("--collector.textfile.directory"))
+    {
+        match emitted.get(&r.name) {
+            Some((kind, labels)) if *kind == r.kind && *labels == r.labels => {}
+            other => problems.push(format!("{}: emitted {other:?}", r.name)),
+        }
+    }
+    assert!(emitted.contains_key("backup_ok"));
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
 #[test]

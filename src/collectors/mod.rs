@@ -28,6 +28,7 @@ pub mod process;
 pub mod queue;
 pub mod schedstat;
 pub mod tcp_ports;
+pub mod textfile;
 pub mod udp;
 
 /// Why a collector produced no data.
@@ -87,6 +88,7 @@ pub struct Config {
     pub cgroup: cgroup::Config,
     pub process: process::Config,
     pub netns: netns::Config,
+    pub textfile: textfile::Config,
 }
 
 /// A source of metric families for one resource.
@@ -197,6 +199,12 @@ pub const ALL: &[Entry] = &[
         default_enabled: false,
         help: "Processes selected by --collector.process.include, grouped: CPU, RSS/PSS/VSZ, threads, fds vs limit, context switches, run-queue wait, faults, I/O, Go binaries",
         build: |_| Box::<process::ProcessCollector>::default(),
+    },
+    Entry {
+        name: "textfile",
+        default_enabled: false,
+        help: "Metrics other programs write to *.prom files of --collector.textfile.directory (on when it is set)",
+        build: |_| Box::<textfile::TextfileCollector>::default(),
     },
     Entry {
         name: "udp",
