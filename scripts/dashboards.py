@@ -327,8 +327,8 @@ def golden():
     b.row("Latency")
     b.panel("p50 / p99 / p99.9 (sliding window)", "Exact quantiles over the proxy's sliding window "
             "(HdrHistogram, 1 %), per route.",
-            [(f'sojourn_proxy_request_duration_window_seconds{{{I},{s},quantile=~"0.5|0.99|0.999"}}',
-              "{{service}} {{http_route}} p{{quantile}}")], "s", width=12)
+            [(f'sojourn_proxy_request_duration_window_seconds{{{I},{s},q=~"0.5|0.99|0.999"}}',
+              "{{service}} {{http_route}} p{{q}}")], "s", width=12)
     b.panel("p99 from the histogram", "histogram_quantile over the latency histogram (classic or native).",
             [(both(f'histogram_quantile(0.99, sum by (service, le) (rate({LAT}_bucket{{{I},{s}}}[$__rate_interval])))',
                    f'histogram_quantile(0.99, sum by (service) (rate({LAT}{{{I},{s}}}[$__rate_interval])))'),

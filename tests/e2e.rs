@@ -6,8 +6,8 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::io::Read;
+use std::process::Command;
 
 use common::{fixture_args, get, request, start};
 
@@ -79,47 +79,9 @@ fn every_collector_succeeds_on_the_fixture_tree() {
     }
 }
 
-/// Runs `promtool check metrics` on a scrape: `Some(findings)` (empty when
-/// clean), or `None` when promtool is not installed and not required.
-fn promtool_findings(text: &str) -> Option<String> {
-    let mut child = match Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            common::skip_unless_required(
-                "SOJOURN_REQUIRE_PROMTOOL",
-                &format!("promtool cannot run ({e}): lint"),
-            );
-            return None;
-        }
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let findings = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // promtool exits 0 on lint warnings too; sojourn has none to excuse.
-    if !out.status.success() && findings.trim().is_empty() {
-        return Some(format!("promtool exited with {}", out.status));
-    }
-    Some(findings)
-}
-
 #[test]
 fn promtool_accepts_the_output() {
-    if let Some(findings) = promtool_findings(&scrape_fixtures()) {
+    if let Some(findings) = common::promtool_findings(&scrape_fixtures()) {
         assert!(
             findings.trim().is_empty(),
             "promtool on the fixture scrape:\n{findings}"
@@ -344,7 +306,7 @@ fn text_files_are_served_each_whole_or_not_at_all() {
     );
     assert!(!text.contains("h_bucket") && !text.contains("not_prom"));
     assert!(text.contains("sojourn_textfile_scrape_error 1"), "{text}");
-    if let Some(findings) = promtool_findings(&text) {
+    if let Some(findings) = common::promtool_findings(&text) {
         assert!(findings.is_empty(), "promtool:\n{findings}");
     }
     // Fixed, the error clears; removed, its series go.
@@ -438,7 +400,7 @@ fn live_host_scrape_is_lint_clean_and_bounded() {
         series < budget,
         "{series} series on a {cpus}-CPU host (budget {budget})"
     );
-    if let Some(findings) = promtool_findings(&text) {
+    if let Some(findings) = common::promtool_findings(&text) {
         assert!(
             findings.trim().is_empty(),
             "promtool on the live scrape:\n{findings}"

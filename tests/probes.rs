@@ -88,6 +88,13 @@ fn probes_count_each_failure_by_its_reason_and_time_each_phase() {
     let text = scrape_until(exporter.addr, Duration::from_secs(20), |t| {
         names.iter().all(|n| attempts(t, n) >= 3.0)
     });
+    // The probes' output is lint-clean, as the exporter's is.
+    if let Some(findings) = common::promtool_findings(&text) {
+        assert!(
+            findings.trim().is_empty(),
+            "promtool check metrics:\n{findings}"
+        );
+    }
     let success = |p: &str| sample(&text, &format!(r#"sojourn_probe_success{{probe="{p}"}}"#));
     for ok in [
         "ok",

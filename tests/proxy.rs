@@ -916,12 +916,19 @@ fn window_quantiles_are_the_requests_latencies_and_age_out() {
         value(
             &text,
             &format!(
-                r#"sojourn_proxy_request_duration_window_seconds{{service="shop",http_route="/slow/{{ms}}",quantile="{quantile}"}}"#
+                r#"sojourn_proxy_request_duration_window_seconds{{service="shop",http_route="/slow/{{ms}}",q="{quantile}"}}"#
             ),
         )
         .unwrap_or_else(|| panic!("no {quantile} quantile\n{text}"))
     };
     assert!((0.040..0.060).contains(&q("0.5")), "p50 {}", q("0.5"));
+    // The proxy's output is lint-clean, as the exporter's is.
+    if let Some(findings) = common::promtool_findings(&text) {
+        assert!(
+            findings.trim().is_empty(),
+            "promtool check metrics:\n{findings}"
+        );
+    }
     assert!((0.400..0.450).contains(&q("0.999")), "p99.9 {}", q("0.999"));
     assert_eq!(
         value(

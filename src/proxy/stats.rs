@@ -359,7 +359,9 @@ impl ServiceStats {
             let route = || label("http_route", route.to_string());
             for (q, v) in QUANTILES.iter().zip(snap.values) {
                 quantiles.push(
-                    vec![service(), route(), label("quantile", q.to_string())],
+                    // Not `quantile`: that label is a summary's, and this
+                    // family is a gauge (promtool refuses the pair).
+                    vec![service(), route(), label("q", q.to_string())],
                     v,
                 );
             }
@@ -404,7 +406,7 @@ const REQUEST_DURATION: Desc = Desc::histogram(
 .without_namespace();
 const WINDOW_QUANTILE: Desc = Desc::gauge(
     "proxy_request_duration_window",
-    "Latency: quantiles (0.5, 0.9, 0.99, 0.999) of request durations over the sliding window (--proxy.quantile-window, 1 min by default, turned every sixth), within 1 % (HdrHistogram of every request, measured by the sojourn proxy).",
+    "Latency: quantiles q (0.5, 0.9, 0.99, 0.999) of request durations over the sliding window (--proxy.quantile-window, 1 min by default, turned every sixth), within 1 % (HdrHistogram of every request, measured by the sojourn proxy).",
 )
 .seconds();
 const WINDOW_REQUESTS: Desc = Desc::gauge(

@@ -699,3 +699,41 @@ except BlockingIOError:
     pass
 time.sleep(120)
 "#;
+
+/// Runs `promtool check metrics` on a scrape: `Some(findings)` (empty when
+/// clean), or `None` when promtool is not installed and not required.
+pub fn promtool_findings(text: &str) -> Option<String> {
+    let mut child = match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            skip_unless_required(
+                "SOJOURN_REQUIRE_PROMTOOL",
+                &format!("promtool cannot run ({e}): lint"),
+            );
+            return None;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let findings = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // promtool exits 0 on lint warnings too; sojourn has none to excuse.
+    if !out.status.success() && findings.trim().is_empty() {
+        return Some(format!("promtool exited with {}", out.status));
+    }
+    Some(findings)
+}
