@@ -16,7 +16,9 @@ import os
 
 SCHEMA_VERSION = 39
 DS = {"type": "prometheus", "uid": "${datasource}"}
-I = 'instance=~"$instance"'
+# Every query is narrowed to the chosen jobs and instances: a node's
+# DaemonSet and the services' sidecars are different jobs.
+I = 'job=~"$job",instance=~"$instance"'
 LAT = "http_server_request_duration_seconds"
 
 
@@ -50,7 +52,8 @@ def var_query(name, query, label=None, all_value=".*", multi=True):
     }
 
 
-INSTANCE = var_query("instance", "label_values(sojourn_build_info, instance)")
+JOB = var_query("job", "label_values(sojourn_build_info, job)")
+INSTANCE = var_query("instance", 'label_values(sojourn_build_info{job=~"$job"}, instance)')
 
 
 class Board:
@@ -115,7 +118,7 @@ class Board:
     def json(self):
         return {
             "uid": self.uid,
-            "title": self.title,
+            "title": f"sojourn / {self.title}",
             "description": self.description,
             "tags": self.tags,
             "schemaVersion": SCHEMA_VERSION,
@@ -144,7 +147,7 @@ def node():
     b = Board("sojourn-use-node", "USE / Node",
               "Utilization, saturation and errors of one host's resources, in Brendan Gregg's USE order. "
               "Saturation comes first where sojourn measures a queue: a standing queue (CoDel) is the sign "
-              "that callers wait.", [INSTANCE], ["use"])
+              "that callers wait.", [JOB, INSTANCE], ["use"])
     b.row("CPU")
     b.panel("CPU utilization", "Busy share of all CPUs (/proc/stat); iowait is idle time with I/O "
             "outstanding and counts as idle, as in sojourn check and the recording rule.",
@@ -252,7 +255,7 @@ def node():
 def cluster():
     b = Board("sojourn-use-cluster", "USE / Cluster",
               "Every host side by side: which one is saturated, on which resource. Each panel shows the "
-              "worst instances first.", [INSTANCE], ["use"])
+              "worst instances first.", [JOB, INSTANCE], ["use"])
     b.row("Saturation: standing queues")
     b.panel("Most-standing queues", "The queues that stood the largest share of time, across hosts.",
             [(f'topk(10, rate(sojourn_queue_standing_seconds_total{{{I}}}[$__rate_interval]))',
@@ -288,7 +291,7 @@ def queues():
               "Every queue sojourn samples (CPU run queue, disks, accept queues, container CPU throttling, "
               "the proxy's request queue), with CoDel's view: a queue is bad when it stands — its minimum "
               "delay over an interval stays above the target.",
-              [INSTANCE, var_query("queue", 'label_values(sojourn_queue_standing{instance=~"$instance"}, queue)')],
+              [JOB, INSTANCE, var_query("queue", 'label_values(sojourn_queue_standing{instance=~"$instance"}, queue)')],
               ["queues"])
     b.row("Standing")
     b.panel("Standing now", "1 while the queue stands (its minimum delay over the last interval is over target).",
@@ -321,7 +324,7 @@ def golden():
     s = 'service=~"$service"'
     b = Board("sojourn-golden-signals", "Golden signals / Service",
               "Latency, traffic, errors and saturation of each service behind `sojourn proxy`, and its probes.",
-              [INSTANCE, var_query("service", 'label_values(sojourn_proxy_active_requests{instance=~"$instance"}, service)'),
+              [JOB, INSTANCE, var_query("service", 'label_values(sojourn_proxy_active_requests{instance=~"$instance"}, service)'),
                var_query("probe", 'label_values(sojourn_probe_attempts_total{instance=~"$instance"}, probe)')],
               ["golden-signals"])
     b.row("Latency")
@@ -387,7 +390,7 @@ def golden():
 def containers():
     b = Board("sojourn-containers", "Containers",
               "Per-container CPU, throttling (a queue: runnable threads waiting for the next CFS period), "
-              "memory and I/O, from cgroups.", [INSTANCE], ["containers"])
+              "memory and I/O, from cgroups.", [JOB, INSTANCE], ["containers"])
     c = "{{instance}} {{namespace}}{{pod}}{{container}} {{cgroup}}"
     b.row("CPU")
     b.panel("CPU usage", "Cores used, top 20.",

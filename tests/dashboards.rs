@@ -45,11 +45,11 @@ fn the_five_dashboards_exist_with_stable_uids_and_the_current_schema() {
         .map(|(_, d)| d["title"].as_str().unwrap())
         .collect();
     for want in [
-        "USE / Node",
-        "USE / Cluster",
-        "Queues",
-        "Golden signals / Service",
-        "Containers",
+        "sojourn / USE / Node",
+        "sojourn / USE / Cluster",
+        "sojourn / Queues",
+        "sojourn / Golden signals / Service",
+        "sojourn / Containers",
     ] {
         assert!(titles.contains(want), "no {want:?} dashboard: {titles:?}");
     }
@@ -84,6 +84,15 @@ fn every_panel_uses_the_datasource_variable_and_defined_variables() {
         assert_eq!(ds["type"], "datasource");
         assert_eq!(ds["query"], "prometheus");
         assert!(names.contains("instance"), "{name}: no instance variable");
+        // Sidecars and nodes are different jobs: one can be chosen.
+        assert!(names.contains("job"), "{name}: no job variable");
+        assert!(
+            d["title"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("sojourn / "),
+            "{name}: the title says whose it is"
+        );
         let mut queries = 0;
         for p in panels(&d) {
             if p["type"] == "row" {
@@ -110,12 +119,12 @@ fn every_panel_uses_the_datasource_variable_and_defined_variables() {
     }
     let golden = dashboards()
         .into_iter()
-        .find(|(_, d)| d["title"] == "Golden signals / Service")
+        .find(|(_, d)| d["title"] == "sojourn / Golden signals / Service")
         .unwrap()
         .1;
     let queues = dashboards()
         .into_iter()
-        .find(|(_, d)| d["title"] == "Queues")
+        .find(|(_, d)| d["title"] == "sojourn / Queues")
         .unwrap()
         .1;
     for (d, var) in [(&golden, "service"), (&queues, "queue")] {

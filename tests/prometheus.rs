@@ -139,6 +139,8 @@ fn substitute(expr: &str) -> String {
         .replace("$__range", "5m")
         .replace("${service:regex}", "shop")
         .replace("$service", "shop")
+        .replace("${job:regex}", ".*")
+        .replace("$job", ".*")
         .replace("${instance:regex}", ".*")
         .replace("$instance", ".*")
         .replace("${queue:regex}", ".*")
