@@ -51,6 +51,8 @@ pub fn evaluate(w: &Window) -> Report {
     queues(w, &mut rows);
     namespaces(w, &mut rows);
     probes(w, &mut rows);
+    // Who, once the CPU's verdict is known.
+    cpu_users(w, &mut rows);
     // Services last: a slow service names the host resources found above.
     services(w, &mut rows);
     let failures = w
@@ -169,6 +171,72 @@ fn cpu(w: &Window, rows: &mut Rows) {
             );
         }
     }
+}
+
+/// Most users named under a saturated CPU.
+const CPU_USERS: usize = 3;
+/// Least share of the CPU time used for a user to be named.
+const CPU_USER_SHARE: f64 = 0.02;
+
+/// The USE method's next question under a saturated CPU: who uses it.
+/// The cgroups (containers, pods, services) and, with the process
+/// collector, the process groups that used the most CPU time over the
+/// window, each with its cores and its share of the CPU time used, most
+/// first, as a `who:` line of the CPU's evidence.
+fn cpu_users(w: &Window, rows: &mut Rows) {
+    let Some(host) = rows.find("cpu") else { return };
+    if host.verdict != Verdict::Saturated {
+        return;
+    }
+    let name = "sojourn_cpu_seconds_total";
+    let idle = w.increase(name, &[("mode", "idle")]).unwrap_or(0.0)
+        + w.increase(name, &[("mode", "iowait")]).unwrap_or(0.0);
+    let used = w.increase(name, &[]).unwrap_or(0.0) - idle;
+    if used <= 0.0 {
+        return;
+    }
+    let last = w.last();
+    let mut users: Vec<(String, f64)> = w
+        .increase_by("sojourn_cgroup_cpu_usage_seconds_total", "cgroup", &[])
+        .into_iter()
+        .map(|(cgroup, cpu)| {
+            let pod = last
+                .all("sojourn_cgroup_cpu_usage_seconds_total")
+                .iter()
+                .find(|s| s.label("cgroup") == cgroup)
+                .map(|s| s.label("pod_uid").to_string())
+                .unwrap_or_default();
+            let who = match pod.as_str() {
+                "" => format!("cgroup {cgroup}"),
+                uid => format!("cgroup {cgroup} (pod {uid})"),
+            };
+            (who, cpu)
+        })
+        .chain(
+            w.increase_by("sojourn_process_cpu_seconds_total", "group", &[])
+                .into_iter()
+                .map(|(group, cpu)| (format!("processes {group}"), cpu)),
+        )
+        .filter(|(_, cpu)| *cpu / used >= CPU_USER_SHARE)
+        .collect();
+    if users.is_empty() {
+        return;
+    }
+    users.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    users.truncate(CPU_USERS);
+    let named: Vec<String> = users
+        .iter()
+        .map(|(who, cpu)| {
+            format!(
+                "{who} {:.2} cores ({})",
+                cpu / w.seconds(),
+                pct((cpu / used).min(1.0))
+            )
+        })
+        .collect();
+    rows.row("cpu", "cpu")
+        .evidence
+        .push(format!("who: {} of the CPU time used", named.join(", ")));
 }
 
 fn memory(w: &Window, rows: &mut Rows) {

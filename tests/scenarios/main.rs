@@ -156,6 +156,8 @@ struct Expect {
     /// Whether `sojourn check` on the host must name `required` (a slow
     /// upstream is the exporter's to name: the host check must be clean).
     in_check: bool,
+    /// Who `sojourn check` must name first as the CPU's user.
+    first_user: Option<String>,
 }
 
 impl Expect {
@@ -165,6 +167,7 @@ impl Expect {
             required: vec![],
             allowed_kinds: vec![],
             in_check: true,
+            first_user: None,
         }
     }
 
@@ -174,6 +177,7 @@ impl Expect {
             required: vec![(kind, resource.into())],
             allowed_kinds: vec![kind],
             in_check: true,
+            first_user: None,
         }
     }
 
@@ -181,6 +185,12 @@ impl Expect {
     /// host's as well as the cgroup's).
     fn or_also(mut self, kind: &'static str) -> Self {
         self.allowed_kinds.push(kind);
+        self
+    }
+
+    /// `sojourn check`'s evidence for the CPU names `who` first among its users.
+    fn used_most_by(mut self, who: impl Into<String>) -> Self {
+        self.first_user = Some(who.into());
         self
     }
 
@@ -314,6 +324,26 @@ fn scenario<G>(
                 .push(format!("sojourn check also named {k} {r}: {evidence}"));
         }
     }
+    if let Some(who) = expect.first_user.as_deref().filter(|_| want_check) {
+        let users = report["resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|x| x["resource"] == "cpu")
+            .and_then(|x| x["evidence"].as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.as_str())
+            .find(|e| e.starts_with("who: "))
+            .unwrap_or_default()
+            .to_string();
+        if !users.starts_with(&format!("who: {who} ")) {
+            outcome
+                .problems
+                .push(format!("sojourn check did not name {who} first: {users:?}"));
+        }
+        outcome.found.push_str(&format!(" ({users})"));
+    }
     let code = out.status.code();
     let want_code = if want_check { 1 } else { 0 };
     if code != Some(want_code) {
@@ -329,6 +359,50 @@ fn scenario<G>(
 // ---- Faults. Each returns a guard whose drop undoes it. ----
 
 use common::{Children, busy_shells};
+
+/// Busy shells in a cgroup of their own (the cpu hierarchy, and cpuacct's
+/// where it is apart), so that `check` can say who uses the CPU; the
+/// shells are killed and the cgroup removed on drop.
+struct BusyCgroup {
+    shells: Children,
+    dirs: Vec<std::path::PathBuf>,
+}
+
+impl BusyCgroup {
+    fn new(name: &str, shells: Children) -> Result<Self, String> {
+        let mut guard = BusyCgroup {
+            shells,
+            dirs: Vec::new(),
+        };
+        for controller in ["cpu", "cpuacct"] {
+            let (dir, v2) = common::cgroup_dir(controller, name);
+            if !dir.exists() {
+                std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                guard.dirs.push(dir.clone());
+            }
+            for c in &guard.shells.0 {
+                std::fs::write(dir.join("cgroup.procs"), c.id().to_string())
+                    .map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
+            if v2 {
+                break;
+            }
+        }
+        Ok(guard)
+    }
+}
+
+impl Drop for BusyCgroup {
+    fn drop(&mut self) {
+        for c in &mut self.shells.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for d in &self.dirs {
+            common::remove_cgroup(d);
+        }
+    }
+}
 
 /// Threads stopped on drop.
 struct Stop(Arc<AtomicBool>, Vec<std::thread::JoinHandle<()>>);
@@ -764,7 +838,12 @@ fn every_fault_names_its_resource_and_nothing_else() {
     }));
 
     outcomes.push(scenario("CPU saturation", None, vec![], || {
-        Ok((busy_shells(cpus + 2), Expect::finds("cpu", "cpu")))
+        let name = "sojourn-scenario-busy";
+        let busy = BusyCgroup::new(name, busy_shells(cpus + 2))?;
+        Ok((
+            busy,
+            Expect::finds("cpu", "cpu").used_most_by(format!("cgroup /{name}")),
+        ))
     }));
 
     outcomes.push(scenario("one hot CPU", None, vec![], || {
