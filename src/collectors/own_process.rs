@@ -56,10 +56,8 @@ const START: Desc = Desc::gauge(
 fn boot_time() -> Option<u64> {
     static BTIME: OnceLock<Option<u64>> = OnceLock::new();
     *BTIME.get_or_init(|| {
-        std::fs::read_to_string("/proc/stat")
-            .ok()?
-            .lines()
-            .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
+        let text = std::fs::read_to_string("/proc/stat").ok()?;
+        super::cpu::parse_proc_stat(&text).ok()?.boot_time
     })
 }
 
