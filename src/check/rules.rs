@@ -2,7 +2,7 @@
 //! resource, in USE-checklist order. Thresholds are the constants of
 //! [`super`], documented in the README.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::snapshot::Window;
 use super::{
@@ -195,18 +195,19 @@ fn cpu_users(w: &Window, rows: &mut Rows) {
     if used <= 0.0 {
         return;
     }
-    let last = w.last();
+    // Each cgroup's pod, looked up once (a node has hundreds of cgroups).
+    let usage = "sojourn_cgroup_cpu_usage_seconds_total";
+    let pods: HashMap<&str, &str> = w
+        .last()
+        .all(usage)
+        .iter()
+        .map(|s| (s.label("cgroup"), s.label("pod_uid")))
+        .collect();
     let mut users: Vec<(String, f64)> = w
-        .increase_by("sojourn_cgroup_cpu_usage_seconds_total", "cgroup", &[])
+        .increase_by(usage, "cgroup", &[])
         .into_iter()
         .map(|(cgroup, cpu)| {
-            let pod = last
-                .all("sojourn_cgroup_cpu_usage_seconds_total")
-                .iter()
-                .find(|s| s.label("cgroup") == cgroup)
-                .map(|s| s.label("pod_uid").to_string())
-                .unwrap_or_default();
-            let who = match pod.as_str() {
+            let who = match pods.get(cgroup.as_str()).copied().unwrap_or("") {
                 "" => format!("cgroup {cgroup}"),
                 uid => format!("cgroup {cgroup} (pod {uid})"),
             };
