@@ -5,9 +5,11 @@
 //! files, whoever reads them. Which process, and the cgroup it is in, say
 //! whose namespace it is (a pod's, by the kubelet's cgroup layout).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::AsFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use crate::inet_diag::Dumper;
 
 /// One network namespace other than sojourn's own.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +105,98 @@ pub fn enter<T: Send + 'static>(
         })?
         .join()
         .unwrap_or_else(|_| Err(Error::other("the namespace thread panicked")))
+}
+
+/// The namespaces one reader has entered, each with what the reader keeps
+/// of it: a sock_diag socket made inside, wrapped in the reader's state.
+/// The socket holds its namespace alive, so an entry lives only while a
+/// process does. Each reader (the sampler, tcp_ports) has its own: one
+/// socket is never shared between threads.
+pub struct Entered<T> {
+    procfs: PathBuf,
+    limit: usize,
+    entries: BTreeMap<u64, (Netns, T)>,
+    /// The kernel refused setns; not tried again: capabilities do not grow.
+    refused: bool,
+}
+
+impl<T> Entered<T> {
+    /// At most `limit` namespaces, found under `procfs`.
+    pub fn new(procfs: &Path, limit: usize) -> Self {
+        Entered {
+            procfs: procfs.to_path_buf(),
+            limit,
+            entries: BTreeMap::new(),
+            refused: false,
+        }
+    }
+
+    pub fn refused(&self) -> bool {
+        self.refused
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Walks /proc: namespaces with no process left are let go and
+    /// returned (their reader forgets what it held of them), those still
+    /// there get their identity anew, and new ones are entered, `make`
+    /// turning the socket made inside into the reader's state. A process
+    /// that exits before it is entered is left to the next walk.
+    pub fn rescan(&mut self, mut make: impl FnMut(&Netns, Dumper) -> T) -> Vec<T> {
+        let Some(own) = own_namespace(&self.procfs) else {
+            return Vec::new();
+        };
+        let found = discover(&self.procfs, own, self.limit).found;
+        let live: BTreeSet<u64> = found.iter().map(|n| n.inode).collect();
+        let gone: Vec<u64> = self
+            .entries
+            .keys()
+            .filter(|i| !live.contains(i))
+            .copied()
+            .collect();
+        let gone = gone
+            .iter()
+            .filter_map(|i| self.entries.remove(i))
+            .map(|(_, t)| t)
+            .collect();
+        for ns in found {
+            if let Some((known, _)) = self.entries.get_mut(&ns.inode) {
+                *known = ns;
+                continue;
+            }
+            if self.refused {
+                continue;
+            }
+            match enter(&self.procfs, &ns, Dumper::new) {
+                Ok(dumper) => {
+                    let state = make(&ns, dumper);
+                    self.entries.insert(ns.inode, (ns, state));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    warn_refused(&e);
+                    self.refused = true;
+                }
+                Err(e) => tracing::debug!(netns = ns.inode, error = %e, "namespace not entered"),
+            }
+        }
+        gone
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&Netns, &mut T)> {
+        self.entries.values_mut().map(|(ns, t)| (&*ns, t))
+    }
+
+    /// Keeps the namespaces `keep` says to (false: its read failed, it is
+    /// gone or going; the next walk enters it again if it lives).
+    pub fn retain(&mut self, mut keep: impl FnMut(&Netns, &mut T) -> bool) {
+        self.entries.retain(|_, (ns, t)| keep(ns, t));
+    }
 }
 
 /// Says once per process, whichever reader met it first, that the kernel

@@ -99,6 +99,20 @@ pub fn thread_cpu_time() -> std::time::Duration {
     std::time::Duration::new(t.tv_sec.unsigned_abs(), t.tv_nsec.unsigned_abs() as u32)
 }
 
+/// Whether work that started at `started` and took `cpu` of CPU time may
+/// be followed by more at `now` within `budget` (a share of one CPU): the
+/// socket dumps' and the namespaces' rounds' rule, whoever asks how often.
+pub fn budget_allows(
+    started: std::time::Instant,
+    cpu: std::time::Duration,
+    budget: f64,
+    now: std::time::Instant,
+) -> bool {
+    let wait = std::time::Duration::try_from_secs_f64(cpu.as_secs_f64() / budget)
+        .unwrap_or(std::time::Duration::MAX);
+    now.saturating_duration_since(started) >= wait
+}
+
 pub trait Collect: Send + Sync {
     fn collect(&self, cfg: &Config) -> Result<Vec<Family>, CollectError>;
 
@@ -260,4 +274,28 @@ pub(crate) fn parse_u64(field: &str, text: &str) -> Result<u64, ParseError> {
     text.trim()
         .parse::<u64>()
         .map_err(|_| ParseError(format!("{field}: {text:?} is not a non-negative integer")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dump_waits_its_cost_divided_by_the_budget() {
+        let t0 = std::time::Instant::now();
+        let ms = std::time::Duration::from_millis;
+        // 2 ms of CPU at 0.5 %: the next dump no sooner than 400 ms later.
+        assert!(!budget_allows(t0, ms(2), 0.005, t0 + ms(399)));
+        assert!(budget_allows(t0, ms(2), 0.005, t0 + ms(400)));
+        // A whole CPU: as soon as it has run for its own CPU time.
+        assert!(budget_allows(t0, ms(2), 1.0, t0 + ms(2)));
+        // A clock that went nowhere, a cost beyond Duration: never early, no panic.
+        assert!(!budget_allows(t0 + ms(5), ms(1), 0.5, t0));
+        assert!(!budget_allows(
+            t0,
+            std::time::Duration::MAX,
+            1e-9,
+            t0 + ms(1)
+        ));
+    }
 }

@@ -378,9 +378,7 @@ pub struct TcpPortsCollector {
 /// while a process lives there. Owned by the round worker's thread.
 struct Namespaces {
     scanned: Option<Instant>,
-    entered: std::collections::BTreeMap<u64, (crate::netns::Netns, Dumper)>,
-    /// The kernel refused setns: not tried again (capabilities do not grow).
-    refused: bool,
+    entered: crate::netns::Entered<Dumper>,
     kubelet: Option<std::sync::Arc<crate::kubelet::Kubelet>>,
 }
 
@@ -419,8 +417,7 @@ impl RoundWorker {
         }
         let mut namespaces = Namespaces {
             scanned: None,
-            entered: Default::default(),
-            refused: false,
+            entered: crate::netns::Entered::new(&cfg.roots.procfs, cfg.netns.max_namespaces),
             kubelet: super::netns::kubelet(cfg),
         };
         let (cfg, thread_shared) = (cfg.clone(), shared.clone());
@@ -515,7 +512,8 @@ impl Namespaces {
                 .scanned
                 .is_none_or(|t| now.duration_since(t) >= cfg.process.rescan_interval)
             {
-                self.rescan(cfg);
+                // Namespaces gone: their sockets close as they drop.
+                drop(self.entered.rescan(|_, dumper| dumper));
                 self.scanned = Some(now);
             }
             let dump = self.dump(cfg.tcp_ports.max_namespace_ports);
@@ -525,40 +523,8 @@ impl Namespaces {
             s.last = Some(std::sync::Arc::new(dump));
             s.dumps += 1;
             s.entered = self.entered.len();
-            s.refused = self.refused;
+            s.refused = self.entered.refused();
             s.running = false;
-        }
-    }
-
-    /// Enters namespaces new since the last walk, lets go of those with no
-    /// process left, and renames those whose names changed.
-    fn rescan(&mut self, cfg: &Config) {
-        let Some(own) = crate::netns::own_namespace(&cfg.roots.procfs) else {
-            return;
-        };
-        let found = crate::netns::discover(&cfg.roots.procfs, own, cfg.netns.max_namespaces).found;
-        let live: HashSet<u64> = found.iter().map(|n| n.inode).collect();
-        self.entered.retain(|inode, _| live.contains(inode));
-        for ns in found {
-            if let Some((known, _)) = self.entered.get_mut(&ns.inode) {
-                *known = ns;
-                continue;
-            }
-            if self.refused {
-                continue;
-            }
-            match crate::netns::enter(&cfg.roots.procfs, &ns, Dumper::new) {
-                Ok(dumper) => {
-                    self.entered.insert(ns.inode, (ns, dumper));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                    crate::netns::warn_refused(&e);
-                    self.refused = true;
-                }
-                Err(e) => {
-                    tracing::debug!(netns = ns.inode, error = %e, "tcp_ports: namespace not entered")
-                }
-            }
         }
     }
 
@@ -571,7 +537,7 @@ impl Namespaces {
         // A namespace whose dump fails is gone (or going): let go of it;
         // the next walk enters it again if it lives.
         self.entered
-            .retain(|_, (ns, dumper)| match dump_namespace(dumper) {
+            .retain(|ns, dumper| match dump_namespace(dumper) {
                 Ok(ports) => {
                     let id = super::netns::identity(ns, names.as_deref());
                     all.extend(ports.into_iter().map(|(p, s)| (id.clone(), p, s)));
@@ -606,13 +572,6 @@ struct Dump {
     cpu: Duration,
 }
 
-/// Whether a dump that started at `started` and took `cpu` of CPU time may
-/// be followed by another at `now` within `budget` (a share of one CPU).
-pub fn dump_due(started: Instant, cpu: Duration, budget: f64, now: Instant) -> bool {
-    let wait = Duration::try_from_secs_f64(cpu.as_secs_f64() / budget).unwrap_or(Duration::MAX);
-    now.saturating_duration_since(started) >= wait
-}
-
 impl TcpPortsCollector {
     pub fn new(cfg: &Config) -> Self {
         let rounds = cfg
@@ -635,10 +594,9 @@ impl TcpPortsCollector {
     fn namespaced(&self, cfg: &Config) -> Option<(std::sync::Arc<NamespaceDump>, Vec<Family>)> {
         let shared = &self.rounds.as_ref()?.shared;
         let mut s = shared.state.lock().ok()?;
-        let due = s
-            .last
-            .as_ref()
-            .is_none_or(|d| dump_due(d.started, d.cpu, cfg.tcp_ports.cpu_budget, Instant::now()));
+        let due = s.last.as_ref().is_none_or(|d| {
+            super::budget_allows(d.started, d.cpu, cfg.tcp_ports.cpu_budget, Instant::now())
+        });
         if due && !s.running && !s.requested {
             s.requested = true;
             shared.wake.notify_one();
@@ -787,7 +745,7 @@ impl Collect for TcpPortsCollector {
         let due = state
             .last
             .as_ref()
-            .is_none_or(|d| dump_due(d.started, d.cpu, budget, Instant::now()));
+            .is_none_or(|d| super::budget_allows(d.started, d.cpu, budget, Instant::now()));
         if due {
             // A failed dump leaves nothing to serve: no series outlives its source.
             state.last = None;
@@ -871,20 +829,6 @@ mod tests {
             l.add(&s);
         }
         l
-    }
-
-    #[test]
-    fn a_dump_waits_its_cost_divided_by_the_budget() {
-        let t0 = Instant::now();
-        let ms = Duration::from_millis;
-        // 2 ms of CPU at 0.5 %: the next dump no sooner than 400 ms later.
-        assert!(!dump_due(t0, ms(2), 0.005, t0 + ms(399)));
-        assert!(dump_due(t0, ms(2), 0.005, t0 + ms(400)));
-        // A whole CPU: as soon as it has run for its own CPU time.
-        assert!(dump_due(t0, ms(2), 1.0, t0 + ms(2)));
-        // A clock that went nowhere, a cost beyond Duration: never early, no panic.
-        assert!(!dump_due(t0 + ms(5), ms(1), 0.5, t0));
-        assert!(!dump_due(t0, Duration::MAX, 1e-9, t0 + ms(1)));
     }
 
     #[test]

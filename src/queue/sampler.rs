@@ -339,21 +339,15 @@ const MAX_ROUND_GAP: Duration = Duration::from_secs(2);
 /// only as often as `--queue.namespace-cpu-budget` allows: every tick for
 /// a few pods, less often for hundreds.
 struct Namespaces {
-    procfs: std::path::PathBuf,
-    own: u64,
-    limit: usize,
     rescan_interval: Duration,
     scanned: Option<Instant>,
     budget: f64,
     /// When the last round started, the CPU time it took, and this
     /// thread's CPU clock when it started.
     last_round: Option<(Instant, Duration, u64)>,
-    entered: std::collections::BTreeMap<u64, Listeners>,
+    entered: crate::netns::Entered<Listeners>,
     /// Pod names, with `--collector.cgroup.kubelet-url`.
     kubelet: Option<Arc<crate::kubelet::Kubelet>>,
-    /// Set when the kernel refused to let sojourn into a namespace: its
-    /// capabilities will not grow, so none is tried again.
-    refused: bool,
 }
 
 impl Namespaces {
@@ -361,67 +355,37 @@ impl Namespaces {
         if !cfg.netns.enabled {
             return None;
         }
-        let own = crate::netns::own_namespace(&cfg.roots.procfs)?;
+        crate::netns::own_namespace(&cfg.roots.procfs)?;
         Some(Namespaces {
-            procfs: cfg.roots.procfs.clone(),
-            own,
-            limit: cfg.netns.max_namespaces,
             rescan_interval: cfg.process.rescan_interval,
             scanned: None,
             budget: cfg.queue.namespace_cpu_budget,
             last_round: None,
-            entered: Default::default(),
+            entered: crate::netns::Entered::new(&cfg.roots.procfs, cfg.netns.max_namespaces),
             kubelet: crate::collectors::netns::kubelet(cfg),
-            refused: false,
         })
     }
 
-    /// Enters the namespaces new since the last walk and lets go of those
-    /// with no process left.
+    /// Enters the namespaces new since the last walk, lets go of those
+    /// with no process left, and renames those whose pod's names came.
     fn rescan(&mut self, gone: &mut Vec<QueueId>) {
-        let found = crate::netns::discover(&self.procfs, self.own, self.limit).found;
-        let live: std::collections::BTreeSet<u64> = found.iter().map(|n| n.inode).collect();
-        self.entered.retain(|inode, l| {
-            let keep = live.contains(inode);
-            if !keep {
-                gone.extend(l.source.forget_all());
-            }
-            keep
-        });
         let names = self.kubelet.as_ref().map(|k| k.directory().0);
-        for ns in found {
-            let labels = crate::collectors::netns::identity(&ns, names.as_deref());
-            if let Some(l) = self.entered.get_mut(&ns.inode) {
-                if l.source.scope().is_some_and(|s| s.labels != labels) {
-                    l.source.set_scope(Arc::new(Scope {
-                        netns: ns.inode,
-                        labels,
-                    }));
-                }
-                continue;
-            }
-            if self.refused {
-                continue;
-            }
-            match crate::netns::enter(&self.procfs, &ns, Dumper::new) {
-                Ok(dumper) => {
-                    let scope = Arc::new(Scope {
-                        netns: ns.inode,
-                        labels,
-                    });
-                    let source = ListenerSource::in_scope(scope);
-                    self.entered
-                        .insert(ns.inode, Listeners::with(dumper, source));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                    crate::netns::warn_refused(&e);
-                    self.refused = true;
-                }
-                // The process exited, or its pid holds another namespace
-                // now: the next walk finds the namespace through another.
-                Err(e) => {
-                    tracing::debug!(netns = ns.inode, error = %e, "queue: namespace not entered")
-                }
+        let scope = |ns: &crate::netns::Netns| {
+            Arc::new(Scope {
+                netns: ns.inode,
+                labels: crate::collectors::netns::identity(ns, names.as_deref()),
+            })
+        };
+        let left = self
+            .entered
+            .rescan(|ns, dumper| Listeners::with(dumper, ListenerSource::in_scope(scope(ns))));
+        for mut l in left {
+            gone.extend(l.source.forget_all());
+        }
+        for (ns, l) in self.entered.iter_mut() {
+            let fresh = scope(ns);
+            if l.source.scope().is_some_and(|s| s.labels != fresh.labels) {
+                l.source.set_scope(fresh);
             }
         }
     }
@@ -446,8 +410,7 @@ impl Namespaces {
         }
         let cpu_before = thread_cpu_ns();
         if let Some((last, cpu, thread_cpu)) = self.last_round {
-            let within_budget =
-                crate::collectors::tcp_ports::dump_due(last, cpu, self.budget, started);
+            let within_budget = crate::collectors::budget_allows(last, cpu, self.budget, started);
             // The whole sampler, the host's queues and the bookkeeping of
             // the namespaces' samples included, within its share; a round at
             // least every MAX_ROUND_GAP all the same.
@@ -685,7 +648,7 @@ fn run(mut sources: Sources, period: Duration, shared: &Shared, stop: &AtomicBoo
                 .store(ns, Ordering::Relaxed);
         }
         if let Ok(mut n) = shared.namespaces.lock() {
-            *n = sources.namespaces.as_ref().map(|n| !n.refused);
+            *n = sources.namespaces.as_ref().map(|n| !n.entered.refused());
         }
         shared.stats.ticks.fetch_add(1, Ordering::Relaxed);
         shared
