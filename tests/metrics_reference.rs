@@ -266,11 +266,7 @@ fn kubelet_rows_and_labels_match_a_scrape_with_a_kubelet_url() {
 /// names) are its row's and the identity the label table documents.
 #[test]
 fn pods_series_carry_the_documented_identity_labels() {
-    let Some(pod) = common::pod("reference", true) else {
-        common::skip_unless_required(
-            "SOJOURN_REQUIRE_NAMESPACES",
-            "ip netns and cgroups need root",
-        );
+    let Some(pod) = common::pod_or_skip("reference", true) else {
         return;
     };
     let _unread = common::Killed(
@@ -279,27 +275,7 @@ fn pods_series_carry_the_documented_identity_labels() {
             .spawn()
             .expect("python3"),
     );
-    let (port, _) = common::fake_kubelet(
-        "200 OK",
-        format!(
-            r#"{{"items":[{{"metadata":{{"name":"web-7d9","namespace":"shop","uid":"{}"}}}}]}}"#,
-            pod.uid
-        ),
-    );
-    let url = format!("http://127.0.0.1:{port}/pods");
-    let s = sojourn::cli::parse([
-        "sojourn",
-        "--collector.disable-defaults",
-        "--collector.netns",
-        "--collector.queue",
-        "--collector.tcp_ports",
-        "--collector.process.rescan-interval",
-        "100ms",
-        "--collector.cgroup.kubelet-url",
-        &url,
-    ])
-    .unwrap();
-    let scraper = sojourn::scrape::Scraper::new(s.collect, &s.collectors);
+    let scraper = common::named_pod_scraper(&pod);
     let named = "pod=\"web-7d9\"";
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     let text = loop {

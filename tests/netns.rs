@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::pod;
+use common::pod_or_skip;
 
 use sojourn::metrics::{self, Format};
 
@@ -52,11 +52,7 @@ fn overflows(text: &str, uid: &str) -> Option<f64> {
 #[test]
 fn each_pods_tcp_counters_are_its_own_and_go_with_it() {
     let _serial = serial();
-    let (Some(busy), Some(idle)) = (pod("busy", true), pod("idle", false)) else {
-        common::skip_unless_required(
-            "SOJOURN_REQUIRE_NAMESPACES",
-            "ip netns and cgroups need root",
-        );
+    let (Some(busy), Some(idle)) = (pod_or_skip("busy", true), pod_or_skip("idle", false)) else {
         return;
     };
     let s = scraper();
@@ -142,35 +138,11 @@ fn series<'a>(text: &'a str, name: &str, uid: &str) -> Option<&'a str> {
 #[test]
 fn a_pods_listener_is_an_accept_queue_of_its_own_and_goes_with_it() {
     let _serial = serial();
-    let Some(busy) = pod("queue", true) else {
-        common::skip_unless_required(
-            "SOJOURN_REQUIRE_NAMESPACES",
-            "ip netns and cgroups need root",
-        );
+    let Some(busy) = pod_or_skip("queue", true) else {
         return;
     };
     // The kubelet lists the pod by its uid: its names join the labels.
-    let (port, _) = common::fake_kubelet(
-        "200 OK",
-        format!(
-            r#"{{"kind":"PodList","items":[{{"metadata":{{"name":"web-7d9","namespace":"shop","uid":"{}"}}}}]}}"#,
-            busy.uid
-        ),
-    );
-    let url = format!("http://127.0.0.1:{port}/pods");
-    let settings = sojourn::cli::parse([
-        "sojourn",
-        "--collector.disable-defaults",
-        "--collector.netns",
-        "--collector.queue",
-        "--collector.tcp_ports",
-        "--collector.process.rescan-interval",
-        "100ms",
-        "--collector.cgroup.kubelet-url",
-        &url,
-    ])
-    .expect("flags");
-    let s = sojourn::scrape::Scraper::new(settings.collect, &settings.collectors);
+    let s = common::named_pod_scraper(&busy);
     let t = Instant::now();
     let text = loop {
         let text = scrape(&s);
@@ -284,11 +256,7 @@ fn a_pods_listener_is_an_accept_queue_of_its_own_and_goes_with_it() {
 #[test]
 fn without_leave_to_enter_namespaces_the_host_view_stays_and_says_so() {
     let _serial = serial();
-    let Some(busy) = pod("refused", true) else {
-        common::skip_unless_required(
-            "SOJOURN_REQUIRE_NAMESPACES",
-            "ip netns and cgroups need root",
-        );
+    let Some(busy) = pod_or_skip("refused", true) else {
         return;
     };
     // Root without CAP_SYS_ADMIN, as a container granted only what it asks:

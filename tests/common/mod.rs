@@ -605,6 +605,45 @@ else:
     time.sleep(120)
 "#;
 
+/// [`pod`], or None after saying why the test is skipped (it fails
+/// instead where SOJOURN_REQUIRE_NAMESPACES is set).
+pub fn pod_or_skip(tag: &str, busy: bool) -> Option<Pod> {
+    let made = pod(tag, busy);
+    if made.is_none() {
+        skip_unless_required(
+            "SOJOURN_REQUIRE_NAMESPACES",
+            "ip netns and cgroups need root",
+        );
+    }
+    made
+}
+
+/// A scraper reading other namespaces (netns, queue and tcp_ports at a
+/// 100 ms rescan), with a fake kubelet that lists `pod` as shop/web-7d9.
+pub fn named_pod_scraper(pod: &Pod) -> sojourn::scrape::Scraper {
+    let (port, _) = fake_kubelet(
+        "200 OK",
+        format!(
+            r#"{{"kind":"PodList","items":[{{"metadata":{{"name":"web-7d9","namespace":"shop","uid":"{}"}}}}]}}"#,
+            pod.uid
+        ),
+    );
+    let url = format!("http://127.0.0.1:{port}/pods");
+    let settings = sojourn::cli::parse([
+        "sojourn",
+        "--collector.disable-defaults",
+        "--collector.netns",
+        "--collector.queue",
+        "--collector.tcp_ports",
+        "--collector.process.rescan-interval",
+        "100ms",
+        "--collector.cgroup.kubelet-url",
+        &url,
+    ])
+    .expect("flags");
+    sojourn::scrape::Scraper::new(settings.collect, &settings.collectors)
+}
+
 pub fn pod(tag: &str, busy: bool) -> Option<Pod> {
     let netns = format!("sojourn-pod-{tag}-{}", std::process::id());
     let made = Command::new("ip")
