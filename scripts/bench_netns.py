@@ -60,19 +60,25 @@ def value(body, name):
     return float(m.group(1)) if m else None
 
 
-def sampler(extra, seconds, port):
-    """The sampler's share of a core over `seconds`, with `extra` flags."""
+def start(port, flags):
+    """sojourn on 127.0.0.1:`port` with only `flags`' collectors, once it answers."""
     p = subprocess.Popen([os.path.join(ROOT, "target/release/sojourn"),
                           "--web.listen-address", f"127.0.0.1:{port}",
-                          "--collector.disable-defaults", "--collector.queue",
-                          "--log.level", "warn"] + extra, stdout=subprocess.DEVNULL)
+                          "--collector.disable-defaults", "--log.level", "warn"] + flags,
+                         stdout=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            metrics(port)
+            break
+        except OSError:
+            time.sleep(0.1)
+    return p
+
+
+def sampler(extra, seconds, port):
+    """The sampler's share of a core over `seconds`, with `extra` flags."""
+    p = start(port, ["--collector.queue"] + extra)
     try:
-        for _ in range(100):
-            try:
-                metrics(port)
-                break
-            except OSError:
-                time.sleep(0.1)
         time.sleep(12)  # listeners become queues after 10 s
         b0, t0 = metrics(port), time.monotonic()
         time.sleep(seconds)
@@ -95,18 +101,9 @@ def sampler(extra, seconds, port):
 
 def tcp_ports(namespaces, seconds, port):
     """The namespaces' dump rounds of tcp_ports, scraped every second."""
-    p = subprocess.Popen([os.path.join(ROOT, "target/release/sojourn"),
-                          "--web.listen-address", f"127.0.0.1:{port}",
-                          "--collector.disable-defaults", "--collector.tcp_ports", "--collector.netns",
-                          "--collector.netns.max-namespaces", str(namespaces + 10),
-                          "--log.level", "warn"], stdout=subprocess.DEVNULL)
+    p = start(port, ["--collector.tcp_ports", "--collector.netns",
+                     "--collector.netns.max-namespaces", str(namespaces + 10)])
     try:
-        for _ in range(100):
-            try:
-                metrics(port)
-                break
-            except OSError:
-                time.sleep(0.1)
         c0, t0, ages, took = proc_cpu(p.pid), time.monotonic(), [], []
         while time.monotonic() - t0 < seconds:
             t = time.perf_counter()
@@ -150,20 +147,10 @@ def main():
             subprocess.run(["ip", "netns", "exec", n, "ip", "link", "set", "lo", "up"], check=True)
             holders.append(subprocess.Popen(["ip", "netns", "exec", n, "python3", "-c", HOLDER, str(a.listeners)]))
         time.sleep(1)
-        sojourn = subprocess.Popen([os.path.join(ROOT, "target/release/sojourn"),
-                                    "--web.listen-address", f"127.0.0.1:{PORT}",
-                                    "--collector.disable-defaults", "--collector.netns",
-                                    "--collector.netns.max-namespaces", str(a.namespaces + 10),
-                                    "--log.level", "warn"], stdout=subprocess.DEVNULL)
-        conn = None
-        for _ in range(100):
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
-                conn.request("GET", "/metrics")
-                conn.getresponse().read()
-                break
-            except OSError:
-                time.sleep(0.1)
+        sojourn = start(PORT, ["--collector.netns",
+                               "--collector.netns.max-namespaces", str(a.namespaces + 10)])
+        # One keep-alive connection, as Prometheus scrapes.
+        conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
         c0, durations, took = proc_cpu(sojourn.pid), [], []
         for _ in range(a.scrapes):
             t = time.perf_counter()
