@@ -306,8 +306,9 @@ impl QueueSet {
             let s = t.estimator.snapshot();
             let name = &id.name;
             // The queue, then whose it is when not the host's.
+            let scoped = t.scope.as_ref().map_or(0, |s| s.labels.len());
             let with = |extra: &[crate::metrics::Label]| {
-                let mut l = Vec::with_capacity(1 + extra.len() + 4);
+                let mut l = Vec::with_capacity(1 + extra.len() + scoped);
                 l.push(label("queue", name.to_string()));
                 l.extend_from_slice(extra);
                 if let Some(scope) = &t.scope {
