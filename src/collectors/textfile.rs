@@ -237,7 +237,8 @@ fn to_families(parsed: Vec<ParsedFamily>, file: &str) -> Result<Vec<Family>, Par
             }
             // The encoder appends `_total` to counters.
             let name = match p.kind {
-                Kind::Counter => p.name.trim_end_matches("_total").to_string(),
+                // One suffix: `a_total_total` is the counter `a_total`.
+                Kind::Counter => p.name.strip_suffix("_total").unwrap_or(&p.name).to_string(),
                 _ => p.name.clone(),
             };
             let help = p
@@ -411,6 +412,13 @@ up_ratio NaN\n";
                 e.0
             );
         }
+        let twice = to_families(
+            parse("# TYPE a_total_total counter\na_total_total 1\n").unwrap(),
+            "x.prom",
+        )
+        .unwrap();
+        let text = crate::metrics::encode(twice, crate::metrics::Format::Text);
+        assert!(text.contains("\na_total_total 1"), "{text}");
         let e = to_families(parse("sojourn_cpu 1\n").unwrap(), "x.prom").unwrap_err();
         assert!(e.0.contains("serves itself"), "{}", e.0);
     }
