@@ -103,15 +103,14 @@ impl Scraper {
     /// The collectors a scrape's `collect[]` / `exclude[]` parameters name,
     /// checked against the enabled ones.
     pub fn select(&self, collect: &[String], exclude: &[String]) -> Result<Selection, String> {
-        let enabled = self.collector_names();
         let known = |names: &[String]| -> Result<Vec<&'static str>, String> {
             names
                 .iter()
                 .map(|n| {
-                    enabled
+                    self.collectors
                         .iter()
-                        .find(|e| **e == n.as_str())
-                        .copied()
+                        .map(|(e, _)| *e)
+                        .find(|e| *e == n.as_str())
                         .ok_or_else(|| {
                             if ALL.iter().any(|e| e.name == n.as_str()) {
                                 format!("collector {n:?} is not enabled")
