@@ -594,8 +594,12 @@ impl TcpPortsCollector {
     fn namespaced(&self, cfg: &Config) -> Option<(std::sync::Arc<NamespaceDump>, Vec<Family>)> {
         let shared = &self.rounds.as_ref()?.shared;
         let mut s = shared.state.lock().ok()?;
-        let due = s.last.as_ref().is_none_or(|d| {
-            super::budget_allows(d.started, d.cpu, cfg.tcp_ports.cpu_budget, Instant::now())
+        // With no namespace entered, a round can only find new ones, and
+        // namespaces are looked for once per rescan interval: asking more
+        // often would wake the round thread at every scrape for nothing.
+        let due = s.last.as_ref().is_none_or(|d| match s.entered {
+            0 => d.started.elapsed() >= cfg.process.rescan_interval,
+            _ => super::budget_allows(d.started, d.cpu, cfg.tcp_ports.cpu_budget, Instant::now()),
         });
         if due && !s.running && !s.requested {
             s.requested = true;
