@@ -242,9 +242,7 @@ pub fn snake_case(name: &str) -> String {
 /// scrape does not rebuild them. Only for sets fixed by the running kernel
 /// (meminfo fields, vmstat and snmp counters): the table is as small as that
 /// set. Never for label values.
-pub struct Memo(
-    std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<Box<str>, &'static str>>>,
-);
+pub struct Memo(std::sync::LazyLock<std::sync::Mutex<foldhash::HashMap<Box<str>, &'static str>>>);
 
 impl Memo {
     pub const fn new() -> Self {

@@ -259,7 +259,15 @@ pub fn read_kept(path: &Path) -> Result<String, CollectError> {
     let mut kept = match taken {
         Some((kept, _)) => kept,
         None => {
-            let file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
+            if known_absent(path) {
+                return Err(CollectError::Missing(path.display().to_string()));
+            }
+            let file = std::fs::File::open(path).map_err(|e| {
+                if e.kind() == io::ErrorKind::NotFound {
+                    note_absent(path);
+                }
+                io_error(path, e)
+            })?;
             if !on_kernel_fs(&file) {
                 return read_file(path, file);
             }
@@ -281,6 +289,64 @@ pub fn read_kept(path: &Path) -> Result<String, CollectError> {
         }
     }
     text
+}
+
+/// Kernel files found missing, and when. What procfs and sysfs lack is
+/// mostly what the kernel was built or booted without (/proc/schedstat,
+/// /proc/pressure/irq, a virtual CPU's thermal_throttle, a virtio disk's
+/// ioerr_cnt): looking again at every scrape is a failed path walk each,
+/// for nothing. A file that appears later (a hot-plugged device's
+/// attribute) is read within [`ABSENT_RECHECK`]; one that goes is missed
+/// at once, as nothing of it is cached.
+type Absent = std::collections::HashMap<PathBuf, std::time::Instant>;
+
+static ABSENT: std::sync::Mutex<Option<Absent>> = std::sync::Mutex::new(None);
+
+/// How long a kernel file found missing is taken as still missing.
+pub const ABSENT_RECHECK: std::time::Duration = std::time::Duration::from_secs(60);
+/// Most missing files remembered; past it, none more are (each is looked
+/// up as before).
+const MAX_ABSENT: usize = 1024;
+
+fn known_absent(path: &Path) -> bool {
+    let Ok(mut guard) = ABSENT.lock() else {
+        return false;
+    };
+    let Some(set) = guard.as_mut() else {
+        return false;
+    };
+    match set.get(path) {
+        Some(at) if at.elapsed() < ABSENT_RECHECK => true,
+        Some(_) => {
+            set.remove(path);
+            false
+        }
+        None => false,
+    }
+}
+
+/// Remembers a missing file when the nearest directory above it that
+/// exists is on procfs or sysfs; a file on a disk (a fixture tree) is
+/// looked for every time.
+fn note_absent(path: &Path) {
+    let Some(parent) = path.ancestors().skip(1).find(|a| a.exists()) else {
+        return;
+    };
+    #[allow(clippy::unnecessary_cast)]
+    let kernel = rustix::fs::statfs(parent)
+        .is_ok_and(|s| matches!(s.f_type as i64, PROC_SUPER_MAGIC | SYSFS_MAGIC));
+    if !kernel {
+        return;
+    }
+    if let Ok(mut guard) = ABSENT.lock() {
+        let set = guard.get_or_insert_with(Absent::new);
+        if set.len() >= MAX_ABSENT {
+            set.retain(|_, at| at.elapsed() < ABSENT_RECHECK);
+        }
+        if set.len() < MAX_ABSENT {
+            set.insert(path.to_path_buf(), std::time::Instant::now());
+        }
+    }
 }
 
 /// A /proc file kept open and re-read from offset 0, for the sampler that
@@ -382,6 +448,26 @@ fn read_rest(file: &impl rustix::fd::AsFd, buf: &mut Vec<u8>) -> io::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_kernel_file_is_remembered_and_a_missing_disk_file_is_not() {
+        let kernel = Path::new("/proc/sojourn-no-such-file/attr");
+        assert!(matches!(read_kept(kernel), Err(CollectError::Missing(_))));
+        assert!(known_absent(kernel), "absence under /proc remembered");
+        assert!(matches!(read_kept(kernel), Err(CollectError::Missing(_))));
+
+        let dir = std::env::temp_dir().join(format!("sojourn-absent-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("attr");
+        assert!(matches!(read_kept(&file), Err(CollectError::Missing(_))));
+        assert!(
+            !known_absent(&file),
+            "a fixture tree is looked at every time"
+        );
+        std::fs::write(&file, "7\n").unwrap();
+        assert_eq!(read_attr(&file).as_deref(), Some("7"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn kept(path: &Path) -> bool {
         KEPT.lock()

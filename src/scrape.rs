@@ -225,7 +225,10 @@ fn merge_same_names(families: Vec<Family>) -> Vec<Family> {
         Option<crate::metrics::BaseUnit>,
         bool,
     );
-    let mut index: HashMap<Key, usize> = HashMap::with_capacity(families.len());
+    // Hundreds of names at every scrape: a fast hash, not a DoS-resistant
+    // one (the names are the collectors', never a client's).
+    let mut index: foldhash::HashMap<Key, usize> =
+        foldhash::HashMapExt::with_capacity(families.len());
     let mut out: Vec<Family> = Vec::with_capacity(families.len());
     for f in families {
         // What the exposed name is made of: `queue_standing` is a gauge and,

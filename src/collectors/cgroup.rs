@@ -433,48 +433,106 @@ pub fn read_v1(layout: &Layout, rel: &str) -> Result<CgroupStats, CollectError> 
 
 /// Whether cgroup.procs lists a process: its first bytes say, however
 /// many thousands of pids follow.
-fn holds_processes(dir: &Path) -> bool {
-    use std::io::Read;
+fn holds_processes(dir: impl rustix::fd::AsFd) -> bool {
+    use rustix::fs::{Mode, OFlags};
     let mut first = [0u8; 1];
-    std::fs::File::open(dir.join("cgroup.procs"))
-        .and_then(|mut f| f.read(&mut first))
-        .is_ok_and(|n| n > 0)
+    rustix::fs::openat(
+        dir,
+        "cgroup.procs",
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .and_then(|fd| rustix::io::read(&fd, &mut first))
+    .is_ok_and(|n| n > 0)
+}
+
+/// The names of a directory's subdirectories, sorted.
+fn subdirectories(dir: &mut rustix::fs::Dir) -> Vec<String> {
+    use rustix::fs::FileType;
+    let mut names = Vec::new();
+    while let Some(Ok(entry)) = dir.read() {
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        let is_dir = match entry.file_type() {
+            FileType::Directory => true,
+            // A filesystem that does not say in the entry (cgroupfs does).
+            FileType::Unknown => dir.fd().is_ok_and(|fd| {
+                rustix::fs::statat(fd, entry.file_name(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                    .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory)
+            }),
+            _ => false,
+        };
+        if is_dir {
+            names.push(String::from_utf8_lossy(name).into_owned());
+        }
+    }
+    names.sort();
+    names
 }
 
 /// Cgroups under `base` holding processes, as paths relative to it
 /// (`/a/b`), the root excepted: the first `limit` in path order, and how
-/// many more there were.
+/// many more there were. Each directory is opened relative to its parent
+/// and its cgroup.procs relative to it, so no path is walked from `/` again:
+/// a node's hundreds of cgroups cost one short lookup each.
 pub fn walk(base: &Path, cfg: &Config, limit: usize) -> (Vec<String>, usize) {
+    use rustix::fs::{Mode, OFlags};
+    use std::rc::Rc;
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let mut out = Vec::new();
     let mut omitted = 0;
-    let mut stack = vec![(base.to_path_buf(), String::new())];
-    while let Some((dir, rel)) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
+    let Ok(root) = rustix::fs::open(base, flags, Mode::empty()) else {
+        return (out, omitted);
+    };
+    // Pending directories: the parent (open while a child of it waits),
+    // the name in it, the relative path. Descriptors held at once are at
+    // most the depth of the tree, not its breadth.
+    type Parent = Option<(Rc<rustix::fs::Dir>, String)>;
+    let mut stack: Vec<(Parent, String)> = Vec::new();
+    let mut first = Some(root);
+    stack.push((None, String::new()));
+    while let Some((parent, rel)) = stack.pop() {
+        let fd = match (&parent, first.take()) {
+            (None, Some(root)) => root,
+            (Some((dir, name)), _) => {
+                let Ok(fd) = dir
+                    .fd()
+                    .and_then(|p| rustix::fs::openat(p, name.as_str(), flags, Mode::empty()))
+                else {
+                    // Removed since its parent was listed.
+                    continue;
+                };
+                fd
+            }
+            (None, None) => continue,
+        };
+        drop(parent);
+        let Ok(mut dir) = rustix::fs::Dir::new(fd) else {
             continue;
         };
-        let mut children: Vec<(PathBuf, String)> = entries
-            .filter_map(Result::ok)
-            .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
-            .map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                (e.path(), format!("{rel}/{name}"))
-            })
-            .collect();
-        children.sort();
-        // Depth first, in name order.
-        stack.extend(children.into_iter().rev());
-        if rel.is_empty() {
+        let children = subdirectories(&mut dir);
+        if !rel.is_empty() {
+            let holds = dir.fd().is_ok_and(holds_processes);
+            let selected = cfg.include.is_match(&rel)
+                && !cfg.exclude.as_ref().is_some_and(|x| x.is_match(&rel));
+            if holds && selected {
+                if out.len() < limit {
+                    out.push(rel.clone());
+                } else {
+                    omitted += 1;
+                }
+            }
+        }
+        if children.is_empty() {
             continue;
         }
-        let holds_processes = holds_processes(&dir);
-        let selected =
-            cfg.include.is_match(&rel) && !cfg.exclude.as_ref().is_some_and(|x| x.is_match(&rel));
-        if holds_processes && selected {
-            if out.len() < limit {
-                out.push(rel);
-            } else {
-                omitted += 1;
-            }
+        let dir = Rc::new(dir);
+        // Depth first, in name order.
+        for name in children.into_iter().rev() {
+            let child = format!("{rel}/{name}");
+            stack.push((Some((dir.clone(), name)), child));
         }
     }
     (out, omitted)

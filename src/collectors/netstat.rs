@@ -12,11 +12,10 @@
 //! TcpExt nor every protocol. Only the counters an operator needs for the
 //! USE method are exported; the list below is the whole set.
 
-use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use super::{Collect, CollectError, Config, ParseError};
-use crate::metrics::{Desc, Family, Kind, Memo, snake_case};
+use crate::metrics::{Desc, Family, Kind, snake_case};
 
 /// `(protocol, name, value)` borrowed from the file's text: a scrape reads
 /// ~300 counters and keeps ~36, so nothing is copied or hashed. Values are
@@ -122,10 +121,24 @@ pub fn sockstat_pairs<'a>(text: &'a str, into: &mut Counters<'a>) -> Result<(), 
     Ok(())
 }
 
-static NETSTAT_NAMES: Memo = Memo::new();
+/// The metric name of each of [`EXPORTED`], in its order, made once.
+static EXPORTED_NAMES: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    EXPORTED
+        .iter()
+        .map(|(proto, name, _, _)| {
+            let made = format!(
+                "netstat_{}_{}",
+                proto.to_ascii_lowercase(),
+                snake_case(name)
+            );
+            &*Box::leak(made.into_boxed_str())
+        })
+        .collect()
+});
 
-/// `(protocol, name)` -> position in [`EXPORTED`].
-static EXPORTED_INDEX: LazyLock<HashMap<(&str, &str), usize>> = LazyLock::new(|| {
+/// `(protocol, name)` -> position in [`EXPORTED`]. Looked up for each of
+/// the ~300 counters the kernel prints at every scrape: a fast hash.
+static EXPORTED_INDEX: LazyLock<foldhash::HashMap<(&str, &str), usize>> = LazyLock::new(|| {
     EXPORTED
         .iter()
         .enumerate()
@@ -427,18 +440,10 @@ pub fn emit(
         }
     }
     let mut out = Vec::with_capacity(EXPORTED.len() + SOCKSTAT_HELP.len());
-    for (i, (proto, name, kind, help)) in EXPORTED.iter().enumerate() {
+    for (i, (_, _, kind, help)) in EXPORTED.iter().enumerate() {
         let Some(v) = values[i] else { continue };
         let desc = Desc {
-            name: NETSTAT_NAMES
-                .get(&format!("{proto} {name}"), |_| {
-                    format!(
-                        "netstat_{}_{}",
-                        proto.to_ascii_lowercase(),
-                        snake_case(name)
-                    )
-                })
-                .into(),
+            name: EXPORTED_NAMES[i].into(),
             help: (*help).into(),
             kind: *kind,
             unit: None,

@@ -6,8 +6,11 @@
 
 use std::sync::OnceLock;
 
+use std::path::Path;
+
 use procfs_core::FromRead;
-use procfs_core::process::{LimitValue, Limits, Stat};
+use procfs_core::process::Stat;
+use rustix::process::{Resource, getrlimit};
 
 use crate::metrics::{Desc, Family};
 
@@ -61,14 +64,27 @@ fn boot_time() -> Option<u64> {
     })
 }
 
+/// Descriptors sojourn holds open. Since Linux 6.2 the size stat(2)
+/// reports for /proc/self/fd is that count, with no directory to list;
+/// older kernels say 0 there, and the entries are counted.
+fn open_fds() -> Option<u64> {
+    let dir = Path::new("/proc/self/fd");
+    match rustix::fs::stat(dir) {
+        Ok(st) if st.st_size > 0 => Some(st.st_size as u64),
+        _ => std::fs::read_dir(dir).ok().map(|d| d.count() as u64),
+    }
+}
+
 /// The families, each present when its file could be read.
 pub fn families() -> Vec<Family> {
     let ticks = rustix::param::clock_ticks_per_second() as f64;
     let page = rustix::param::page_size() as f64;
     let mut out = Vec::with_capacity(7);
-    if let Some(stat) = std::fs::read("/proc/self/stat")
+    // Kept open between scrapes: it is sojourn's own, so the descriptor
+    // pins nothing that could go away.
+    if let Some(stat) = crate::roots::read_kept(Path::new("/proc/self/stat"))
         .ok()
-        .and_then(|b| Stat::from_read(&b[..]).ok())
+        .and_then(|t| Stat::from_read(t.as_bytes()).ok())
     {
         out.push(Family::single(
             CPU,
@@ -83,33 +99,35 @@ pub fn families() -> Vec<Family> {
             ));
         }
     }
-    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-        out.push(Family::single(OPEN_FDS, fds.count() as u64));
+    if let Some(fds) = open_fds() {
+        out.push(Family::single(OPEN_FDS, fds));
     }
-    if let Some(limits) = std::fs::read("/proc/self/limits")
-        .ok()
-        .and_then(|b| Limits::from_read(&b[..]).ok())
-    {
-        // Unlimited is RLIM_INFINITY, as the kernel and client_golang say it.
-        let value = |l: LimitValue| match l {
-            LimitValue::Value(v) => v as f64,
-            LimitValue::Unlimited => u64::MAX as f64,
-        };
-        out.push(Family::single(
-            MAX_FDS,
-            value(limits.max_open_files.soft_limit),
-        ));
-        out.push(Family::single(
-            VIRTUAL_MAX,
-            value(limits.max_address_space.soft_limit),
-        ));
-    }
+    // The limits from the kernel's own call, not /proc/self/limits: that
+    // file formats sixteen rows to give two numbers. Unlimited is
+    // RLIM_INFINITY, as the kernel and client_golang say it.
+    let soft = |r: Resource| getrlimit(r).current.map_or(u64::MAX as f64, |v| v as f64);
+    out.push(Family::single(MAX_FDS, soft(Resource::Nofile)));
+    out.push(Family::single(VIRTUAL_MAX, soft(Resource::As)));
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_descriptors_are_counted_as_a_listing_counts_them() {
+        // Other tests open files meanwhile: counts agree within a margin.
+        let listed = || std::fs::read_dir("/proc/self/fd").unwrap().count() as i64;
+        let before = open_fds().unwrap() as i64;
+        assert!((before - listed()).abs() <= 8, "{before} vs {}", listed());
+        let held: Vec<_> = (0..64)
+            .map(|_| std::fs::File::open("/dev/null").unwrap())
+            .collect();
+        let after = open_fds().unwrap() as i64;
+        assert!((after - before - 64).abs() <= 8, "{before} -> {after}");
+        drop(held);
+    }
 
     #[test]
     fn the_process_is_described_as_exporters_name_it() {
