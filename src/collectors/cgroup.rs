@@ -446,11 +446,17 @@ fn holds_processes(dir: impl rustix::fd::AsFd) -> bool {
     .is_ok_and(|n| n > 0)
 }
 
-/// The names of a directory's subdirectories, sorted.
-fn subdirectories(dir: &mut rustix::fs::Dir) -> Vec<String> {
-    use rustix::fs::FileType;
+/// The names of a directory's subdirectories, sorted. Read with getdents
+/// into a buffer on the stack: a cgroup directory lists a few dozen
+/// control files for each subdirectory, none of which is worth an
+/// allocation.
+fn subdirectories(dir: &rustix::fd::OwnedFd) -> Vec<String> {
+    use rustix::fs::{FileType, RawDir};
+    use std::mem::MaybeUninit;
+    let mut buf = [MaybeUninit::<u8>::uninit(); 8192];
+    let mut entries = RawDir::new(dir, &mut buf);
     let mut names = Vec::new();
-    while let Some(Ok(entry)) = dir.read() {
+    while let Some(Ok(entry)) = entries.next() {
         let name = entry.file_name().to_bytes();
         if name == b"." || name == b".." {
             continue;
@@ -458,10 +464,12 @@ fn subdirectories(dir: &mut rustix::fs::Dir) -> Vec<String> {
         let is_dir = match entry.file_type() {
             FileType::Directory => true,
             // A filesystem that does not say in the entry (cgroupfs does).
-            FileType::Unknown => dir.fd().is_ok_and(|fd| {
-                rustix::fs::statat(fd, entry.file_name(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-                    .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory)
-            }),
+            FileType::Unknown => rustix::fs::statat(
+                dir,
+                entry.file_name(),
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory),
             _ => false,
         };
         if is_dir {
@@ -489,7 +497,7 @@ pub fn walk(base: &Path, cfg: &Config, limit: usize) -> (Vec<String>, usize) {
     // Pending directories: the parent (open while a child of it waits),
     // the name in it, the relative path. Descriptors held at once are at
     // most the depth of the tree, not its breadth.
-    type Parent = Option<(Rc<rustix::fs::Dir>, String)>;
+    type Parent = Option<(Rc<rustix::fd::OwnedFd>, String)>;
     let mut stack: Vec<(Parent, String)> = Vec::new();
     let mut first = Some(root);
     stack.push((None, String::new()));
@@ -497,10 +505,7 @@ pub fn walk(base: &Path, cfg: &Config, limit: usize) -> (Vec<String>, usize) {
         let fd = match (&parent, first.take()) {
             (None, Some(root)) => root,
             (Some((dir, name)), _) => {
-                let Ok(fd) = dir
-                    .fd()
-                    .and_then(|p| rustix::fs::openat(p, name.as_str(), flags, Mode::empty()))
-                else {
+                let Ok(fd) = rustix::fs::openat(&**dir, name.as_str(), flags, Mode::empty()) else {
                     // Removed since its parent was listed.
                     continue;
                 };
@@ -509,12 +514,9 @@ pub fn walk(base: &Path, cfg: &Config, limit: usize) -> (Vec<String>, usize) {
             (None, None) => continue,
         };
         drop(parent);
-        let Ok(mut dir) = rustix::fs::Dir::new(fd) else {
-            continue;
-        };
-        let children = subdirectories(&mut dir);
+        let children = subdirectories(&fd);
         if !rel.is_empty() {
-            let holds = dir.fd().is_ok_and(holds_processes);
+            let holds = holds_processes(&fd);
             let selected = cfg.include.is_match(&rel)
                 && !cfg.exclude.as_ref().is_some_and(|x| x.is_match(&rel));
             if holds && selected {
@@ -528,7 +530,7 @@ pub fn walk(base: &Path, cfg: &Config, limit: usize) -> (Vec<String>, usize) {
         if children.is_empty() {
             continue;
         }
-        let dir = Rc::new(dir);
+        let dir = Rc::new(fd);
         // Depth first, in name order.
         for name in children.into_iter().rev() {
             let child = format!("{rel}/{name}");
