@@ -255,9 +255,14 @@ fn on_kernel_fs(file: &std::fs::File) -> bool {
 /// sysfs. The file is taken out of the set while it is read, so a read
 /// that hangs holds up no other scrape.
 pub fn read_kept(path: &Path) -> Result<String, CollectError> {
-    let taken = KEPT.lock().ok().and_then(|mut k| k.as_mut()?.remove(path));
-    let mut kept = match taken {
-        Some((kept, _)) => kept,
+    // Taken out with its key, which goes back in with it: no path is
+    // copied at each read.
+    let taken = KEPT
+        .lock()
+        .ok()
+        .and_then(|mut k| k.as_mut()?.remove_entry(path));
+    let (key, mut kept) = match taken {
+        Some((key, (kept, _))) => (Some(key), kept),
         None => {
             if known_absent(path) {
                 return Err(CollectError::Missing(path.display().to_string()));
@@ -271,7 +276,7 @@ pub fn read_kept(path: &Path) -> Result<String, CollectError> {
             if !on_kernel_fs(&file) {
                 return read_file(path, file);
             }
-            KeptFile::opened(path.to_path_buf(), file)
+            (None, KeptFile::opened(path.to_path_buf(), file))
         }
     };
     let text = kept.read().map(str::to_owned);
@@ -285,7 +290,7 @@ pub fn read_kept(path: &Path) -> Result<String, CollectError> {
             set.retain(|_, (_, used)| now.duration_since(*used) < KEPT_IDLE);
         }
         if set.len() < MAX_KEPT {
-            set.insert(path.to_path_buf(), (kept, now));
+            set.insert(key.unwrap_or_else(|| path.to_path_buf()), (kept, now));
         }
     }
     text
