@@ -9,6 +9,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use serde_yaml_ng::Value;
 
@@ -141,13 +142,16 @@ fn the_prometheusrule_is_the_rules_file() {
 }
 
 #[test]
-fn the_daemonset_is_a_read_only_non_root_node_agent_with_requests_and_limits() {
+fn the_daemonset_is_a_read_only_node_agent_with_two_capabilities_and_limits() {
     let ds = &docs(&Path::new(ROOT).join("deploy/kubernetes/base/daemonset.yaml"))[0];
     let pod = get(ds, "spec.template.spec");
     assert_eq!(pod["hostPID"], Value::from(true));
     assert_eq!(pod["hostNetwork"], Value::from(true));
-    assert_eq!(get(pod, "securityContext.runAsNonRoot"), &Value::from(true));
     let c = get(pod, "containers.0");
+    assert_eq!(
+        get(c, "securityContext.allowPrivilegeEscalation"),
+        &Value::from(false)
+    );
     for m in c["volumeMounts"].as_sequence().unwrap() {
         assert_eq!(m["readOnly"], Value::from(true), "{m:?}");
     }
@@ -165,7 +169,12 @@ fn the_daemonset_is_a_read_only_non_root_node_agent_with_requests_and_limits() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    assert_eq!(caps, ["SYS_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH"]);
+    // What the default collectors need, no more (see the manifest).
+    assert_eq!(caps, ["SYS_ADMIN", "SYS_PTRACE"]);
+    assert_eq!(
+        get(c, "securityContext.capabilities.drop"),
+        &Value::from(vec!["ALL"])
+    );
     assert_eq!(
         get(c, "securityContext.readOnlyRootFilesystem"),
         &Value::from(true)
@@ -262,4 +271,141 @@ fn the_systemd_unit_and_dockerfile_start_the_binary() {
     assert!(docker.contains("--locked"));
     assert!(docker.contains(r#"ENTRYPOINT ["/sojourn"]"#));
     assert!(docker.contains("USER 65534"));
+}
+
+/// The binary run as a container with `security` (a container's
+/// securityContext) would run it: its user, its capability set (bounding;
+/// for root also permitted and effective, for another user none, as
+/// Kubernetes grants no ambient capabilities), and no_new_privs unless
+/// privilege escalation is allowed. The image's binary has no file
+/// capabilities (asserted below), so the plain binary is the image's.
+fn as_container(security: &Value) -> Option<Command> {
+    if !Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+        || !rustix::process::geteuid().is_root()
+    {
+        common::skip_unless_required(
+            "SOJOURN_REQUIRE_NAMESPACES",
+            "setpriv (util-linux) and root are needed to drop capabilities",
+        );
+        return None;
+    }
+    let mut command = Command::new("setpriv");
+    let user = security["runAsUser"].as_u64().unwrap_or(0);
+    if user != 0 {
+        let group = security["runAsGroup"].as_u64().unwrap_or(user);
+        command
+            .arg(format!("--reuid={user}"))
+            .arg(format!("--regid={group}"))
+            .arg("--clear-groups");
+    }
+    let added: Vec<String> = security["capabilities"]["add"]
+        .as_sequence()
+        .map(|a| {
+            a.iter()
+                .map(|c| format!(",+{}", c.as_str().unwrap().to_lowercase()))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        security["capabilities"]["drop"],
+        Value::from(vec!["ALL"]),
+        "the test models drop: [ALL]"
+    );
+    command
+        .arg(format!("--bounding-set=-all{}", added.concat()))
+        .arg("--inh-caps=-all");
+    if security["allowPrivilegeEscalation"] == false {
+        command.arg("--no-new-privs");
+    }
+    command.arg(env!("CARGO_BIN_EXE_sojourn"));
+    Some(command)
+}
+
+#[test]
+fn the_image_gives_its_binary_no_file_capabilities() {
+    let docker = std::fs::read_to_string(Path::new(ROOT).join("Dockerfile")).unwrap();
+    // A file capability makes exec fail with EPERM in a container that
+    // drops it or sets no_new_privs, as the sidecar does.
+    assert!(
+        !docker.lines().any(|l| l.contains("setcap")),
+        "the Dockerfile sets file capabilities"
+    );
+}
+
+#[test]
+fn the_sidecar_proxy_serves_under_its_containers_security_context() {
+    let docs = docs(&Path::new(ROOT).join("deploy/kubernetes/examples/sidecar.yaml"));
+    let deploy = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let sidecar = get(deploy, "spec.template.spec.containers.1");
+    let Some(mut command) = as_container(&sidecar["securityContext"]) else {
+        return;
+    };
+    // The example's config, on loopback ports of the test's.
+    let cm = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    let text = cm["data"]["sojourn.yml"]
+        .as_str()
+        .unwrap()
+        .replace("0.0.0.0:8080", "127.0.0.1:0")
+        .replace("127.0.0.1:8081", "127.0.0.1:9");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sojourn.yml");
+    std::fs::write(&config, text).unwrap();
+    // Readable by the container's user, as a ConfigMap volume is.
+    for p in [dir.path(), config.as_path()] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    command
+        .arg("proxy")
+        .arg(format!("--config.file={}", config.display()));
+    let proxy = common::start_with(command, &[]);
+    let metrics = common::get(proxy.addr, "/metrics", &[]);
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics.text().contains("sojourn_proxy_"),
+        "{}",
+        metrics.text()
+    );
+    assert_eq!(common::get(proxy.addr, "/-/ready", &[]).status, 200);
+}
+
+#[test]
+fn the_daemonset_reads_another_users_pod_under_its_containers_security_context() {
+    let ds = &docs(&Path::new(ROOT).join("deploy/kubernetes/base/daemonset.yaml"))[0];
+    let c = get(ds, "spec.template.spec.containers.0");
+    let Some(command) = as_container(&c["securityContext"]) else {
+        return;
+    };
+    // A pod whose process runs as another user, with a listener.
+    let Some(pod) = common::pod_of_user("daemonset", true, Some(1000)) else {
+        common::skip_unless_required(
+            "SOJOURN_REQUIRE_NAMESPACES",
+            "ip netns and cgroups need root",
+        );
+        return;
+    };
+    let exporter = common::start_with(command, &["--collector.process.rescan-interval", "100ms"]);
+    let link = std::fs::read_link(format!("/proc/{}/ns/net", pod.child.id())).unwrap();
+    let inode = link
+        .to_string_lossy()
+        .trim_start_matches("net:[")
+        .trim_end_matches(']')
+        .to_string();
+    let series = "queue=\"tcp_accept:127.0.0.1:8080\"";
+    let text = common::scrape_until(exporter.addr, Duration::from_secs(15), |t| {
+        t.lines()
+            .any(|l| l.contains(series) && l.contains(&format!("netns=\"{inode}\"")))
+    });
+    assert!(
+        text.contains("sojourn_scrape_collector_unsupported{collector=\"queue_netns\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains(series) && l.contains(&format!("netns=\"{inode}\""))),
+        "the pod's listener is not sampled under the DaemonSet's capabilities:\n{text}"
+    );
 }

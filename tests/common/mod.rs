@@ -645,6 +645,12 @@ pub fn named_pod_scraper(pod: &Pod) -> sojourn::scrape::Scraper {
 }
 
 pub fn pod(tag: &str, busy: bool) -> Option<Pod> {
+    pod_of_user(tag, busy, None)
+}
+
+/// [`pod`] whose process runs as `user` (uid and gid), as a pod's
+/// container usually does: not as the agent's user.
+pub fn pod_of_user(tag: &str, busy: bool, user: Option<u32>) -> Option<Pod> {
     let netns = format!("sojourn-pod-{tag}-{}", std::process::id());
     let made = Command::new("ip")
         .args(["netns", "add", &netns])
@@ -674,8 +680,22 @@ pub fn pod(tag: &str, busy: bool) -> Option<Pod> {
     );
     let (base, _) = cgroup_dir("memory", "kubepods/burstable");
     let cgroup = base.join(format!("pod{uid}")).join("c0ffee00c0ffee00");
-    let child = Command::new("ip")
-        .args(["netns", "exec", &netns, "python3", "-c", PROGRAM])
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", &netns]);
+    let mut python = "python3";
+    if let Some(user) = user {
+        command
+            .arg("setpriv")
+            .arg(format!("--reuid={user}"))
+            .arg(format!("--regid={user}"))
+            .arg("--clear-groups");
+        // The system's, which any user may run (not a shim under /root).
+        if Path::new("/usr/bin/python3").exists() {
+            python = "/usr/bin/python3";
+        }
+    }
+    let child = command
+        .args([python, "-c", PROGRAM])
         .arg(if busy { "busy" } else { "idle" })
         .stdout(Stdio::null())
         .spawn()
