@@ -117,7 +117,12 @@ fn every_alert_is_annotated_documented_and_tested_both_ways() {
                     problems.push(format!("{name}: no {key}"));
                 }
             }
-            let anchor = format!("runbook_url: docs/runbooks.md#{}", name.to_lowercase());
+            // Absolute, as Alertmanager and Grafana link it; the anchor is
+            // the name lower-cased, as GitHub makes it of `## Name`.
+            let anchor = format!(
+                "runbook_url: https://github.com/sojourn/sojourn/blob/main/docs/runbooks.md#{}",
+                name.to_lowercase()
+            );
             if !block.contains(&anchor) {
                 problems.push(format!("{name}: runbook_url is not {anchor}"));
             }

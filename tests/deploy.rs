@@ -409,3 +409,52 @@ fn the_daemonset_reads_another_users_pod_under_its_containers_security_context()
         "the pod's listener is not sampled under the DaemonSet's capabilities:\n{text}"
     );
 }
+
+#[test]
+fn the_prometheusrule_takes_a_runbook_base_of_the_users() {
+    let out = Command::new("python3")
+        .arg(Path::new(ROOT).join("scripts/prometheusrule.py"))
+        .args([
+            "--runbook-base",
+            "https://wiki.example.com/sojourn/runbooks",
+            "--output",
+            "-",
+        ])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let shipped =
+        std::fs::read_to_string(Path::new(ROOT).join("deploy/kubernetes/base/prometheusrule.yaml"))
+            .unwrap();
+    let urls: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("runbook_url: "))
+        .collect();
+    assert_eq!(urls.len(), shipped.matches("runbook_url:").count());
+    for url in &urls {
+        assert!(
+            url.starts_with("https://wiki.example.com/sojourn/runbooks#sojourn"),
+            "{url}"
+        );
+    }
+    // Nothing else differs from the shipped rule.
+    assert_eq!(
+        text.replace(
+            "https://wiki.example.com/sojourn/runbooks#",
+            "https://github.com/sojourn/sojourn/blob/main/docs/runbooks.md#"
+        ),
+        shipped
+    );
+    // A relative base would be a dead link again: refused.
+    let out = Command::new("python3")
+        .arg(Path::new(ROOT).join("scripts/prometheusrule.py"))
+        .args(["--runbook-base", "docs/runbooks.md", "--output", "-"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
