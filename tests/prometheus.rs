@@ -340,3 +340,114 @@ scrape_configs:
     stop.store(true, Ordering::Relaxed);
     let _ = traffic.join();
 }
+
+/// The ServiceMonitor's relabelings as Prometheus relabel_configs (the
+/// Operator writes them after its own, which set the target labels).
+fn servicemonitor_relabel_configs() -> String {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let text =
+        std::fs::read_to_string(format!("{root}/deploy/kubernetes/base/servicemonitor.yaml"))
+            .unwrap();
+    let sm: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    let mut out = String::new();
+    for r in sm["spec"]["endpoints"][0]["relabelings"]
+        .as_sequence()
+        .unwrap()
+    {
+        let mut fields = Vec::new();
+        for (k, v) in r.as_mapping().unwrap() {
+            let key = match k.as_str().unwrap() {
+                "sourceLabels" => "source_labels",
+                "targetLabel" => "target_label",
+                other => other,
+            };
+            fields.push(format!("{key}: {}", serde_json::to_string(v).unwrap()));
+        }
+        out.push_str(&format!("      - {{{}}}\n", fields.join(", ")));
+    }
+    out
+}
+
+#[test]
+fn series_keep_their_own_labels_under_the_shipped_servicemonitor() {
+    if !prometheus_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let backend = common::test_server(false);
+    let proxy_port = free_port();
+    let config = dir.path().join("sojourn.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "services:\n  - {{name: shop, listen: '127.0.0.1:{proxy_port}', upstream: 'http://{}', routes: ['/status/{{code}}']}}\n",
+            backend.addr
+        ),
+    )
+    .unwrap();
+    let sojourn = common::start(&[
+        "--collector.disable-defaults",
+        "--collector.loadavg",
+        "--config.file",
+        config.to_str().unwrap(),
+    ]);
+    let proxy: SocketAddr = format!("127.0.0.1:{proxy_port}").parse().unwrap();
+    assert_eq!(common::get(proxy, "/status/200", &[]).status, 200);
+    // The target labels the Prometheus Operator gives a ServiceMonitor's
+    // target (namespace, service, pod, container, endpoint; the node's
+    // name as a meta label), then the shipped relabelings.
+    let prom_port = free_port();
+    std::fs::write(
+        dir.path().join("prometheus.yml"),
+        format!(
+            "global: {{scrape_interval: 1s}}
+scrape_configs:
+  - job_name: serviceMonitor/monitoring/sojourn/0
+    static_configs:
+      - targets: ['{}']
+        labels: {{namespace: monitoring, service: sojourn, pod: sojourn-x7k2p, container: sojourn, endpoint: metrics, __meta_kubernetes_pod_node_name: node-a}}
+    relabel_configs:
+{}",
+            sojourn.addr,
+            servicemonitor_relabel_configs()
+        ),
+    )
+    .unwrap();
+    let prometheus_addr: SocketAddr = format!("127.0.0.1:{prom_port}").parse().unwrap();
+    let _prometheus = common::Killed(
+        Command::new("prometheus")
+            .current_dir(dir.path())
+            .args([
+                "--config.file=prometheus.yml",
+                "--storage.tsdb.path=data",
+                &format!("--web.listen-address={prometheus_addr}"),
+                "--log.level=warn",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let requests = r#"http_server_request_duration_seconds_count{service="shop"}"#;
+    wait_for(
+        "the proxy's series in Prometheus",
+        Duration::from_secs(30),
+        || {
+            std::net::TcpStream::connect(prometheus_addr).is_ok()
+                && !query(prometheus_addr, requests).is_empty()
+        },
+    );
+    let series = query(prometheus_addr, r#"{job=~"serviceMonitor.*"}"#);
+    assert!(series.len() > 10, "{series:?}");
+    for s in &series {
+        let labels = s["metric"].as_object().unwrap();
+        assert!(
+            !labels.keys().any(|k| k.starts_with("exported_")),
+            "a label of sojourn's renamed by the target's: {labels:?}"
+        );
+        assert_eq!(labels["instance"], "node-a", "{labels:?}");
+        assert_eq!(labels["node"], "node-a", "{labels:?}");
+    }
+    let shop = query(prometheus_addr, requests);
+    assert_eq!(shop[0]["metric"]["service"], "shop", "{shop:?}");
+}
