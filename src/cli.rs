@@ -12,11 +12,35 @@ use regex::Regex;
 use crate::collectors::{self, ALL, disk, filesystem, network};
 use crate::roots::Roots;
 
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:9818";
+/// Every address of the host, both families where it has IPv6.
+pub const DEFAULT_LISTEN: &str = ":9818";
+
+/// An address to serve metrics on (`--web.listen-address`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// `:PORT`: every address of the host, IPv6 and IPv4 through one
+    /// dual-stack socket where the host has IPv6, IPv4 alone where it has
+    /// not — what a Go exporter's `:PORT` means.
+    AnyHost(u16),
+    /// One address, of one family.
+    Addr(SocketAddr),
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddr::AnyHost(port) => write!(f, ":{port}"),
+            ListenAddr::Addr(a) => write!(f, "{a}"),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub listen: SocketAddr,
+    /// Each `--web.listen-address`, in order.
+    pub listen: Vec<ListenAddr>,
+    /// `--web.systemd-socket`: serve on the sockets systemd passed instead.
+    pub systemd_socket: bool,
     pub telemetry_path: String,
     /// 0 means no limit.
     pub max_requests: usize,
@@ -43,17 +67,40 @@ pub struct CheckArgs {
     pub json: bool,
 }
 
-fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    // ":9818" means every address, as in Go exporters.
-    let full = if s.starts_with(':') {
-        format!("0.0.0.0{s}")
-    } else {
-        s.to_string()
-    };
-    full.to_socket_addrs()
+/// `HOST:PORT`, `[IPV6]:PORT`, or `[IPV4]:PORT` as Go's SplitHostPort
+/// takes it, so that one template brackets a node's address whatever its
+/// family (`[$(NODE_IP)]:9818`).
+fn parse_host_port(s: &str) -> Result<SocketAddr, String> {
+    if let Some((host, port)) = s.strip_prefix('[').and_then(|r| r.split_once("]:"))
+        && let Ok(v4) = host.parse::<std::net::Ipv4Addr>()
+    {
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("{port:?} is not a port number"))?;
+        return Ok(SocketAddr::new(v4.into(), port));
+    }
+    s.to_socket_addrs()
         .map_err(|e| format!("not a host:port address ({e})"))?
         .next()
         .ok_or_else(|| "resolves to no address".to_string())
+}
+
+/// A proxied service's `--listen`: ":8080" is every IPv4 address.
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    match s.strip_prefix(':') {
+        Some(_) => parse_host_port(&format!("0.0.0.0{s}")),
+        None => parse_host_port(s),
+    }
+}
+
+fn parse_web_listen(s: &str) -> Result<ListenAddr, String> {
+    match s.strip_prefix(':') {
+        Some(port) => port
+            .parse::<u16>()
+            .map(ListenAddr::AnyHost)
+            .map_err(|_| format!("{port:?} is not a port number")),
+        None => parse_host_port(s).map(ListenAddr::Addr),
+    }
 }
 
 /// Durations as Prometheus writes them: `500ms`, `5s`, `1m`, `1h`.
@@ -149,8 +196,16 @@ pub fn command() -> Command {
                 .long("web.listen-address")
                 .value_name("ADDR")
                 .default_value(DEFAULT_LISTEN)
-                .value_parser(parse_listen)
-                .help("Address to serve metrics on (port 0 picks a free one)"),
+                .action(ArgAction::Append)
+                .value_parser(parse_web_listen)
+                .help("Address to serve metrics on; repeat for several. \":PORT\" is every address, IPv6 and IPv4 where the host has both; \"[HOST]:PORT\" takes IPv4 too (port 0 picks a free one)"),
+        )
+        .arg(
+            Arg::new("web.systemd-socket")
+                .long("web.systemd-socket")
+                .action(ArgAction::SetTrue)
+                .conflicts_with("web.listen-address")
+                .help("Serve on the sockets systemd passes (socket activation: LISTEN_FDS, LISTEN_PID) instead of --web.listen-address"),
         )
         .arg(
             Arg::new("web.config.file")
@@ -797,9 +852,11 @@ fn settings(m: &ArgMatches, proxy_mode: bool) -> Settings {
         _ => tracing::Level::INFO,
     };
     Settings {
-        listen: *m
-            .get_one::<SocketAddr>("web.listen-address")
-            .expect("has default"),
+        listen: m
+            .get_many::<ListenAddr>("web.listen-address")
+            .map(|v| v.copied().collect())
+            .unwrap_or_default(),
+        systemd_socket: m.get_flag("web.systemd-socket"),
         telemetry_path: get("web.telemetry-path"),
         max_requests: *m.get_one::<usize>("web.max-requests").expect("has default"),
         max_connections: usize::try_from(
@@ -901,7 +958,8 @@ mod tests {
     #[test]
     fn defaults_enable_every_default_collector() {
         let s = parse(["sojourn"]).unwrap();
-        assert_eq!(s.listen, "0.0.0.0:9818".parse().unwrap());
+        assert_eq!(s.listen, [ListenAddr::AnyHost(9818)]);
+        assert!(!s.systemd_socket);
         assert_eq!(
             s.collectors.len(),
             ALL.iter().filter(|e| e.default_enabled).count()
@@ -960,7 +1018,39 @@ mod tests {
     #[test]
     fn listen_shorthand_and_durations() {
         let s = parse(["sojourn", "--web.listen-address", ":9999"]).unwrap();
-        assert_eq!(s.listen.port(), 9999);
+        assert_eq!(s.listen, [ListenAddr::AnyHost(9999)]);
+        // Repeated, bracketed whatever the family (a node IP template).
+        let s = parse([
+            "sojourn",
+            "--web.listen-address",
+            "[10.0.0.7]:9818",
+            "--web.listen-address",
+            "[fd00::7]:9818",
+            "--web.listen-address",
+            "127.0.0.1:0",
+        ])
+        .unwrap();
+        assert_eq!(
+            s.listen,
+            [
+                ListenAddr::Addr("10.0.0.7:9818".parse().unwrap()),
+                ListenAddr::Addr("[fd00::7]:9818".parse().unwrap()),
+                ListenAddr::Addr("127.0.0.1:0".parse().unwrap()),
+            ]
+        );
+        assert!(parse(["sojourn", "--web.listen-address", ":99999"]).is_err());
+        assert!(parse(["sojourn", "--web.listen-address", "[10.0.0.7]:x"]).is_err());
+        let s = parse(["sojourn", "--web.systemd-socket"]).unwrap();
+        assert!(s.systemd_socket);
+        assert!(
+            parse([
+                "sojourn",
+                "--web.systemd-socket",
+                "--web.listen-address",
+                ":1"
+            ])
+            .is_err()
+        );
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));

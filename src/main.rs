@@ -59,8 +59,26 @@ async fn run(mut settings: cli::Settings) -> ExitCode {
     let probes = std::mem::take(&mut settings.probes);
     // Every address is bound before anything runs: a taken port stops
     // start-up, naming the flag or service.
-    let Some(metrics_listener) = bind(settings.listen, "--web.listen-address").await else {
-        return ExitCode::FAILURE;
+    let metrics_listeners = if settings.systemd_socket {
+        match server::systemd_listeners() {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("sojourn: --web.systemd-socket: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        let mut bound = Vec::with_capacity(settings.listen.len());
+        for addr in &settings.listen {
+            match server::bind(*addr) {
+                Ok(l) => bound.push(l),
+                Err(e) => {
+                    eprintln!("sojourn: cannot listen on {addr} (--web.listen-address): {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        bound
     };
     let mut proxies = Vec::with_capacity(services.len());
     for cfg in services {
@@ -91,15 +109,17 @@ async fn run(mut settings: cli::Settings) -> ExitCode {
     if let Some(auth) = &settings.web.auth {
         auth.warn_of_costly_hashes();
     }
-    tracing::info!(
-        address = %address(&metrics_listener),
-        path = %settings.telemetry_path,
-        collectors = %scraper.collector_names().join(","),
-        "listening"
-    );
+    for listener in &metrics_listeners {
+        tracing::info!(
+            address = %address(listener),
+            path = %settings.telemetry_path,
+            collectors = %scraper.collector_names().join(","),
+            "listening"
+        );
+    }
     let app = Arc::new(server::App::new(scraper, settings));
     if proxies.is_empty() {
-        server::serve(metrics_listener, app, shutdown_signal()).await;
+        server::serve(metrics_listeners, app, shutdown_signal()).await;
         tracing::info!("shutting down");
         return ExitCode::SUCCESS;
     }
@@ -120,7 +140,7 @@ async fn run(mut settings: cli::Settings) -> ExitCode {
         }));
     }
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
-    let metrics = tokio::spawn(server::serve(metrics_listener, app, async {
+    let metrics = tokio::spawn(server::serve(metrics_listeners, app, async {
         let _ = drained_rx.await;
     }));
     shutdown_signal().await;

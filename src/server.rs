@@ -67,41 +67,138 @@ impl Drop for AbortOnDrop {
 
 /// Serves until `shutdown` completes.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     app: Arc<App>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    tokio::pin!(shutdown);
     let tls = app
         .settings
         .web
         .tls
         .clone()
         .map(tokio_rustls::TlsAcceptor::from);
+    // One limit on connections across every listener.
     let open = Arc::new(Semaphore::new(app.settings.max_connections.max(1)));
-    while let Some((stream, peer)) = accept_until(&listener, &mut shutdown).await {
-        let Ok(slot) = open.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, limit = app.settings.max_connections, "--web.max-connections reached; connection closed");
-            continue;
-        };
-        let stream = SendTimed::new(stream, SEND_TIMEOUT);
-        let app = app.clone();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            match tls {
-                None => serve_connection(stream, app).await,
-                // A client gets as long for its handshake as for its headers.
-                Some(tls) => {
-                    match tokio::time::timeout(HEADER_READ_TIMEOUT, tls.accept(stream)).await {
-                        Ok(Ok(stream)) => serve_connection(stream, app).await,
-                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!("TLS handshake timed out"),
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut accepting = tokio::task::JoinSet::new();
+    for listener in listeners {
+        let (app, tls, open, mut stopped) =
+            (app.clone(), tls.clone(), open.clone(), stopped.clone());
+        accepting.spawn(async move {
+            let until = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            tokio::pin!(until);
+            while let Some((stream, peer)) = accept_until(&listener, &mut until).await {
+                let Ok(slot) = open.clone().try_acquire_owned() else {
+                    tracing::debug!(%peer, limit = app.settings.max_connections, "--web.max-connections reached; connection closed");
+                    continue;
+                };
+                let stream = SendTimed::new(stream, SEND_TIMEOUT);
+                let app = app.clone();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    match tls {
+                        None => serve_connection(stream, app).await,
+                        // A client gets as long for its handshake as for its headers.
+                        Some(tls) => {
+                            match tokio::time::timeout(HEADER_READ_TIMEOUT, tls.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(stream)) => serve_connection(stream, app).await,
+                                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                                Err(_) => tracing::debug!("TLS handshake timed out"),
+                            }
+                        }
                     }
-                }
+                });
             }
         });
     }
+    shutdown.await;
+    let _ = stop.send(true);
+    while accepting.join_next().await.is_some() {}
+}
+
+/// Binds a `--web.listen-address`.
+pub fn bind(addr: crate::cli::ListenAddr) -> std::io::Result<TcpListener> {
+    use crate::cli::ListenAddr;
+    let listener = match addr {
+        ListenAddr::Addr(a) => std::net::TcpListener::bind(a)?,
+        ListenAddr::AnyHost(port) => match dual_stack(port) {
+            Ok(l) => l,
+            // No IPv6 on this host (disabled, or not built): IPv4 alone.
+            Err(e)
+                if e.raw_os_error() == Some(rustix::io::Errno::AFNOSUPPORT.raw_os_error())
+                    || e.raw_os_error() == Some(rustix::io::Errno::ADDRNOTAVAIL.raw_os_error()) =>
+            {
+                std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port))?
+            }
+            Err(e) => return Err(e),
+        },
+    };
+    listener.set_nonblocking(true)?;
+    TcpListener::from_std(listener)
+}
+
+/// One socket on every address of both families: IPv6 with IPV6_V6ONLY
+/// off, whatever the host's net.ipv6.bindv6only says, so IPv4 clients
+/// reach it as mapped addresses.
+fn dual_stack(port: u16) -> std::io::Result<std::net::TcpListener> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
+    let fd = rustix::net::socket_with(
+        AddressFamily::INET6,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    sockopt::set_socket_reuseaddr(&fd, true)?;
+    sockopt::set_ipv6_v6only(&fd, false)?;
+    let any = std::net::SocketAddrV6::new(std::net::Ipv6Addr::UNSPECIFIED, port, 0, 0);
+    rustix::net::bind(&fd, &any)?;
+    rustix::net::listen(&fd, 128)?;
+    Ok(std::net::TcpListener::from(fd))
+}
+
+/// The listening sockets systemd passed (sd_listen_fds(3)): descriptors
+/// 3 to 3 + LISTEN_FDS - 1, when LISTEN_PID is this process.
+pub fn systemd_listeners() -> Result<Vec<TcpListener>, String> {
+    let var = |name: &str| std::env::var(name).ok();
+    let pid = var("LISTEN_PID").and_then(|p| p.parse::<u32>().ok());
+    if pid != Some(std::process::id()) {
+        return Err(
+            "LISTEN_PID is not this process: not started by systemd socket activation".into(),
+        );
+    }
+    let count = var("LISTEN_FDS")
+        .and_then(|n| n.parse::<i32>().ok())
+        .filter(|n| *n > 0)
+        .ok_or("LISTEN_FDS names no socket")?;
+    let mut out = Vec::new();
+    for fd in 3..3 + count {
+        use std::os::fd::FromRawFd;
+        // SAFETY: systemd hands descriptors 3.. to this process to own
+        // (sd_listen_fds(3)). They were open when the process started, so
+        // no descriptor sojourn opened has their numbers, and they are
+        // taken here once, at start-up.
+        let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        let listening = rustix::net::sockopt::socket_type(&owned)
+            .is_ok_and(|t| t == rustix::net::SocketType::STREAM)
+            && rustix::net::sockopt::socket_acceptconn(&owned).unwrap_or(false);
+        if !listening {
+            return Err(format!("descriptor {fd} is not a listening stream socket"));
+        }
+        rustix::io::fcntl_setfd(&owned, rustix::io::FdFlags::CLOEXEC)
+            .map_err(|e| format!("descriptor {fd}: {e}"))?;
+        let listener = std::net::TcpListener::from(owned);
+        listener
+            .set_nonblocking(true)
+            .and_then(|()| TcpListener::from_std(listener))
+            .map(|l| out.push(l))
+            .map_err(|e| format!("descriptor {fd}: {e}"))?;
+    }
+    Ok(out)
 }
 
 /// A connection whose writes fail once its peer has taken nothing for the

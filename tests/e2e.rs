@@ -407,3 +407,139 @@ fn live_host_scrape_is_lint_clean_and_bounded() {
         );
     }
 }
+
+/// Runs `command`, waits for its "listening" lines (`count` of them) and
+/// returns the addresses they name.
+fn listening(command: &mut Command, count: usize) -> (common::Killed, Vec<std::net::SocketAddr>) {
+    use std::io::BufRead;
+    let mut child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sojourn");
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut addrs = Vec::new();
+    while addrs.len() < count {
+        let line = lines
+            .next()
+            .expect("sojourn exited before listening")
+            .unwrap();
+        if let Some(a) = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("address="))
+            .filter(|_| line.contains("listening"))
+        {
+            addrs.push(a.parse().unwrap());
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    (common::Killed(child), addrs)
+}
+
+fn has_ipv6_loopback() -> bool {
+    std::net::TcpListener::bind("[::1]:0").is_ok()
+}
+
+const CHEAP: [&str; 2] = ["--collector.disable-defaults", "--collector.loadavg"];
+
+#[test]
+fn a_port_alone_is_served_on_ipv4_and_ipv6() {
+    let (_sojourn, addrs) = listening(
+        Command::new(env!("CARGO_BIN_EXE_sojourn"))
+            .args(CHEAP)
+            .args(["--web.listen-address", ":0"]),
+        1,
+    );
+    let port = addrs[0].port();
+    let v4: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert_eq!(get(v4, "/metrics", &[]).status, 200);
+    if has_ipv6_loopback() {
+        assert!(addrs[0].is_ipv6(), "{addrs:?}: one dual-stack socket");
+        let v6: std::net::SocketAddr = format!("[::1]:{port}").parse().unwrap();
+        assert_eq!(get(v6, "/metrics", &[]).status, 200);
+    }
+}
+
+#[test]
+fn each_listen_address_is_served() {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sojourn"));
+    command
+        .args(CHEAP)
+        .args(["--web.listen-address", "127.0.0.1:0"])
+        .args(["--web.listen-address", "[127.0.0.1]:0"]);
+    let v6 = has_ipv6_loopback();
+    if v6 {
+        command.args(["--web.listen-address", "[::1]:0"]);
+    }
+    let (_sojourn, addrs) = listening(&mut command, 2 + usize::from(v6));
+    for addr in &addrs {
+        let r = get(*addr, "/metrics", &[]);
+        assert_eq!(r.status, 200, "{addr}");
+        assert!(r.text().contains("sojourn_load1"), "{addr}");
+    }
+    // A taken address stops start-up, naming the flag.
+    let out = Command::new(env!("CARGO_BIN_EXE_sojourn"))
+        .args(["--web.listen-address", "127.0.0.1:0"])
+        .args(["--web.listen-address", &addrs[0].to_string()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--web.listen-address"), "{err}");
+}
+
+#[test]
+fn systemd_socket_activation_serves_on_the_socket_it_passes() {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::process::CommandExt;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fd = listener.as_raw_fd();
+    // As systemd does: the socket at descriptor 3, LISTEN_PID the pid that
+    // execs sojourn (the shell's, which exec keeps), LISTEN_FDS=1.
+    let mut command = Command::new("sh");
+    command
+        .args([
+            "-c",
+            r#"LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@""#,
+            env!("CARGO_BIN_EXE_sojourn"),
+            "--web.systemd-socket",
+        ])
+        .args(CHEAP);
+    // SAFETY: dup2 is async-signal-safe; it runs in the child between fork
+    // and exec, and only moves the listener to descriptor 3 (without
+    // close-on-exec).
+    unsafe {
+        command.pre_exec(move || {
+            if fd == 3 {
+                let flags = rustix::io::fcntl_getfd(std::os::fd::BorrowedFd::borrow_raw(3))?;
+                rustix::io::fcntl_setfd(
+                    std::os::fd::BorrowedFd::borrow_raw(3),
+                    flags - rustix::io::FdFlags::CLOEXEC,
+                )?;
+                return Ok(());
+            }
+            let mut three = std::os::fd::OwnedFd::from_raw_fd(3);
+            rustix::io::dup2(std::os::fd::BorrowedFd::borrow_raw(fd), &mut three)?;
+            std::mem::forget(three);
+            Ok(())
+        });
+    }
+    let (_sojourn, addrs) = listening(&mut command, 1);
+    assert_eq!(addrs, [addr]);
+    let r = get(addr, "/metrics", &[]);
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("sojourn_load1"));
+    // Not started by systemd: a clear error, no fallback to a port.
+    let out = Command::new(env!("CARGO_BIN_EXE_sojourn"))
+        .arg("--web.systemd-socket")
+        .env_remove("LISTEN_PID")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--web.systemd-socket") && err.contains("LISTEN_PID"),
+        "{err}"
+    );
+}
