@@ -11,6 +11,17 @@ use std::time::{Duration, Instant};
 use sojourn::metrics::{self, Format};
 use sojourn::queue::sampler::Sampler;
 
+/// The tests that time the sampler against the clock run one at a time:
+/// one of them oversubscribes every CPU on purpose, and another opens
+/// hundreds of listeners, which would stretch the others' deadlines.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn standing_seconds(sampler: &Sampler, queue: &str) -> f64 {
     sampler
         .shared
@@ -44,6 +55,7 @@ fn burn(n: usize, d: Duration) {
 
 #[test]
 fn cpu_queue_is_clear_when_idle_and_stands_when_oversubscribed() {
+    let _serial = serial();
     let sampler = Sampler::start(&sojourn::cli::parse(["sojourn"]).unwrap().collect).unwrap();
     std::thread::sleep(Duration::from_millis(1000));
     let idle = standing_seconds(&sampler, "cpu");
@@ -173,6 +185,7 @@ fn drain(listener: &std::net::TcpListener) -> Vec<std::net::TcpStream> {
 
 #[test]
 fn an_accept_queue_that_is_not_drained_stands_and_overflows_then_clears() {
+    let _serial = serial();
     // A listener with a backlog of 2 that nobody accepts from, on loopback.
     let listener = listener(2);
     let addr = listener.local_addr().unwrap();
@@ -236,6 +249,7 @@ fn series_of(text: &str, queue: &str) -> Vec<String> {
 
 #[test]
 fn a_closed_listener_leaves_no_series_and_a_reopened_one_starts_fresh() {
+    let _serial = serial();
     let exporter = common::start(&["--collector.disable-defaults", "--collector.queue"]);
     let listener = listener(4);
     let addr = listener.local_addr().unwrap();
@@ -258,8 +272,15 @@ fn a_closed_listener_leaves_no_series_and_a_reopened_one_starts_fresh() {
         let so_far = common::sample(&text, &seconds).unwrap();
         (text, so_far)
     };
-    let (text, before) = once_standing();
+    let (text, _) = once_standing();
     assert!(series_of(&text, &queue).len() > 20, "{text}");
+    // Left standing long enough that a continued history would be plain:
+    // longer than the reopened listener below can have stood.
+    let seconds = format!("sojourn_queue_standing_seconds_total{{queue=\"{queue}\"}}");
+    let text = common::scrape_until(exporter.addr, Duration::from_secs(10), |t| {
+        common::sample(t, &seconds).is_some_and(|s| s >= 6.0)
+    });
+    let before = common::sample(&text, &seconds).unwrap();
 
     // Everything accepted, the clients and the listener closed.
     let accepted = drain(&listener);
@@ -278,13 +299,17 @@ fn a_closed_listener_leaves_no_series_and_a_reopened_one_starts_fresh() {
     let text = common::get(exporter.addr, "/metrics", &[]).text();
     assert!(series_of(&text, &queue).is_empty(), "{text}");
 
-    // The same port again, standing again: its history starts at zero.
+    // The same port again, standing again: its history starts at zero, so
+    // it has stood no longer than it has lived (a continued history would
+    // add the closed one's 6 s and more).
+    let reopened = Instant::now();
     let listener = listener_on(addr.port(), 4);
     let waiting = clients(addr, 20);
     let (_, again) = once_standing();
+    let lived = reopened.elapsed().as_secs_f64();
     assert!(
-        again < before + 0.5,
-        "the reopened listener's standing time {again} s continues the closed one's {before} s"
+        again <= lived + 0.05,
+        "the reopened listener stood {again} s in its {lived} s; the closed one {before} s"
     );
     drop((waiting, listener));
     eprintln!("closed listener's series gone after {gone_after:?}");
@@ -292,6 +317,7 @@ fn a_closed_listener_leaves_no_series_and_a_reopened_one_starts_fresh() {
 
 #[test]
 fn short_lived_listeners_make_no_series() {
+    let _serial = serial();
     let exporter = common::start(&["--collector.disable-defaults", "--collector.queue"]);
     let queues = |t: &str| -> Vec<String> {
         t.lines()
