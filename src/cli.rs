@@ -366,7 +366,31 @@ pub fn command() -> Command {
                 .long("collector.cgroup.kubelet-url")
                 .value_name("URL")
                 .value_parser(crate::kubelet::parse_url)
-                .help("The kubelet's read-only pods endpoint, e.g. http://127.0.0.1:10255/pods: adds namespace, pod and container labels to cgroup series (fetched every 30 s; unreachable: uid labels only)"),
+                .help("The kubelet's pods endpoint: https://NODE:10250/pods (authenticated: the ServiceAccount's token, RBAC get on nodes/proxy or nodes/pods) or the read-only http://NODE:10255/pods; adds namespace, pod and container labels to cgroup series (fetched every 30 s; unreachable: uid labels only)"),
+        )
+        .arg(
+            Arg::new("collector.cgroup.kubelet-ca-file")
+                .long("collector.cgroup.kubelet-ca-file")
+                .value_name("FILE")
+                .value_parser(clap::value_parser!(PathBuf))
+                .requires("collector.cgroup.kubelet-url")
+                .help("CA that signed the kubelet's serving certificate (https); default the ServiceAccount's ca.crt where mounted, else the system's CAs"),
+        )
+        .arg(
+            Arg::new("collector.cgroup.kubelet-insecure-skip-verify")
+                .long("collector.cgroup.kubelet-insecure-skip-verify")
+                .action(ArgAction::SetTrue)
+                .requires("collector.cgroup.kubelet-url")
+                .conflicts_with("collector.cgroup.kubelet-ca-file")
+                .help("Accept the kubelet's certificate unchecked (a self-signed serving certificate, as most clusters have; the token is still sent)"),
+        )
+        .arg(
+            Arg::new("collector.cgroup.kubelet-token-file")
+                .long("collector.cgroup.kubelet-token-file")
+                .value_name("FILE")
+                .value_parser(clap::value_parser!(PathBuf))
+                .requires("collector.cgroup.kubelet-url")
+                .help("Bearer token for the kubelet (https), read at every fetch; default the ServiceAccount's token where mounted"),
         )
         .arg(
             Arg::new("collector.process.include")
@@ -748,6 +772,23 @@ where
 /// Adds `--config.file`'s services and probes; an unreadable or invalid
 /// file is a usage error naming the file and the problem.
 fn load_config(m: &ArgMatches, mut s: Settings) -> Result<Settings, clap::Error> {
+    if let Some(url) = m.get_one::<hyper::Uri>("collector.cgroup.kubelet-url") {
+        let endpoint = crate::kubelet::Endpoint::new(
+            url.clone(),
+            m.get_one::<PathBuf>("collector.cgroup.kubelet-ca-file")
+                .cloned(),
+            m.get_flag("collector.cgroup.kubelet-insecure-skip-verify"),
+            m.get_one::<PathBuf>("collector.cgroup.kubelet-token-file")
+                .cloned(),
+        )
+        .map_err(|e| {
+            command().error(
+                clap::error::ErrorKind::InvalidValue,
+                format!("--collector.cgroup.kubelet-url: {e}"),
+            )
+        })?;
+        s.collect.cgroup.kubelet = Some(endpoint);
+    }
     if let Some(path) = m.get_one::<PathBuf>("web.config.file") {
         s.web = crate::web_config::load(path).map_err(|msg| {
             command().error(
@@ -912,9 +953,8 @@ fn settings(m: &ArgMatches, proxy_mode: bool) -> Settings {
                 max_cgroups: *m
                     .get_one::<usize>("collector.cgroup.max-cgroups")
                     .expect("has default"),
-                kubelet_url: m
-                    .get_one::<hyper::Uri>("collector.cgroup.kubelet-url")
-                    .cloned(),
+                // Set by load_config, which can refuse a CA file.
+                kubelet: None,
             },
             tcp_ports: collectors::tcp_ports::TcpPortsConfig {
                 max_ports: *m

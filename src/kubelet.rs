@@ -1,7 +1,10 @@
-//! Pod and container names from the kubelet's read-only pods endpoint
-//! (`http://127.0.0.1:10255/pods`, a `v1.PodList`), so cgroup series can
-//! carry `namespace`, `pod` and `container` besides the ids parsed from
-//! cgroup paths. Off unless `--collector.cgroup.kubelet-url` is given.
+//! Pod and container names from the kubelet's pods endpoint (a
+//! `v1.PodList`): the authenticated port (`https://NODE:10250/pods`, with
+//! the ServiceAccount's bearer token; RBAC `nodes/proxy` or, on 1.33+,
+//! `nodes/pods`) or the read-only one (`http://NODE:10255/pods`), so cgroup
+//! series can carry `namespace`, `pod` and `container` besides the ids
+//! parsed from cgroup paths. Off unless `--collector.cgroup.kubelet-url`
+//! is given.
 //!
 //! A background thread fetches the list every [`REFRESH`]; scrapes only read
 //! the latest directory, so a slow or absent kubelet never slows a scrape.
@@ -12,6 +15,7 @@
 //! sampler's pods' listeners.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -129,17 +133,82 @@ pub struct Kubelet {
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
+/// Where the ServiceAccount's token and the cluster's CA are mounted in a pod.
+pub const SERVICE_ACCOUNT_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+pub const SERVICE_ACCOUNT_CA: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
+
+/// Where the pod list is fetched and how.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub url: hyper::Uri,
+    /// For https: the certificate check (a CA file, or none).
+    pub tls: Option<crate::probe::TlsSettings>,
+    /// A bearer token file, read at every fetch: a projected
+    /// ServiceAccount token is rotated under a running pod.
+    pub token_file: Option<PathBuf>,
+}
+
+impl Endpoint {
+    /// The endpoint for `url`: over https, the CA in `ca_file` (else the
+    /// ServiceAccount's where mounted, else the system's) unless
+    /// `insecure` (the kubelet's self-signed certificate, as kube-prometheus
+    /// scrapes it), and the token in `token_file` (else the
+    /// ServiceAccount's where mounted).
+    pub fn new(
+        url: hyper::Uri,
+        ca_file: Option<PathBuf>,
+        insecure: bool,
+        token_file: Option<PathBuf>,
+    ) -> Result<Endpoint, String> {
+        let mounted = |p: &str| {
+            let p = PathBuf::from(p);
+            p.exists().then_some(p)
+        };
+        if url.scheme_str() != Some("https") {
+            if ca_file.is_some() || insecure || token_file.is_some() {
+                return Err(format!(
+                    "{url}: a CA, insecure-skip-verify or a token is for an https kubelet URL"
+                ));
+            }
+            return Ok(Endpoint {
+                url,
+                tls: None,
+                token_file: None,
+            });
+        }
+        let ca_file = ca_file.or_else(|| mounted(SERVICE_ACCOUNT_CA));
+        let ca = match (&ca_file, insecure) {
+            (Some(path), false) => Some(
+                std::fs::read(path)
+                    .map_err(|e| format!("kubelet CA file {}: {e}", path.display()))?,
+            ),
+            _ => None,
+        };
+        let tls = crate::probe::TlsSettings::new(ca.as_deref(), None, insecure)
+            .map_err(|e| format!("kubelet CA: {e}"))?;
+        Ok(Endpoint {
+            url,
+            tls: Some(tls),
+            token_file: token_file.or_else(|| mounted(SERVICE_ACCOUNT_TOKEN)),
+        })
+    }
+}
+
 /// Checks a `--collector.cgroup.kubelet-url` value.
 pub fn parse_url(s: &str) -> Result<hyper::Uri, String> {
     let uri: hyper::Uri = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
     match uri.scheme_str() {
-        Some("http") => {}
+        Some("http" | "https") => {}
         Some(other) => {
             return Err(format!(
-                "{s:?}: scheme {other} is not supported; the kubelet's read-only port (10255) speaks http"
+                "{s:?}: scheme {other} is not supported: https for the kubelet's port 10250, http for its read-only port 10255"
             ));
         }
-        None => return Err(format!("{s:?}: no scheme (use http://HOST:10255/pods)")),
+        None => {
+            return Err(format!(
+                "{s:?}: no scheme (use https://HOST:10250/pods or http://HOST:10255/pods)"
+            ));
+        }
     }
     if uri.host().is_none() {
         return Err(format!("{s:?}: no host"));
@@ -149,9 +218,9 @@ pub fn parse_url(s: &str) -> Result<hyper::Uri, String> {
 
 /// The fetcher of `url`, started by the first reader and shared with the
 /// others while any holds it: one request per [`REFRESH`] whoever reads.
-pub fn shared(url: &hyper::Uri) -> std::io::Result<Arc<Kubelet>> {
+pub fn shared(endpoint: &Endpoint) -> std::io::Result<Arc<Kubelet>> {
     static RUNNING: Mutex<Vec<(String, std::sync::Weak<Kubelet>)>> = Mutex::new(Vec::new());
-    let key = url.to_string();
+    let key = endpoint.url.to_string();
     let mut running = RUNNING
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -163,14 +232,14 @@ pub fn shared(url: &hyper::Uri) -> std::io::Result<Arc<Kubelet>> {
     {
         return Ok(k);
     }
-    let k = Arc::new(Kubelet::start(url.clone(), REFRESH)?);
+    let k = Arc::new(Kubelet::start(endpoint.clone(), REFRESH)?);
     running.push((key, Arc::downgrade(&k)));
     Ok(k)
 }
 
 impl Kubelet {
     /// Starts fetching `url` now and every `refresh`.
-    pub fn start(url: hyper::Uri, refresh: Duration) -> std::io::Result<Self> {
+    pub fn start(endpoint: Endpoint, refresh: Duration) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             directory: Mutex::new((Arc::new(PodDirectory::default()), None)),
             stop: AtomicBool::new(false),
@@ -181,7 +250,7 @@ impl Kubelet {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("kubelet-pods".into())
-                .spawn(move || run(&url, refresh, &shared))?
+                .spawn(move || run(&endpoint, refresh, &shared))?
         };
         Ok(Kubelet {
             shared,
@@ -213,7 +282,8 @@ impl Drop for Kubelet {
     }
 }
 
-fn run(url: &hyper::Uri, refresh: Duration, shared: &Shared) {
+fn run(endpoint: &Endpoint, refresh: Duration, shared: &Shared) {
+    let url = &endpoint.url;
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -227,7 +297,7 @@ fn run(url: &hyper::Uri, refresh: Duration, shared: &Shared) {
     let mut was_up = None;
     while !shared.stop.load(Ordering::Relaxed) {
         let result = rt
-            .block_on(async { tokio::time::timeout(FETCH_TIMEOUT, fetch(url)).await })
+            .block_on(async { tokio::time::timeout(FETCH_TIMEOUT, fetch(endpoint)).await })
             .unwrap_or_else(|_| Err(format!("no answer within {FETCH_TIMEOUT:?}")))
             .and_then(|body| parse_pod_list(&body).map_err(|e| e.0));
         let up = result.is_ok();
@@ -258,22 +328,53 @@ fn run(url: &hyper::Uri, refresh: Duration, shared: &Shared) {
     }
 }
 
-async fn fetch(url: &hyper::Uri) -> Result<Vec<u8>, String> {
-    use http_body_util::{BodyExt, Empty, Limited};
-    let host = url.host().ok_or("no host")?;
-    let port = url.port_u16().unwrap_or(80);
-    let stream = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
+async fn fetch(endpoint: &Endpoint) -> Result<Vec<u8>, String> {
+    let url = &endpoint.url;
+    let host = url.host().ok_or("no host")?.trim_matches(['[', ']']);
+    let default_port = if endpoint.tls.is_some() { 443 } else { 80 };
+    let port = url.port_u16().unwrap_or(default_port);
+    let stream = tokio::net::TcpStream::connect((host, port))
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
+    // Read at every fetch: a projected token is rotated under the pod.
+    let token = match &endpoint.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("token file {}: {e}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    match &endpoint.tls {
+        None => get_pods(hyper_util::rt::TokioIo::new(stream), url, token).await,
+        Some(tls) => {
+            let stream = tls
+                .connect(stream, host)
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            get_pods(hyper_util::rt::TokioIo::new(stream), url, token).await
+        }
+    }
+}
+
+async fn get_pods<IO>(io: IO, url: &hyper::Uri, token: Option<String>) -> Result<Vec<u8>, String>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    use http_body_util::{BodyExt, Empty, Limited};
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
     let conn = tokio::spawn(conn);
-    let authority = url.authority().map(|a| a.as_str()).unwrap_or(host);
-    let request = hyper::Request::get(url.path_and_query().map_or("/", |p| p.as_str()))
+    let authority = url.authority().map(|a| a.as_str()).unwrap_or_default();
+    let mut request = hyper::Request::get(url.path_and_query().map_or("/", |p| p.as_str()))
         .header(hyper::header::HOST, authority)
-        .header(hyper::header::ACCEPT, "application/json")
+        .header(hyper::header::ACCEPT, "application/json");
+    if let Some(token) = token {
+        request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request
         .body(Empty::<hyper::body::Bytes>::new())
         .map_err(|e| format!("request: {e}"))?;
     let response = sender
@@ -281,7 +382,12 @@ async fn fetch(url: &hyper::Uri) -> Result<Vec<u8>, String> {
         .await
         .map_err(|e| format!("request: {e}"))?;
     if !response.status().is_success() {
-        return Err(format!("HTTP {}", response.status()));
+        conn.abort();
+        return Err(match response.status().as_u16() {
+            401 => "HTTP 401: the kubelet refused the token (--collector.cgroup.kubelet-token-file)".into(),
+            403 => "HTTP 403: the ServiceAccount may not read pods from the kubelet (RBAC: get on nodes/proxy, or nodes/pods)".into(),
+            _ => format!("HTTP {}", response.status()),
+        });
     }
     let body = Limited::new(response.into_body(), MAX_BODY)
         .collect()
@@ -338,10 +444,12 @@ mod tests {
     #[test]
     fn urls() {
         assert!(parse_url("http://127.0.0.1:10255/pods").is_ok());
+        assert!(parse_url("https://127.0.0.1:10250/pods").is_ok());
+        assert!(parse_url("https://[fd00::7]:10250/pods").is_ok());
         assert!(
-            parse_url("https://127.0.0.1:10250/pods")
+            parse_url("ftp://127.0.0.1/pods")
                 .unwrap_err()
-                .contains("10255")
+                .contains("10250")
         );
         assert!(parse_url("127.0.0.1:10255").is_err());
         assert!(parse_url("http:///pods").is_err());

@@ -128,6 +128,23 @@ impl TlsSettings {
     }
 }
 
+impl TlsSettings {
+    /// A TLS session over `stream` with `host` (or the configured server
+    /// name), checked as these settings say.
+    pub async fn connect(
+        &self,
+        stream: TcpStream,
+        host: &str,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let name = self.server_name.as_deref().unwrap_or(host).to_string();
+        let name = ServerName::try_from(name)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        tokio_rustls::TlsConnector::from(self.config.clone())
+            .connect(name, stream)
+            .await
+    }
+}
+
 /// `insecure_skip_verify`: any certificate is accepted (its expiry is still
 /// reported), but the handshake's signatures are still checked.
 #[derive(Debug)]

@@ -270,9 +270,13 @@ const POD_LIST: &str = r#"{"kind":"PodList","apiVersion":"v1","items":[
    "status":{"containerStatuses":[{"name":"app","containerID":"containerd://4f1c3a8e2b6d7f90a1b2c3d4e5f60718293a4b5c6d7e8f9012345678abcdef01"}]}}]}"#;
 
 fn v2_fixture_scrape(url: &str, until: impl Fn(&str) -> bool) -> String {
+    v2_fixture_scrape_with(url, &[], until)
+}
+
+fn v2_fixture_scrape_with(url: &str, extra: &[&str], until: impl Fn(&str) -> bool) -> String {
     let root = common::fixtures().join("sys/fs/cgroup");
     let root = root.to_str().unwrap();
-    let s = sojourn::cli::parse([
+    let mut args = vec![
         "sojourn",
         "--collector.disable-defaults",
         "--collector.cgroup",
@@ -280,8 +284,9 @@ fn v2_fixture_scrape(url: &str, until: impl Fn(&str) -> bool) -> String {
         root,
         "--collector.cgroup.kubelet-url",
         url,
-    ])
-    .unwrap();
+    ];
+    args.extend_from_slice(extra);
+    let s = sojourn::cli::parse(args).unwrap();
     let scraper = sojourn::scrape::Scraper::new(s.collect, &s.collectors);
     // The pod list is fetched in the background, right after start.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -350,11 +355,150 @@ fn an_unreachable_or_failing_kubelet_leaves_uid_labels_and_the_scrape_whole() {
     let err = sojourn::cli::parse([
         "sojourn",
         "--collector.cgroup.kubelet-url",
-        "https://node:10250/pods",
+        "ftp://node:10250/pods",
     ])
     .err()
     .unwrap();
-    assert!(err.to_string().contains("10255"), "{err}");
+    assert!(err.to_string().contains("10250"), "{err}");
+}
+
+/// The kubelet's authenticated port as a stand-in: TLS with a certificate
+/// for 127.0.0.1 from `dir`'s CA, the pod list only for `Bearer TOKEN`,
+/// 401 otherwise. Returns its port.
+fn fake_secure_kubelet(dir: &std::path::Path) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    common::pki(dir);
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(dir.join("server.crt"))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    common::serve_on_thread(move |stream| {
+        let acceptor = acceptor.clone();
+        async move {
+            let Ok(tls) = acceptor.accept(stream).await else {
+                return;
+            };
+            let svc = hyper::service::service_fn(
+                |req: hyper::Request<hyper::body::Incoming>| async move {
+                    let authorized = req
+                        .headers()
+                        .get(hyper::header::AUTHORIZATION)
+                        .is_some_and(|v| v == "Bearer TOKEN");
+                    let (status, body) = if authorized && req.uri().path() == "/pods" {
+                        (200, POD_LIST)
+                    } else {
+                        (401, "Unauthorized")
+                    };
+                    let mut r = hyper::Response::new(http_body_util::Full::new(
+                        hyper::body::Bytes::from(body),
+                    ));
+                    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                    Ok::<_, std::convert::Infallible>(r)
+                },
+            );
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                .await;
+        }
+    })
+    .port()
+}
+
+#[test]
+fn the_authenticated_kubelet_port_is_read_with_a_token_over_checked_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = fake_secure_kubelet(dir.path());
+    let url = format!("https://127.0.0.1:{port}/pods");
+    let ca = dir.path().join("ca.crt");
+    let token = dir.path().join("token");
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&token, "TOKEN\n").unwrap();
+    std::fs::write(&wrong, "NOT-THE-TOKEN\n").unwrap();
+    let (ca, token, wrong) = (
+        ca.to_str().unwrap(),
+        token.to_str().unwrap(),
+        wrong.to_str().unwrap(),
+    );
+    let up = |t: &str| t.contains("\nsojourn_cgroup_kubelet_up 1\n");
+    let down = |t: &str| t.contains("\nsojourn_cgroup_kubelet_up 0\n");
+    let named = |t: &str| t.contains(r#"namespace="shop",pod="checkout-7d9f",container="app""#);
+    // The CA and the token: names.
+    let text = v2_fixture_scrape_with(
+        &url,
+        &[
+            "--collector.cgroup.kubelet-ca-file",
+            ca,
+            "--collector.cgroup.kubelet-token-file",
+            token,
+        ],
+        up,
+    );
+    assert!(up(&text) && named(&text), "{text}");
+    // An unchecked certificate, the token still sent: names. The host
+    // bracketed, as the DaemonSet writes a node's address of either family.
+    let text = v2_fixture_scrape_with(
+        &format!("https://[127.0.0.1]:{port}/pods"),
+        &[
+            "--collector.cgroup.kubelet-insecure-skip-verify",
+            "--collector.cgroup.kubelet-token-file",
+            token,
+        ],
+        up,
+    );
+    assert!(up(&text) && named(&text), "{text}");
+    // A token the kubelet refuses, or a certificate nobody vouches for
+    // (the system's CAs do not know the test's): down, ids only.
+    for extra in [
+        &[
+            "--collector.cgroup.kubelet-ca-file",
+            ca,
+            "--collector.cgroup.kubelet-token-file",
+            wrong,
+        ][..],
+        &["--collector.cgroup.kubelet-token-file", token][..],
+    ] {
+        let text = v2_fixture_scrape_with(&url, extra, down);
+        assert!(down(&text) && !named(&text), "{extra:?}: {text}");
+        assert!(text.contains(r#"pod_uid="0d3fc3ab-1c36-4a7a-9b3e-6d3c2b1a0f9e""#));
+    }
+    // TLS settings without https, or both ways of checking: usage errors.
+    for args in [
+        vec![
+            "sojourn",
+            "--collector.cgroup.kubelet-url",
+            "http://127.0.0.1:10255/pods",
+            "--collector.cgroup.kubelet-ca-file",
+            ca,
+        ],
+        vec![
+            "sojourn",
+            "--collector.cgroup.kubelet-url",
+            &url,
+            "--collector.cgroup.kubelet-ca-file",
+            ca,
+            "--collector.cgroup.kubelet-insecure-skip-verify",
+        ],
+        vec!["sojourn", "--collector.cgroup.kubelet-token-file", token],
+        vec![
+            "sojourn",
+            "--collector.cgroup.kubelet-url",
+            &url,
+            "--collector.cgroup.kubelet-ca-file",
+            "/nonexistent/ca.crt",
+        ],
+    ] {
+        assert!(sojourn::cli::parse(&args).is_err(), "{args:?} accepted");
+    }
 }
 
 #[test]

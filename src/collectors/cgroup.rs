@@ -43,8 +43,8 @@ pub struct Config {
     pub include: Regex,
     pub exclude: Option<Regex>,
     pub max_cgroups: usize,
-    /// The kubelet's read-only pods endpoint, for pod and container names.
-    pub kubelet_url: Option<hyper::Uri>,
+    /// The kubelet's pods endpoint, for pod and container names.
+    pub kubelet: Option<crate::kubelet::Endpoint>,
 }
 
 pub const DEFAULT_MAX_CGROUPS: usize = 500;
@@ -56,7 +56,7 @@ impl Default for Config {
             include: Regex::new(".*").expect("valid"),
             exclude: None,
             max_cgroups: DEFAULT_MAX_CGROUPS,
-            kubelet_url: None,
+            kubelet: None,
         }
     }
 }
@@ -785,8 +785,8 @@ impl CgroupCollector {
     }
 
     pub fn new(cfg: &Config) -> Self {
-        let kubelet = cfg.kubelet_url.clone().and_then(|url| {
-            crate::kubelet::shared(&url)
+        let kubelet = cfg.kubelet.as_ref().and_then(|endpoint| {
+            crate::kubelet::shared(endpoint)
                 .map_err(|e| tracing::error!("kubelet pod names disabled: {e}"))
                 .ok()
         });

@@ -255,8 +255,8 @@ impl NetnsCollector {
 
 /// The kubelet's pod list, shared with the other readers, when its URL is set.
 pub fn kubelet(cfg: &CollectConfig) -> Option<Arc<crate::kubelet::Kubelet>> {
-    let url = cfg.cgroup.kubelet_url.as_ref()?;
-    crate::kubelet::shared(url)
+    let endpoint = cfg.cgroup.kubelet.as_ref()?;
+    crate::kubelet::shared(endpoint)
         .map_err(|e| tracing::error!("kubelet pod names disabled: {e}"))
         .ok()
 }
