@@ -551,14 +551,29 @@ pub fn command() -> Command {
                     .hide(true),
             );
     }
+    // A subcommand's help leads with its own flags (clap lists the options
+    // without a heading first); the exporter's follow under headings.
+    let shared = |heading: &'static str, keep: fn(&Arg) -> bool| {
+        cmd.get_arguments()
+            .filter(move |a| keep(a))
+            .map(move |a| {
+                let heading = if a.get_id().as_str().starts_with("web.") {
+                    "Serving options"
+                } else {
+                    heading
+                };
+                a.clone().help_heading(heading)
+            })
+            .collect::<Vec<_>>()
+    };
     let proxy = proxy_args(
         Command::new("proxy")
-            .about("Sidecar reverse proxy: forwards --listen to --upstream and serves the service's golden signals on --web.listen-address (host collectors off unless enabled)")
-            .args(cmd.get_arguments().cloned()),
-    );
+            .about("Sidecar reverse proxy: forwards --listen to --upstream and serves the service's golden signals on --web.listen-address (host collectors off unless enabled)"),
+    )
+    .args(shared("Host collector options", |_| true));
+    // `check` serves nothing: no --web.* flag is offered, or checked.
     let check = Command::new("check")
         .about("Samples every collector and queue on this host for a while (--for) and prints the USE table, worst first; exits 1 when anything is saturated, erroring or slow")
-        .args(cmd.get_arguments().cloned())
         .arg(
             Arg::new("for")
                 .long("for")
@@ -578,7 +593,10 @@ pub fn command() -> Command {
                 .long("json")
                 .action(ArgAction::SetTrue)
                 .help("Print the report as JSON (every resource, the findings, failed collectors)"),
-        );
+        )
+        .args(shared("Collector options", |a| {
+            !a.get_id().as_str().starts_with("web.")
+        }));
     cmd.subcommand(proxy).subcommand(check)
 }
 
@@ -789,7 +807,7 @@ fn load_config(m: &ArgMatches, mut s: Settings) -> Result<Settings, clap::Error>
         })?;
         s.collect.cgroup.kubelet = Some(endpoint);
     }
-    if let Some(path) = m.get_one::<PathBuf>("web.config.file") {
+    if let Some(path) = m.try_get_one::<PathBuf>("web.config.file").ok().flatten() {
         s.web = crate::web_config::load(path).map_err(|msg| {
             command().error(
                 clap::error::ErrorKind::InvalidValue,
@@ -892,20 +910,23 @@ fn settings(m: &ArgMatches, proxy_mode: bool) -> Settings {
         "trace" => tracing::Level::TRACE,
         _ => tracing::Level::INFO,
     };
+    // `check` has no --web.* flags (it serves nothing): none is set there.
+    fn web<T: Clone + Send + Sync + 'static>(m: &ArgMatches, id: &str) -> Option<T> {
+        m.try_get_one::<T>(id).ok().flatten().cloned()
+    }
     Settings {
         listen: m
-            .get_many::<ListenAddr>("web.listen-address")
+            .try_get_many::<ListenAddr>("web.listen-address")
+            .ok()
+            .flatten()
             .map(|v| v.copied().collect())
             .unwrap_or_default(),
-        systemd_socket: m.get_flag("web.systemd-socket"),
-        telemetry_path: get("web.telemetry-path"),
-        max_requests: *m.get_one::<usize>("web.max-requests").expect("has default"),
-        max_connections: usize::try_from(
-            *m.get_one::<u64>("web.max-connections")
-                .expect("has default"),
-        )
-        .unwrap_or(usize::MAX),
-        scrape_timeout: dur("web.scrape-timeout"),
+        systemd_socket: web::<bool>(m, "web.systemd-socket").unwrap_or(false),
+        telemetry_path: web(m, "web.telemetry-path").unwrap_or_default(),
+        max_requests: web(m, "web.max-requests").unwrap_or(0),
+        max_connections: web::<u64>(m, "web.max-connections")
+            .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+        scrape_timeout: web(m, "web.scrape-timeout").unwrap_or(Duration::MAX),
         log_level,
         collectors,
         collect: collectors::Config {
@@ -1053,6 +1074,46 @@ mod tests {
             let err = parse(args.clone()).unwrap_err().to_string();
             assert!(err.contains(flag), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn each_subcommands_help_leads_with_its_own_flags() {
+        let help = |name: &str| {
+            command()
+                .find_subcommand_mut(name)
+                .unwrap()
+                .render_long_help()
+                .to_string()
+        };
+        let at = |text: &str, flag: &str| {
+            text.find(flag)
+                .unwrap_or_else(|| panic!("{flag} missing from:\n{text}"))
+        };
+        let check = help("check");
+        assert!(
+            at(&check, "--for") < at(&check, "--collector.cpu"),
+            "{check}"
+        );
+        assert!(
+            at(&check, "--json") < at(&check, "--path.procfs"),
+            "{check}"
+        );
+        assert!(!check.contains("--web."), "check serves nothing:\n{check}");
+        let proxy = help("proxy");
+        assert!(
+            at(&proxy, "--listen") < at(&proxy, "--collector.cpu"),
+            "{proxy}"
+        );
+        assert!(
+            at(&proxy, "--upstream") < at(&proxy, "--web.listen-address"),
+            "{proxy}"
+        );
+        // A flag check does not use is not taken, let alone checked.
+        let err = parse(["sojourn", "check", "--web.listen-address=:99999"]).unwrap_err();
+        assert!(err.to_string().contains("--web.listen-address"), "{err}");
+        let s = parse(["sojourn", "check", "--for", "1s"]).unwrap();
+        assert!(s.listen.is_empty() && !s.systemd_socket);
+        assert!(s.check.is_some());
     }
 
     #[test]
