@@ -99,6 +99,12 @@ fn the_page_shows_the_live_use_table_and_a_standing_cpu_queue_in_red() {
         cpu.contains("<svg class=\"spark\""),
         "a history chart: {cpu}"
     );
+    // With its scale: utilization on 0–100 %, saturation to a stated top.
+    assert!(
+        cpu.contains("class=\"scale\"")
+            && (cpu.contains("saturation 0–") || cpu.contains("collecting history")),
+        "the chart states its scale: {cpu}"
+    );
     assert!(row(&dom, "data-resource=\"memory\"").is_some(), "{dom}");
     assert!(
         dom.contains("data-state=\"clear\"") || dom.contains("data-state=\"findings\""),
@@ -153,6 +159,11 @@ fn the_page_shows_the_live_use_table_and_a_standing_cpu_queue_in_red() {
     assert!(dom.contains("data-state=\"findings\""), "{dom}");
     let cpu = row(&dom, "data-resource=\"cpu\"").expect("a cpu row");
     assert!(cpu.starts_with("<tr class=\"saturated\""), "{cpu}");
+    // Seconds of history by now: the chart states both scales.
+    assert!(
+        cpu.contains("utilization 0–100 %, saturation 0–"),
+        "the chart's scale: {cpu}"
+    );
     assert!(
         dom.contains("run queue standing") || dom.contains("stall (PSI some) standing"),
         "the evidence is on the page: {dom}"

@@ -20,12 +20,21 @@ function svgEl(tag, attrs) {
   return e;
 }
 
-// Utilization as a line, saturation as an area; saturation that is a count
-// (drops, overflows) is scaled to its own maximum.
+// A scale's top, short: 1, 2.5, 40, 1.2k.
+function short(v) {
+  if (v >= 1000) return `${+(v / 1000).toPrecision(2)}k`;
+  return `${+v.toPrecision(2)}`;
+}
+
+// Utilization as a line on 0–100 %, saturation as an area; saturation that
+// is a count (drops, overflows) is scaled to its own maximum, which the
+// chart's caption states, so two rows' charts are never read as one scale.
 function sparkline(points) {
   const w = 160, h = 28;
   const svg = svgEl("svg", { class: "spark", width: w, height: h, viewBox: `0 0 ${w} ${h}` });
-  if (!points || points.length < 2) return svg;
+  if (!points || points.length < 2) {
+    return el("div", { class: "chart" }, [svg, el("span", { class: "scale" }, ["collecting history…"])]);
+  }
   const n = points.length;
   const x = (i) => (i / (n - 1)) * w;
   const sMax = Math.max(1, ...points.map((p) => p.s || 0));
@@ -34,7 +43,11 @@ function sparkline(points) {
   svg.append(svgEl("polygon", { class: "s", points: `0,${h} ${area.join(" ")} ${w},${h}` }));
   const line = points.filter((p) => p.u !== null).map((p, i) => `${x(points.indexOf(p))},${y(p.u, 1)}`);
   if (line.length > 1) svg.append(svgEl("polyline", { class: "u", points: line.join(" ") }));
-  return svg;
+  const scale = `${line.length > 1 ? "utilization 0–100 %, " : ""}saturation 0–${short(sMax)}`;
+  const title = svgEl("title", {});
+  title.textContent = `${scale}, last ${n} samples`;
+  svg.append(title);
+  return el("div", { class: "chart" }, [svg, el("span", { class: "scale" }, [scale])]);
 }
 
 function text(signal) {
