@@ -51,8 +51,8 @@ pub fn evaluate(w: &Window) -> Report {
     queues(w, &mut rows);
     namespaces(w, &mut rows);
     probes(w, &mut rows);
-    // Who, once the CPU's verdict is known.
-    cpu_users(w, &mut rows);
+    // Who, once the resources' verdicts are known.
+    users(w, &mut rows);
     // Services last: a slow service names the host resources found above.
     services(w, &mut rows);
     let failures = w
@@ -173,71 +173,212 @@ fn cpu(w: &Window, rows: &mut Rows) {
     }
 }
 
-/// Most users named under a saturated CPU.
-const CPU_USERS: usize = 3;
-/// Least share of the CPU time used for a user to be named.
-const CPU_USER_SHARE: f64 = 0.02;
+/// Most users named under a saturated resource.
+const USERS: usize = 3;
+/// Least share of the resource's use for a user to be named.
+const USER_SHARE: f64 = 0.02;
 
-/// The USE method's next question under a saturated CPU: who uses it.
-/// The cgroups (containers, pods, services) and, with the process
-/// collector, the process groups that used the most CPU time over the
-/// window, each with its cores and its share of the CPU time used, most
-/// first, as a `who:` line of the CPU's evidence.
+/// How a cgroup is named in a `who:` line: with its pod's namespace and
+/// name where the kubelet gave them, else its pod's uid, else its path.
+fn cgroup_names<'w>(w: &'w Window, metric: &str) -> HashMap<&'w str, String> {
+    w.last()
+        .all(metric)
+        .iter()
+        .map(|s| {
+            let cgroup = s.label("cgroup");
+            let named = match (s.label("namespace"), s.label("pod"), s.label("pod_uid")) {
+                (ns, pod, _) if !pod.is_empty() => format!("cgroup {cgroup} (pod {ns}/{pod})"),
+                (_, _, uid) if !uid.is_empty() => format!("cgroup {cgroup} (pod {uid})"),
+                _ => format!("cgroup {cgroup}"),
+            };
+            (cgroup, named)
+        })
+        .collect()
+}
+
+fn named(names: &HashMap<&str, String>, cgroup: &str) -> String {
+    names
+        .get(cgroup)
+        .cloned()
+        .unwrap_or_else(|| format!("cgroup {cgroup}"))
+}
+
+/// Adds the USE method's next answer under a saturated row: who. The
+/// users that took most of `total` (the resource's use over the window),
+/// at least [`USER_SHARE`] each, at most [`USERS`], most first, each with
+/// its amount (`show`) and its share, as a `who:` line of the evidence.
+fn name_users(
+    rows: &mut Rows,
+    kind: &'static str,
+    resource: &str,
+    mut users: Vec<(String, f64)>,
+    total: f64,
+    show: impl Fn(f64) -> String,
+    of_what: &str,
+) {
+    if total <= 0.0 {
+        return;
+    }
+    users.retain(|(_, used)| *used / total >= USER_SHARE);
+    if users.is_empty() {
+        return;
+    }
+    users.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    users.truncate(USERS);
+    let named: Vec<String> = users
+        .iter()
+        .map(|(who, used)| format!("{who} {} ({})", show(*used), pct((used / total).min(1.0))))
+        .collect();
+    rows.row(kind, resource)
+        .evidence
+        .push(format!("who: {} of {of_what}", named.join(", ")));
+}
+
+fn saturated(rows: &Rows, resource: &str) -> bool {
+    rows.find(resource)
+        .is_some_and(|r| r.verdict == Verdict::Saturated)
+}
+
+/// Who, under each saturated resource the kernel can attribute: CPU time,
+/// memory and disk bytes by cgroup (containers, pods, services) and, with
+/// the process collector, by process group.
+fn users(w: &Window, rows: &mut Rows) {
+    cpu_users(w, rows);
+    memory_users(w, rows);
+    disk_users(w, rows);
+}
+
+/// Under a saturated CPU: the CPU time each used over the window.
 fn cpu_users(w: &Window, rows: &mut Rows) {
-    let Some(host) = rows.find("cpu") else { return };
-    if host.verdict != Verdict::Saturated {
+    if !saturated(rows, "cpu") {
         return;
     }
     let name = "sojourn_cpu_seconds_total";
     let idle = w.increase(name, &[("mode", "idle")]).unwrap_or(0.0)
         + w.increase(name, &[("mode", "iowait")]).unwrap_or(0.0);
     let used = w.increase(name, &[]).unwrap_or(0.0) - idle;
-    if used <= 0.0 {
-        return;
-    }
-    // Each cgroup's pod, looked up once (a node has hundreds of cgroups).
     let usage = "sojourn_cgroup_cpu_usage_seconds_total";
-    let pods: HashMap<&str, &str> = w
-        .last()
-        .all(usage)
-        .iter()
-        .map(|s| (s.label("cgroup"), s.label("pod_uid")))
-        .collect();
-    let mut users: Vec<(String, f64)> = w
+    let names = cgroup_names(w, usage);
+    let users = w
         .increase_by(usage, "cgroup", &[])
         .into_iter()
-        .map(|(cgroup, cpu)| {
-            let who = match pods.get(cgroup.as_str()).copied().unwrap_or("") {
-                "" => format!("cgroup {cgroup}"),
-                uid => format!("cgroup {cgroup} (pod {uid})"),
-            };
-            (who, cpu)
-        })
+        .map(|(cgroup, cpu)| (named(&names, &cgroup), cpu))
         .chain(
             w.increase_by("sojourn_process_cpu_seconds_total", "group", &[])
                 .into_iter()
                 .map(|(group, cpu)| (format!("processes {group}"), cpu)),
         )
-        .filter(|(_, cpu)| *cpu / used >= CPU_USER_SHARE)
         .collect();
-    if users.is_empty() {
+    let seconds = w.seconds();
+    name_users(
+        rows,
+        "cpu",
+        "cpu",
+        users,
+        used,
+        |cpu| format!("{:.2} cores", cpu / seconds),
+        "the CPU time used",
+    );
+}
+
+/// Under saturated memory: each one's working set now, against the
+/// memory in use.
+fn memory_users(w: &Window, rows: &mut Rows) {
+    if !saturated(rows, "memory") {
         return;
     }
-    users.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    users.truncate(CPU_USERS);
-    let named: Vec<String> = users
+    let last = w.last();
+    let (Some(total), Some(avail)) = (
+        last.value("sojourn_memory_mem_total_bytes", &[]),
+        last.value("sojourn_memory_mem_available_bytes", &[]),
+    ) else {
+        return;
+    };
+    let metric = "sojourn_cgroup_memory_working_set_bytes";
+    let names = cgroup_names(w, metric);
+    let users = last
+        .all(metric)
         .iter()
-        .map(|(who, cpu)| {
-            format!(
-                "{who} {:.2} cores ({})",
-                cpu / w.seconds(),
-                pct((cpu / used).min(1.0))
-            )
-        })
+        .map(|s| (named(&names, s.label("cgroup")), s.value))
+        .chain(
+            last.all("sojourn_process_resident_memory_bytes")
+                .iter()
+                .map(|s| (format!("processes {}", s.label("group")), s.value)),
+        )
         .collect();
-    rows.row("cpu", "cpu")
-        .evidence
-        .push(format!("who: {} of the CPU time used", named.join(", ")));
+    name_users(
+        rows,
+        "memory",
+        "memory",
+        users,
+        total - avail,
+        bytes,
+        "the memory in use",
+    );
+}
+
+/// Under a saturated disk: the bytes each read and wrote on it over the
+/// window; under saturated I/O of all devices (PSI), on any.
+fn disk_users(w: &Window, rows: &mut Rows) {
+    let metric = "sojourn_cgroup_io_bytes_total";
+    let names = cgroup_names(w, metric);
+    let seconds = w.seconds();
+    let devices: Vec<String> = w
+        .last()
+        .all("sojourn_disk_io_time_seconds_total")
+        .iter()
+        .map(|s| s.label("device").to_string())
+        .collect();
+    let moved = |want: &[(&str, &str)]| {
+        w.increase("sojourn_disk_read_bytes_total", want)
+            .unwrap_or(0.0)
+            + w.increase("sojourn_disk_written_bytes_total", want)
+                .unwrap_or(0.0)
+    };
+    let per_second = move |b: f64| format!("{}/s", bytes(b / seconds));
+    for dev in &devices {
+        let resource = format!("disk {dev}");
+        if !saturated(rows, &resource) {
+            continue;
+        }
+        let users = w
+            .increase_by(metric, "cgroup", &[("device", dev.as_str())])
+            .into_iter()
+            .map(|(cgroup, b)| (named(&names, &cgroup), b))
+            .collect();
+        let total = moved(&[("device", dev.as_str())]);
+        name_users(
+            rows,
+            "disk",
+            &resource,
+            users,
+            total,
+            per_second,
+            "the bytes moved",
+        );
+    }
+    let all = "disk io (all devices)";
+    if saturated(rows, all) {
+        let users = w
+            .increase_by(metric, "cgroup", &[])
+            .into_iter()
+            .map(|(cgroup, b)| (named(&names, &cgroup), b))
+            .chain(
+                w.increase_by("sojourn_process_io_bytes_total", "group", &[])
+                    .into_iter()
+                    .map(|(group, b)| (format!("processes {group}"), b)),
+            )
+            .collect();
+        name_users(
+            rows,
+            "disk",
+            all,
+            users,
+            moved(&[]),
+            per_second,
+            "the bytes moved",
+        );
+    }
 }
 
 fn memory(w: &Window, rows: &mut Rows) {
@@ -1300,6 +1441,71 @@ mod tests {
         queue(&mut a, "cpu", "length", 0.0, 0.0);
         queue(&mut b, "cpu", "length", 2.0, 0.0);
         assert!(findings(&[a, b]).is_empty());
+    }
+
+    #[test]
+    fn saturated_memory_and_disk_name_who_uses_them() {
+        let mut snaps = [host(0.0, [0.3, 0.3]), host(10.0, [0.3, 0.3])];
+        for (i, s) in snaps.iter_mut().enumerate() {
+            let at = i as f64 * 10.0;
+            queue(s, "memory:psi", "share", 9.0 * i as f64, 0.3);
+            queue(s, "disk:vda", "delay", 9.0 * i as f64, 0.3);
+            s.push(
+                "sojourn_disk_io_time_seconds_total",
+                &[("device", "vda")],
+                9.0 * at,
+            );
+            s.push(
+                "sojourn_disk_read_bytes_total",
+                &[("device", "vda")],
+                1e8 * at,
+            );
+            s.push(
+                "sojourn_disk_written_bytes_total",
+                &[("device", "vda")],
+                0.0,
+            );
+            // (cgroup, pod uid, namespace, pod, working set, bytes read per second)
+            for (cgroup, uid, ns, pod, ws, io) in [
+                ("/kubepods/pod1/c1", "1111", "shop", "web-7d9", 1.5e9, 6e7),
+                ("/system.slice/backup.service", "", "", "", 0.4e9, 3e7),
+                ("/kubepods/pod2/c2", "2222", "", "", 0.01e9, 1e5),
+            ] {
+                let id = [
+                    ("cgroup", cgroup),
+                    ("pod_uid", uid),
+                    ("namespace", ns),
+                    ("pod", pod),
+                ];
+                s.push("sojourn_cgroup_memory_working_set_bytes", &id, ws);
+                let mut io_id = id.to_vec();
+                io_id.extend([("device", "vda"), ("direction", "read")]);
+                s.push("sojourn_cgroup_io_bytes_total", &io_id, io * at);
+            }
+        }
+        let r = evaluate(&snaps).unwrap();
+        let who = |resource: &str| {
+            let row = r.resources.iter().find(|x| x.resource == resource).unwrap();
+            assert_eq!(row.verdict, Verdict::Saturated, "{row:?}");
+            row.evidence
+                .iter()
+                .find(|e| e.starts_with("who: "))
+                .cloned()
+                .unwrap_or_else(|| panic!("no who: {row:?}"))
+        };
+        // 2 GB in use (8 GB total, 6 GB available): the pod first, by name.
+        assert_eq!(
+            who("memory"),
+            "who: cgroup /kubepods/pod1/c1 (pod shop/web-7d9) 1.5 GB (75 %), \
+             cgroup /system.slice/backup.service 400.0 MB (20 %) of the memory in use"
+        );
+        // 100 MB/s read from vda: 60 % the pod's, 30 % the backup's; the
+        // third, under 2 %, is not named.
+        assert_eq!(
+            who("disk vda"),
+            "who: cgroup /kubepods/pod1/c1 (pod shop/web-7d9) 60.0 MB/s (60 %), \
+             cgroup /system.slice/backup.service 30.0 MB/s (30 %) of the bytes moved"
+        );
     }
 
     #[test]
