@@ -211,6 +211,21 @@ fn name_users(
     rows: &mut Rows,
     kind: &'static str,
     resource: &str,
+    users: Vec<(String, f64)>,
+    total: f64,
+    show: impl Fn(f64) -> String,
+    of_what: &str,
+) {
+    name_top(rows, kind, resource, "who", users, total, show, of_what);
+}
+
+/// [`name_users`] with another heading for the line (`stalled:`).
+#[allow(clippy::too_many_arguments)]
+fn name_top(
+    rows: &mut Rows,
+    kind: &'static str,
+    resource: &str,
+    heading: &str,
     mut users: Vec<(String, f64)>,
     total: f64,
     show: impl Fn(f64) -> String,
@@ -231,7 +246,7 @@ fn name_users(
         .collect();
     rows.row(kind, resource)
         .evidence
-        .push(format!("who: {} of {of_what}", named.join(", ")));
+        .push(format!("{heading}: {} of {of_what}", named.join(", ")));
 }
 
 fn saturated(rows: &Rows, resource: &str) -> bool {
@@ -246,6 +261,40 @@ fn users(w: &Window, rows: &mut Rows) {
     cpu_users(w, rows);
     memory_users(w, rows);
     disk_users(w, rows);
+    for (kind, resource, psi) in [
+        ("cpu", "cpu", "cpu"),
+        ("memory", "memory", "memory"),
+        ("disk", "disk io (all devices)", "io"),
+    ] {
+        stalled(w, rows, kind, resource, psi);
+    }
+}
+
+/// Under a saturated resource, the cgroups whose tasks waited on it the
+/// longest (cgroup v2 pressure, `some`: time in which at least one of
+/// their tasks stalled), as a `stalled:` line: who suffers, beside who
+/// uses.
+fn stalled(w: &Window, rows: &mut Rows, kind: &'static str, resource: &str, psi: &str) {
+    if !saturated(rows, resource) {
+        return;
+    }
+    let metric = "sojourn_cgroup_pressure_stalled_seconds_total";
+    let names = cgroup_names(w, metric);
+    let waits = w
+        .increase_by(metric, "cgroup", &[("resource", psi), ("kind", "some")])
+        .into_iter()
+        .map(|(cgroup, s)| (named(&names, &cgroup), s))
+        .collect();
+    name_top(
+        rows,
+        kind,
+        resource,
+        "stalled",
+        waits,
+        w.seconds(),
+        duration,
+        "the window (PSI some)",
+    );
 }
 
 /// Under a saturated CPU: the CPU time each used over the window.
@@ -1478,6 +1527,14 @@ mod tests {
                     ("pod", pod),
                 ];
                 s.push("sojourn_cgroup_memory_working_set_bytes", &id, ws);
+                let mut psi_id = id.to_vec();
+                psi_id.extend([("resource", "memory"), ("kind", "some")]);
+                let stalled = if uid == "1111" { 0.4 * at } else { 0.0 };
+                s.push(
+                    "sojourn_cgroup_pressure_stalled_seconds_total",
+                    &psi_id,
+                    stalled,
+                );
                 let mut io_id = id.to_vec();
                 io_id.extend([("device", "vda"), ("direction", "read")]);
                 s.push("sojourn_cgroup_io_bytes_total", &io_id, io * at);
@@ -1493,6 +1550,13 @@ mod tests {
                 .cloned()
                 .unwrap_or_else(|| panic!("no who: {row:?}"))
         };
+        // Who waited: the pod's tasks stalled on memory 4 s of the 10.
+        let memory = r.resources.iter().find(|x| x.resource == "memory").unwrap();
+        assert!(
+            memory.evidence.iter().any(|e| e
+                == "stalled: cgroup /kubepods/pod1/c1 (pod shop/web-7d9) 4.0 s (40 %) of the window (PSI some)"),
+            "{memory:?}"
+        );
         // 2 GB in use (8 GB total, 6 GB available): the pod first, by name.
         assert_eq!(
             who("memory"),
