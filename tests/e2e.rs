@@ -278,7 +278,12 @@ fn text_files_are_served_each_whole_or_not_at_all() {
         "backup.prom",
         "# HELP backup_last_success_timestamp_seconds Last good backup.\n# TYPE backup_last_success_timestamp_seconds gauge\nbackup_last_success_timestamp_seconds{job=\"db\"} 1.7e+09\n# TYPE backup_runs_total counter\nbackup_runs_total 42\n",
     );
+    // A histogram without its +Inf bucket: refused whole.
     put("broken.prom", "# TYPE h histogram\nh_bucket{le=\"1\"} 1\n");
+    put(
+        "jobs.prom",
+        "# TYPE job_duration_seconds histogram\njob_duration_seconds_bucket{le=\"60\"} 2\njob_duration_seconds_bucket{le=\"+Inf\"} 3\njob_duration_seconds_sum 250\njob_duration_seconds_count 3\n",
+    );
     std::fs::write(dir.path().join("ignored.txt"), "not_prom 1\n").unwrap();
     let mut args = fixture_args();
     args.extend([
@@ -299,6 +304,14 @@ fn text_files_are_served_each_whole_or_not_at_all() {
         "{text}"
     );
     assert!(text.contains("backup_runs_total 42"), "{text}");
+    for line in [
+        "# TYPE job_duration_seconds histogram",
+        "job_duration_seconds_bucket{le=\"60\"} 2",
+        "job_duration_seconds_bucket{le=\"+Inf\"} 3",
+        "job_duration_seconds_count 3",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line}:\n{text}");
+    }
     assert!(text.contains("sojourn_textfile_mtime_seconds{file=\"backup.prom\"}"));
     assert!(
         !text.contains("file=\"broken.prom\""),

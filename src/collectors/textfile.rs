@@ -5,8 +5,10 @@
 //! never half served (write to a temporary name in the same directory and
 //! rename it into place, which is atomic).
 //!
-//! The Prometheus text format, version 0.0.4, with counters, gauges and
-//! untyped samples (served as gauges); a histogram or summary family, a
+//! The Prometheus text format, version 0.0.4, with counters, gauges,
+//! untyped samples (served as gauges) and histograms (their `_bucket`,
+//! `_sum` and `_count` series, checked: every bucket's `le`, counts that
+//! never fall, a `+Inf` bucket equal to `_count`); a summary family, a
 //! client-side timestamp, a name sojourn exports itself, or any syntax
 //! error makes the file's metrics absent and `sojourn_textfile_scrape_error`
 //! 1. Each file read gives `sojourn_textfile_mtime_seconds{file}`.
@@ -44,7 +46,82 @@ pub struct ParsedFamily {
     pub name: String,
     pub kind: Kind,
     pub help: Option<String>,
+    /// A counter's or gauge's samples.
     pub samples: Vec<(Pairs, f64)>,
+    /// A histogram's series, one per label set (`le` aside).
+    pub histograms: Vec<ParsedHistogram>,
+}
+
+/// One histogram series as a file gives it: cumulative buckets by `le`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ParsedHistogram {
+    pub labels: Pairs,
+    pub buckets: Vec<(f64, f64)>,
+    pub sum: Option<f64>,
+    pub count: Option<f64>,
+}
+
+/// Which series of a histogram a sample is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Part {
+    Bucket,
+    Sum,
+    Count,
+}
+
+/// The histogram family a sample belongs to, and which of its series it
+/// is, when its name is `<histogram>_bucket`, `_sum` or `_count`.
+fn histogram_part<'n>(name: &'n str, types: &BTreeMap<String, Kind>) -> Option<(&'n str, Part)> {
+    [
+        ("_bucket", Part::Bucket),
+        ("_sum", Part::Sum),
+        ("_count", Part::Count),
+    ]
+    .into_iter()
+    .find_map(|(suffix, part)| {
+        let base = name.strip_suffix(suffix)?;
+        (types.get(base) == Some(&Kind::Histogram)).then_some((base, part))
+    })
+}
+
+/// Checks a histogram series and turns it into the model's: per-bucket
+/// counts, `+Inf` last.
+fn histogram_value(
+    family: &str,
+    h: &ParsedHistogram,
+) -> Result<crate::queue::codel::Histogram, ParseError> {
+    let bad = |what: String| ParseError(format!("histogram {family}: {what}"));
+    let mut buckets = h.buckets.clone();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if buckets.last().is_none_or(|(le, _)| *le != f64::INFINITY) {
+        return Err(bad("no le=\"+Inf\" bucket".into()));
+    }
+    let count = h.count.ok_or_else(|| bad("no _count".into()))?;
+    let sum = h.sum.ok_or_else(|| bad("no _sum".into()))?;
+    let whole = |v: f64| v >= 0.0 && v.fract() == 0.0 && v <= u64::MAX as f64;
+    let mut counts = Vec::with_capacity(buckets.len());
+    let mut below = 0.0;
+    for (le, c) in &buckets {
+        if !whole(*c) || *c < below {
+            return Err(bad(format!(
+                "bucket le={le} holds {c}: counts are whole and never fall"
+            )));
+        }
+        counts.push((c - below) as u64);
+        below = *c;
+    }
+    if !whole(count) || count != below {
+        return Err(bad(format!(
+            "_count {count} is not the +Inf bucket's {below}"
+        )));
+    }
+    Ok(crate::queue::codel::Histogram {
+        bounds: buckets.iter().map(|(le, _)| *le).collect(),
+        counts,
+        sum,
+        count: count as u64,
+        native: None,
+    })
 }
 
 fn is_name(s: &str, colons: bool) -> bool {
@@ -130,9 +207,10 @@ pub fn parse(text: &str) -> Result<Vec<ParsedFamily>, ParseError> {
                     let kind = match kind.trim() {
                         "counter" => Kind::Counter,
                         "gauge" | "untyped" => Kind::Gauge,
-                        other @ ("histogram" | "summary") => {
+                        "histogram" => Kind::Histogram,
+                        "summary" => {
                             return Err(at(ParseError(format!(
-                                "{other} families are not read from text files (family {name})"
+                                "summary families are not read from text files (family {name}): write a histogram"
                             ))));
                         }
                         other => return Err(at(ParseError(format!("unknown type {other:?}")))),
@@ -168,7 +246,76 @@ pub fn parse(text: &str) -> Result<Vec<ParsedFamily>, ParseError> {
                 "client-side timestamps are not accepted in text files",
             )));
         }
-        let kind = types.get(name).copied().unwrap_or(Kind::Gauge);
+        if let Some((base, part)) = histogram_part(name, &types) {
+            let mut labels = labels;
+            let le = match part {
+                Part::Bucket => {
+                    let at_le = labels
+                        .iter()
+                        .position(|(k, _)| k == "le")
+                        .ok_or_else(|| at(ParseError(format!("{name} without an le label"))))?;
+                    let (_, v) = labels.remove(at_le);
+                    Some(parse_value(&v).filter(|b| !b.is_nan()).ok_or_else(|| {
+                        at(ParseError(format!("{name}: le={v:?} is not a number")))
+                    })?)
+                }
+                _ => None,
+            };
+            if families
+                .iter()
+                .any(|f| f.name == base && f.kind != Kind::Histogram)
+            {
+                return Err(at(ParseError(format!("{base} given as two kinds"))));
+            }
+            let family = match families.iter_mut().find(|f| f.name == base) {
+                Some(f) => f,
+                None => {
+                    families.push(ParsedFamily {
+                        name: base.to_string(),
+                        kind: Kind::Histogram,
+                        help: helps.get(base).cloned(),
+                        samples: Vec::new(),
+                        histograms: Vec::new(),
+                    });
+                    families.last_mut().expect("pushed")
+                }
+            };
+            let series = match family
+                .histograms
+                .iter_mut()
+                .position(|h| same_labels(&h.labels, &labels))
+            {
+                Some(i) => &mut family.histograms[i],
+                None => {
+                    family.histograms.push(ParsedHistogram {
+                        labels,
+                        ..Default::default()
+                    });
+                    family.histograms.last_mut().expect("pushed")
+                }
+            };
+            let twice = match (part, le) {
+                (Part::Bucket, Some(le)) => {
+                    let seen = series.buckets.iter().any(|(b, _)| *b == le);
+                    series.buckets.push((le, value));
+                    seen
+                }
+                (Part::Sum, _) => series.sum.replace(value).is_some(),
+                _ => series.count.replace(value).is_some(),
+            };
+            if twice {
+                return Err(at(ParseError(format!("{name}: a series given twice"))));
+            }
+            continue;
+        }
+        let kind = match types.get(name).copied() {
+            Some(Kind::Histogram) => {
+                return Err(at(ParseError(format!(
+                    "{name} is a histogram: its series are {name}_bucket, _sum and _count"
+                ))));
+            }
+            kind => kind.unwrap_or(Kind::Gauge),
+        };
         if kind == Kind::Counter && !name.ends_with("_total") {
             return Err(at(ParseError(format!("counter {name} must end in _total"))));
         }
@@ -184,6 +331,7 @@ pub fn parse(text: &str) -> Result<Vec<ParsedFamily>, ParseError> {
                 kind,
                 help: helps.get(name).cloned(),
                 samples: vec![(labels, value)],
+                histograms: Vec::new(),
             }),
         }
     }
@@ -191,6 +339,10 @@ pub fn parse(text: &str) -> Result<Vec<ParsedFamily>, ParseError> {
     for f in &mut families {
         if f.help.is_none() {
             f.help = helps.get(&f.name).cloned();
+        }
+        // Each histogram whole, or the file is refused.
+        for h in &f.histograms {
+            histogram_value(&f.name, h)?;
         }
     }
     Ok(families)
@@ -251,14 +403,19 @@ fn to_families(parsed: Vec<ParsedFamily>, file: &str) -> Result<Vec<Family>, Par
                 unit: None,
                 namespaced: false,
             });
-            for (labels, value) in p.samples {
-                let labels: Option<Vec<Label>> = labels
+            let model = |labels: Pairs| -> Result<Vec<Label>, ParseError> {
+                labels
                     .into_iter()
                     .map(|(k, v)| Some((intern(&k)?, Cow::Owned(v))))
-                    .collect();
-                let labels =
-                    labels.ok_or_else(|| ParseError::new("too many distinct label names"))?;
-                f.push(labels, Value::Float(value));
+                    .collect::<Option<Vec<Label>>>()
+                    .ok_or_else(|| ParseError::new("too many distinct label names"))
+            };
+            for (labels, value) in p.samples {
+                f.push(model(labels)?, Value::Float(value));
+            }
+            for h in p.histograms {
+                let value = histogram_value(&p.name, &h)?;
+                f.push(model(h.labels)?, value);
             }
             Ok(f)
         })
@@ -391,9 +548,63 @@ up_ratio NaN\n";
     }
 
     #[test]
+    fn a_histogram_is_read_checked_and_served_as_one() {
+        let text = "# HELP job_duration_seconds How long the nightly job ran.\n\
+# TYPE job_duration_seconds histogram\n\
+job_duration_seconds_bucket{job=\"backup\",le=\"+Inf\"} 5\n\
+job_duration_seconds_bucket{job=\"backup\",le=\"60\"} 2\n\
+job_duration_seconds_bucket{job=\"backup\",le=\"600\"} 4\n\
+job_duration_seconds_sum{job=\"backup\"} 1234.5\n\
+job_duration_seconds_count{job=\"backup\"} 5\n\
+job_duration_seconds_bucket{job=\"vacuum\",le=\"+Inf\"} 0\n\
+job_duration_seconds_sum{job=\"vacuum\"} 0\n\
+job_duration_seconds_count{job=\"vacuum\"} 0\n";
+        let f = parse(text).unwrap();
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].kind, Kind::Histogram);
+        assert_eq!(f[0].histograms.len(), 2);
+        let families = to_families(f, "jobs.prom").unwrap();
+        let out = crate::metrics::encode(families, crate::metrics::Format::Text);
+        for line in [
+            "# TYPE job_duration_seconds histogram",
+            "job_duration_seconds_bucket{job=\"backup\",le=\"60\"} 2",
+            "job_duration_seconds_bucket{job=\"backup\",le=\"600\"} 4",
+            "job_duration_seconds_bucket{job=\"backup\",le=\"+Inf\"} 5",
+            "job_duration_seconds_sum{job=\"backup\"} 1234.5",
+            "job_duration_seconds_count{job=\"backup\"} 5",
+            "job_duration_seconds_count{job=\"vacuum\"} 0",
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line} missing:\n{out}");
+        }
+    }
+
+    #[test]
     fn what_a_file_may_not_hold_is_refused_with_its_line() {
         for (text, says) in [
-            ("# TYPE h histogram\nh_bucket{le=\"1\"} 1\n", "histogram"),
+            ("# TYPE s summary\ns{quantile=\"0.5\"} 1\n", "summary"),
+            ("# TYPE h histogram\nh_bucket 1\n", "without an le"),
+            ("# TYPE h histogram\nh_bucket{le=\"x\"} 1\n", "not a number"),
+            ("# TYPE h histogram\nh 1\n", "is a histogram"),
+            (
+                "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"1\"} 2\n",
+                "twice",
+            ),
+            (
+                "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_sum 1\nh_count 1\n",
+                "+Inf",
+            ),
+            (
+                "# TYPE h histogram\nh_bucket{le=\"1\"} 3\nh_bucket{le=\"+Inf\"} 2\nh_sum 1\nh_count 2\n",
+                "never fall",
+            ),
+            (
+                "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\nh_sum 1\nh_count 3\n",
+                "_count 3",
+            ),
+            (
+                "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 2.5\nh_sum 1\nh_count 2.5\n",
+                "whole",
+            ),
             ("a 1 1700000000000\n", "timestamps"),
             ("# TYPE c counter\nc 1\n", "must end in _total"),
             ("a{b=\"1\" 2\n", "without '='"),
@@ -406,8 +617,10 @@ up_ratio NaN\n";
             ("a{__x=\"1\"} 1\n", "bad label name"),
         ] {
             let e = parse(text).map(|_| ()).unwrap_err();
+            // A line's error names it; a histogram's, checked whole, names it.
             assert!(
-                e.0.contains(says) && e.0.starts_with("line "),
+                e.0.contains(says)
+                    && (e.0.starts_with("line ") || e.0.starts_with("histogram h: ")),
                 "{text:?}: {}",
                 e.0
             );
