@@ -2,8 +2,8 @@
 //! rules` pass (SOJOURN_REQUIRE_PROMTOOL=1, set by .ci/run, makes a missing
 //! promtool a failure); every alert has summary, description, severity and
 //! a runbook section, a firing and a not-firing unit test; and every metric
-//! the rules and runbooks name is one sojourn documents in the README's
-//! metrics reference (so a renamed metric cannot silently empty an alert).
+//! the rules and runbooks name is one sojourn documents in its
+//! metrics reference, docs/metrics.md (so a renamed metric cannot silently empty an alert).
 
 mod common;
 
@@ -154,9 +154,10 @@ fn every_alert_is_annotated_documented_and_tested_both_ways() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
-/// Metric names documented in the README's reference (`*` as a wildcard).
+/// Metric names documented in the reference, docs/metrics.md (`*` as a
+/// wildcard).
 fn documented_metrics() -> Vec<String> {
-    let readme = read("README.md");
+    let readme = read("docs/metrics.md");
     let start = readme.find("<!-- metrics-reference:start -->").unwrap();
     let end = readme.find("<!-- metrics-reference:end -->").unwrap();
     readme[start..end]
@@ -216,7 +217,7 @@ fn rules_runbooks_and_dashboards_name_only_documented_metrics() {
     }
     assert!(
         unknown.is_empty(),
-        "not in the README metrics reference:\n{}",
+        "not in the metrics reference (docs/metrics.md):\n{}",
         unknown.into_iter().collect::<Vec<_>>().join("\n")
     );
 }

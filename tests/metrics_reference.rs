@@ -1,4 +1,4 @@
-//! Keeps the README's metrics reference and the emitted metrics in sync: every
+//! Keeps the metrics reference (docs/metrics.md) and the emitted metrics in sync: every
 //! family a fixture scrape emits has a row with its type and label names, and
 //! every row matches something emitted. A `*` in a documented name stands for
 //! the fields of a file exported one metric per field (meminfo, vmstat).
@@ -28,7 +28,7 @@ impl Row {
 
 fn documented() -> Vec<Row> {
     let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md")).unwrap();
     let start = readme
         .find("<!-- metrics-reference:start -->")
         .expect("start marker");
@@ -131,14 +131,14 @@ fn readme_reference_matches_emitted_metrics() {
             .find(|r| r.name == *name)
             .or_else(|| rows.iter().find(|r| matches(&r.name, name)));
         match row {
-            None => problems.push(format!("{name} is emitted but not in the README reference")),
+            None => problems.push(format!("{name} is emitted but not in the reference (docs/metrics.md)")),
             Some(r) => {
                 if &r.kind != kind {
-                    problems.push(format!("{name}: README says {}, emitted {kind}", r.kind));
+                    problems.push(format!("{name}: docs/metrics.md says {}, emitted {kind}", r.kind));
                 }
                 if &r.labels != labels {
                     problems.push(format!(
-                        "{name}: README labels {:?}, emitted {labels:?}",
+                        "{name}: docs/metrics.md labels {:?}, emitted {labels:?}",
                         r.labels
                     ));
                 }
@@ -161,7 +161,7 @@ fn readme_reference_matches_emitted_metrics() {
     for r in rows.iter().filter(|r| r.condition.is_none()) {
         if !emitted.keys().any(|n| matches(&r.name, n)) {
             problems.push(format!(
-                "{} is in the README reference but not emitted",
+                "{} is in the reference (docs/metrics.md) but not emitted",
                 r.name
             ));
         }
@@ -174,7 +174,7 @@ fn readme_reference_matches_emitted_metrics() {
 }
 
 /// docs/migrating.md moves queries to sojourn's names: each must be one
-/// the README documents (a renamed metric would leave users a dead query).
+/// the reference documents (a renamed metric would leave users a dead query).
 #[test]
 fn migration_table_names_documented_metrics() {
     let rows = documented();
@@ -195,7 +195,7 @@ fn migration_table_names_documented_metrics() {
         .collect();
     assert!(
         unknown.is_empty(),
-        "not in the README reference: {unknown:?}"
+        "not in the reference (docs/metrics.md): {unknown:?}"
     );
 }
 
@@ -329,13 +329,13 @@ fn pods_series_carry_the_documented_identity_labels() {
     assert!(problems.is_empty(), "{}\n{text}", problems.join("\n"));
     // And the label table names them for those metrics.
     let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md")).unwrap();
     for row in [
         "| `namespace`, `pod` (netns, queue) |",
         "| `port`, `netns`, `pod_uid`, `qos_class`, `process` (tcp_port) |",
         "| `netns`, `pod_uid`, `qos_class`, `process` (netns) |",
     ] {
-        assert!(readme.contains(row), "the README's label table lacks {row}");
+        assert!(readme.contains(row), "docs/metrics.md's label table lacks {row}");
     }
 }
 
@@ -428,7 +428,7 @@ fn proxy_rows_match_the_proxys_families() {
             .any(|r| r.needs("sojourn proxy") && &r.name == name)
         {
             problems.push(format!(
-                "{name} is emitted by the proxy but has no proxy row in the README reference"
+                "{name} is emitted by the proxy but has no proxy row in the reference (docs/metrics.md)"
             ));
         }
     }
@@ -471,7 +471,7 @@ fn probe_rows_match_a_scrape_with_probes() {
             .any(|r| r.needs("--config.file") && &r.name == name)
         {
             problems.push(format!(
-                "{name} has no `--config.file` row in the README reference"
+                "{name} has no `--config.file` row in the reference (docs/metrics.md)"
             ));
         }
     }
