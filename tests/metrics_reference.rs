@@ -131,10 +131,15 @@ fn readme_reference_matches_emitted_metrics() {
             .find(|r| r.name == *name)
             .or_else(|| rows.iter().find(|r| matches(&r.name, name)));
         match row {
-            None => problems.push(format!("{name} is emitted but not in the reference (docs/metrics.md)")),
+            None => problems.push(format!(
+                "{name} is emitted but not in the reference (docs/metrics.md)"
+            )),
             Some(r) => {
                 if &r.kind != kind {
-                    problems.push(format!("{name}: docs/metrics.md says {}, emitted {kind}", r.kind));
+                    problems.push(format!(
+                        "{name}: docs/metrics.md says {}, emitted {kind}",
+                        r.kind
+                    ));
                 }
                 if &r.labels != labels {
                     problems.push(format!(
@@ -335,7 +340,10 @@ fn pods_series_carry_the_documented_identity_labels() {
         "| `port`, `netns`, `pod_uid`, `qos_class`, `process` (tcp_port) |",
         "| `netns`, `pod_uid`, `qos_class`, `process` (netns) |",
     ] {
-        assert!(readme.contains(row), "docs/metrics.md's label table lacks {row}");
+        assert!(
+            readme.contains(row),
+            "docs/metrics.md's label table lacks {row}"
+        );
     }
 }
 
@@ -476,4 +484,55 @@ fn probe_rows_match_a_scrape_with_probes() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// `sojourn check` judges from metric names written in its rules: a
+/// renamed metric would blind the diagnosis without failing anything
+/// else. Every such name must be one the reference documents (and so,
+/// by the tests above, one that is emitted); label names are let through.
+#[test]
+fn every_metric_check_reads_is_documented() {
+    let rows = documented();
+    let labels: BTreeSet<&str> = rows
+        .iter()
+        .flat_map(|r| r.labels.iter().map(String::as_str))
+        .collect();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/check");
+    let mut read = BTreeSet::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        // The rules, not their unit tests' made-up series.
+        let code = text.split("#[cfg(test)]").next().unwrap();
+        for literal in code.split('"').skip(1).step_by(2) {
+            let is_name = (literal.starts_with("sojourn_") || literal.starts_with("http_server_"))
+                && literal
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if is_name && !labels.contains(literal) {
+                read.insert(literal.to_string());
+            }
+        }
+    }
+    assert!(read.len() > 50, "too few names found: {read:?}");
+    let unknown: Vec<&String> = read
+        .iter()
+        .filter(|name| {
+            // A histogram is documented by its family name.
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            !rows
+                .iter()
+                .any(|r| matches(&r.name, name) || matches(&r.name, family))
+        })
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "check reads metrics the reference (docs/metrics.md) does not have: {unknown:?}"
+    );
 }

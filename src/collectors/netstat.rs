@@ -364,6 +364,12 @@ pub const EXPORTED: &[(&str, &str, Kind, &str)] = &[
         Kind::Counter,
         "Saturation: UDP over IPv6 datagrams dropped, send buffer full (/proc/net/snmp6).",
     ),
+    (
+        "Udp6",
+        "InCsumErrors",
+        Kind::Counter,
+        "Errors: UDP over IPv6 datagrams with a bad checksum (/proc/net/snmp6).",
+    ),
 ];
 
 /// sockstat fields exported, with help; `mem` is in pages and becomes bytes.
