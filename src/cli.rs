@@ -103,54 +103,7 @@ fn parse_web_listen(s: &str) -> Result<ListenAddr, String> {
     }
 }
 
-/// Durations as Prometheus writes them: `500ms`, `5s`, `1m`, `1h`.
-/// [`parse_duration`] that also takes zero (`0`, `0s`), meaning "every time".
-pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
-    match s.strip_suffix("ms").or_else(|| s.strip_suffix('s')) {
-        _ if s == "0" => Ok(Duration::ZERO),
-        Some(n) if n.parse::<f64>() == Ok(0.0) => Ok(Duration::ZERO),
-        _ => parse_duration(s),
-    }
-}
-
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .ok_or_else(|| format!("{s:?} has no unit (use ms, s, m or h)"))?;
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} does not start with a number"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("unknown unit {unit:?} (use ms, s, m or h)")),
-    };
-    if !(secs > 0.0 && secs.is_finite()) {
-        return Err(format!("{s:?} must be positive"));
-    }
-    if secs < MIN_DURATION.as_secs_f64() {
-        return Err(format!(
-            "{s:?} is shorter than the least sojourn takes, 1ms"
-        ));
-    }
-    if secs > MAX_DURATION.as_secs_f64() {
-        return Err(format!(
-            "{s:?} is longer than the most sojourn takes, 8760h (a year)"
-        ));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-/// The shortest duration any setting takes: below it a timer would round
-/// to zero.
-pub const MIN_DURATION: Duration = Duration::from_millis(1);
-/// The longest duration any setting takes: a year is "never" for every
-/// timeout and interval sojourn has, and anything longer would overflow
-/// the clock's arithmetic.
-pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+pub use crate::duration::{MAX_DURATION, MIN_DURATION, parse_duration, parse_duration_or_zero};
 
 fn parse_positive(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
@@ -639,7 +592,7 @@ fn proxy_args(cmd: Command) -> Command {
         Arg::new("upstream.connect-timeout")
             .long("upstream.connect-timeout")
             .value_name("DURATION")
-            .default_value("1s")
+            .default_value(crate::proxy::defaults::CONNECT_TIMEOUT)
             .value_parser(parse_duration)
             .help("Longest wait for a connection to the upstream (502 after)"),
     )
@@ -647,7 +600,7 @@ fn proxy_args(cmd: Command) -> Command {
         Arg::new("upstream.timeout")
             .long("upstream.timeout")
             .value_name("DURATION")
-            .default_value("30s")
+            .default_value(crate::proxy::defaults::TIMEOUT)
             .value_parser(parse_duration)
             .help("Longest wait for the upstream's response headers (504 after; during an upload, from the last request-body bytes sent, and a client silent that long mid-upload gets 408), and longest silence within a response body (the response is cut off)"),
     )
@@ -655,7 +608,7 @@ fn proxy_args(cmd: Command) -> Command {
         Arg::new("proxy.latency-target")
             .long("proxy.latency-target")
             .value_name("DURATION")
-            .default_value("500ms")
+            .default_value(crate::proxy::defaults::LATENCY_TARGET)
             .value_parser(parse_duration)
             .help("p99 above which `sojourn check` and the / page call the service slow (exported as sojourn_proxy_latency_target_seconds)"),
     )
@@ -663,7 +616,7 @@ fn proxy_args(cmd: Command) -> Command {
         Arg::new("proxy.header-timeout")
             .long("proxy.header-timeout")
             .value_name("DURATION")
-            .default_value("10s")
+            .default_value(crate::proxy::defaults::HEADER_TIMEOUT)
             .value_parser(parse_duration)
             .help("Longest wait for a client's request headers, and for a new connection's first byte (slow clients are closed)"),
     )
@@ -671,7 +624,7 @@ fn proxy_args(cmd: Command) -> Command {
         Arg::new("proxy.idle-timeout")
             .long("proxy.idle-timeout")
             .value_name("DURATION")
-            .default_value("75s")
+            .default_value(crate::proxy::defaults::IDLE_TIMEOUT)
             .value_parser(parse_duration)
             .help("Longest wait for the next request on an idle keep-alive connection (nginx's keepalive_timeout); an HTTP/2 connection with no stream open that long is told GOAWAY"),
     )
@@ -679,7 +632,7 @@ fn proxy_args(cmd: Command) -> Command {
         Arg::new("proxy.send-timeout")
             .long("proxy.send-timeout")
             .value_name("DURATION")
-            .default_value("60s")
+            .default_value(crate::proxy::defaults::SEND_TIMEOUT)
             .value_parser(parse_duration)
             .help("Longest a client may take nothing of its response (nginx's send_timeout); a client that stops reading is closed after (HTTP/2: sent a PING after that long without a frame, closed if it goes unanswered as long; a stream whose window stays shut that long is reset)"),
     )
@@ -687,7 +640,7 @@ fn proxy_args(cmd: Command) -> Command {
         Arg::new("proxy.max-connections")
             .long("proxy.max-connections")
             .value_name("N")
-            .default_value("10000")
+            .default_value(crate::proxy::defaults::MAX_CONNECTIONS)
             .value_parser(clap::value_parser!(usize))
             .help("Most client connections at once; more are closed on arrival"),
     )
@@ -695,7 +648,7 @@ fn proxy_args(cmd: Command) -> Command {
         Arg::new("proxy.drain-timeout")
             .long("proxy.drain-timeout")
             .value_name("DURATION")
-            .default_value("30s")
+            .default_value(crate::proxy::defaults::DRAIN_TIMEOUT)
             .value_parser(parse_duration)
             .help("On SIGTERM, longest wait for requests in flight before exiting"),
     )
@@ -703,7 +656,7 @@ fn proxy_args(cmd: Command) -> Command {
         Arg::new("proxy.quantile-window")
             .long("proxy.quantile-window")
             .value_name("DURATION")
-            .default_value("1m")
+            .default_value(crate::proxy::defaults::QUANTILE_WINDOW)
             .value_parser(parse_duration)
             .help("Span of the sliding window of the latency quantiles (p50 … p99.9), turned every sixth of it"),
     )

@@ -36,6 +36,7 @@ use serde::Deserialize;
 
 use crate::probe;
 use crate::proxy;
+use crate::proxy::defaults;
 
 /// What a config file holds, validated.
 #[derive(Debug, Clone, Default)]
@@ -54,31 +55,33 @@ struct FileSpec {
 }
 
 fn default_connect_timeout() -> Duration {
-    Duration::from_secs(1)
+    defaults::duration(defaults::CONNECT_TIMEOUT)
 }
 fn default_timeout() -> Duration {
-    Duration::from_secs(30)
+    defaults::duration(defaults::TIMEOUT)
 }
 fn default_header_timeout() -> Duration {
-    Duration::from_secs(10)
+    defaults::duration(defaults::HEADER_TIMEOUT)
 }
 fn default_idle_timeout() -> Duration {
-    Duration::from_secs(75)
+    defaults::duration(defaults::IDLE_TIMEOUT)
 }
 fn default_send_timeout() -> Duration {
-    Duration::from_secs(60)
+    defaults::duration(defaults::SEND_TIMEOUT)
 }
 fn default_max_connections() -> usize {
-    10_000
+    defaults::MAX_CONNECTIONS
+        .parse()
+        .expect("the default parses (tested)")
 }
 fn default_drain_timeout() -> Duration {
-    Duration::from_secs(30)
+    defaults::duration(defaults::DRAIN_TIMEOUT)
 }
 fn default_quantile_window() -> Duration {
-    Duration::from_secs(60)
+    defaults::duration(defaults::QUANTILE_WINDOW)
 }
 fn default_latency_target() -> Duration {
-    Duration::from_millis(500)
+    defaults::duration(defaults::LATENCY_TARGET)
 }
 fn default_interval() -> Duration {
     Duration::from_secs(15)
@@ -92,7 +95,7 @@ fn default_method() -> String {
 
 fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    crate::cli::parse_duration(&s).map_err(serde::de::Error::custom)
+    crate::duration::parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
 #[derive(Deserialize)]

@@ -13,6 +13,7 @@ pub mod check;
 pub mod cli;
 pub mod collectors;
 pub mod config;
+pub mod duration;
 pub mod inet_diag;
 pub mod kube;
 pub mod kubelet;

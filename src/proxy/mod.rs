@@ -11,6 +11,7 @@
 
 pub mod admission;
 pub mod client;
+pub mod defaults;
 mod flow;
 pub(crate) mod stall;
 pub mod stats;
