@@ -11,7 +11,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::OwnedFd;
 
-use crate::collectors::ParseError;
+use crate::error::ParseError;
 
 pub const AF_INET: u8 = 2;
 pub const AF_INET6: u8 = 10;
@@ -420,7 +420,7 @@ impl Dumper {
         states: u32,
         with_info: bool,
         each: impl FnMut(Socket),
-    ) -> Result<(), crate::collectors::CollectError> {
+    ) -> Result<(), crate::error::CollectError> {
         self.seq = self.seq.wrapping_add(1);
         let req = request_both_families(states, with_info, self.seq);
         self.exchange(&req, each)
@@ -436,7 +436,7 @@ impl Dumper {
         ports: &[u16],
         remote: RemotePorts,
         each: impl FnMut(Socket),
-    ) -> Result<(), crate::collectors::CollectError> {
+    ) -> Result<(), crate::error::CollectError> {
         if ports.is_empty() {
             return Ok(());
         }
@@ -459,8 +459,8 @@ impl Dumper {
         &mut self,
         sockets: &[Socket],
         mut each: impl FnMut(Socket),
-    ) -> Result<bool, crate::collectors::CollectError> {
-        use crate::collectors::CollectError;
+    ) -> Result<bool, crate::error::CollectError> {
+        use crate::error::CollectError;
         use rustix::io::Errno;
         use rustix::net::netlink::SocketAddrNetlink;
         use rustix::net::{RecvFlags, SendFlags, recv, sendto};
@@ -509,7 +509,7 @@ impl Dumper {
         states: u32,
         with_info: bool,
         each: impl FnMut(Socket),
-    ) -> Result<(), crate::collectors::CollectError> {
+    ) -> Result<(), crate::error::CollectError> {
         self.seq = self.seq.wrapping_add(1);
         let req = request(family, states, with_info, self.seq);
         self.exchange(&req, each)
@@ -519,8 +519,8 @@ impl Dumper {
         &mut self,
         req: &[u8],
         mut each: impl FnMut(Socket),
-    ) -> Result<(), crate::collectors::CollectError> {
-        use crate::collectors::CollectError;
+    ) -> Result<(), crate::error::CollectError> {
+        use crate::error::CollectError;
         use rustix::net::netlink::SocketAddrNetlink;
         use rustix::net::{RecvFlags, SendFlags, recv, sendto};
         sendto(

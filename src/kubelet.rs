@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::collectors::ParseError;
+use crate::error::ParseError;
 
 /// How often the pod list is fetched again.
 pub const REFRESH: Duration = Duration::from_secs(30);

@@ -9,11 +9,13 @@
 //! [`metrics::Family`] snapshots; [`metrics::encode`] writes the exposition
 //! format the scraper asked for.
 
+pub mod atomic_histogram;
 pub mod check;
 pub mod cli;
 pub mod collectors;
 pub mod config;
 pub mod duration;
+pub mod error;
 pub mod inet_diag;
 pub mod kube;
 pub mod kubelet;
@@ -24,6 +26,7 @@ pub mod probe;
 pub mod proxy;
 pub mod queue;
 pub mod roots;
+pub mod rt;
 pub mod scrape;
 pub mod server;
 pub mod web_config;

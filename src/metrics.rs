@@ -125,6 +125,43 @@ impl Desc {
     }
 }
 
+/// A histogram with fixed upper bounds, the last being +Inf.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    pub bounds: Vec<f64>,
+    /// Per-bucket (not cumulative) counts, one per bound.
+    pub counts: Vec<u64>,
+    pub sum: f64,
+    pub count: u64,
+    /// Exponential buckets too, exposed as a native histogram to scrapers
+    /// that negotiate protobuf.
+    pub native: Option<Box<crate::native::NativeBuckets>>,
+}
+
+impl Histogram {
+    /// `bounds` ascending; +Inf is appended.
+    pub fn new(mut bounds: Vec<f64>) -> Self {
+        bounds.retain(|b| b.is_finite());
+        bounds.push(f64::INFINITY);
+        let n = bounds.len();
+        Histogram {
+            bounds,
+            counts: vec![0; n],
+            sum: 0.0,
+            count: 0,
+            native: None,
+        }
+    }
+
+    pub fn observe(&mut self, v: f64) {
+        let last = self.counts.len() - 1;
+        let i = self.bounds.partition_point(|b| *b < v).min(last);
+        self.counts[i] += 1;
+        self.sum += v;
+        self.count += 1;
+    }
+}
+
 /// One label pair; keys are always static, values are owned only when dynamic.
 pub type Label = (&'static str, Cow<'static, str>);
 
@@ -134,11 +171,11 @@ pub enum Value {
     Int(u64),
     Float(f64),
     /// Only in a [`Kind::Histogram`] family.
-    Histogram(Box<crate::queue::codel::Histogram>),
+    Histogram(Box<Histogram>),
 }
 
-impl From<crate::queue::codel::Histogram> for Value {
-    fn from(h: crate::queue::codel::Histogram) -> Self {
+impl From<Histogram> for Value {
+    fn from(h: Histogram) -> Self {
         Value::Histogram(Box::new(h))
     }
 }

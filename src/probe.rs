@@ -24,8 +24,8 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+use crate::atomic_histogram::AtomicHistogram;
 use crate::metrics::{Desc, Family, label};
-use crate::proxy::stats::AtomicHistogram;
 
 /// A `host:port` target; the host is a name or an IP literal.
 #[derive(Debug, Clone, PartialEq)]
@@ -451,7 +451,7 @@ where
         .await
         .map_err(|_| Reason::Http)?;
     // The connection's task ends with the exchange, or its timeout.
-    let _conn = crate::server::AbortOnDrop(tokio::spawn(async move {
+    let _conn = crate::rt::AbortOnDrop(tokio::spawn(async move {
         let _ = conn.await;
     }));
     let mut request = Request::builder()

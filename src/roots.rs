@@ -6,7 +6,7 @@
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use crate::collectors::CollectError;
+use crate::error::CollectError;
 
 #[derive(Debug, Clone)]
 pub struct Roots {

@@ -56,14 +56,7 @@ impl App {
     }
 }
 
-/// Stops a background task when its owner ends (or is dropped by a timeout).
-pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
+pub use crate::rt::{AbortOnDrop, accept_until};
 
 /// Serves until `shutdown` completes.
 pub async fn serve(
@@ -293,26 +286,6 @@ async fn authorized(app: &App, req: &Request<Incoming>) -> Result<(), Refusal> {
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes());
     auth.admit(header).await
-}
-
-/// The next connection, or None once `shutdown` has completed.
-pub async fn accept_until<F: std::future::Future<Output = ()>>(
-    listener: &TcpListener,
-    shutdown: &mut std::pin::Pin<&mut F>,
-) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
-    loop {
-        tokio::select! {
-            _ = &mut *shutdown => return None,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => return Some(a),
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-        }
-    }
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {

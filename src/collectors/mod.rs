@@ -4,9 +4,6 @@
 //! Each module splits *parse* (pure functions over `&str`, unit-tested on real
 //! samples) from *emit* (mapping parsed values onto [`Family`] descriptors).
 
-use std::fmt;
-use std::path::Path;
-
 use crate::metrics::Family;
 use crate::roots::Roots;
 
@@ -31,50 +28,9 @@ pub mod tcp_ports;
 pub mod textfile;
 pub mod udp;
 
-/// Why a collector produced no data.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CollectError {
-    /// A source file is absent. When a collector decides the kernel simply
-    /// lacks the feature it reports [`CollectError::Unsupported`] instead.
-    Missing(String),
-    /// The kernel does not provide this source (config option off, no hardware).
-    Unsupported(String),
-    /// Reading failed (permission, I/O).
-    Io(String),
-    /// The content was not what the kernel documents.
-    Parse(String),
-    /// The collector panicked; caught so the scrape survives.
-    Panicked(String),
-}
-
-impl CollectError {
-    /// A parse failure in the file at `path`.
-    pub fn parse(path: &Path, what: impl fmt::Display) -> Self {
-        CollectError::Parse(format!("{}: {what}", path.display()))
-    }
-
-    /// Converts "file missing" into "kernel lacks this feature".
-    pub fn missing_means_unsupported(self, why: &str) -> Self {
-        match self {
-            CollectError::Missing(p) => CollectError::Unsupported(format!("{p} absent: {why}")),
-            other => other,
-        }
-    }
-}
-
-impl fmt::Display for CollectError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CollectError::Missing(p) => write!(f, "{p}: file not found"),
-            CollectError::Unsupported(why) => write!(f, "not supported by this kernel: {why}"),
-            CollectError::Io(e) => write!(f, "read failed: {e}"),
-            CollectError::Parse(e) => write!(f, "unexpected content: {e}"),
-            CollectError::Panicked(e) => write!(f, "collector panicked: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for CollectError {}
+// The errors live with the kernel sources that raise them (roots,
+// inet_diag, kubelet, the queue sampler), below the collectors.
+pub use crate::error::{CollectError, ParseError};
 
 /// Settings a collector may need beyond the roots, from the command line.
 #[derive(Debug, Clone)]
@@ -251,23 +207,6 @@ pub const ALL: &[Entry] = &[
         build: |_| Box::new(edac::EdacCollector),
     },
 ];
-
-/// What a pure parser reports: which line or field was not as the kernel
-/// documents it. The collector adds the file's path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParseError(pub String);
-
-impl ParseError {
-    pub fn new(msg: impl Into<String>) -> Self {
-        ParseError(msg.into())
-    }
-}
-
-impl fmt::Display for ParseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// Parses a decimal integer field, naming the field in the error.
 pub(crate) fn parse_u64(field: &str, text: &str) -> Result<u64, ParseError> {

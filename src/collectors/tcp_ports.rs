@@ -46,8 +46,8 @@ fn cpus() -> usize {
     static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
+use crate::metrics::Histogram;
 use crate::metrics::{Desc, Family, label};
-use crate::queue::codel::Histogram;
 
 pub const DEFAULT_MAX_PORTS: usize = 32;
 /// Most (namespace, port) pairs of other namespaces with labels of their

@@ -89,7 +89,7 @@ fn histogram_part<'n>(name: &'n str, types: &BTreeMap<String, Kind>) -> Option<(
 fn histogram_value(
     family: &str,
     h: &ParsedHistogram,
-) -> Result<crate::queue::codel::Histogram, ParseError> {
+) -> Result<crate::metrics::Histogram, ParseError> {
     let bad = |what: String| ParseError(format!("histogram {family}: {what}"));
     let mut buckets = h.buckets.clone();
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -115,7 +115,7 @@ fn histogram_value(
             "_count {count} is not the +Inf bucket's {below}"
         )));
     }
-    Ok(crate::queue::codel::Histogram {
+    Ok(crate::metrics::Histogram {
         bounds: buckets.iter().map(|(le, _)| *le).collect(),
         counts,
         sum,

@@ -329,7 +329,7 @@ pub async fn serve(
     } = handle;
     let rotation = window::rotation_interval(cfg.quantile_window);
     let rotating = stats.clone();
-    let _rotator = crate::server::AbortOnDrop(tokio::spawn(async move {
+    let _rotator = crate::rt::AbortOnDrop(tokio::spawn(async move {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + rotation, rotation);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -376,7 +376,7 @@ pub async fn serve(
         parked: Default::default(),
     });
     let sweeping = shared.clone();
-    let _sweeper = crate::server::AbortOnDrop(tokio::spawn(async move {
+    let _sweeper = crate::rt::AbortOnDrop(tokio::spawn(async move {
         let mut tick = tokio::time::interval(client::idle_sweep(sweeping.cfg.header_timeout));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -394,7 +394,7 @@ pub async fn serve(
     // moment the last one has finished.
     let (all_ended, task_alive) = watch::channel(());
     tokio::pin!(shutdown);
-    while let Some((stream, peer)) = crate::server::accept_until(&listener, &mut shutdown).await {
+    while let Some((stream, peer)) = crate::rt::accept_until(&listener, &mut shutdown).await {
         // Over the connection limit: closed at once, so that idle or slow
         // clients cannot hold every slot and memory stays bounded.
         let Ok(permit) = limit.clone().try_acquire_owned() else {

@@ -39,42 +39,8 @@ impl Params {
     };
 }
 
-/// A histogram with fixed upper bounds, the last being +Inf.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Histogram {
-    pub bounds: Vec<f64>,
-    /// Per-bucket (not cumulative) counts, one per bound.
-    pub counts: Vec<u64>,
-    pub sum: f64,
-    pub count: u64,
-    /// Exponential buckets too, exposed as a native histogram to scrapers
-    /// that negotiate protobuf.
-    pub native: Option<Box<crate::native::NativeBuckets>>,
-}
-
-impl Histogram {
-    /// `bounds` ascending; +Inf is appended.
-    pub fn new(mut bounds: Vec<f64>) -> Self {
-        bounds.retain(|b| b.is_finite());
-        bounds.push(f64::INFINITY);
-        let n = bounds.len();
-        Histogram {
-            bounds,
-            counts: vec![0; n],
-            sum: 0.0,
-            count: 0,
-            native: None,
-        }
-    }
-
-    pub fn observe(&mut self, v: f64) {
-        let last = self.counts.len() - 1;
-        let i = self.bounds.partition_point(|b| *b < v).min(last);
-        self.counts[i] += 1;
-        self.sum += v;
-        self.count += 1;
-    }
-}
+// The histogram type belongs to the metrics model, which encodes it.
+pub use crate::metrics::Histogram;
 
 /// The state of one queue, updated by [`Estimator::observe`].
 #[derive(Debug, Clone)]
