@@ -966,28 +966,22 @@ fn cgroups(w: &Window, rows: &mut Rows) {
 
 /// Splits a queue name into the kind and name of the resource it belongs to.
 pub fn queue_resource(queue: &str) -> (&'static str, String) {
-    if queue == "cpu" || queue == "cpu:psi" {
-        return ("cpu", "cpu".into());
-    }
-    if let Some(n) = queue.strip_prefix("cpu")
-        && !n.is_empty()
-        && n.bytes().all(|b| b.is_ascii_digit())
-    {
-        return ("cpu", queue.into());
-    }
-    if queue == "memory:psi" {
-        return ("memory", "memory".into());
-    }
-    if queue == "io:psi" {
-        return ("disk", "disk io (all devices)".into());
-    }
-    let (prefix, rest) = queue.split_once(':').unwrap_or((queue, ""));
-    match prefix {
-        "disk" | "disk_inflight" => ("disk", format!("disk {rest}")),
-        "cgroup_cpu" => ("container_cpu", format!("cgroup {rest} cpu")),
-        "tcp_accept" => ("tcp_accept", format!("tcp_accept {rest}")),
-        "proxy" => ("service", format!("service {rest}")),
-        _ => ("queue", format!("queue {queue}")),
+    use crate::queue::name::QueueName;
+    let Ok(name) = queue.parse::<QueueName>();
+    match name {
+        QueueName::Cpu => ("cpu", "cpu".into()),
+        QueueName::CpuOne(_) => ("cpu", queue.into()),
+        QueueName::Psi(r) => match r.as_str() {
+            "cpu" => ("cpu", "cpu".into()),
+            "memory" => ("memory", "memory".into()),
+            "io" => ("disk", "disk io (all devices)".into()),
+            _ => ("queue", format!("queue {queue}")),
+        },
+        QueueName::Disk(d) | QueueName::DiskInflight(d) => ("disk", format!("disk {d}")),
+        QueueName::CgroupCpu(c) => ("container_cpu", format!("cgroup {c} cpu")),
+        QueueName::TcpAccept(a) => ("tcp_accept", format!("tcp_accept {a}")),
+        QueueName::Proxy(s) => ("service", format!("service {s}")),
+        QueueName::Other(_) => ("queue", format!("queue {queue}")),
     }
 }
 

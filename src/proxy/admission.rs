@@ -99,7 +99,7 @@ impl Admission {
         Admission {
             cfg,
             state: Mutex::new(State::default()),
-            queue: Arc::from(format!("proxy:{service}")),
+            queue: Arc::from(crate::queue::name::QueueName::Proxy(service.to_string()).to_string()),
             queues: Mutex::new(QueueSet::new(queue_cfg)),
             origin: Instant::now(),
             slough,

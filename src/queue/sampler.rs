@@ -125,7 +125,7 @@ impl ThrottleSource {
                 .position(|c| c.rel == rel)
                 .map(|i| old.swap_remove(i));
             self.cgroups.push(kept.unwrap_or_else(|| Throttled {
-                queue: Arc::from(format!("cgroup_cpu:{rel}")),
+                queue: Arc::from(super::name::QueueName::CgroupCpu(rel.to_string()).to_string()),
                 cpu_stat: KeptFile::new(
                     self.base.join(rel.trim_start_matches('/')).join("cpu.stat"),
                 ),

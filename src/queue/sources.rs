@@ -9,6 +9,7 @@ use std::sync::Arc;
 use regex::Regex;
 
 use super::codel::Nanos;
+use super::name::QueueName;
 use super::{Measure, QueueId, Sample, Scope};
 use crate::collectors::ParseError;
 use crate::collectors::schedstat::{CpuSched, parse_schedstat};
@@ -40,7 +41,7 @@ impl Default for SchedstatSource {
     fn default() -> Self {
         SchedstatSource {
             prev: None,
-            host: Arc::from("cpu"),
+            host: Arc::from(QueueName::Cpu.to_string()),
             names: Vec::new(),
         }
     }
@@ -51,7 +52,7 @@ impl SchedstatSource {
         if let Some((_, n)) = self.names.iter().find(|(c, _)| *c == cpu) {
             return n.clone();
         }
-        let n: Arc<str> = Arc::from(format!("cpu{cpu}"));
+        let n: Arc<str> = Arc::from(QueueName::CpuOne(cpu).to_string());
         self.names.push((cpu, n.clone()));
         n
     }
@@ -117,7 +118,7 @@ pub struct LoadavgSource {
 impl LoadavgSource {
     pub fn new(cpus: u32) -> Self {
         LoadavgSource {
-            name: Arc::from("cpu"),
+            name: Arc::from(QueueName::Cpu.to_string()),
             cpus,
         }
     }
@@ -177,10 +178,12 @@ impl PsiSource {
         let Some(some_us) = some_total_us(text)? else {
             return Ok(None);
         };
-        let (name, prev) = self
-            .prev
-            .entry(resource)
-            .or_insert_with(|| (Arc::from(format!("{resource}:psi")), None));
+        let (name, prev) = self.prev.entry(resource).or_insert_with(|| {
+            (
+                Arc::from(QueueName::Psi(resource.to_string()).to_string()),
+                None,
+            )
+        });
         let Some((then, prev_us)) = prev.replace((now, some_us)) else {
             return Ok(None);
         };
@@ -304,8 +307,10 @@ impl DiskSource {
                 Some(i) => self.devices.swap_remove(i),
                 None => Device {
                     name: name.to_string(),
-                    delay_queue: Arc::from(format!("disk:{name}")),
-                    inflight_queue: Arc::from(format!("disk_inflight:{name}")),
+                    delay_queue: Arc::from(QueueName::Disk(name.to_string()).to_string()),
+                    inflight_queue: Arc::from(
+                        QueueName::DiskInflight(name.to_string()).to_string(),
+                    ),
                     reading: None,
                 },
             };
@@ -413,8 +418,8 @@ pub struct ListenerSamples {
 /// `tcp_accept:0.0.0.0:8080`, `tcp_accept:[::1]:8080`.
 pub fn listener_name(ip: IpAddr, port: u16) -> String {
     match ip {
-        IpAddr::V4(a) => format!("tcp_accept:{a}:{port}"),
-        IpAddr::V6(a) => format!("tcp_accept:[{a}]:{port}"),
+        IpAddr::V4(a) => QueueName::TcpAccept(format!("{a}:{port}")).to_string(),
+        IpAddr::V6(a) => QueueName::TcpAccept(format!("[{a}]:{port}")).to_string(),
     }
 }
 
