@@ -346,8 +346,10 @@ pub async fn handle(
         match path {
             "/" => landing_page(&app),
             "/api/use" => live_use(&app, req.uri().query() == Some("all=1")),
-            "/assets/sojourn.js" => asset(JS, "text/javascript; charset=utf-8"),
-            "/assets/sojourn.css" => asset(CSS, "text/css; charset=utf-8"),
+            path @ ("/assets/sojourn.js" | "/assets/sojourn.css") => {
+                let (body, content_type) = crate::check::page::asset(path).expect("routed");
+                asset(body, content_type)
+            }
             "/-/healthy" => text(StatusCode::OK, "Healthy\n"),
             "/-/ready" => text(StatusCode::OK, "Ready\n"),
             _ => text(
@@ -504,11 +506,6 @@ async fn scrape(
     }
 }
 
-// The page and its assets are in the binary: no CDN, nothing to install.
-const PAGE: &str = include_str!("check/page/index.html");
-const JS: &str = include_str!("check/page/sojourn.js");
-const CSS: &str = include_str!("check/page/sojourn.css");
-
 fn asset(body: &'static str, content_type: &'static str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     let h = r.headers_mut();
@@ -517,16 +514,10 @@ fn asset(body: &'static str, content_type: &'static str) -> Response<Full<Bytes>
     r
 }
 
-/// The live USE table as JSON; the first request starts the sampling
-/// task, which stops a minute after the last.
+/// The live USE table as JSON (`check::page`).
 fn live_use(app: &Arc<App>, all: bool) -> Response<Full<Bytes>> {
-    if app.live.touch() {
-        tokio::spawn(crate::check::live::sample(
-            app.live.clone(),
-            app.scraper.clone(),
-        ));
-    }
-    let mut r = Response::new(Full::new(Bytes::from(app.live.json(all))));
+    let json = crate::check::page::api_use(&app.live, &app.scraper, all);
+    let mut r = Response::new(Full::new(Bytes::from(json)));
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -536,27 +527,9 @@ fn live_use(app: &Arc<App>, all: bool) -> Response<Full<Bytes>> {
     r
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 fn landing_page(app: &App) -> Response<Full<Bytes>> {
-    let collectors: String = app
-        .scraper
-        .collector_names()
-        .iter()
-        .map(|c| format!("<li>{c}</li>"))
-        .collect();
-    // The page's links are relative, so it works behind a path prefix; the
-    // telemetry path is made relative too.
-    let metrics = escape(app.settings.telemetry_path.trim_start_matches('/'));
-    let html = PAGE
-        .replace("{{VERSION}}", env!("CARGO_PKG_VERSION"))
-        .replace("{{METRICS_PATH}}", &metrics)
-        .replace("{{COLLECTORS}}", &collectors);
+    let html =
+        crate::check::page::landing(&app.settings.telemetry_path, &app.scraper.collector_names());
     let mut r = Response::new(Full::new(Bytes::from(html)));
     r.headers_mut().insert(
         header::CONTENT_TYPE,

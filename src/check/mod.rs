@@ -10,6 +10,7 @@
 //! *busy*, not a finding: a resource can be fully used with nobody waiting.
 
 pub mod live;
+pub mod page;
 pub mod render;
 pub mod rules;
 pub mod snapshot;
