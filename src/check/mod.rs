@@ -25,11 +25,13 @@ pub const STANDING_SHARE: f64 = 0.5;
 pub const NOTICE_SHARE: f64 = 0.1;
 /// Utilization at which a resource is called busy.
 pub const BUSY: f64 = 0.8;
-/// One CPU at least this busy while the average is at most
+/// One CPU at least this busy while the other CPUs average at most
 /// [`IMBALANCE_AVERAGE`]: per-CPU imbalance (the USE checklist's "single
-/// hot CPU").
+/// hot CPU"). The others', not all CPUs' average: on a 2-CPU host the hot
+/// CPU alone would otherwise put the average at 50 %, and any 20 % on the
+/// other (a build, sojourn itself) would hide the imbalance.
 pub const HOT_CPU: f64 = 0.9;
-pub const IMBALANCE_AVERAGE: f64 = 0.6;
+pub const IMBALANCE_AVERAGE: f64 = 0.5;
 /// A filesystem this full is saturated (writes are about to fail).
 pub const FILESYSTEM_FULL: f64 = 0.95;
 /// A table (fds, conntrack) this full is saturated.
@@ -89,12 +91,82 @@ impl Signal {
     }
 }
 
+/// What a row of the USE table is about; written in the JSON and the live
+/// page as its snake_case name. Declared in the order of those names,
+/// which is the order rows of one verdict and score are listed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Conntrack,
+    ContainerCpu,
+    ContainerMemory,
+    Cpu,
+    Disk,
+    Fd,
+    Filesystem,
+    Memory,
+    Network,
+    Probe,
+    Queue,
+    Service,
+    Tcp,
+    TcpAccept,
+    TcpPort,
+    Udp,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 16] = [
+        Kind::Conntrack,
+        Kind::ContainerCpu,
+        Kind::ContainerMemory,
+        Kind::Cpu,
+        Kind::Disk,
+        Kind::Fd,
+        Kind::Filesystem,
+        Kind::Memory,
+        Kind::Network,
+        Kind::Probe,
+        Kind::Queue,
+        Kind::Service,
+        Kind::Tcp,
+        Kind::TcpAccept,
+        Kind::TcpPort,
+        Kind::Udp,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Conntrack => "conntrack",
+            Kind::ContainerCpu => "container_cpu",
+            Kind::ContainerMemory => "container_memory",
+            Kind::Cpu => "cpu",
+            Kind::Disk => "disk",
+            Kind::Fd => "fd",
+            Kind::Filesystem => "filesystem",
+            Kind::Memory => "memory",
+            Kind::Network => "network",
+            Kind::Probe => "probe",
+            Kind::Queue => "queue",
+            Kind::Service => "service",
+            Kind::Tcp => "tcp",
+            Kind::TcpAccept => "tcp_accept",
+            Kind::TcpPort => "tcp_port",
+            Kind::Udp => "udp",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
-    /// The kind of resource: cpu, memory, disk, filesystem, network, tcp,
-    /// tcp_accept, tcp_port, udp, fd, conntrack, container_cpu,
-    /// container_memory, service, probe.
-    pub kind: &'static str,
+    /// The kind of resource.
+    pub kind: Kind,
     /// Which one, as the table names it: `cpu`, `cpu1`, `disk vda`,
     /// `tcp_accept 127.0.0.1:8080`, `service checkout`.
     pub resource: String,
@@ -116,7 +188,7 @@ pub struct Row {
 }
 
 impl Row {
-    pub fn new(kind: &'static str, resource: impl Into<String>) -> Self {
+    pub fn new(kind: Kind, resource: impl Into<String>) -> Self {
         Row {
             kind,
             resource: resource.into(),
@@ -164,7 +236,7 @@ impl Report {
             b.verdict
                 .cmp(&a.verdict)
                 .then(b.score.total_cmp(&a.score))
-                .then_with(|| a.kind.cmp(b.kind))
+                .then_with(|| a.kind.cmp(&b.kind))
         });
         let findings = rows
             .iter()
@@ -272,15 +344,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn kinds_are_written_and_ordered_by_their_names() {
+        let mut by_name = Kind::ALL.to_vec();
+        by_name.sort_by_key(|k| k.as_str());
+        assert_eq!(by_name, Kind::ALL, "declared in the order of their names");
+        let mut declared = Kind::ALL.to_vec();
+        declared.sort();
+        assert_eq!(declared, Kind::ALL);
+        for k in Kind::ALL {
+            assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{k}\""));
+        }
+    }
+
+    #[test]
     fn rows_are_ordered_worst_first_then_by_kind_then_naturally() {
-        let mut hot = Row::new("cpu", "cpu3");
+        let mut hot = Row::new(Kind::Cpu, "cpu3");
         hot.judge(Verdict::Saturated, 0.9, "hot");
-        let mut full = Row::new("filesystem", "filesystem /");
+        let mut full = Row::new(Kind::Filesystem, "filesystem /");
         full.judge(Verdict::Saturated, 0.97, "full");
         let rows = ["cpu10", "cpu9", "cpu2"]
             .into_iter()
-            .map(|n| Row::new("cpu", n))
-            .chain([Row::new("memory", "memory"), hot, full])
+            .map(|n| Row::new(Kind::Cpu, n))
+            .chain([Row::new(Kind::Memory, "memory"), hot, full])
             .collect();
         let r = Report::from_rows(1.0, rows, Vec::new());
         let order: Vec<&str> = r.resources.iter().map(|r| r.resource.as_str()).collect();

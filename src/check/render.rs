@@ -123,7 +123,7 @@ mod tests {
     use crate::check::Signal;
 
     fn report() -> Report {
-        let mut cpu = Row::new("cpu", "cpu");
+        let mut cpu = Row::new(crate::check::Kind::Cpu, "cpu");
         cpu.headline = true;
         cpu.utilization = Some(Signal::new(1.0, "100 %"));
         cpu.judge(
@@ -131,10 +131,10 @@ mod tests {
             0.96,
             "run queue standing 9.6 s of 10.0 s (96 %)",
         );
-        let mut mem = Row::new("memory", "memory");
+        let mut mem = Row::new(crate::check::Kind::Memory, "memory");
         mem.headline = true;
         mem.utilization = Some(Signal::new(0.1, "10 %"));
-        let cpu1 = Row::new("cpu", "cpu1");
+        let cpu1 = Row::new(crate::check::Kind::Cpu, "cpu1");
         Report::from_rows(10.0, vec![mem, cpu, cpu1], Vec::new())
     }
 

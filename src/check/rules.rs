@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::snapshot::Window;
 use super::{
-    BUSY, FILESYSTEM_FULL, HOT_CPU, IMBALANCE_AVERAGE, NOTICE_SHARE, RETRANSMIT_RATIO,
+    BUSY, FILESYSTEM_FULL, HOT_CPU, IMBALANCE_AVERAGE, Kind, NOTICE_SHARE, RETRANSMIT_RATIO,
     RETRANSMITS_MIN, Report, Row, SERVICE_ERROR_RATIO, SERVICE_MIN_REQUESTS, SOCKET_QUEUE_BYTES,
     STANDING_SHARE, Signal, TABLE_FULL, Verdict,
 };
@@ -19,7 +19,7 @@ struct Rows {
 }
 
 impl Rows {
-    fn row(&mut self, kind: &'static str, resource: &str) -> &mut Row {
+    fn row(&mut self, kind: Kind, resource: &str) -> &mut Row {
         let i = match self.index.get(resource) {
             Some(&i) => i,
             None => {
@@ -139,7 +139,7 @@ fn cpu(w: &Window, rows: &mut Rows) {
         return;
     }
     let average = shares.iter().map(|(_, s)| s).sum::<f64>() / shares.len() as f64;
-    let host = rows.row("cpu", "cpu");
+    let host = rows.row(Kind::Cpu, "cpu");
     host.headline = true;
     busy(host, average, &format!("all {} CPUs busy", shares.len()));
     if let Some(t) = w.increase("sojourn_cpu_package_throttles_total", &[]) {
@@ -156,17 +156,19 @@ fn cpu(w: &Window, rows: &mut Rows) {
         }
     }
     for (cpu, share) in &shares {
-        let row = rows.row("cpu", &format!("cpu{cpu}"));
+        let row = rows.row(Kind::Cpu, &format!("cpu{cpu}"));
         row.utilization = Some(Signal::new(*share, pct(*share)));
-        if shares.len() > 1 && *share >= HOT_CPU && average <= IMBALANCE_AVERAGE {
+        let n = shares.len() as f64;
+        let others = (average * n - share) / (n - 1.0).max(1.0);
+        if shares.len() > 1 && *share >= HOT_CPU && others <= IMBALANCE_AVERAGE {
             row.judge(
                 Verdict::Saturated,
                 *share,
                 format!(
-                    "cpu{cpu} busy {} while the {} CPUs average {}: one hot thread, or work pinned to this CPU",
+                    "cpu{cpu} busy {} while the other {} average {}: one hot thread, or work pinned to this CPU",
                     pct(*share),
-                    shares.len(),
-                    pct(average)
+                    if shares.len() == 2 { "CPU".to_string() } else { format!("{} CPUs", shares.len() - 1) },
+                    pct(others)
                 ),
             );
         }
@@ -209,7 +211,7 @@ fn named(names: &HashMap<&str, String>, cgroup: &str) -> String {
 /// its amount (`show`) and its share, as a `who:` line of the evidence.
 fn name_users(
     rows: &mut Rows,
-    kind: &'static str,
+    kind: Kind,
     resource: &str,
     users: Vec<(String, f64)>,
     total: f64,
@@ -223,7 +225,7 @@ fn name_users(
 #[allow(clippy::too_many_arguments)]
 fn name_top(
     rows: &mut Rows,
-    kind: &'static str,
+    kind: Kind,
     resource: &str,
     heading: &str,
     mut users: Vec<(String, f64)>,
@@ -262,9 +264,9 @@ fn users(w: &Window, rows: &mut Rows) {
     memory_users(w, rows);
     disk_users(w, rows);
     for (kind, resource, psi) in [
-        ("cpu", "cpu", "cpu"),
-        ("memory", "memory", "memory"),
-        ("disk", "disk io (all devices)", "io"),
+        (Kind::Cpu, "cpu", "cpu"),
+        (Kind::Memory, "memory", "memory"),
+        (Kind::Disk, "disk io (all devices)", "io"),
     ] {
         stalled(w, rows, kind, resource, psi);
     }
@@ -274,7 +276,7 @@ fn users(w: &Window, rows: &mut Rows) {
 /// longest (cgroup v2 pressure, `some`: time in which at least one of
 /// their tasks stalled), as a `stalled:` line: who suffers, beside who
 /// uses.
-fn stalled(w: &Window, rows: &mut Rows, kind: &'static str, resource: &str, psi: &str) {
+fn stalled(w: &Window, rows: &mut Rows, kind: Kind, resource: &str, psi: &str) {
     if !saturated(rows, resource) {
         return;
     }
@@ -321,7 +323,7 @@ fn cpu_users(w: &Window, rows: &mut Rows) {
     let seconds = w.seconds();
     name_users(
         rows,
-        "cpu",
+        Kind::Cpu,
         "cpu",
         users,
         used,
@@ -357,7 +359,7 @@ fn memory_users(w: &Window, rows: &mut Rows) {
         .collect();
     name_users(
         rows,
-        "memory",
+        Kind::Memory,
         "memory",
         users,
         total - avail,
@@ -398,7 +400,7 @@ fn disk_users(w: &Window, rows: &mut Rows) {
         let total = moved(&[("device", dev.as_str())]);
         name_users(
             rows,
-            "disk",
+            Kind::Disk,
             &resource,
             users,
             total,
@@ -420,7 +422,7 @@ fn disk_users(w: &Window, rows: &mut Rows) {
             .collect();
         name_users(
             rows,
-            "disk",
+            Kind::Disk,
             all,
             users,
             moved(&[]),
@@ -438,7 +440,7 @@ fn memory(w: &Window, rows: &mut Rows) {
     ) else {
         return;
     };
-    let row = rows.row("memory", "memory");
+    let row = rows.row(Kind::Memory, "memory");
     row.headline = true;
     if total > 0.0 {
         let used = (1.0 - avail / total).clamp(0.0, 1.0);
@@ -481,7 +483,7 @@ fn memory(w: &Window, rows: &mut Rows) {
 fn disks(w: &Window, rows: &mut Rows) {
     for s in w.last().all("sojourn_disk_io_time_seconds_total") {
         let dev = s.label("device");
-        let row = rows.row("disk", &format!("disk {dev}"));
+        let row = rows.row(Kind::Disk, &format!("disk {dev}"));
         row.headline = true;
         if let Some(share) = w.rate("sojourn_disk_io_time_seconds_total", &[("device", dev)]) {
             busy(row, share.clamp(0.0, 1.0), "I/O in flight");
@@ -501,7 +503,7 @@ fn filesystems(w: &Window, rows: &mut Rows) {
     for s in last.all("sojourn_filesystem_size_bytes") {
         let mp = s.label("mountpoint");
         let want = [("mountpoint", mp)];
-        let row = rows.row("filesystem", &format!("filesystem {mp}"));
+        let row = rows.row(Kind::Filesystem, &format!("filesystem {mp}"));
         row.headline = true;
         let avail = last.value("sojourn_filesystem_avail_bytes", &want);
         let free = last.value("sojourn_filesystem_free_bytes", &want);
@@ -568,7 +570,7 @@ fn network(w: &Window, rows: &mut Rows) {
         let dev = s.label("device");
         let want = [("device", dev)];
         let inc = |n: &str| w.increase(n, &want).unwrap_or(0.0);
-        let row = rows.row("network", &format!("network {dev}"));
+        let row = rows.row(Kind::Network, &format!("network {dev}"));
         row.headline = dev != "lo";
         if let Some(speed) = last
             .value("sojourn_network_speed_bytes", &want)
@@ -624,7 +626,7 @@ fn network(w: &Window, rows: &mut Rows) {
         .increase("sojourn_softnet_dropped_total", &[])
         .unwrap_or(0.0);
     if dropped > 0.0 {
-        let row = rows.row("network", "network softnet backlog");
+        let row = rows.row(Kind::Network, "network softnet backlog");
         row.saturation = Some(Signal::new(dropped, format!("{} drops", count(dropped))));
         row.judge(
             Verdict::Saturated,
@@ -641,7 +643,7 @@ fn tcp(w: &Window, rows: &mut Rows) {
     let Some(out) = w.increase("sojourn_netstat_tcp_out_segs_total", &[]) else {
         return;
     };
-    let row = rows.row("tcp", "tcp");
+    let row = rows.row(Kind::Tcp, "tcp");
     row.headline = true;
     if let Some(estab) = w.last().value("sojourn_netstat_tcp_curr_estab", &[]) {
         row.evidence
@@ -730,7 +732,7 @@ fn tcp_ports(w: &Window, rows: &mut Rows) {
             let Some(stood) = w.min(gauge, &want).filter(|b| *b >= SOCKET_QUEUE_BYTES) else {
                 continue;
             };
-            let row = rows.row("tcp_port", &name);
+            let row = rows.row(Kind::TcpPort, &name);
             row.saturation = Some(Signal::new(stood, format!("{what} {}", bytes(stood))));
             row.judge(
                 Verdict::Saturated,
@@ -750,7 +752,7 @@ fn tcp_ports(w: &Window, rows: &mut Rows) {
 fn udp(w: &Window, rows: &mut Rows) {
     let rcv = w.increase("sojourn_netstat_udp_rcvbuf_errors_total", &[]);
     let Some(rcv) = rcv else { return };
-    let row = rows.row("udp", "udp");
+    let row = rows.row(Kind::Udp, "udp");
     let full = rcv
         + w.increase("sojourn_netstat_udp_sndbuf_errors_total", &[])
             .unwrap_or(0.0)
@@ -788,14 +790,14 @@ fn tables(w: &Window, rows: &mut Rows) {
     let last = w.last();
     for (kind, name, used, limit, what) in [
         (
-            "fd",
+            Kind::Fd,
             "file descriptors",
             "sojourn_filefd_allocated",
             "sojourn_filefd_maximum",
             "file handles allocated",
         ),
         (
-            "conntrack",
+            Kind::Conntrack,
             "conntrack",
             "sojourn_nf_conntrack_entries",
             "sojourn_nf_conntrack_entries_limit",
@@ -824,7 +826,7 @@ fn tables(w: &Window, rows: &mut Rows) {
         .filter_map(|e| w.increase("sojourn_nf_conntrack_events_total", &[("event", e)]))
         .sum();
     if failed > 0.0 {
-        let row = rows.row("conntrack", "conntrack");
+        let row = rows.row(Kind::Conntrack, "conntrack");
         row.errors = Some(Signal::new(failed, count(failed)));
         row.judge(
             Verdict::Errors,
@@ -874,7 +876,7 @@ fn cgroups(w: &Window, rows: &mut Rows) {
         if hit == 0.0 && killed == 0.0 && stalled < NOTICE_SHARE && used.is_none_or(|u| u < BUSY) {
             continue;
         }
-        let row = rows.row("container_memory", &format!("cgroup {name} memory"));
+        let row = rows.row(Kind::ContainerMemory, &format!("cgroup {name} memory"));
         if let (Some(u), Some(l)) = (used, limit) {
             busy(
                 row,
@@ -937,7 +939,7 @@ fn cgroups(w: &Window, rows: &mut Rows) {
         if share < BUSY && throttled == 0.0 {
             continue;
         }
-        let row = rows.row("container_cpu", &format!("cgroup {name} cpu"));
+        let row = rows.row(Kind::ContainerCpu, &format!("cgroup {name} cpu"));
         row.utilization = Some(Signal::new(
             share,
             format!("{} of {:.2} cores", pct(share), cores),
@@ -965,23 +967,23 @@ fn cgroups(w: &Window, rows: &mut Rows) {
 }
 
 /// Splits a queue name into the kind and name of the resource it belongs to.
-pub fn queue_resource(queue: &str) -> (&'static str, String) {
+pub fn queue_resource(queue: &str) -> (Kind, String) {
     use crate::queue::name::QueueName;
     let Ok(name) = queue.parse::<QueueName>();
     match name {
-        QueueName::Cpu => ("cpu", "cpu".into()),
-        QueueName::CpuOne(_) => ("cpu", queue.into()),
+        QueueName::Cpu => (Kind::Cpu, "cpu".into()),
+        QueueName::CpuOne(_) => (Kind::Cpu, queue.into()),
         QueueName::Psi(r) => match r.as_str() {
-            "cpu" => ("cpu", "cpu".into()),
-            "memory" => ("memory", "memory".into()),
-            "io" => ("disk", "disk io (all devices)".into()),
-            _ => ("queue", format!("queue {queue}")),
+            "cpu" => (Kind::Cpu, "cpu".into()),
+            "memory" => (Kind::Memory, "memory".into()),
+            "io" => (Kind::Disk, "disk io (all devices)".into()),
+            _ => (Kind::Queue, format!("queue {queue}")),
         },
-        QueueName::Disk(d) | QueueName::DiskInflight(d) => ("disk", format!("disk {d}")),
-        QueueName::CgroupCpu(c) => ("container_cpu", format!("cgroup {c} cpu")),
-        QueueName::TcpAccept(a) => ("tcp_accept", format!("tcp_accept {a}")),
-        QueueName::Proxy(s) => ("service", format!("service {s}")),
-        QueueName::Other(_) => ("queue", format!("queue {queue}")),
+        QueueName::Disk(d) | QueueName::DiskInflight(d) => (Kind::Disk, format!("disk {d}")),
+        QueueName::CgroupCpu(c) => (Kind::ContainerCpu, format!("cgroup {c} cpu")),
+        QueueName::TcpAccept(a) => (Kind::TcpAccept, format!("tcp_accept {a}")),
+        QueueName::Proxy(s) => (Kind::Service, format!("service {s}")),
+        QueueName::Other(_) => (Kind::Queue, format!("queue {queue}")),
     }
 }
 
@@ -1023,7 +1025,7 @@ fn queues(w: &Window, rows: &mut Rows) {
                 )
                 .unwrap_or(0.0),
         };
-        if share < NOTICE_SHARE && !(kind == "tcp_accept" && overflows > 0.0 && share > 0.0) {
+        if share < NOTICE_SHARE && !(kind == Kind::TcpAccept && overflows > 0.0 && share > 0.0) {
             continue;
         }
         let (gauge, target, show): (&str, &str, fn(f64) -> String) = match measure.as_str() {
@@ -1065,7 +1067,7 @@ fn queues(w: &Window, rows: &mut Rows) {
         if let Some(limit) = last.value("sojourn_queue_limit", &want) {
             line.push_str(&format!(", backlog {}", count(limit)));
         }
-        if kind == "tcp_accept" && overflows > 0.0 {
+        if kind == Kind::TcpAccept && overflows > 0.0 {
             match &whose {
                 None => {
                     line.push_str(&format!(
@@ -1089,7 +1091,7 @@ fn queues(w: &Window, rows: &mut Rows) {
         if share >= prior {
             row.saturation = Some(Signal::new(share, format!("standing {}", pct(share))));
         }
-        let saturated = share >= STANDING_SHARE || (kind == "tcp_accept" && overflows > 0.0);
+        let saturated = share >= STANDING_SHARE || (kind == Kind::TcpAccept && overflows > 0.0);
         row.judge(
             if saturated {
                 Verdict::Saturated
@@ -1113,7 +1115,7 @@ fn queues(w: &Window, rows: &mut Rows) {
 /// Listen overflows: connections turned away, a saturation finding of
 /// their own.
 fn overflowed(rows: &mut Rows, resource: &str, overflows: f64, why: &str) {
-    let row = rows.row("tcp_accept", resource);
+    let row = rows.row(Kind::TcpAccept, resource);
     row.saturation = Some(Signal::new(
         overflows,
         format!("{} overflows", count(overflows)),
@@ -1172,7 +1174,7 @@ fn namespaces(w: &Window, rows: &mut Rows) {
             .increase("sojourn_netns_tcp_retransmitted_segments_total", &want)
             .unwrap_or(0.0);
         if let Some(ratio) = lossy(retrans, out) {
-            let row = rows.row("tcp", &format!("tcp of {owner}"));
+            let row = rows.row(Kind::Tcp, &format!("tcp of {owner}"));
             row.errors = Some(Signal::new(ratio, format!("{} retransmitted", pct(ratio))));
             row.judge(
                 Verdict::Errors,
@@ -1195,7 +1197,7 @@ fn probes(w: &Window, rows: &mut Rows) {
         let attempts = w
             .increase("sojourn_probe_attempts_total", &want)
             .unwrap_or(0.0);
-        let row = rows.row("probe", &format!("probe {probe}"));
+        let row = rows.row(Kind::Probe, &format!("probe {probe}"));
         row.headline = true;
         let mut reasons = BTreeMap::new();
         for f in w.last().all("sojourn_probe_failures_total") {
@@ -1253,7 +1255,7 @@ fn services(w: &Window, rows: &mut Rows) {
     let host_findings: Vec<String> = rows
         .rows
         .iter()
-        .filter(|r| r.verdict.is_finding() && r.kind != "service" && r.kind != "probe")
+        .filter(|r| r.verdict.is_finding() && r.kind != Kind::Service && r.kind != Kind::Probe)
         .map(|r| r.resource.clone())
         .collect();
     for svc in names {
@@ -1265,7 +1267,7 @@ fn services(w: &Window, rows: &mut Rows) {
             .unwrap_or(0.5);
         let all = w.histogram_increase(hist, &want);
         let requests = all.as_ref().map_or(0, |b| b.total());
-        let row = rows.row("service", &resource);
+        let row = rows.row(Kind::Service, &resource);
         row.headline = true;
         let rate = requests as f64 / w.seconds();
         row.utilization = Some(Signal::new(rate, format!("{rate:.1} req/s")));
@@ -1311,10 +1313,10 @@ fn services(w: &Window, rows: &mut Rows) {
                     host_findings.join(", ")
                 ));
             }
-            let row = rows.row("service", &resource);
+            let row = rows.row(Kind::Service, &resource);
             row.judge(Verdict::Slow, p99 / target, line);
         }
-        let row = rows.row("service", &resource);
+        let row = rows.row(Kind::Service, &resource);
         let errors: f64 = w
             .last()
             .all(hist)
@@ -1567,10 +1569,20 @@ mod tests {
     }
 
     #[test]
-    fn one_hot_cpu_is_found_while_the_average_is_not_busy() {
+    fn one_hot_cpu_is_found_while_the_others_have_room() {
         let r = evaluate(&[host(0.0, [1.0, 0.05]), host(10.0, [1.0, 0.05])]).unwrap();
         assert_eq!(r.findings, ["cpu0"]);
-        assert!(r.resources[0].evidence[0].contains("while the 2 CPUs average 52 %"));
+        assert!(
+            r.resources[0].evidence[0].contains("while the other CPU average 5 %"),
+            "{:?}",
+            r.resources[0].evidence
+        );
+        // The other CPU a third busy (a build, sojourn itself): still
+        // found, where the whole average (67 %) would have hidden it.
+        let r = evaluate(&[host(0.0, [1.0, 0.35]), host(10.0, [1.0, 0.35])]).unwrap();
+        assert_eq!(r.findings, ["cpu0"]);
+        // The other past half busy: no imbalance.
+        assert!(findings(&[host(0.0, [1.0, 0.6]), host(10.0, [1.0, 0.6])]).is_empty());
         // Both CPUs busy: no imbalance, and busy is not a finding by itself.
         assert!(findings(&[host(0.0, [1.0, 1.0]), host(10.0, [1.0, 1.0])]).is_empty());
     }
@@ -1793,23 +1805,23 @@ mod tests {
 
     #[test]
     fn queue_names_map_to_their_resources() {
-        assert_eq!(queue_resource("cpu:psi"), ("cpu", "cpu".to_string()));
-        assert_eq!(queue_resource("cpu3"), ("cpu", "cpu3".to_string()));
+        assert_eq!(queue_resource("cpu:psi"), (Kind::Cpu, "cpu".to_string()));
+        assert_eq!(queue_resource("cpu3"), (Kind::Cpu, "cpu3".to_string()));
         assert_eq!(
             queue_resource("disk_inflight:loop0"),
-            ("disk", "disk loop0".to_string())
+            (Kind::Disk, "disk loop0".to_string())
         );
         assert_eq!(
             queue_resource("cgroup_cpu:/kubepods/pod1"),
-            ("container_cpu", "cgroup /kubepods/pod1 cpu".to_string())
+            (Kind::ContainerCpu, "cgroup /kubepods/pod1 cpu".to_string())
         );
         assert_eq!(
             queue_resource("tcp_accept:[::]:80"),
-            ("tcp_accept", "tcp_accept [::]:80".to_string())
+            (Kind::TcpAccept, "tcp_accept [::]:80".to_string())
         );
         assert_eq!(
             queue_resource("proxy:shop"),
-            ("service", "service shop".to_string())
+            (Kind::Service, "service shop".to_string())
         );
     }
 }
