@@ -113,6 +113,27 @@ fn busy(row: &mut Row, share: f64, what: &str) {
     }
 }
 
+/// CPU time over the window of the CPUs `want` selects: busy (neither
+/// idle nor waiting on I/O), and in all.
+fn cpu_time(w: &Window, want: &[(&str, &str)]) -> Option<(f64, f64)> {
+    let name = "sojourn_cpu_seconds_total";
+    let total = w.increase(name, want)?;
+    let mode = |mode| {
+        let mut with_mode = want.to_vec();
+        with_mode.push(("mode", mode));
+        w.increase(name, &with_mode).unwrap_or(0.0)
+    };
+    Some((total - mode("idle") - mode("iowait"), total))
+}
+
+/// The host's memory now: total, and in use (total less available).
+fn memory_now(w: &Window) -> Option<(f64, f64)> {
+    let last = w.last();
+    let total = last.value("sojourn_memory_mem_total_bytes", &[])?;
+    let avail = last.value("sojourn_memory_mem_available_bytes", &[])?;
+    Some((total, total - avail))
+}
+
 fn cpu(w: &Window, rows: &mut Rows) {
     let name = "sojourn_cpu_seconds_total";
     let cpus: BTreeSet<String> = w
@@ -125,13 +146,8 @@ fn cpu(w: &Window, rows: &mut Rows) {
         return;
     }
     let share_of = |cpu: &str| {
-        let total = w.increase(name, &[("cpu", cpu)])?;
-        let idle = w
-            .increase(name, &[("cpu", cpu), ("mode", "idle")])
-            .unwrap_or(0.0)
-            + w.increase(name, &[("cpu", cpu), ("mode", "iowait")])
-                .unwrap_or(0.0);
-        (total > 0.0).then(|| ((total - idle) / total).clamp(0.0, 1.0))
+        let (busy, total) = cpu_time(w, &[("cpu", cpu)])?;
+        (total > 0.0).then(|| (busy / total).clamp(0.0, 1.0))
     };
     let shares: Vec<(String, f64)> = cpus
         .iter()
@@ -178,21 +194,17 @@ fn cpu(w: &Window, rows: &mut Rows) {
 }
 
 fn memory(w: &Window, rows: &mut Rows) {
-    let last = w.last();
-    let (Some(total), Some(avail)) = (
-        last.value("sojourn_memory_mem_total_bytes", &[]),
-        last.value("sojourn_memory_mem_available_bytes", &[]),
-    ) else {
+    let Some((total, in_use)) = memory_now(w) else {
         return;
     };
     let row = rows.row(Kind::Memory, "memory");
     row.headline = true;
     if total > 0.0 {
-        let used = (1.0 - avail / total).clamp(0.0, 1.0);
+        let used = (in_use / total).clamp(0.0, 1.0);
         busy(
             row,
             used,
-            &format!("{} of {} in use", bytes(total - avail), bytes(total)),
+            &format!("{} of {} in use", bytes(in_use), bytes(total)),
         );
     }
     let scanned = w

@@ -28,30 +28,38 @@ fn cgroup_names<'w>(w: &'w Window, metric: &str) -> HashMap<&'w str, String> {
         .collect()
 }
 
-fn named(names: &HashMap<&str, String>, cgroup: &str) -> String {
-    names
-        .get(cgroup)
-        .cloned()
-        .unwrap_or_else(|| format!("cgroup {cgroup}"))
+/// What each cgroup's series of `cgroup_metric` (those matching `want`)
+/// gained over the window, and with `processes` each process group's of
+/// that metric, named for a `who:` or `stalled:` line.
+fn increases(
+    w: &Window,
+    cgroup_metric: &str,
+    want: &[(&str, &str)],
+    processes: Option<&str>,
+) -> Vec<(String, f64)> {
+    let names = cgroup_names(w, cgroup_metric);
+    w.increase_by(cgroup_metric, "cgroup", want)
+        .into_iter()
+        .map(|(cgroup, gain)| {
+            let named = names
+                .get(cgroup.as_str())
+                .cloned()
+                .unwrap_or_else(|| format!("cgroup {cgroup}"));
+            (named, gain)
+        })
+        .chain(processes.into_iter().flat_map(|metric| {
+            w.increase_by(metric, "group", &[])
+                .into_iter()
+                .map(|(group, gain)| (format!("processes {group}"), gain))
+        }))
+        .collect()
 }
 
-/// Adds the USE method's next answer under a saturated row: who. The
-/// users that took most of `total` (the resource's use over the window),
-/// at least [`USER_SHARE`] each, at most [`USERS`], most first, each with
-/// its amount (`show`) and its share, as a `who:` line of the evidence.
-fn name_users(
-    rows: &mut Rows,
-    kind: Kind,
-    resource: &str,
-    users: Vec<(String, f64)>,
-    total: f64,
-    show: impl Fn(f64) -> String,
-    of_what: &str,
-) {
-    name_top(rows, kind, resource, "who", users, total, show, of_what);
-}
-
-/// [`name_users`] with another heading for the line (`stalled:`).
+/// Adds the USE method's next answer under a saturated row, as a
+/// `heading:` line of its evidence (`who:` for who uses it, `stalled:` for
+/// who waits on it): the users that took most of `total` (the resource's
+/// use over the window), at least [`USER_SHARE`] each, at most [`USERS`],
+/// most first, each with its amount (`show`) and its share.
 #[allow(clippy::too_many_arguments)]
 fn name_top(
     rows: &mut Rows,
@@ -110,13 +118,12 @@ fn stalled(w: &Window, rows: &mut Rows, kind: Kind, resource: &str, psi: &str) {
     if !saturated(rows, resource) {
         return;
     }
-    let metric = "sojourn_cgroup_pressure_stalled_seconds_total";
-    let names = cgroup_names(w, metric);
-    let waits = w
-        .increase_by(metric, "cgroup", &[("resource", psi), ("kind", "some")])
-        .into_iter()
-        .map(|(cgroup, s)| (named(&names, &cgroup), s))
-        .collect();
+    let waits = increases(
+        w,
+        "sojourn_cgroup_pressure_stalled_seconds_total",
+        &[("resource", psi), ("kind", "some")],
+        None,
+    );
     name_top(
         rows,
         kind,
@@ -134,27 +141,19 @@ fn cpu_users(w: &Window, rows: &mut Rows) {
     if !saturated(rows, "cpu") {
         return;
     }
-    let name = "sojourn_cpu_seconds_total";
-    let idle = w.increase(name, &[("mode", "idle")]).unwrap_or(0.0)
-        + w.increase(name, &[("mode", "iowait")]).unwrap_or(0.0);
-    let used = w.increase(name, &[]).unwrap_or(0.0) - idle;
-    let usage = "sojourn_cgroup_cpu_usage_seconds_total";
-    let names = cgroup_names(w, usage);
-    let users = w
-        .increase_by(usage, "cgroup", &[])
-        .into_iter()
-        .map(|(cgroup, cpu)| (named(&names, &cgroup), cpu))
-        .chain(
-            w.increase_by("sojourn_process_cpu_seconds_total", "group", &[])
-                .into_iter()
-                .map(|(group, cpu)| (format!("processes {group}"), cpu)),
-        )
-        .collect();
+    let used = cpu_time(w, &[]).map_or(0.0, |(busy, _)| busy);
+    let users = increases(
+        w,
+        "sojourn_cgroup_cpu_usage_seconds_total",
+        &[],
+        Some("sojourn_process_cpu_seconds_total"),
+    );
     let seconds = w.seconds();
-    name_users(
+    name_top(
         rows,
         Kind::Cpu,
         "cpu",
+        "who",
         users,
         used,
         |cpu| format!("{:.2} cores", cpu / seconds),
@@ -168,31 +167,29 @@ fn memory_users(w: &Window, rows: &mut Rows) {
     if !saturated(rows, "memory") {
         return;
     }
-    let last = w.last();
-    let (Some(total), Some(avail)) = (
-        last.value("sojourn_memory_mem_total_bytes", &[]),
-        last.value("sojourn_memory_mem_available_bytes", &[]),
-    ) else {
+    let Some((_, in_use)) = memory_now(w) else {
         return;
     };
     let metric = "sojourn_cgroup_memory_working_set_bytes";
     let names = cgroup_names(w, metric);
+    let last = w.last();
     let users = last
         .all(metric)
         .iter()
-        .map(|s| (named(&names, s.label("cgroup")), s.value))
+        .map(|s| (names[s.label("cgroup")].clone(), s.value))
         .chain(
             last.all("sojourn_process_resident_memory_bytes")
                 .iter()
                 .map(|s| (format!("processes {}", s.label("group")), s.value)),
         )
         .collect();
-    name_users(
+    name_top(
         rows,
         Kind::Memory,
         "memory",
+        "who",
         users,
-        total - avail,
+        in_use,
         bytes,
         "the memory in use",
     );
@@ -202,58 +199,40 @@ fn memory_users(w: &Window, rows: &mut Rows) {
 /// window; under saturated I/O of all devices (PSI), on any.
 fn disk_users(w: &Window, rows: &mut Rows) {
     let metric = "sojourn_cgroup_io_bytes_total";
-    let names = cgroup_names(w, metric);
     let seconds = w.seconds();
-    let devices: Vec<String> = w
-        .last()
-        .all("sojourn_disk_io_time_seconds_total")
-        .iter()
-        .map(|s| s.label("device").to_string())
-        .collect();
     let moved = |want: &[(&str, &str)]| {
         w.increase("sojourn_disk_read_bytes_total", want)
             .unwrap_or(0.0)
             + w.increase("sojourn_disk_written_bytes_total", want)
                 .unwrap_or(0.0)
     };
-    let per_second = move |b: f64| format!("{}/s", bytes(b / seconds));
-    for dev in &devices {
-        let resource = format!("disk {dev}");
-        if !saturated(rows, &resource) {
-            continue;
-        }
-        let users = w
-            .increase_by(metric, "cgroup", &[("device", dev.as_str())])
-            .into_iter()
-            .map(|(cgroup, b)| (named(&names, &cgroup), b))
-            .collect();
-        let total = moved(&[("device", dev.as_str())]);
-        name_users(
-            rows,
-            Kind::Disk,
-            &resource,
-            users,
-            total,
-            per_second,
-            "the bytes moved",
-        );
-    }
+    let per_second = |b: f64| format!("{}/s", bytes(b / seconds));
     let all = "disk io (all devices)";
+    for s in w.last().all("sojourn_disk_io_time_seconds_total") {
+        let want = [("device", s.label("device"))];
+        let resource = format!("disk {}", want[0].1);
+        if saturated(rows, &resource) {
+            let users = increases(w, metric, &want, None);
+            let total = moved(&want);
+            name_top(
+                rows,
+                Kind::Disk,
+                &resource,
+                "who",
+                users,
+                total,
+                per_second,
+                "the bytes moved",
+            );
+        }
+    }
     if saturated(rows, all) {
-        let users = w
-            .increase_by(metric, "cgroup", &[])
-            .into_iter()
-            .map(|(cgroup, b)| (named(&names, &cgroup), b))
-            .chain(
-                w.increase_by("sojourn_process_io_bytes_total", "group", &[])
-                    .into_iter()
-                    .map(|(group, b)| (format!("processes {group}"), b)),
-            )
-            .collect();
-        name_users(
+        let users = increases(w, metric, &[], Some("sojourn_process_io_bytes_total"));
+        name_top(
             rows,
             Kind::Disk,
             all,
+            "who",
             users,
             moved(&[]),
             per_second,
