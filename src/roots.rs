@@ -242,13 +242,21 @@ const SYSFS_MAGIC: i64 = 0x6265_6572;
 
 /// The filesystem a file is on, by its statfs magic number.
 fn fs_magic(file: &std::fs::File) -> Option<i64> {
+    magic(rustix::fs::fstatfs(file))
+}
+
+fn magic(statfs: rustix::io::Result<rustix::fs::StatFs>) -> Option<i64> {
     // f_type is i64 on x86_64 and another width elsewhere.
     #[allow(clippy::unnecessary_cast)]
-    rustix::fs::fstatfs(file).ok().map(|s| s.f_type as i64)
+    statfs.ok().map(|s| s.f_type as i64)
+}
+
+fn is_kernel_fs(magic: Option<i64>) -> bool {
+    matches!(magic, Some(PROC_SUPER_MAGIC | SYSFS_MAGIC))
 }
 
 fn on_kernel_fs(file: &std::fs::File) -> bool {
-    matches!(fs_magic(file), Some(PROC_SUPER_MAGIC | SYSFS_MAGIC))
+    is_kernel_fs(fs_magic(file))
 }
 
 /// [`read`], through a descriptor kept open when the file is on procfs or
@@ -337,10 +345,7 @@ fn note_absent(path: &Path) {
     let Some(parent) = path.ancestors().skip(1).find(|a| a.exists()) else {
         return;
     };
-    #[allow(clippy::unnecessary_cast)]
-    let kernel = rustix::fs::statfs(parent)
-        .is_ok_and(|s| matches!(s.f_type as i64, PROC_SUPER_MAGIC | SYSFS_MAGIC));
-    if !kernel {
+    if !is_kernel_fs(magic(rustix::fs::statfs(parent))) {
         return;
     }
     if let Ok(mut guard) = ABSENT.lock() {
