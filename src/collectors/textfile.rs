@@ -48,17 +48,19 @@ pub struct ParsedFamily {
     pub help: Option<String>,
     /// A counter's or gauge's samples.
     pub samples: Vec<(Pairs, f64)>,
-    /// A histogram's series, one per label set (`le` aside).
-    pub histograms: Vec<ParsedHistogram>,
+    /// A histogram's series, one per label set (`le` aside), checked.
+    pub histograms: Vec<(Pairs, crate::metrics::Histogram)>,
 }
 
-/// One histogram series as a file gives it: cumulative buckets by `le`.
+/// One histogram series as a file gives it, while it is read: cumulative
+/// buckets by `le`.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct ParsedHistogram {
-    pub labels: Pairs,
-    pub buckets: Vec<(f64, f64)>,
-    pub sum: Option<f64>,
-    pub count: Option<f64>,
+struct ParsedHistogram {
+    family: String,
+    labels: Pairs,
+    buckets: Vec<(f64, f64)>,
+    sum: Option<f64>,
+    count: Option<f64>,
 }
 
 /// Which series of a histogram a sample is.
@@ -191,6 +193,7 @@ pub fn parse(text: &str) -> Result<Vec<ParsedFamily>, ParseError> {
     let mut families: Vec<ParsedFamily> = Vec::new();
     let mut helps: BTreeMap<String, String> = BTreeMap::new();
     let mut types: BTreeMap<String, Kind> = BTreeMap::new();
+    let mut histograms: Vec<ParsedHistogram> = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let at = |e: ParseError| ParseError(format!("line {}: {}", n + 1, e.0));
         let line = line.trim();
@@ -280,18 +283,18 @@ pub fn parse(text: &str) -> Result<Vec<ParsedFamily>, ParseError> {
                     families.last_mut().expect("pushed")
                 }
             };
-            let series = match family
-                .histograms
-                .iter_mut()
-                .position(|h| same_labels(&h.labels, &labels))
+            let series = match histograms
+                .iter()
+                .position(|h| h.family == family.name && same_labels(&h.labels, &labels))
             {
-                Some(i) => &mut family.histograms[i],
+                Some(i) => &mut histograms[i],
                 None => {
-                    family.histograms.push(ParsedHistogram {
+                    histograms.push(ParsedHistogram {
+                        family: family.name.clone(),
                         labels,
                         ..Default::default()
                     });
-                    family.histograms.last_mut().expect("pushed")
+                    histograms.last_mut().expect("pushed")
                 }
             };
             let twice = match (part, le) {
@@ -340,9 +343,12 @@ pub fn parse(text: &str) -> Result<Vec<ParsedFamily>, ParseError> {
         if f.help.is_none() {
             f.help = helps.get(&f.name).cloned();
         }
-        // Each histogram whole, or the file is refused.
-        for h in &f.histograms {
-            histogram_value(&f.name, h)?;
+    }
+    // Each histogram checked whole, or the file is refused.
+    for h in histograms {
+        let value = histogram_value(&h.family, &h)?;
+        if let Some(f) = families.iter_mut().find(|f| f.name == h.family) {
+            f.histograms.push((h.labels, value));
         }
     }
     Ok(families)
@@ -413,9 +419,8 @@ fn to_families(parsed: Vec<ParsedFamily>, file: &str) -> Result<Vec<Family>, Par
             for (labels, value) in p.samples {
                 f.push(model(labels)?, Value::Float(value));
             }
-            for h in p.histograms {
-                let value = histogram_value(&p.name, &h)?;
-                f.push(model(h.labels)?, value);
+            for (labels, value) in p.histograms {
+                f.push(model(labels)?, value);
             }
             Ok(f)
         })
