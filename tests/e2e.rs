@@ -421,34 +421,6 @@ fn live_host_scrape_is_lint_clean_and_bounded() {
     }
 }
 
-/// Runs `command`, waits for its "listening" lines (`count` of them) and
-/// returns the addresses they name.
-fn listening(command: &mut Command, count: usize) -> (common::Killed, Vec<std::net::SocketAddr>) {
-    use std::io::BufRead;
-    let mut child = command
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start sojourn");
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut addrs = Vec::new();
-    while addrs.len() < count {
-        let line = lines
-            .next()
-            .expect("sojourn exited before listening")
-            .unwrap();
-        if let Some(a) = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("address="))
-            .filter(|_| line.contains("listening"))
-        {
-            addrs.push(a.parse().unwrap());
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    (common::Killed(child), addrs)
-}
-
 fn has_ipv6_loopback() -> bool {
     std::net::TcpListener::bind("[::1]:0").is_ok()
 }
@@ -457,7 +429,7 @@ const CHEAP: [&str; 2] = ["--collector.disable-defaults", "--collector.loadavg"]
 
 #[test]
 fn a_port_alone_is_served_on_ipv4_and_ipv6() {
-    let (_sojourn, addrs) = listening(
+    let (_sojourn, addrs) = common::spawn_listening(
         Command::new(env!("CARGO_BIN_EXE_sojourn"))
             .args(CHEAP)
             .args(["--web.listen-address", ":0"]),
@@ -484,7 +456,7 @@ fn each_listen_address_is_served() {
     if v6 {
         command.args(["--web.listen-address", "[::1]:0"]);
     }
-    let (_sojourn, addrs) = listening(&mut command, 2 + usize::from(v6));
+    let (_sojourn, addrs) = common::spawn_listening(&mut command, 2 + usize::from(v6));
     for addr in &addrs {
         let r = get(*addr, "/metrics", &[]);
         assert_eq!(r.status, 200, "{addr}");
@@ -538,7 +510,7 @@ fn systemd_socket_activation_serves_on_the_socket_it_passes() {
             Ok(())
         });
     }
-    let (_sojourn, addrs) = listening(&mut command, 1);
+    let (_sojourn, addrs) = common::spawn_listening(&mut command, 1);
     assert_eq!(addrs, [addr]);
     let r = get(addr, "/metrics", &[]);
     assert_eq!(r.status, 200);

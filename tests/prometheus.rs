@@ -69,6 +69,26 @@ fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// A Prometheus serving on `addr` with `dir`'s prometheus.yml, its data
+/// in `dir` too; killed when the test lets go of it.
+fn prometheus(dir: &std::path::Path, addr: SocketAddr, extra: &[&str]) -> common::Killed {
+    common::Killed(
+        Command::new("prometheus")
+            .current_dir(dir)
+            .args([
+                "--config.file=prometheus.yml",
+                "--storage.tsdb.path=data",
+                &format!("--web.listen-address={addr}"),
+                "--log.level=warn",
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 fn prometheus_installed() -> bool {
     match Command::new("prometheus").arg("--version").output() {
         Ok(_) => true,
@@ -226,20 +246,10 @@ scrape_configs:
         )
         .unwrap();
     let prometheus_addr: SocketAddr = format!("127.0.0.1:{prom_port}").parse().unwrap();
-    let _prometheus = common::Killed(
-        Command::new("prometheus")
-            .current_dir(dir.path())
-            .args([
-                "--config.file=prometheus.yml",
-                "--storage.tsdb.path=data",
-                &format!("--web.listen-address={prometheus_addr}"),
-                "--enable-feature=native-histograms",
-                "--log.level=warn",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let _prometheus = prometheus(
+        dir.path(),
+        prometheus_addr,
+        &["--enable-feature=native-histograms"],
     );
 
     // Traffic through the proxy, 200s until the fault is injected.
@@ -414,20 +424,7 @@ scrape_configs:
     )
     .unwrap();
     let prometheus_addr: SocketAddr = format!("127.0.0.1:{prom_port}").parse().unwrap();
-    let _prometheus = common::Killed(
-        Command::new("prometheus")
-            .current_dir(dir.path())
-            .args([
-                "--config.file=prometheus.yml",
-                "--storage.tsdb.path=data",
-                &format!("--web.listen-address={prometheus_addr}"),
-                "--log.level=warn",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _prometheus = prometheus(dir.path(), prometheus_addr, &[]);
     let requests = r#"http_server_request_duration_seconds_count{service="shop"}"#;
     wait_for(
         "the proxy's series in Prometheus",

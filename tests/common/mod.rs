@@ -62,36 +62,45 @@ pub fn start(extra: &[&str]) -> Exporter {
 /// [`start`] with `command` running the binary (e.g. `ip netns exec NS
 /// sojourn`).
 pub fn start_with(mut command: Command, extra: &[&str]) -> Exporter {
-    let mut child = command
+    command
         .args(["--web.listen-address", "127.0.0.1:0"])
-        .args(extra)
+        .args(extra);
+    spawn_listening(&mut command, 1).0
+}
+
+/// Runs `command` (sojourn, or what execs it) until it has logged `count`
+/// "listening" lines: the running exporter (at the first address) and
+/// every address, in order.
+pub fn spawn_listening(command: &mut Command, count: usize) -> (Exporter, Vec<SocketAddr>) {
+    let mut child = command
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start sojourn");
-    let stderr = child.stderr.take().expect("stderr piped");
-    let mut reader = BufReader::new(stderr);
+    let mut reader = BufReader::new(child.stderr.take().expect("stderr piped"));
+    let mut addrs: Vec<SocketAddr> = Vec::new();
     let mut line = String::new();
-    loop {
+    while addrs.len() < count {
         line.clear();
         let n = reader.read_line(&mut line).expect("read stderr");
         assert!(n > 0, "sojourn exited before listening");
         if line.contains("listening") {
-            break;
+            let addr = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("address="))
+                .expect("address in the listening line")
+                .parse()
+                .expect("socket address");
+            addrs.push(addr);
         }
     }
-    let addr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("address="))
-        .expect("address in the listening line")
-        .parse()
-        .expect("socket address");
     // Keep draining stderr so the child never blocks on a full pipe.
     std::thread::spawn(move || {
         let mut sink = String::new();
         let _ = reader.read_to_string(&mut sink);
     });
-    Exporter { child, addr }
+    let addr = addrs[0];
+    (Exporter { child, addr }, addrs)
 }
 
 pub struct HttpResponse {
