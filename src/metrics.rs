@@ -307,11 +307,12 @@ impl Default for Memo {
 }
 
 /// Declares descriptor constants in a table, one line each:
-/// `NAME = counter("metric", "HELP (source).") .seconds();`
+/// `NAME = counter("metric", "HELP (source).") .seconds();` (any of the
+/// builder calls, chained).
 #[macro_export]
 macro_rules! descs {
-    ($($id:ident = $kind:ident($name:literal, $help:literal) $(.$unit:ident())?;)*) => {
-        $(const $id: $crate::metrics::Desc = $crate::metrics::Desc::$kind($name, $help)$(.$unit())?;)*
+    ($($id:ident = $kind:ident($name:literal, $help:literal) $(.$method:ident())*;)*) => {
+        $(const $id: $crate::metrics::Desc = $crate::metrics::Desc::$kind($name, $help)$(.$method())*;)*
     };
 }
 

@@ -12,48 +12,17 @@ use procfs_core::FromRead;
 use procfs_core::process::Stat;
 use rustix::process::{Resource, getrlimit};
 
-use crate::metrics::{Desc, Family};
+use crate::metrics::Family;
 
-const CPU: Desc = Desc::counter(
-    "process_cpu",
-    "Total user and system CPU time spent by sojourn (/proc/self/stat).",
-)
-.seconds()
-.without_namespace();
-const OPEN_FDS: Desc = Desc::gauge(
-    "process_open_fds",
-    "File descriptors sojourn holds open (/proc/self/fd).",
-)
-.without_namespace();
-const MAX_FDS: Desc = Desc::gauge(
-    "process_max_fds",
-    "Most file descriptors sojourn may open, its soft RLIMIT_NOFILE (/proc/self/limits).",
-)
-.without_namespace();
-const VIRTUAL: Desc = Desc::gauge(
-    "process_virtual_memory",
-    "Virtual memory size of sojourn (/proc/self/stat vsize).",
-)
-.bytes()
-.without_namespace();
-const VIRTUAL_MAX: Desc = Desc::gauge(
-    "process_virtual_memory_max",
-    "Most virtual memory sojourn may map, its RLIMIT_AS; 2^64 - 1 when unlimited, as client_golang reports it (/proc/self/limits).",
-)
-.bytes()
-.without_namespace();
-const RESIDENT: Desc = Desc::gauge(
-    "process_resident_memory",
-    "Resident memory size of sojourn (/proc/self/stat rss).",
-)
-.bytes()
-.without_namespace();
-const START: Desc = Desc::gauge(
-    "process_start_time",
-    "Start time of sojourn since the Unix epoch (/proc/self/stat starttime and /proc/stat btime).",
-)
-.seconds()
-.without_namespace();
+crate::descs! {
+    CPU = counter("process_cpu", "Total user and system CPU time spent by sojourn (/proc/self/stat).") .seconds() .without_namespace();
+    OPEN_FDS = gauge("process_open_fds", "File descriptors sojourn holds open (/proc/self/fd).") .without_namespace();
+    MAX_FDS = gauge("process_max_fds", "Most file descriptors sojourn may open, its soft RLIMIT_NOFILE (getrlimit).") .without_namespace();
+    VIRTUAL = gauge("process_virtual_memory", "Virtual memory size of sojourn (/proc/self/stat vsize).") .bytes() .without_namespace();
+    VIRTUAL_MAX = gauge("process_virtual_memory_max", "Most virtual memory sojourn may map, its RLIMIT_AS; 2^64 - 1 when unlimited, as client_golang reports it (getrlimit).") .bytes() .without_namespace();
+    RESIDENT = gauge("process_resident_memory", "Resident memory size of sojourn (/proc/self/stat rss).") .bytes() .without_namespace();
+    START = gauge("process_start_time", "Start time of sojourn since the Unix epoch (/proc/self/stat starttime and /proc/stat btime).") .seconds() .without_namespace();
+}
 
 /// The host's boot time, read once: it does not change while sojourn runs.
 fn boot_time() -> Option<u64> {
