@@ -191,42 +191,57 @@ impl From<f64> for Value {
     }
 }
 
+/// A sample's labels. Most samples have one to three, held inline: a
+/// scrape makes several hundred samples, and an allocation for each label
+/// list was a tenth of a scrape's CPU.
+pub type Labels = smallvec::SmallVec<[Label; 3]>;
+
 #[derive(Debug, Clone)]
 pub struct Sample {
-    pub labels: Vec<Label>,
+    pub labels: Labels,
     pub value: Value,
 }
+
+/// A family's samples; a family of one sample (most of a host's) holds
+/// it inline.
+pub type Samples = smallvec::SmallVec<[Sample; 1]>;
 
 /// A descriptor with its samples from one scrape.
 #[derive(Debug, Clone)]
 pub struct Family {
     pub desc: Desc,
-    pub samples: Vec<Sample>,
+    pub samples: Samples,
 }
 
 impl Family {
     pub fn new(desc: Desc) -> Self {
         Family {
             desc,
-            samples: Vec::new(),
+            samples: Samples::new(),
         }
     }
 
     /// A family holding one unlabelled sample.
     pub fn single(desc: Desc, value: impl Into<Value>) -> Self {
         let mut f = Family::new(desc);
-        f.push(Vec::new(), value);
+        f.push([], value);
         f
     }
 
-    pub fn push(&mut self, labels: Vec<Label>, value: impl Into<Value>) {
+    /// Adds a sample. `labels` is any list of labels: an array (kept
+    /// inline, no allocation), a `Vec`, or [`Labels`].
+    pub fn push(&mut self, labels: impl IntoIterator<Item = Label>, value: impl Into<Value>) {
         self.samples.push(Sample {
-            labels,
+            labels: labels.into_iter().collect(),
             value: value.into(),
         });
     }
 
-    pub fn with(mut self, labels: Vec<Label>, value: impl Into<Value>) -> Self {
+    pub fn with(
+        mut self,
+        labels: impl IntoIterator<Item = Label>,
+        value: impl Into<Value>,
+    ) -> Self {
         self.push(labels, value);
         self
     }

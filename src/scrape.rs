@@ -148,12 +148,12 @@ impl Scraper {
                     Err(CollectError::Panicked(msg))
                 });
             let elapsed = start.elapsed().as_secs_f64();
-            let id = || vec![label("collector", *name)];
+            let id = || [label("collector", *name)];
             duration.push(id(), elapsed);
             let is_unsupported = matches!(result, Err(CollectError::Unsupported(_)));
             unsupported.push(id(), u64::from(is_unsupported));
             for (part, refused) in collector.parts() {
-                unsupported.push(vec![label("collector", part)], u64::from(refused));
+                unsupported.push([label("collector", part)], u64::from(refused));
             }
             match result {
                 Ok(families) => {
@@ -171,9 +171,7 @@ impl Scraper {
         out.push(success);
         out.push(duration);
         out.push(unsupported);
-        out.push(
-            Family::new(BUILD_INFO).with(vec![label("version", env!("CARGO_PKG_VERSION"))], 1u64),
-        );
+        out.push(Family::new(BUILD_INFO).with([label("version", env!("CARGO_PKG_VERSION"))], 1u64));
         out.extend(crate::collectors::own_process::families());
         out
     }
@@ -399,9 +397,9 @@ mod tests {
         let gauge = Desc::gauge("queue_standing", "g");
         let counter = Desc::counter("queue_standing", "c").seconds();
         let mut a = Family::new(gauge.clone());
-        a.push(vec![label("queue", "cpu")], 1u64);
+        a.push([label("queue", "cpu")], 1u64);
         let mut b = Family::new(gauge);
-        b.push(vec![label("queue", "proxy:shop")], 0u64);
+        b.push([label("queue", "proxy:shop")], 0u64);
         let c = Family::single(counter, 2.0);
         let merged = merge_same_names(vec![a, c, b]);
         assert_eq!(

@@ -348,7 +348,7 @@ mod tests {
     fn snap(at: f64, requests: &[(&'static str, u64)], queued: u64) -> Snapshot {
         let mut f = Family::new(REQS);
         for (port, n) in requests {
-            f.push(vec![label("port", *port)], *n);
+            f.push([label("port", *port)], *n);
         }
         Snapshot::from_families(at, &[f, Family::single(QUEUED, queued)])
     }

@@ -638,7 +638,7 @@ pub fn emit(
     .collect();
     for (rel, s) in cgroups {
         let id = identity_labels(rel, kubelet.as_ref().map(|k| k.directory));
-        let with = |extra: Vec<Label>| -> Vec<Label> { id.iter().cloned().chain(extra).collect() };
+        let with = |extra: &[Label]| -> Vec<Label> { id.iter().chain(extra).cloned().collect() };
         let floats = [
             (0, s.cpu_usage_seconds),
             (1, s.cpu_user_seconds),
@@ -669,13 +669,13 @@ pub fn emit(
             }
         }
         for (event, v) in &s.memory_events {
-            f[11].push(with(vec![label("event", *event)]), *v);
+            f[11].push(with(&[label("event", *event)]), *v);
         }
         for (resource, p) in &s.pressure {
             for (kind, us) in [("some", p.some_us), ("full", p.full_us)] {
                 if let Some(us) = us {
                     f[14].push(
-                        with(vec![label("resource", *resource), label("kind", kind)]),
+                        with(&[label("resource", *resource), label("kind", kind)]),
                         us as f64 / MICROS,
                     );
                 }
@@ -684,28 +684,19 @@ pub fn emit(
         for (dev, rb, wb, r, w) in &s.io {
             let name = device_name(dev);
             f[15].push(
-                with(vec![
-                    label("device", name.clone()),
-                    label("direction", "read"),
-                ]),
+                with(&[label("device", name.clone()), label("direction", "read")]),
                 *rb,
             );
             f[15].push(
-                with(vec![
-                    label("device", name.clone()),
-                    label("direction", "write"),
-                ]),
+                with(&[label("device", name.clone()), label("direction", "write")]),
                 *wb,
             );
             f[16].push(
-                with(vec![
-                    label("device", name.clone()),
-                    label("direction", "read"),
-                ]),
+                with(&[label("device", name.clone()), label("direction", "read")]),
                 *r,
             );
             f[16].push(
-                with(vec![label("device", name), label("direction", "write")]),
+                with(&[label("device", name), label("direction", "write")]),
                 *w,
             );
         }

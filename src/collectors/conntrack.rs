@@ -95,7 +95,7 @@ impl Collect for ConntrackCollector {
                 let mut events = Family::new(STAT);
                 for column in STAT_COLUMNS {
                     if let Some((_, v)) = sums.iter().find(|(c, _)| c == column) {
-                        events.push(vec![label("event", *column)], *v);
+                        events.push([label("event", *column)], *v);
                     }
                 }
                 out.push(events);

@@ -173,9 +173,9 @@ pub fn emit(stat: &ProcStat, user_hz: f64) -> Vec<Family> {
             let Some(ticks) = ticks else { continue };
             let secs = ticks as f64 / user_hz;
             match *mode {
-                "guest" => guest.push(vec![id.clone(), label("mode", "user")], secs),
-                "guest_nice" => guest.push(vec![id.clone(), label("mode", "nice")], secs),
-                m => seconds.push(vec![id.clone(), label("mode", m)], secs),
+                "guest" => guest.push([id.clone(), label("mode", "user")], secs),
+                "guest_nice" => guest.push([id.clone(), label("mode", "nice")], secs),
+                m => seconds.push([id.clone(), label("mode", m)], secs),
             }
         }
     }
@@ -221,14 +221,14 @@ fn thermal_throttles(cfg: &Config, stat: &ProcStat) -> Vec<Family> {
     if !cores.is_empty() {
         let mut f = Family::new(CORE_THROTTLES);
         for ((package, core), n) in cores {
-            f.push(vec![label("package", package), label("core", core)], n);
+            f.push([label("package", package), label("core", core)], n);
         }
         out.push(f);
     }
     if !packages.is_empty() {
         let mut f = Family::new(PACKAGE_THROTTLES);
         for (package, n) in packages {
-            f.push(vec![label("package", package)], n);
+            f.push([label("package", package)], n);
         }
         out.push(f);
     }

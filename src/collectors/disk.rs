@@ -161,7 +161,7 @@ pub fn emit(
     let secs = |ms: u64| ms as f64 / MILLIS_PER_SECOND;
     let bytes = |sectors: u64| sectors.saturating_mul(BYTES_PER_SECTOR);
     for d in stats.iter().filter(|d| !exclude.is_match(&d.name)) {
-        let l = || vec![label("device", d.name.clone())];
+        let l = || [label("device", d.name.clone())];
         fams[0].push(l(), d.reads);
         fams[1].push(l(), d.merged);
         fams[2].push(l(), bytes(d.sectors_read));

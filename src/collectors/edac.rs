@@ -70,7 +70,7 @@ impl Collect for EdacCollector {
                     Err(e) => return Err(e),
                 };
                 let v = parse_u64(file, &text).map_err(|e| CollectError::parse(&p, e))?;
-                fam.push(vec![label("controller", n.to_string())], v);
+                fam.push([label("controller", n.to_string())], v);
             }
         }
         Ok(fams)

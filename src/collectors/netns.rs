@@ -199,7 +199,7 @@ pub fn emit(readings: &[(Vec<Label>, Reading)], omitted: usize) -> Vec<Family> {
     }
     let mut out = counters;
     out.extend(devices);
-    out.push(Family::new(OMITTED).with(vec![], omitted as u64));
+    out.push(Family::new(OMITTED).with([], omitted as u64));
     out
 }
 

@@ -279,20 +279,20 @@ pub fn emit(devices: &[DeviceStatus], cfg: &Config, link: impl Fn(&str) -> Link)
             d.sent_compressed,
         ];
         for (fam, v) in fams.iter_mut().zip(values) {
-            fam.push(vec![label("device", d.name.clone())], v);
+            fam.push([label("device", d.name.clone())], v);
         }
         let l = link(&d.name);
         if let Some(mbps) = l.speed_mbps {
             fams[16].push(
-                vec![label("device", d.name.clone())],
+                [label("device", d.name.clone())],
                 mbps.saturating_mul(BYTES_PER_MEGABIT),
             );
         }
         if let Some(up) = l.up {
-            fams[17].push(vec![label("device", d.name.clone())], u64::from(up));
+            fams[17].push([label("device", d.name.clone())], u64::from(up));
         }
         if let Some(n) = l.carrier_changes {
-            fams[18].push(vec![label("device", d.name.clone())], n);
+            fams[18].push([label("device", d.name.clone())], n);
         }
     }
     fams.push(Family::single(DEVICES_DROPPED, omitted as u64));
@@ -310,7 +310,7 @@ pub fn emit_softnet(rows: &[Softnet]) -> Vec<Family> {
     .map(Family::new)
     .collect();
     for r in rows {
-        let cpu = || vec![label("cpu", r.cpu.to_string())];
+        let cpu = || [label("cpu", r.cpu.to_string())];
         fams[0].push(cpu(), r.processed);
         fams[1].push(cpu(), r.dropped);
         fams[2].push(cpu(), r.time_squeeze);

@@ -61,7 +61,7 @@ pub fn emit(pressures: &[(&'static str, Pressure)]) -> Vec<Family> {
         for (kind, us) in [("some", p.some_us), ("full", p.full_us)] {
             if let Some(us) = us {
                 f.push(
-                    vec![label("resource", *resource), label("kind", kind)],
+                    [label("resource", *resource), label("kind", kind)],
                     us as f64 / MICROS_PER_SECOND,
                 );
             }

@@ -282,9 +282,8 @@ pub fn emit(groups: &[(String, Group)], omitted: usize) -> Vec<Family> {
     .map(Family::new)
     .collect();
     for (name, g) in groups {
-        let l = || vec![label("group", name.clone())];
-        let with =
-            |k: &'static str, v: &'static str| vec![label("group", name.clone()), label(k, v)];
+        let l = || [label("group", name.clone())];
+        let with = |k: &'static str, v: &'static str| [label("group", name.clone()), label(k, v)];
         f[0].push(l(), g.processes);
         f[1].push(with("mode", "user"), g.counters.user_seconds);
         f[1].push(with("mode", "system"), g.counters.system_seconds);

@@ -99,9 +99,9 @@ pub fn emit(stat: &Schedstat) -> Vec<Family> {
     let mut slices = Family::new(TIMESLICES);
     for c in &stat.cpus {
         let cpu = label("cpu", c.cpu.to_string());
-        running.push(vec![cpu.clone()], c.running_ns as f64 / NANOS_PER_SECOND);
-        waiting.push(vec![cpu.clone()], c.waiting_ns as f64 / NANOS_PER_SECOND);
-        slices.push(vec![cpu], c.timeslices);
+        running.push([cpu.clone()], c.running_ns as f64 / NANOS_PER_SECOND);
+        waiting.push([cpu.clone()], c.waiting_ns as f64 / NANOS_PER_SECOND);
+        slices.push([cpu], c.timeslices);
     }
     vec![running, waiting, slices]
 }

@@ -962,10 +962,7 @@ mod tests {
         // Most queued bytes first, then most connections; the rest summed.
         assert_eq!(ranked[0].0, id("2"));
         assert_eq!(ranked[1].0, id("3"));
-        assert_eq!(
-            ranked[2].0,
-            vec![label("netns", "other"), label("pod_uid", "")]
-        );
+        assert_eq!(ranked[2].0, [label("netns", "other"), label("pod_uid", "")]);
         assert_eq!((ranked[2].1, ranked[2].2.connections), (None, 1));
         let text = crate::metrics::encode(emit(&[], 0, &ranked), crate::metrics::Format::Text);
         assert!(

@@ -493,7 +493,7 @@ impl Collect for TextfileCollector {
                         continue;
                     }
                     out.extend(families);
-                    mtime.push(vec![label("file", name.clone())], modified);
+                    mtime.push([label("file", name.clone())], modified);
                 }
                 Err(e) => {
                     errors.insert(name.clone(), e);

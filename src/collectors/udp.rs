@@ -58,8 +58,8 @@ const UDP_QUEUE: Desc = Desc::gauge(
 pub fn emit_udp_queues(queues: &[(&'static str, UdpQueues)]) -> Family {
     let mut f = Family::new(UDP_QUEUE);
     for (ip, q) in queues {
-        f.push(vec![label("ip", *ip), label("queue", "tx")], q.tx_bytes);
-        f.push(vec![label("ip", *ip), label("queue", "rx")], q.rx_bytes);
+        f.push([label("ip", *ip), label("queue", "tx")], q.tx_bytes);
+        f.push([label("ip", *ip), label("queue", "rx")], q.rx_bytes);
     }
     f
 }

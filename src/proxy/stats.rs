@@ -253,7 +253,7 @@ impl ServiceStats {
             keys.sort_by(|a, b| (a.0.method, &a.0.route).cmp(&(b.0.method, &b.0.route)));
             for (k, h) in keys {
                 ttfb.push(
-                    vec![
+                    [
                         service(),
                         label("http_request_method", k.method),
                         label("http_route", k.route.to_string()),
@@ -275,19 +275,19 @@ impl ServiceStats {
                     v,
                 );
             }
-            in_window.push(vec![service(), route()], snap.count);
+            in_window.push([service(), route()], snap.count);
         }
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut errors = Family::new(ERRORS);
         for e in ErrorType::ALL {
             errors.push(
-                vec![service(), label("error_type", e.as_str())],
+                [service(), label("error_type", e.as_str())],
                 load(&self.errors[e as usize]),
             );
         }
         let one = |desc: Desc, v: u64| {
             let mut f = Family::new(desc);
-            f.push(vec![service()], v);
+            f.push([service()], v);
             f
         };
         vec![
