@@ -172,7 +172,7 @@ pub fn command() -> Command {
                 .long("config.file")
                 .value_name("FILE")
                 .value_parser(clap::value_parser!(PathBuf))
-                .help("YAML file of services to proxy and targets to probe (see the README)"),
+                .help("YAML file of services to proxy and targets to probe (docs/configuration.md)"),
         )
         .arg(
             Arg::new("web.telemetry-path")

@@ -3,7 +3,7 @@
 //! A scrape first reads and parses every source into plain [`Family`] values
 //! (no locks, no I/O left), then hands them to prometheus-client, whose
 //! encoders own the exposition formats. Keeping descriptors as data lets the
-//! metrics reference in the README be checked against what is emitted.
+//! metrics reference (docs/metrics.md) be checked against what is emitted.
 
 use std::borrow::Cow;
 use std::io::Write as _;

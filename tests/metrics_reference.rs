@@ -548,3 +548,72 @@ fn every_metric_check_reads_is_documented() {
         "check reads metrics the reference (docs/metrics.md) does not have: {unknown:?}"
     );
 }
+
+/// The anchor GitHub gives a Markdown heading: lower case, punctuation
+/// but `-` and `_` dropped, spaces turned to `-`.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | ' '))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// Every relative link of the README, ARCHITECTURE.md and docs/ names a
+/// file that exists and, with a `#fragment`, a heading in it: the README
+/// points into docs/ for every detail, so a moved section must not leave
+/// a dead link.
+#[test]
+fn documents_link_to_what_exists() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("README.md"), root.join("ARCHITECTURE.md")];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            files.push(path);
+        }
+    }
+    let link = regex::Regex::new(r"\]\(([^)#\s]*)(#[^)\s]+)?\)").unwrap();
+    let mut dead = Vec::new();
+    let mut seen = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for c in link.captures_iter(&text) {
+            let target = &c[1];
+            if target.starts_with("http://") || target.starts_with("https://") {
+                continue;
+            }
+            seen += 1;
+            let path = if target.is_empty() {
+                file.clone()
+            } else {
+                file.parent().unwrap().join(target)
+            };
+            let Ok(linked) = std::fs::read_to_string(&path) else {
+                if !path.exists() {
+                    dead.push(format!("{}: {target}", file.display()));
+                }
+                continue;
+            };
+            if let Some(fragment) = c.get(2)
+                && !linked
+                    .lines()
+                    .filter_map(|l| {
+                        l.trim_start_matches('#')
+                            .strip_prefix(' ')
+                            .filter(|_| l.starts_with('#'))
+                    })
+                    .any(|h| anchor(h) == fragment.as_str()[1..])
+            {
+                dead.push(format!("{}: {target}{}", file.display(), fragment.as_str()));
+            }
+        }
+    }
+    assert!(
+        seen > 20,
+        "only {seen} relative links found: is the pattern right?"
+    );
+    assert!(dead.is_empty(), "dead links: {dead:#?}");
+}

@@ -1,6 +1,6 @@
 //! The rules that turn a window of snapshots into USE rows, one function per
 //! resource, in USE-checklist order. Thresholds are the constants of
-//! [`super`], documented in the README.
+//! [`super`], documented in docs/check.md.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
