@@ -6,10 +6,10 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Arg, ArgAction, ArgMatches, Command};
+use clap::{Arg, ArgAction, ArgMatches, Args, Command, FromArgMatches};
 use regex::Regex;
 
-use crate::collectors::{self, ALL, disk, filesystem, network};
+use crate::collectors::{self, ALL};
 use crate::roots::Roots;
 
 /// Every address of the host, both families where it has IPv6.
@@ -105,38 +105,11 @@ fn parse_web_listen(s: &str) -> Result<ListenAddr, String> {
 
 pub use crate::duration::{MAX_DURATION, MIN_DURATION, parse_duration, parse_duration_or_zero};
 
-fn parse_positive(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
-        _ => Err("must be a positive number".into()),
-    }
-}
-
-fn parse_ratio(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
-        _ => Err("must be a number in (0, 1]".into()),
-    }
-}
-
-fn parse_regex(s: &str) -> Result<Regex, String> {
-    Regex::new(s).map_err(|e| e.to_string())
-}
-
 fn parse_telemetry_path(s: &str) -> Result<String, String> {
     if s.starts_with('/') && s.len() > 1 {
         Ok(s.to_string())
     } else {
         Err("must start with '/' and not be '/' (the landing page)".into())
-    }
-}
-
-fn parse_dir(s: &str) -> Result<PathBuf, String> {
-    let p = PathBuf::from(s);
-    if p.is_dir() {
-        Ok(p)
-    } else {
-        Err("not a directory".into())
     }
 }
 
@@ -211,7 +184,7 @@ pub fn command() -> Command {
                 .long("path.procfs")
                 .value_name("DIR")
                 .default_value("/proc")
-                .value_parser(parse_dir)
+                .value_parser(crate::flag::dir)
                 .help("procfs mount point"),
         )
         .arg(
@@ -219,7 +192,7 @@ pub fn command() -> Command {
                 .long("path.sysfs")
                 .value_name("DIR")
                 .default_value("/sys")
-                .value_parser(parse_dir)
+                .value_parser(crate::flag::dir)
                 .help("sysfs mount point"),
         )
         .arg(
@@ -227,7 +200,7 @@ pub fn command() -> Command {
                 .long("path.rootfs")
                 .value_name("DIR")
                 .default_value("/")
-                .value_parser(parse_dir)
+                .value_parser(crate::flag::dir)
                 .help("Host root filesystem mount point (filesystem collector)"),
         )
         .arg(
@@ -237,241 +210,6 @@ pub fn command() -> Command {
                 .help("Start with every collector off; enable each with --collector.NAME"),
         )
         .arg(
-            Arg::new("collector.disk.device-exclude")
-                .long("collector.disk.device-exclude")
-                .value_name("REGEX")
-                .default_value(disk::DEFAULT_DEVICE_EXCLUDE)
-                .value_parser(parse_regex)
-                .help("Block devices to leave out (partitions and RAM/loop devices by default)"),
-        )
-        .arg(
-            Arg::new("collector.network.device-exclude")
-                .long("collector.network.device-exclude")
-                .value_name("REGEX")
-                .default_value(network::DEFAULT_DEVICE_EXCLUDE)
-                .value_parser(parse_regex)
-                .help("Interfaces to leave out (per-pod and per-VM interfaces by default)"),
-        )
-        .arg(
-            Arg::new("collector.network.max-devices")
-                .long("collector.network.max-devices")
-                .value_name("N")
-                .default_value("64")
-                .value_parser(clap::value_parser!(usize))
-                .help("Most interfaces reported; the rest are counted in sojourn_network_devices_omitted"),
-        )
-        .arg(
-            Arg::new("collector.tcp_ports.max-ports")
-                .long("collector.tcp_ports.max-ports")
-                .value_name("N")
-                .default_value(collectors::tcp_ports::DEFAULT_MAX_PORTS.to_string())
-                .value_parser(clap::value_parser!(usize))
-                .help("Listening ports reported one by one, those with the most queued bytes; the rest are summed as port=\"other\""),
-        )
-        .arg(
-            Arg::new("collector.tcp_ports.max-namespace-ports")
-                .long("collector.tcp_ports.max-namespace-ports")
-                .value_name("N")
-                .default_value(collectors::tcp_ports::DEFAULT_MAX_NAMESPACE_PORTS.to_string())
-                .value_parser(clap::value_parser!(usize))
-                .help("Most (network namespace, port) pairs of other namespaces (pods') with series of their own (16 each), those with the most queued bytes; the rest are summed under port=\"other\", netns=\"other\""),
-        )
-        .arg(
-            Arg::new("collector.tcp_ports.cpu-budget")
-                .long("collector.tcp_ports.cpu-budget")
-                .value_name("SHARE")
-                .default_value(collectors::tcp_ports::DEFAULT_CPU_BUDGET.to_string())
-                .value_parser(parse_ratio)
-                .help("Share of one CPU the socket dumps may use, whatever the scrape rate: a dump that took c seconds of CPU is followed by the next no sooner than c / SHARE seconds later; scrapes in between serve the last one (sojourn_tcp_port_dump_age_seconds)"),
-        )
-        .arg(
-            Arg::new("collector.cgroup.root")
-                .long("collector.cgroup.root")
-                .value_name("DIR")
-                .value_parser(parse_dir)
-                .help("cgroup filesystem mount [default: <path.sysfs>/fs/cgroup]"),
-        )
-        .arg(
-            Arg::new("collector.cgroup.include")
-                .long("collector.cgroup.include")
-                .value_name("REGEX")
-                .default_value(".*")
-                .value_parser(parse_regex)
-                .help("Cgroup paths (relative to the hierarchy root, e.g. /kubepods/...) to report"),
-        )
-        .arg(
-            Arg::new("collector.cgroup.exclude")
-                .long("collector.cgroup.exclude")
-                .value_name("REGEX")
-                .value_parser(parse_regex)
-                .help("Cgroup paths to leave out"),
-        )
-        .arg(
-            Arg::new("collector.cgroup.max-cgroups")
-                .long("collector.cgroup.max-cgroups")
-                .value_name("N")
-                .default_value("500")
-                .value_parser(clap::value_parser!(usize))
-                .help("Most cgroups reported (about 30 series each); the rest are counted in sojourn_cgroup_omitted"),
-        )
-        .arg(
-            Arg::new("collector.cgroup.kubelet-url")
-                .long("collector.cgroup.kubelet-url")
-                .value_name("URL")
-                .value_parser(crate::kubelet::parse_url)
-                .help("The kubelet's pods endpoint: https://NODE:10250/pods (authenticated: the ServiceAccount's token, RBAC get on nodes/proxy or nodes/pods) or the read-only http://NODE:10255/pods; adds namespace, pod and container labels to cgroup series (fetched every 30 s; unreachable: uid labels only)"),
-        )
-        .arg(
-            Arg::new("collector.cgroup.kubelet-ca-file")
-                .long("collector.cgroup.kubelet-ca-file")
-                .value_name("FILE")
-                .value_parser(clap::value_parser!(PathBuf))
-                .requires("collector.cgroup.kubelet-url")
-                .help("CA that signed the kubelet's serving certificate (https); default the ServiceAccount's ca.crt where mounted, else the system's CAs"),
-        )
-        .arg(
-            Arg::new("collector.cgroup.kubelet-insecure-skip-verify")
-                .long("collector.cgroup.kubelet-insecure-skip-verify")
-                .action(ArgAction::SetTrue)
-                .requires("collector.cgroup.kubelet-url")
-                .conflicts_with("collector.cgroup.kubelet-ca-file")
-                .help("Accept the kubelet's certificate unchecked (a self-signed serving certificate, as most clusters have; the token is still sent)"),
-        )
-        .arg(
-            Arg::new("collector.cgroup.kubelet-token-file")
-                .long("collector.cgroup.kubelet-token-file")
-                .value_name("FILE")
-                .value_parser(clap::value_parser!(PathBuf))
-                .requires("collector.cgroup.kubelet-url")
-                .help("Bearer token for the kubelet (https), read at every fetch; default the ServiceAccount's token where mounted"),
-        )
-        .arg(
-            Arg::new("collector.process.include")
-                .long("collector.process.include")
-                .value_name("REGEX")
-                .value_parser(parse_regex)
-                .help("Processes to report, matched on the command name then the command line; the first capture group names the group, else the command name (enables the process collector)"),
-        )
-        .arg(
-            Arg::new("collector.textfile.directory")
-                .long("collector.textfile.directory")
-                .value_name("DIR")
-                .value_parser(parse_dir)
-                .help("Directory whose *.prom files (Prometheus text format) are served with every scrape; write them under a temporary name and rename into place (enables the textfile collector)"),
-        )
-        .arg(
-            Arg::new("collector.netns.max-namespaces")
-                .long("collector.netns.max-namespaces")
-                .value_name("N")
-                .default_value("256")
-                .value_parser(clap::value_parser!(usize))
-                .help("Most network namespaces reported by the netns collector; the rest are counted in sojourn_netns_omitted"),
-        )
-        .arg(
-            Arg::new("collector.process.max-groups")
-                .long("collector.process.max-groups")
-                .value_name("N")
-                .default_value("100")
-                .value_parser(clap::value_parser!(usize))
-                .help("Most process groups reported; the rest are counted in sojourn_process_groups_omitted"),
-        )
-        .arg(
-            Arg::new("collector.process.rescan-interval")
-                .long("collector.process.rescan-interval")
-                .value_name("DURATION")
-                .default_value("30s")
-                .value_parser(parse_duration_or_zero)
-                .help("How often /proc is listed for new processes (0s: every scrape); known processes are read at every scrape"),
-        )
-        .arg(
-            Arg::new("collector.filesystem.fs-types-exclude")
-                .long("collector.filesystem.fs-types-exclude")
-                .value_name("REGEX")
-                .default_value(filesystem::DEFAULT_FS_TYPES_EXCLUDE)
-                .value_parser(parse_regex)
-                .help("Filesystem types to leave out (pseudo filesystems by default)"),
-        )
-        .arg(
-            Arg::new("collector.filesystem.mount-points-exclude")
-                .long("collector.filesystem.mount-points-exclude")
-                .value_name("REGEX")
-                .default_value(filesystem::DEFAULT_MOUNT_POINTS_EXCLUDE)
-                .value_parser(parse_regex)
-                .help("Mount points to leave out"),
-        )
-        .arg(
-            Arg::new("collector.filesystem.mount-timeout")
-                .long("collector.filesystem.mount-timeout")
-                .value_name("DURATION")
-                .default_value("5s")
-                .value_parser(parse_duration)
-                .help("Longest wait for statvfs on one mount before it is reported stale"),
-        )
-        .arg(
-            Arg::new("queue.sample-interval")
-                .long("queue.sample-interval")
-                .value_name("DURATION")
-                .default_value("10ms")
-                .value_parser(parse_duration)
-                .help("How often the queue sampler reads its sources between scrapes"),
-        )
-        .arg(
-            Arg::new("queue.interval")
-                .long("queue.interval")
-                .value_name("DURATION")
-                .default_value("100ms")
-                .value_parser(parse_duration)
-                .help("CoDel interval: a queue stands when it stayed at or above target this long"),
-        )
-        .arg(
-            Arg::new("queue.delay-target")
-                .long("queue.delay-target")
-                .value_name("DURATION")
-                .default_value("5ms")
-                .value_parser(parse_duration)
-                .help("CoDel target for delay queues (CPU run queue with schedstat, disks)"),
-        )
-        .arg(
-            Arg::new("queue.length-target")
-                .long("queue.length-target")
-                .value_name("ITEMS")
-                .default_value("1")
-                .value_parser(parse_positive)
-                .help("Target for length queues (runnable tasks beyond the CPUs, accept queues)"),
-        )
-        .arg(
-            Arg::new("queue.share-target")
-                .long("queue.share-target")
-                .value_name("RATIO")
-                .default_value("0.1")
-                .value_parser(parse_ratio)
-                .help("Target for stall-share queues (PSI), between 0 and 1"),
-        )
-        .arg(
-            Arg::new("queue.max-queues")
-                .long("queue.max-queues")
-                .value_name("N")
-                .default_value("64")
-                .value_parser(clap::value_parser!(usize))
-                .help("Most queues of the host tracked (about 26 series each); the rest are counted in sojourn_queue_omitted"),
-        )
-        .arg(
-            Arg::new("queue.max-namespace-queues")
-                .long("queue.max-namespace-queues")
-                .value_name("N")
-                .default_value("256")
-                .value_parser(clap::value_parser!(usize))
-                .help("Most accept queues of listeners in other network namespaces (pods') tracked, apart from the host's (29 series each); the rest are counted in sojourn_queue_omitted"),
-        )
-        .arg(
-            Arg::new("queue.namespace-cpu-budget")
-                .long("queue.namespace-cpu-budget")
-                .value_name("SHARE")
-                .default_value(crate::queue::DEFAULT_NAMESPACE_CPU_BUDGET.to_string())
-                .value_parser(parse_ratio)
-                .help("Share of one CPU that sampling other network namespaces' listeners may use: a round over them that took c seconds of CPU is followed by the next no sooner than c / SHARE seconds later (sojourn_queue_namespace_sample_interval_seconds)"),
-        )
-        .arg(
             Arg::new("log.level")
                 .long("log.level")
                 .value_name("LEVEL")
@@ -479,6 +217,17 @@ pub fn command() -> Command {
                 .value_parser(["error", "warn", "info", "debug", "trace"])
                 .help("Least severe log level written to stderr"),
         );
+    // Each collector's flags are declared beside it, as node_exporter's
+    // are, each default once.
+    cmd = collectors::disk::Config::augment_args(cmd);
+    cmd = collectors::network::Config::augment_args(cmd);
+    cmd = collectors::filesystem::Config::augment_args(cmd);
+    cmd = collectors::tcp_ports::TcpPortsConfig::augment_args(cmd);
+    cmd = collectors::cgroup::Config::augment_args(cmd);
+    cmd = collectors::process::Config::augment_args(cmd);
+    cmd = collectors::netns::Config::augment_args(cmd);
+    cmd = collectors::textfile::Config::augment_args(cmd);
+    cmd = crate::queue::QueueConfig::augment_args(cmd);
     for entry in ALL {
         let on = format!("collector.{}", entry.name);
         let off = format!("no-collector.{}", entry.name);
@@ -707,7 +456,7 @@ where
                     ));
                 }
             }
-            let mut s = settings(p, true);
+            let mut s = settings(p, true)?;
             if p.contains_id("listen") {
                 let raw = p
                     .get_one::<String>("upstream")
@@ -724,7 +473,7 @@ where
         }
         None => match m.subcommand_matches("check") {
             Some(c) => {
-                let mut s = load_config(c, settings(c, false))?;
+                let mut s = load_config(c, settings(c, false)?)?;
                 // The report is the output: start-up notes would only bury it.
                 if c.value_source("log.level") != Some(clap::parser::ValueSource::CommandLine) {
                     s.log_level = tracing::Level::WARN;
@@ -735,7 +484,7 @@ where
                 });
                 s
             }
-            None => load_config(&m, settings(&m, false))?,
+            None => load_config(&m, settings(&m, false)?)?,
         },
     })
 }
@@ -743,14 +492,13 @@ where
 /// Adds `--config.file`'s services and probes; an unreadable or invalid
 /// file is a usage error naming the file and the problem.
 fn load_config(m: &ArgMatches, mut s: Settings) -> Result<Settings, clap::Error> {
-    if let Some(url) = m.get_one::<hyper::Uri>("collector.cgroup.kubelet-url") {
+    let cgroup = &s.collect.cgroup;
+    if let Some(url) = &cgroup.kubelet_url {
         let endpoint = crate::kubelet::Endpoint::new(
             url.clone(),
-            m.get_one::<PathBuf>("collector.cgroup.kubelet-ca-file")
-                .cloned(),
-            m.get_flag("collector.cgroup.kubelet-insecure-skip-verify"),
-            m.get_one::<PathBuf>("collector.cgroup.kubelet-token-file")
-                .cloned(),
+            cgroup.kubelet_ca_file.clone(),
+            cgroup.kubelet_insecure_skip_verify,
+            cgroup.kubelet_token_file.clone(),
         )
         .map_err(|e| {
             command().error(
@@ -828,10 +576,8 @@ fn proxy_config(m: &ArgMatches, upstream: hyper::Uri) -> crate::proxy::Config {
 }
 
 /// `proxy_mode`: host collectors are off unless enabled by name.
-fn settings(m: &ArgMatches, proxy_mode: bool) -> Settings {
+fn settings(m: &ArgMatches, proxy_mode: bool) -> Result<Settings, clap::Error> {
     let get = |id: &str| m.get_one::<String>(id).cloned().unwrap_or_default();
-    let regex = |id: &str| m.get_one::<Regex>(id).cloned().expect("has default");
-    let dur = |id: &str| *m.get_one::<Duration>(id).expect("has default");
     let path = |id: &str| m.get_one::<PathBuf>(id).cloned().expect("has default");
     let disable_defaults = proxy_mode || m.get_flag("collector.disable-defaults");
     let collectors = ALL
@@ -867,7 +613,7 @@ fn settings(m: &ArgMatches, proxy_mode: bool) -> Settings {
     fn web<T: Clone + Send + Sync + 'static>(m: &ArgMatches, id: &str) -> Option<T> {
         m.try_get_one::<T>(id).ok().flatten().cloned()
     }
-    Settings {
+    Ok(Settings {
         listen: m
             .try_get_many::<ListenAddr>("web.listen-address")
             .ok()
@@ -888,81 +634,24 @@ fn settings(m: &ArgMatches, proxy_mode: bool) -> Settings {
                 sysfs: path("path.sysfs"),
                 rootfs: path("path.rootfs"),
             },
-            disk: disk::Config {
-                device_exclude: regex("collector.disk.device-exclude"),
-            },
-            network: network::Config {
-                device_exclude: regex("collector.network.device-exclude"),
-                max_devices: *m
-                    .get_one::<usize>("collector.network.max-devices")
-                    .expect("has default"),
-            },
-            filesystem: filesystem::Config {
-                fs_types_exclude: regex("collector.filesystem.fs-types-exclude"),
-                mount_points_exclude: regex("collector.filesystem.mount-points-exclude"),
-                mount_timeout: dur("collector.filesystem.mount-timeout"),
-            },
-            process: collectors::process::Config {
-                include: m.get_one::<Regex>("collector.process.include").cloned(),
-                max_groups: *m
-                    .get_one::<usize>("collector.process.max-groups")
-                    .expect("has default"),
-                rescan_interval: dur("collector.process.rescan-interval"),
-            },
-            textfile: collectors::textfile::Config {
-                directory: m
-                    .get_one::<PathBuf>("collector.textfile.directory")
-                    .cloned(),
-            },
+            disk: FromArgMatches::from_arg_matches(m)?,
+            network: FromArgMatches::from_arg_matches(m)?,
+            filesystem: FromArgMatches::from_arg_matches(m)?,
+            process: FromArgMatches::from_arg_matches(m)?,
+            textfile: FromArgMatches::from_arg_matches(m)?,
             netns: collectors::netns::Config {
-                max_namespaces: *m
-                    .get_one::<usize>("collector.netns.max-namespaces")
-                    .expect("has default"),
                 enabled: namespaces,
+                ..FromArgMatches::from_arg_matches(m)?
             },
-            cgroup: collectors::cgroup::Config {
-                root: m.get_one::<PathBuf>("collector.cgroup.root").cloned(),
-                include: regex("collector.cgroup.include"),
-                exclude: m.get_one::<Regex>("collector.cgroup.exclude").cloned(),
-                max_cgroups: *m
-                    .get_one::<usize>("collector.cgroup.max-cgroups")
-                    .expect("has default"),
-                // Set by load_config, which can refuse a CA file.
-                kubelet: None,
-            },
-            tcp_ports: collectors::tcp_ports::TcpPortsConfig {
-                max_ports: *m
-                    .get_one::<usize>("collector.tcp_ports.max-ports")
-                    .expect("has default"),
-                max_namespace_ports: *m
-                    .get_one::<usize>("collector.tcp_ports.max-namespace-ports")
-                    .expect("has default"),
-                cpu_budget: *m
-                    .get_one::<f64>("collector.tcp_ports.cpu-budget")
-                    .expect("has default"),
-            },
-            queue: crate::queue::QueueConfig {
-                delay_target: dur("queue.delay-target").as_secs_f64(),
-                length_target: *m
-                    .get_one::<f64>("queue.length-target")
-                    .expect("has default"),
-                share_target: *m.get_one::<f64>("queue.share-target").expect("has default"),
-                interval: dur("queue.interval"),
-                sample_interval: dur("queue.sample-interval"),
-                max_queues: *m.get_one::<usize>("queue.max-queues").expect("has default"),
-                max_namespace_queues: *m
-                    .get_one::<usize>("queue.max-namespace-queues")
-                    .expect("has default"),
-                namespace_cpu_budget: *m
-                    .get_one::<f64>("queue.namespace-cpu-budget")
-                    .expect("has default"),
-            },
+            cgroup: FromArgMatches::from_arg_matches(m)?,
+            tcp_ports: FromArgMatches::from_arg_matches(m)?,
+            queue: FromArgMatches::from_arg_matches(m)?,
         },
         services: Vec::new(),
         probes: Vec::new(),
         web: Default::default(),
         check: None,
-    }
+    })
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod collectors;
 pub mod config;
 pub mod duration;
 pub mod error;
+pub mod flag;
 pub mod inet_diag;
 pub mod kube;
 pub mod kubelet;

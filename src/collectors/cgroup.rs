@@ -36,14 +36,81 @@ const UNLIMITED: u64 = 1 << 62;
 const MICROS: f64 = 1e6;
 const NANOS: f64 = 1e9;
 
-#[derive(Debug, Clone)]
+/// The cgroup collector's flags.
+#[derive(Debug, Clone, clap::Args)]
+// Flags, not a group: clap names a group after the struct, and every
+// collector\'s is `Config`.
+#[group(skip)]
 pub struct Config {
     /// The cgroup filesystem mount; default `<sysfs>/fs/cgroup`.
+    #[arg(
+        id = "collector.cgroup.root",
+        long = "collector.cgroup.root",
+        value_name = "DIR",
+        value_parser = crate::flag::dir,
+        help = "cgroup filesystem mount [default: <path.sysfs>/fs/cgroup]"
+    )]
     pub root: Option<PathBuf>,
+    #[arg(
+        id = "collector.cgroup.include",
+        long = "collector.cgroup.include",
+        value_name = "REGEX",
+        default_value = ".*",
+        value_parser = crate::flag::regex,
+        help = "Cgroup paths (relative to the hierarchy root, e.g. /kubepods/...) to report"
+    )]
     pub include: Regex,
+    #[arg(
+        id = "collector.cgroup.exclude",
+        long = "collector.cgroup.exclude",
+        value_name = "REGEX",
+        value_parser = crate::flag::regex,
+        help = "Cgroup paths to leave out"
+    )]
     pub exclude: Option<Regex>,
+    #[arg(
+        id = "collector.cgroup.max-cgroups",
+        long = "collector.cgroup.max-cgroups",
+        value_name = "N",
+        default_value_t = DEFAULT_MAX_CGROUPS,
+        help = "Most cgroups reported (about 30 series each); the rest are counted in sojourn_cgroup_omitted"
+    )]
     pub max_cgroups: usize,
-    /// The kubelet's pods endpoint, for pod and container names.
+    #[arg(
+        id = "collector.cgroup.kubelet-url",
+        long = "collector.cgroup.kubelet-url",
+        value_name = "URL",
+        value_parser = crate::kubelet::parse_url,
+        help = "The kubelet's pods endpoint: https://NODE:10250/pods (authenticated: the ServiceAccount's token, RBAC get on nodes/proxy or nodes/pods) or the read-only http://NODE:10255/pods; adds namespace, pod and container labels to cgroup series (fetched every 30 s; unreachable: uid labels only)"
+    )]
+    pub kubelet_url: Option<hyper::Uri>,
+    #[arg(
+        id = "collector.cgroup.kubelet-ca-file",
+        long = "collector.cgroup.kubelet-ca-file",
+        value_name = "FILE",
+        requires = "collector.cgroup.kubelet-url",
+        help = "CA that signed the kubelet's serving certificate (https); default the ServiceAccount's ca.crt where mounted, else the system's CAs"
+    )]
+    pub kubelet_ca_file: Option<PathBuf>,
+    #[arg(
+        id = "collector.cgroup.kubelet-insecure-skip-verify",
+        long = "collector.cgroup.kubelet-insecure-skip-verify",
+        requires = "collector.cgroup.kubelet-url",
+        conflicts_with = "collector.cgroup.kubelet-ca-file",
+        help = "Accept the kubelet's certificate unchecked (a self-signed serving certificate, as most clusters have; the token is still sent)"
+    )]
+    pub kubelet_insecure_skip_verify: bool,
+    #[arg(
+        id = "collector.cgroup.kubelet-token-file",
+        long = "collector.cgroup.kubelet-token-file",
+        value_name = "FILE",
+        requires = "collector.cgroup.kubelet-url",
+        help = "Bearer token for the kubelet (https), read at every fetch; default the ServiceAccount's token where mounted"
+    )]
+    pub kubelet_token_file: Option<PathBuf>,
+    /// The kubelet's pods endpoint made from the flags above (the CLI
+    /// builds it, as it can refuse a CA file), for pod and container names.
+    #[arg(skip)]
     pub kubelet: Option<crate::kubelet::Endpoint>,
 }
 
@@ -51,13 +118,7 @@ pub const DEFAULT_MAX_CGROUPS: usize = 500;
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            root: None,
-            include: Regex::new(".*").expect("valid"),
-            exclude: None,
-            max_cgroups: DEFAULT_MAX_CGROUPS,
-            kubelet: None,
-        }
+        crate::flag::defaults()
     }
 }
 

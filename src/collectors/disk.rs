@@ -27,16 +27,26 @@ const MILLIS_PER_SECOND: f64 = 1e3;
 pub const DEFAULT_DEVICE_EXCLUDE: &str =
     r"^(z?ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p|mmcblk\d+p)\d+$";
 
-#[derive(Debug, Clone)]
+/// The disk collector's flags.
+#[derive(Debug, Clone, clap::Args)]
+// Flags, not a group: clap names a group after the struct, and every
+// collector\'s is `Config`.
+#[group(skip)]
 pub struct Config {
+    #[arg(
+        id = "collector.disk.device-exclude",
+        long = "collector.disk.device-exclude",
+        value_name = "REGEX",
+        default_value = DEFAULT_DEVICE_EXCLUDE,
+        value_parser = crate::flag::regex,
+        help = "Block devices to leave out (partitions and RAM/loop devices by default)"
+    )]
     pub device_exclude: Regex,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            device_exclude: Regex::new(DEFAULT_DEVICE_EXCLUDE).expect("default regex is valid"),
-        }
+        crate::flag::defaults()
     }
 }
 

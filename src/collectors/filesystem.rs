@@ -30,22 +30,46 @@ pub const DEFAULT_FS_TYPES_EXCLUDE: &str = "^(autofs|binfmt_misc|bpf|cgroup2?|co
 /// Kernel and container-runtime trees (node_exporter's list).
 pub const DEFAULT_MOUNT_POINTS_EXCLUDE: &str =
     "^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)";
-pub const DEFAULT_MOUNT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_MOUNT_TIMEOUT: &str = "5s";
 
-#[derive(Debug, Clone)]
+/// The filesystem collector's flags.
+#[derive(Debug, Clone, clap::Args)]
+// Flags, not a group: clap names a group after the struct, and every
+// collector\'s is `Config`.
+#[group(skip)]
 pub struct Config {
+    #[arg(
+        id = "collector.filesystem.fs-types-exclude",
+        long = "collector.filesystem.fs-types-exclude",
+        value_name = "REGEX",
+        default_value = DEFAULT_FS_TYPES_EXCLUDE,
+        value_parser = crate::flag::regex,
+        help = "Filesystem types to leave out (pseudo filesystems by default)"
+    )]
     pub fs_types_exclude: Regex,
+    #[arg(
+        id = "collector.filesystem.mount-points-exclude",
+        long = "collector.filesystem.mount-points-exclude",
+        value_name = "REGEX",
+        default_value = DEFAULT_MOUNT_POINTS_EXCLUDE,
+        value_parser = crate::flag::regex,
+        help = "Mount points to leave out"
+    )]
     pub mount_points_exclude: Regex,
+    #[arg(
+        id = "collector.filesystem.mount-timeout",
+        long = "collector.filesystem.mount-timeout",
+        value_name = "DURATION",
+        default_value = DEFAULT_MOUNT_TIMEOUT,
+        value_parser = crate::flag::duration,
+        help = "Longest wait for statvfs on one mount before it is reported stale"
+    )]
     pub mount_timeout: Duration,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            fs_types_exclude: Regex::new(DEFAULT_FS_TYPES_EXCLUDE).expect("valid default"),
-            mount_points_exclude: Regex::new(DEFAULT_MOUNT_POINTS_EXCLUDE).expect("valid default"),
-            mount_timeout: DEFAULT_MOUNT_TIMEOUT,
-        }
+        crate::flag::defaults()
     }
 }
 

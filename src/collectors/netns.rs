@@ -72,21 +72,30 @@ const COUNTERS: [(Desc, &str, &str); 14] = [
     (SOCK_UDP_INUSE, "UDP", "inuse"),
 ];
 
-#[derive(Debug, Clone)]
+/// The netns collector's flag.
+#[derive(Debug, Clone, clap::Args)]
+// Flags, not a group: clap names a group after the struct, and every
+// collector\'s is `Config`.
+#[group(skip)]
 pub struct Config {
+    #[arg(
+        id = "collector.netns.max-namespaces",
+        long = "collector.netns.max-namespaces",
+        value_name = "N",
+        default_value_t = DEFAULT_MAX_NAMESPACES,
+        help = "Most network namespaces reported by the netns collector; the rest are counted in sojourn_netns_omitted"
+    )]
     pub max_namespaces: usize,
     /// Whether other namespaces are looked into at all: the netns
     /// collector on. The queue sampler and tcp_ports then read their
-    /// sockets too.
+    /// sockets too. Set from the collectors chosen, not a flag of its own.
+    #[arg(skip)]
     pub enabled: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            max_namespaces: DEFAULT_MAX_NAMESPACES,
-            enabled: false,
-        }
+        crate::flag::defaults()
     }
 }
 

@@ -28,18 +28,34 @@ pub const DEFAULT_MAX_DEVICES: usize = 64;
 /// `/sys/class/net/<if>/speed` is in megabits per second.
 const BYTES_PER_MEGABIT: u64 = 125_000;
 
-#[derive(Debug, Clone)]
+/// The network collector's flags.
+#[derive(Debug, Clone, clap::Args)]
+// Flags, not a group: clap names a group after the struct, and every
+// collector\'s is `Config`.
+#[group(skip)]
 pub struct Config {
+    #[arg(
+        id = "collector.network.device-exclude",
+        long = "collector.network.device-exclude",
+        value_name = "REGEX",
+        default_value = DEFAULT_DEVICE_EXCLUDE,
+        value_parser = crate::flag::regex,
+        help = "Interfaces to leave out (per-pod and per-VM interfaces by default)"
+    )]
     pub device_exclude: Regex,
+    #[arg(
+        id = "collector.network.max-devices",
+        long = "collector.network.max-devices",
+        value_name = "N",
+        default_value_t = DEFAULT_MAX_DEVICES,
+        help = "Most interfaces reported; the rest are counted in sojourn_network_devices_omitted"
+    )]
     pub max_devices: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            device_exclude: Regex::new(DEFAULT_DEVICE_EXCLUDE).expect("valid default"),
-            max_devices: DEFAULT_MAX_DEVICES,
-        }
+        crate::flag::defaults()
     }
 }
 

@@ -34,23 +34,46 @@ use crate::metrics::{Family, label};
 
 pub const DEFAULT_MAX_GROUPS: usize = 100;
 
-pub const DEFAULT_RESCAN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+pub const DEFAULT_RESCAN_INTERVAL: &str = "30s";
 
-#[derive(Debug, Clone)]
+/// The process collector's flags (`--collector.process.rescan-interval`
+/// is the netns collector's walk of /proc too).
+#[derive(Debug, Clone, clap::Args)]
+// Flags, not a group: clap names a group after the struct, and every
+// collector\'s is `Config`.
+#[group(skip)]
 pub struct Config {
+    #[arg(
+        id = "collector.process.include",
+        long = "collector.process.include",
+        value_name = "REGEX",
+        value_parser = crate::flag::regex,
+        help = "Processes to report, matched on the command name then the command line; the first capture group names the group, else the command name (enables the process collector)"
+    )]
     pub include: Option<Regex>,
+    #[arg(
+        id = "collector.process.max-groups",
+        long = "collector.process.max-groups",
+        value_name = "N",
+        default_value_t = DEFAULT_MAX_GROUPS,
+        help = "Most process groups reported; the rest are counted in sojourn_process_groups_omitted"
+    )]
     pub max_groups: usize,
     /// How often /proc is listed for new processes; zero: every scrape.
+    #[arg(
+        id = "collector.process.rescan-interval",
+        long = "collector.process.rescan-interval",
+        value_name = "DURATION",
+        default_value = DEFAULT_RESCAN_INTERVAL,
+        value_parser = crate::flag::duration_or_zero,
+        help = "How often /proc is listed for new processes (0s: every scrape); known processes are read at every scrape"
+    )]
     pub rescan_interval: std::time::Duration,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            include: None,
-            max_groups: DEFAULT_MAX_GROUPS,
-            rescan_interval: DEFAULT_RESCAN_INTERVAL,
-        }
+        crate::flag::defaults()
     }
 }
 

@@ -776,22 +776,44 @@ impl Collect for TcpPortsCollector {
     }
 }
 
-#[derive(Debug, Clone)]
+/// The tcp_ports collector's flags.
+#[derive(Debug, Clone, clap::Args)]
+// Flags, not a group: clap names a group after the struct, and every
+// collector\'s is `Config`.
+#[group(skip)]
 pub struct TcpPortsConfig {
+    #[arg(
+        id = "collector.tcp_ports.max-ports",
+        long = "collector.tcp_ports.max-ports",
+        value_name = "N",
+        default_value_t = DEFAULT_MAX_PORTS,
+        help = "Listening ports reported one by one, those with the most queued bytes; the rest are summed as port=\"other\""
+    )]
     pub max_ports: usize,
     /// Most (namespace, port) pairs of other namespaces labelled.
+    #[arg(
+        id = "collector.tcp_ports.max-namespace-ports",
+        long = "collector.tcp_ports.max-namespace-ports",
+        value_name = "N",
+        default_value_t = DEFAULT_MAX_NAMESPACE_PORTS,
+        help = "Most (network namespace, port) pairs of other namespaces (pods') with series of their own (16 each), those with the most queued bytes; the rest are summed under port=\"other\", netns=\"other\""
+    )]
     pub max_namespace_ports: usize,
-    /// Share of one CPU the dumps may take (`--collector.tcp_ports.cpu-budget`).
+    /// Share of one CPU the dumps may take.
+    #[arg(
+        id = "collector.tcp_ports.cpu-budget",
+        long = "collector.tcp_ports.cpu-budget",
+        value_name = "SHARE",
+        default_value_t = DEFAULT_CPU_BUDGET,
+        value_parser = crate::flag::ratio,
+        help = "Share of one CPU the socket dumps may use, whatever the scrape rate: a dump that took c seconds of CPU is followed by the next no sooner than c / SHARE seconds later; scrapes in between serve the last one (sojourn_tcp_port_dump_age_seconds)"
+    )]
     pub cpu_budget: f64,
 }
 
 impl Default for TcpPortsConfig {
     fn default() -> Self {
-        TcpPortsConfig {
-            max_ports: DEFAULT_MAX_PORTS,
-            max_namespace_ports: DEFAULT_MAX_NAMESPACE_PORTS,
-            cpu_budget: DEFAULT_CPU_BUDGET,
-        }
+        crate::flag::defaults()
     }
 }
 

@@ -32,8 +32,19 @@ crate::descs! {
     ERROR = gauge("textfile_scrape_error", "1 when the directory or one of its *.prom files could not be read or parsed; that file's metrics are absent (--collector.textfile.directory).");
 }
 
-#[derive(Debug, Clone, Default)]
+/// The textfile collector's flag.
+#[derive(Debug, Clone, Default, clap::Args)]
+// Flags, not a group: clap names a group after the struct, and every
+// collector\'s is `Config`.
+#[group(skip)]
 pub struct Config {
+    #[arg(
+        id = "collector.textfile.directory",
+        long = "collector.textfile.directory",
+        value_name = "DIR",
+        value_parser = crate::flag::dir,
+        help = "Directory whose *.prom files (Prometheus text format) are served with every scrape; write them under a temporary name and rename into place (enables the textfile collector)"
+    )]
     pub directory: Option<PathBuf>,
 }
 

@@ -65,35 +65,92 @@ impl Measure {
 /// 1 % of a core with 200 namespaces of 5 listeners (scripts/bench_netns.py).
 pub const DEFAULT_NAMESPACE_CPU_BUDGET: f64 = 0.003;
 
-/// Targets and interval for every queue, from the command line.
-#[derive(Debug, Clone)]
+/// Targets and interval for every queue: the `--queue.*` flags.
+#[derive(Debug, Clone, clap::Args)]
+// Flags, not a group: clap names a group after the struct, and every
+// collector\'s is `Config`.
+#[group(skip)]
 pub struct QueueConfig {
+    /// Seconds.
+    #[arg(
+        id = "queue.delay-target",
+        long = "queue.delay-target",
+        value_name = "DURATION",
+        default_value = "5ms",
+        value_parser = crate::flag::seconds,
+        help = "CoDel target for delay queues (CPU run queue with schedstat, disks)"
+    )]
     pub delay_target: f64,
+    #[arg(
+        id = "queue.length-target",
+        long = "queue.length-target",
+        value_name = "ITEMS",
+        default_value = "1",
+        value_parser = crate::flag::positive,
+        help = "Target for length queues (runnable tasks beyond the CPUs, accept queues)"
+    )]
     pub length_target: f64,
+    #[arg(
+        id = "queue.share-target",
+        long = "queue.share-target",
+        value_name = "RATIO",
+        default_value = "0.1",
+        value_parser = crate::flag::ratio,
+        help = "Target for stall-share queues (PSI), between 0 and 1"
+    )]
     pub share_target: f64,
+    #[arg(
+        id = "queue.interval",
+        long = "queue.interval",
+        value_name = "DURATION",
+        default_value = "100ms",
+        value_parser = crate::flag::duration,
+        help = "CoDel interval: a queue stands when it stayed at or above target this long"
+    )]
     pub interval: Duration,
+    #[arg(
+        id = "queue.sample-interval",
+        long = "queue.sample-interval",
+        value_name = "DURATION",
+        default_value = "10ms",
+        value_parser = crate::flag::duration,
+        help = "How often the queue sampler reads its sources between scrapes"
+    )]
     pub sample_interval: Duration,
     /// Most queues of the host tracked; more are counted in `sojourn_queue_omitted`.
+    #[arg(
+        id = "queue.max-queues",
+        long = "queue.max-queues",
+        value_name = "N",
+        default_value = "64",
+        help = "Most queues of the host tracked (about 26 series each); the rest are counted in sojourn_queue_omitted"
+    )]
     pub max_queues: usize,
     /// Most queues of other network namespaces (pods' listeners) tracked,
     /// apart from the host's so that pods cannot crowd the host's out.
+    #[arg(
+        id = "queue.max-namespace-queues",
+        long = "queue.max-namespace-queues",
+        value_name = "N",
+        default_value = "256",
+        help = "Most accept queues of listeners in other network namespaces (pods') tracked, apart from the host's (29 series each); the rest are counted in sojourn_queue_omitted"
+    )]
     pub max_namespace_queues: usize,
     /// Share of one CPU that sampling other namespaces' listeners may use.
+    #[arg(
+        id = "queue.namespace-cpu-budget",
+        long = "queue.namespace-cpu-budget",
+        value_name = "SHARE",
+        default_value_t = DEFAULT_NAMESPACE_CPU_BUDGET,
+        value_parser = crate::flag::ratio,
+        help = "Share of one CPU that sampling other network namespaces' listeners may use: a round over them that took c seconds of CPU is followed by the next no sooner than c / SHARE seconds later (sojourn_queue_namespace_sample_interval_seconds)"
+    )]
     pub namespace_cpu_budget: f64,
 }
 
 impl Default for QueueConfig {
     fn default() -> Self {
-        QueueConfig {
-            delay_target: 0.005,
-            length_target: 1.0,
-            share_target: 0.1,
-            interval: Duration::from_millis(100),
-            sample_interval: Duration::from_millis(10),
-            max_queues: 64,
-            max_namespace_queues: 256,
-            namespace_cpu_budget: DEFAULT_NAMESPACE_CPU_BUDGET,
-        }
+        crate::flag::defaults()
     }
 }
 
