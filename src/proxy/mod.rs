@@ -11,13 +11,23 @@
 
 pub mod admission;
 pub mod client;
+mod collector;
 pub mod defaults;
 mod flow;
+mod headers;
+mod record;
+mod route;
 pub(crate) mod stall;
 pub mod stats;
 mod trim;
 pub mod upstream;
 pub mod window;
+
+pub use collector::ProxyCollector;
+use headers::*;
+use record::*;
+pub use record::{CountingBody, RecordedBody};
+pub use route::{Route, route_index};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -37,73 +47,6 @@ use tokio::sync::{Semaphore, watch};
 
 use admission::{Admission, Admit, Permit};
 use stats::{ErrorType, RequestKey, RouteKey, ServiceStats, method_label};
-
-/// A route template: `/users/{id}/orders` matches one segment per `{…}`;
-/// a last segment `*` matches the rest of the path.
-#[derive(Debug, Clone)]
-pub struct Route {
-    pub template: Arc<str>,
-    segments: Vec<Segment>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Segment {
-    Literal(String),
-    Param,
-    Rest,
-}
-
-impl Route {
-    pub fn parse(template: &str) -> Result<Route, String> {
-        if !template.starts_with('/') {
-            return Err(format!("route {template:?} does not start with /"));
-        }
-        let parts: Vec<&str> = template.split('/').skip(1).collect();
-        let mut segments = Vec::with_capacity(parts.len());
-        for (i, p) in parts.iter().enumerate() {
-            segments.push(if *p == "*" {
-                if i + 1 != parts.len() {
-                    return Err(format!("route {template:?}: * must be the last segment"));
-                }
-                Segment::Rest
-            } else if p.starts_with('{') && p.ends_with('}') && p.len() > 2 {
-                Segment::Param
-            } else if p.contains(['{', '}', '*']) {
-                return Err(format!(
-                    "route {template:?}: segment {p:?} is neither literal, {{name}} nor *"
-                ));
-            } else {
-                Segment::Literal(p.to_string())
-            });
-        }
-        Ok(Route {
-            template: Arc::from(template),
-            segments,
-        })
-    }
-
-    pub fn matches(&self, path: &str) -> bool {
-        let Some(path) = path.strip_prefix('/') else {
-            return false;
-        };
-        let mut parts = path.split('/');
-        for seg in &self.segments {
-            match (seg, parts.next()) {
-                (Segment::Rest, _) => return true,
-                (Segment::Param, Some(p)) if !p.is_empty() => {}
-                (Segment::Literal(l), Some(p)) if l == p => {}
-                _ => return false,
-            }
-        }
-        parts.next().is_none()
-    }
-}
-
-/// The index of the first route matching `path`; None (an empty label)
-/// otherwise: raw paths never become labels.
-pub fn route_index(routes: &[Route], path: &str) -> Option<usize> {
-    routes.iter().position(|r| r.matches(path))
-}
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -216,60 +159,6 @@ pub struct ServiceHandle {
     pub stats: Arc<ServiceStats>,
     pub latency_target: Duration,
     pub admission: Option<Arc<Admission>>,
-}
-
-/// Exposes the proxied services' stats, and their request queues, to the
-/// scraper.
-pub struct ProxyCollector {
-    pub services: Vec<ServiceHandle>,
-}
-
-const SHED: crate::metrics::Desc = crate::metrics::Desc::counter(
-    "proxy_requests_shed",
-    "Errors: requests answered 503 by --shed codel: they waited past the slough time (2 × the delay target) while the request queue stood.",
-);
-const LATENCY_TARGET: crate::metrics::Desc = crate::metrics::Desc::gauge(
-    "proxy_latency_target",
-    "Latency: the p99 the service should stay under (--proxy.latency-target, config latency_target); sojourn check and the / page call it slow above.",
-)
-.seconds();
-const WAITING: crate::metrics::Desc = crate::metrics::Desc::gauge(
-    "proxy_queued_requests",
-    "Saturation: requests waiting for a slot under --max-concurrency.",
-);
-
-impl crate::collectors::Collect for ProxyCollector {
-    fn collect(
-        &self,
-        _: &crate::collectors::Config,
-    ) -> Result<Vec<crate::metrics::Family>, crate::collectors::CollectError> {
-        let mut out = Vec::new();
-        let mut targets = crate::metrics::Family::new(LATENCY_TARGET);
-        for svc in &self.services {
-            targets.push(
-                vec![crate::metrics::label("service", svc.stats.service.clone())],
-                svc.latency_target.as_secs_f64(),
-            );
-        }
-        if !self.services.is_empty() {
-            out.push(targets);
-        }
-        for svc in &self.services {
-            out.extend(svc.stats.families());
-            let Some(a) = &svc.admission else { continue };
-            let service = || vec![crate::metrics::label("service", svc.stats.service.clone())];
-            let mut shed = crate::metrics::Family::new(SHED);
-            shed.push(service(), a.shed_total.load(Ordering::Relaxed));
-            let mut waiting = crate::metrics::Family::new(WAITING);
-            waiting.push(service(), a.waiting() as u64);
-            out.push(shed);
-            out.push(waiting);
-            if let Ok(q) = a.queues.lock() {
-                out.extend(q.emit());
-            }
-        }
-        Ok(out)
-    }
 }
 
 struct Shared {
@@ -426,64 +315,6 @@ pub async fn serve(
     }
 }
 
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names finds which are present: most messages have
-    // none or only `Connection`, and a lookup for each of the nine would
-    // cost more than the pass.
-    let mut present = 0u16;
-    for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name.as_str()) {
-            present |= 1 << i;
-        }
-    }
-    if present == 0 {
-        return;
-    }
-    // Headers the Connection header names are hop-by-hop too.
-    let named: Vec<HeaderName> = connection_tokens(headers)
-        .filter(|t| {
-            !t.eq_ignore_ascii_case("close")
-                && !HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(t))
-        })
-        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
-        .collect();
-    for n in named {
-        headers.remove(n);
-    }
-    for (i, name) in HOP_BY_HOP.iter().enumerate() {
-        if present & (1 << i) != 0 {
-            headers.remove(*name);
-        }
-    }
-}
-
-/// The protocol a request asks to switch to (`Connection: upgrade` and
-/// `Upgrade: …`, HTTP/1.1 only), e.g. websocket.
-fn upgrade_protocol(req: &Request<Incoming>) -> Option<HeaderValue> {
-    if req.version() != hyper::Version::HTTP_11 {
-        return None;
-    }
-    connection_has(req.headers(), "upgrade")
-        .then(|| req.headers().get(header::UPGRADE).cloned())
-        .flatten()
-}
-
 /// Relays a switched connection both ways until either side closes,
 /// counting its bytes as the service's traffic.
 async fn tunnel(
@@ -500,26 +331,6 @@ async fn tunnel(
         Err(e) => tracing::debug!(error = %e, "tunnel ended with an error"),
     }
     stats.open_tunnels.fetch_sub(1, Ordering::Relaxed);
-}
-
-fn mark_upgrade(headers: &mut HeaderMap, protocol: &HeaderValue) {
-    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    headers.insert(header::UPGRADE, protocol.clone());
-}
-
-/// The options every `Connection` header lists (RFC 9110 §7.6.1).
-fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-}
-
-/// Whether a `Connection` header names `token`.
-fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(token))
 }
 
 /// Forwards one request. The request is encoded for the upstream here, in
@@ -657,45 +468,6 @@ fn forward(
     }
 }
 
-/// The request's head as the upstream gets it: hop-by-hop fields gone, the
-/// upgrade asked for again, Host from an HTTP/2 authority, X-Forwarded-For
-/// and -Proto added.
-fn upstream_head(
-    parts: &mut hyper::http::request::Parts,
-    upgrade: Option<&HeaderValue>,
-    peer_ip: HeaderValue,
-) {
-    strip_hop_by_hop(&mut parts.headers);
-    if let Some(protocol) = upgrade {
-        mark_upgrade(&mut parts.headers, protocol);
-    }
-    // An HTTP/2 request names its host in the URI only; the upstream
-    // speaks HTTP/1.1 and must see it as Host.
-    if !parts.headers.contains_key(header::HOST)
-        && let Some(authority) = parts.uri.authority()
-        && let Ok(host) = HeaderValue::from_str(authority.as_str())
-    {
-        parts.headers.insert(header::HOST, host);
-    }
-    let forwarded_for = match parts
-        .headers
-        .get(X_FORWARDED_FOR)
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(prior) => {
-            HeaderValue::from_str(&format!("{prior}, {}", peer_ip.to_str().unwrap_or(""))).ok()
-        }
-        None => Some(peer_ip),
-    };
-    if let Some(v) = forwarded_for {
-        parts.headers.insert(X_FORWARDED_FOR, v);
-    }
-    parts
-        .headers
-        .entry(X_FORWARDED_PROTO)
-        .or_insert(HeaderValue::from_static("http"));
-}
-
 /// The 502 for an upstream that could not be reached or broke the
 /// exchange, counted by `kind`.
 fn upstream_unavailable(
@@ -761,222 +533,6 @@ fn local(status: StatusCode, text: &'static str, recording: Recording) -> Respon
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
-}
-
-/// The request body on its way upstream, counted.
-pub struct CountingBody {
-    inner: Incoming,
-    stats: Arc<ServiceStats>,
-}
-
-impl Body for CountingBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            self.stats
-                .request_bytes
-                .fetch_add(data.len() as u64, Ordering::Relaxed);
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-enum Inner {
-    Upstream(upstream::UpstreamBody),
-    Local(Full<Bytes>),
-}
-
-/// A request's record, made once: by its response body when that ends or
-/// is dropped, or, dropped before a response existed (the client left
-/// while the upstream was thinking), as cancelled with status 499 (nginx's
-/// "client closed request").
-struct Recording {
-    start: Instant,
-    stats: Arc<ServiceStats>,
-    key: RequestKey,
-    route_index: Option<usize>,
-    done: bool,
-    /// The request's slot under --max-concurrency, given back with it.
-    permit: Option<Permit>,
-    /// The request's claim on its client connection, ended with it.
-    in_flight: Option<client::InFlight>,
-    /// HTTP/2: its stream's watch for a client window that stays shut.
-    client_window: Option<Arc<flow::Waiting>>,
-    /// A frame of the response body has gone to the client.
-    handed_data: bool,
-}
-
-/// The status a request is recorded with when its client left before any
-/// response.
-const CLIENT_CLOSED_REQUEST: u16 = 499;
-
-impl Recording {
-    fn begin(
-        start: Instant,
-        stats: &Arc<ServiceStats>,
-        method: &'static str,
-        route: Arc<str>,
-        route_index: Option<usize>,
-        in_flight: Option<client::InFlight>,
-    ) -> Self {
-        stats.active_requests.fetch_add(1, Ordering::Relaxed);
-        Recording {
-            start,
-            stats: stats.clone(),
-            key: RequestKey {
-                method,
-                status: CLIENT_CLOSED_REQUEST,
-                route,
-            },
-            route_index,
-            done: false,
-            permit: None,
-            in_flight,
-            client_window: None,
-            handed_data: false,
-        }
-    }
-
-    /// The response's body, which records the request when it ends.
-    fn respond(mut self, status: StatusCode, inner: Inner) -> RecordedBody {
-        self.key.status = stats::status_key(status.as_u16());
-        // Until hyper asks for the first frame, the head is what the client
-        // has to take (a window shut from the start is one never opened).
-        if let Some(w) = &self.client_window {
-            w.handed();
-        }
-        RecordedBody {
-            inner,
-            recording: self,
-        }
-    }
-
-    fn finish(&mut self, cancelled: bool) {
-        if std::mem::replace(&mut self.done, true) {
-            return;
-        }
-        if cancelled {
-            self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
-        } else if let Some(in_flight) = &mut self.in_flight {
-            in_flight.finish_clean();
-        }
-        let seconds = self.start.elapsed().as_secs_f64();
-        self.stats.record_duration(&self.key, seconds);
-        self.stats.record_window(self.route_index, seconds);
-        self.stats.active_requests.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl Drop for Recording {
-    fn drop(&mut self) {
-        self.finish(true);
-    }
-}
-
-/// The response body on its way to the client: counts bytes, and records
-/// the request when it ends or is dropped.
-pub struct RecordedBody {
-    inner: Inner,
-    recording: Recording,
-}
-
-impl RecordedBody {
-    fn inner_is_end(&self) -> bool {
-        match &self.inner {
-            Inner::Upstream(b) => b.is_end_stream(),
-            Inner::Local(b) => b.is_end_stream(),
-        }
-    }
-}
-
-impl Body for RecordedBody {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        if let Some(w) = &self.recording.client_window {
-            w.asked();
-        }
-        let polled = match &mut self.inner {
-            Inner::Upstream(b) => Pin::new(b).poll_frame(cx),
-            Inner::Local(b) => Pin::new(b)
-                .poll_frame(cx)
-                .map(|f| f.map(|r| r.map_err(|never| match never {}))),
-        };
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(w) = &self.recording.client_window {
-                    w.handed();
-                }
-                self.recording.handed_data = true;
-                if let Some(data) = frame.data_ref() {
-                    self.recording
-                        .stats
-                        .response_bytes
-                        .fetch_add(data.len() as u64, Ordering::Relaxed);
-                }
-            }
-            Poll::Ready(None) => self.recording.finish(false),
-            Poll::Ready(Some(Err(e))) => {
-                let why = if e.kind() == std::io::ErrorKind::TimedOut {
-                    ErrorType::Timeout
-                } else {
-                    ErrorType::Reset
-                };
-                self.recording.stats.error(why);
-                // Broken before a byte of its body: the client got no
-                // usable response (at most a head and a reset), which is
-                // what a 502 says, not the upstream's status.
-                if !self.recording.handed_data {
-                    self.recording.key.status = stats::status_key(StatusCode::BAD_GATEWAY.as_u16());
-                }
-                // A response cut short: its connection is not reused.
-                self.recording.in_flight = None;
-                self.recording.finish(false);
-            }
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner_is_end()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.inner {
-            Inner::Upstream(b) => b.size_hint(),
-            Inner::Local(b) => b.size_hint(),
-        }
-    }
-}
-
-impl Drop for RecordedBody {
-    fn drop(&mut self) {
-        // An empty body (HEAD, 204, 304), or one whose last frame said so,
-        // may be dropped unread once done.
-        let ended = self.inner_is_end();
-        self.recording.finish(!ended);
-    }
 }
 
 #[cfg(test)]

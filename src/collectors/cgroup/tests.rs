@@ -1,0 +1,45 @@
+use super::*;
+
+#[test]
+fn flat_and_limits() {
+    let f = parse_flat("nr_periods 10\nnr_throttled 4\nthrottled_usec 2500000\n").unwrap();
+    assert_eq!(get(&f, "nr_throttled"), Some(4));
+    assert!(parse_flat("nr_periods x\n").is_err());
+    assert_eq!(parse_cpu_max("max 100000\n").unwrap(), (None, 100000));
+    assert_eq!(
+        parse_cpu_max("20000 100000\n").unwrap(),
+        (Some(20000), 100000)
+    );
+    assert!(parse_cpu_max("20000\n").is_err());
+    assert_eq!(parse_limit("max\n").unwrap(), None);
+    assert_eq!(
+        parse_limit("9223372036854771712\n").unwrap(),
+        None,
+        "v1 'unlimited'"
+    );
+    assert_eq!(parse_limit("536870912\n").unwrap(), Some(536870912));
+}
+
+#[test]
+fn io_stat_and_blkio() {
+    let io = parse_io_stat("8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n").unwrap();
+    assert_eq!(io, vec![("8:0".to_string(), 4096, 8192, 1, 2)]);
+    assert!(parse_io_stat("8:0 rbytes\n").is_err());
+    let b = parse_blkio(
+        "8:0 Read 100\n8:0 Write 200\n8:0 Sync 0\n8:0 Async 300\n8:0 Total 300\nTotal 300\n",
+        "8:0 Read 1\n8:0 Write 2\nTotal 3\n",
+    )
+    .unwrap();
+    assert_eq!(b, vec![("8:0".to_string(), 100, 200, 1, 2)]);
+}
+
+proptest::proptest! {
+    #[test]
+    fn never_panics(s in "\\PC*") {
+        let _ = parse_flat(&s);
+        let _ = parse_cpu_max(&s);
+        let _ = parse_limit(&s);
+        let _ = parse_io_stat(&s);
+        let _ = parse_blkio(&s, &s);
+    }
+}
