@@ -8,7 +8,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1000);
     let s = cli::parse(["sojourn"]).expect("default flags");
-    let scraper = Scraper::new(s.collect, &s.collectors);
+    let scraper = Scraper::new(s.collect, s.queue, &s.collectors);
     let mut bytes = 0;
     for _ in 0..n {
         bytes += metrics::encode(scraper.scrape(), metrics::Format::Text).len();

@@ -9,53 +9,28 @@ use std::time::Duration;
 use clap::{Arg, ArgAction, ArgMatches, Args, Command, FromArgMatches};
 use regex::Regex;
 
-use crate::collectors::{self, ALL};
+use crate::collectors;
 use crate::roots::Roots;
+use crate::scrape::ALL;
 
 /// Every address of the host, both families where it has IPv6.
 pub const DEFAULT_LISTEN: &str = ":9818";
 
-/// An address to serve metrics on (`--web.listen-address`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenAddr {
-    /// `:PORT`: every address of the host, IPv6 and IPv4 through one
-    /// dual-stack socket where the host has IPv6, IPv4 alone where it has
-    /// not — what a Go exporter's `:PORT` means.
-    AnyHost(u16),
-    /// One address, of one family.
-    Addr(SocketAddr),
-}
-
-impl std::fmt::Display for ListenAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ListenAddr::AnyHost(port) => write!(f, ":{port}"),
-            ListenAddr::Addr(a) => write!(f, "{a}"),
-        }
-    }
-}
+pub use crate::server::ListenAddr;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Each `--web.listen-address`, in order.
-    pub listen: Vec<ListenAddr>,
-    /// `--web.systemd-socket`: serve on the sockets systemd passed instead.
-    pub systemd_socket: bool,
-    pub telemetry_path: String,
-    /// 0 means no limit.
-    pub max_requests: usize,
-    /// Connections open at once on the metrics port.
-    pub max_connections: usize,
-    pub scrape_timeout: Duration,
+    /// The metrics server's: `--web.*`.
+    pub server: crate::server::Config,
     pub log_level: tracing::Level,
     pub collectors: Vec<&'static str>,
     pub collect: collectors::Config,
+    /// The queue engine's: `--queue.*`.
+    pub queue: crate::queue::QueueConfig,
     /// Services to proxy: `sojourn proxy`'s flags and `--config.file`'s.
     pub services: Vec<crate::proxy::Config>,
     /// Targets to probe, from `--config.file`.
     pub probes: Vec<crate::probe::Spec>,
-    /// TLS and basic auth of the HTTP endpoints, from `--web.config.file`.
-    pub web: crate::web_config::WebConfig,
     /// `sojourn check`: sample for a while, print the USE table, exit.
     pub check: Option<CheckArgs>,
 }
@@ -509,7 +484,7 @@ fn load_config(m: &ArgMatches, mut s: Settings) -> Result<Settings, clap::Error>
         s.collect.cgroup.kubelet = Some(endpoint);
     }
     if let Some(path) = m.try_get_one::<PathBuf>("web.config.file").ok().flatten() {
-        s.web = crate::web_config::load(path).map_err(|msg| {
+        s.server.web = crate::web_config::load(path).map_err(|msg| {
             command().error(
                 clap::error::ErrorKind::InvalidValue,
                 format!("--web.config.file {msg}"),
@@ -614,18 +589,21 @@ fn settings(m: &ArgMatches, proxy_mode: bool) -> Result<Settings, clap::Error> {
         m.try_get_one::<T>(id).ok().flatten().cloned()
     }
     Ok(Settings {
-        listen: m
-            .try_get_many::<ListenAddr>("web.listen-address")
-            .ok()
-            .flatten()
-            .map(|v| v.copied().collect())
-            .unwrap_or_default(),
-        systemd_socket: web::<bool>(m, "web.systemd-socket").unwrap_or(false),
-        telemetry_path: web(m, "web.telemetry-path").unwrap_or_default(),
-        max_requests: web(m, "web.max-requests").unwrap_or(0),
-        max_connections: web::<u64>(m, "web.max-connections")
-            .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX)),
-        scrape_timeout: web(m, "web.scrape-timeout").unwrap_or(Duration::MAX),
+        server: crate::server::Config {
+            listen: m
+                .try_get_many::<ListenAddr>("web.listen-address")
+                .ok()
+                .flatten()
+                .map(|v| v.copied().collect())
+                .unwrap_or_default(),
+            systemd_socket: web::<bool>(m, "web.systemd-socket").unwrap_or(false),
+            telemetry_path: web(m, "web.telemetry-path").unwrap_or_default(),
+            max_requests: web(m, "web.max-requests").unwrap_or(0),
+            max_connections: web::<u64>(m, "web.max-connections")
+                .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+            scrape_timeout: web(m, "web.scrape-timeout").unwrap_or(Duration::MAX),
+            web: Default::default(),
+        },
         log_level,
         collectors,
         collect: collectors::Config {
@@ -645,11 +623,10 @@ fn settings(m: &ArgMatches, proxy_mode: bool) -> Result<Settings, clap::Error> {
             },
             cgroup: FromArgMatches::from_arg_matches(m)?,
             tcp_ports: FromArgMatches::from_arg_matches(m)?,
-            queue: FromArgMatches::from_arg_matches(m)?,
         },
+        queue: FromArgMatches::from_arg_matches(m)?,
         services: Vec::new(),
         probes: Vec::new(),
-        web: Default::default(),
         check: None,
     })
 }

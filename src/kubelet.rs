@@ -142,7 +142,7 @@ pub const SERVICE_ACCOUNT_CA: &str = "/var/run/secrets/kubernetes.io/serviceacco
 pub struct Endpoint {
     pub url: hyper::Uri,
     /// For https: the certificate check (a CA file, or none).
-    pub tls: Option<crate::probe::TlsSettings>,
+    pub tls: Option<crate::tls_client::TlsSettings>,
     /// A bearer token file, read at every fetch: a projected
     /// ServiceAccount token is rotated under a running pod.
     pub token_file: Option<PathBuf>,
@@ -184,7 +184,7 @@ impl Endpoint {
             ),
             _ => None,
         };
-        let tls = crate::probe::TlsSettings::new(ca.as_deref(), None, insecure)
+        let tls = crate::tls_client::TlsSettings::new(ca.as_deref(), None, insecure)
             .map_err(|e| format!("kubelet CA: {e}"))?;
         Ok(Endpoint {
             url,

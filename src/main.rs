@@ -20,14 +20,19 @@ fn main() -> ExitCode {
         .init();
 
     if let Some(args) = settings.check.clone() {
-        return sojourn::check::run(&settings, &args);
+        let scraper = Scraper::new(
+            settings.collect.clone(),
+            settings.queue.clone(),
+            &settings.collectors,
+        );
+        return sojourn::check::run(&scraper, args.window, args.json);
     }
     // One thread serves HTTP; scrapes run on the blocking pool, at most
     // --web.max-requests of them at once.
-    let blocking = if settings.max_requests == 0 {
+    let blocking = if settings.server.max_requests == 0 {
         512
     } else {
-        settings.max_requests + 1
+        settings.server.max_requests + 1
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -59,7 +64,7 @@ async fn run(mut settings: cli::Settings) -> ExitCode {
     let probes = std::mem::take(&mut settings.probes);
     // Every address is bound before anything runs: a taken port stops
     // start-up, naming the flag or service.
-    let metrics_listeners = if settings.systemd_socket {
+    let metrics_listeners = if settings.server.systemd_socket {
         match server::systemd_listeners() {
             Ok(l) => l,
             Err(e) => {
@@ -68,8 +73,8 @@ async fn run(mut settings: cli::Settings) -> ExitCode {
             }
         }
     } else {
-        let mut bound = Vec::with_capacity(settings.listen.len());
-        for addr in &settings.listen {
+        let mut bound = Vec::with_capacity(settings.server.listen.len());
+        for addr in &settings.server.listen {
             match server::bind(*addr) {
                 Ok(l) => bound.push(l),
                 Err(e) => {
@@ -88,10 +93,11 @@ async fn run(mut settings: cli::Settings) -> ExitCode {
         };
         proxies.push((listener, cfg));
     }
-    let mut collectors = sojourn::scrape::build(&settings.collect, &settings.collectors);
+    let mut collectors =
+        sojourn::scrape::build(&settings.collect, &settings.queue, &settings.collectors);
     let handles: Vec<_> = proxies
         .iter()
-        .map(|(_, cfg)| cfg.new_handle(settings.collect.queue.clone()))
+        .map(|(_, cfg)| cfg.new_handle(settings.queue.clone()))
         .collect();
     if !handles.is_empty() {
         collectors.push((
@@ -106,18 +112,18 @@ async fn run(mut settings: cli::Settings) -> ExitCode {
         collectors.push(("probe", Box::new(sojourn::probe::ProbeCollector(prober))));
     }
     let scraper = Scraper::with_collectors(settings.collect.clone(), collectors);
-    if let Some(auth) = &settings.web.auth {
+    if let Some(auth) = &settings.server.web.auth {
         auth.warn_of_costly_hashes();
     }
     for listener in &metrics_listeners {
         tracing::info!(
             address = %address(listener),
-            path = %settings.telemetry_path,
+            path = %settings.server.telemetry_path,
             collectors = %scraper.collector_names().join(","),
             "listening"
         );
     }
-    let app = Arc::new(server::App::new(scraper, settings));
+    let app = Arc::new(server::App::new(scraper, settings.server));
     if proxies.is_empty() {
         server::serve(metrics_listeners, app, shutdown_signal()).await;
         tracing::info!("shutting down");

@@ -8,8 +8,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::collectors::{ALL, Collect, CollectError, Config};
+use crate::collectors::{self, Collect, CollectError, Config};
 use crate::metrics::{Desc, Family, label};
+use crate::queue::QueueConfig;
+use crate::queue::collector::QueueCollector;
 
 const SUCCESS: Desc = Desc::gauge(
     "scrape_collector_success",
@@ -37,11 +39,142 @@ struct LoggedError {
     at: Instant,
 }
 
+/// One row of the collector table.
+pub struct Entry {
+    pub name: &'static str,
+    pub default_enabled: bool,
+    pub help: &'static str,
+    /// Builds the collector once, at start-up (the queue collector starts its sampler here).
+    pub build: fn(&Config, &QueueConfig) -> Box<dyn Collect>,
+}
+
+/// Every collector sojourn has. The order is the order of the output.
+pub const ALL: &[Entry] = &[
+    Entry {
+        name: "cpu",
+        default_enabled: true,
+        help: "CPU time by mode, runnable and blocked tasks, context switches, forks, thermal throttling (/proc/stat, sysfs)",
+        build: |_, _| Box::new(collectors::cpu::CpuCollector),
+    },
+    Entry {
+        name: "schedstat",
+        default_enabled: true,
+        help: "Per-CPU run-queue waiting time and timeslices (/proc/schedstat)",
+        build: |_, _| Box::new(collectors::schedstat::SchedstatCollector),
+    },
+    Entry {
+        name: "pressure",
+        default_enabled: true,
+        help: "Pressure stall information for cpu, memory, io, irq (/proc/pressure)",
+        build: |_, _| Box::new(collectors::pressure::PressureCollector),
+    },
+    Entry {
+        name: "loadavg",
+        default_enabled: true,
+        help: "Load averages and runnable/total tasks (/proc/loadavg)",
+        build: |_, _| Box::new(collectors::loadavg::LoadavgCollector),
+    },
+    Entry {
+        name: "memory",
+        default_enabled: true,
+        help: "Memory use (/proc/meminfo) and reclaim, swap and OOM counters (/proc/vmstat)",
+        build: |_, _| Box::new(collectors::memory::MemoryCollector),
+    },
+    Entry {
+        name: "queue",
+        default_enabled: true,
+        help: "CoDel-style standing-queue metrics for the CPU run queue, PSI stalls and block devices, sampled between scrapes",
+        build: |cfg, queue| Box::new(QueueCollector::new(cfg, queue)),
+    },
+    Entry {
+        name: "disk",
+        default_enabled: true,
+        help: "Block device I/O, busy time and queue (/proc/diskstats, sysfs ioerr_cnt)",
+        build: |_, _| Box::new(collectors::disk::DiskCollector),
+    },
+    Entry {
+        name: "filesystem",
+        default_enabled: true,
+        help: "Filesystem size, free space, inodes and read-only state (mountinfo, statvfs)",
+        build: |_, _| Box::new(collectors::filesystem::FilesystemCollector::default()),
+    },
+    Entry {
+        name: "network",
+        default_enabled: true,
+        help: "Interface traffic, errors, drops and link speed (/proc/net/dev, sysfs), softnet backlog (/proc/net/softnet_stat)",
+        build: |_, _| Box::new(collectors::network::NetworkCollector),
+    },
+    Entry {
+        name: "netstat",
+        default_enabled: true,
+        help: "TCP/UDP errors, retransmits, listen overflows (/proc/net/snmp, /proc/net/netstat), socket counts (/proc/net/sockstat)",
+        build: |_, _| Box::new(collectors::netstat::NetstatCollector),
+    },
+    Entry {
+        name: "tcp_ports",
+        default_enabled: true,
+        help: "Per listening port: established connections, receive/send queue bytes, RTT histogram, retransmits (NETLINK_SOCK_DIAG)",
+        build: |cfg, _| Box::new(collectors::tcp_ports::TcpPortsCollector::new(cfg)),
+    },
+    Entry {
+        name: "cgroup",
+        default_enabled: true,
+        help: "Per container cgroup (v1 and v2): CPU, throttling, memory, OOM events, PSI, I/O, pids; Kubernetes pod and container identity",
+        build: |c, _| Box::new(collectors::cgroup::CgroupCollector::new(&c.cgroup)),
+    },
+    Entry {
+        name: "process",
+        default_enabled: false,
+        help: "Processes selected by --collector.process.include, grouped: CPU, RSS/PSS/VSZ, threads, fds vs limit, context switches, run-queue wait, faults, I/O, Go binaries",
+        build: |_, _| Box::<collectors::process::ProcessCollector>::default(),
+    },
+    Entry {
+        name: "textfile",
+        default_enabled: false,
+        help: "Metrics other programs write to *.prom files of --collector.textfile.directory (on when it is set)",
+        build: |_, _| Box::<collectors::textfile::TextfileCollector>::default(),
+    },
+    Entry {
+        name: "udp",
+        default_enabled: true,
+        help: "Bytes queued in UDP socket buffers (/proc/net/udp, /proc/net/udp6)",
+        build: |_, _| Box::new(collectors::udp::UdpCollector),
+    },
+    Entry {
+        name: "netns",
+        default_enabled: true,
+        help: "TCP, UDP and interface counters of every other network namespace, each pod's with its uid (/proc/PID/net/{snmp,netstat,dev}, found at each --collector.process.rescan-interval)",
+        build: |cfg, _| Box::new(collectors::netns::NetnsCollector::new(cfg)),
+    },
+    Entry {
+        name: "filefd",
+        default_enabled: true,
+        help: "Allocated vs maximum file handles (/proc/sys/fs/file-nr)",
+        build: |_, _| Box::new(collectors::filefd::FilefdCollector),
+    },
+    Entry {
+        name: "conntrack",
+        default_enabled: true,
+        help: "Connection-tracking entries vs limit (/proc/sys/net/netfilter)",
+        build: |_, _| Box::new(collectors::conntrack::ConntrackCollector),
+    },
+    Entry {
+        name: "edac",
+        default_enabled: true,
+        help: "Memory controller correctable/uncorrectable errors (/sys/devices/system/edac)",
+        build: |_, _| Box::new(collectors::edac::EdacCollector),
+    },
+];
+
 /// Builds the collectors of [`ALL`] named in `enabled`, in table order.
-pub fn build(cfg: &Config, enabled: &[&str]) -> Vec<(&'static str, Box<dyn Collect>)> {
+pub fn build(
+    cfg: &Config,
+    queue: &QueueConfig,
+    enabled: &[&str],
+) -> Vec<(&'static str, Box<dyn Collect>)> {
     ALL.iter()
         .filter(|e| enabled.contains(&e.name))
-        .map(|e| (e.name, (e.build)(cfg)))
+        .map(|e| (e.name, (e.build)(cfg, queue)))
         .collect()
 }
 
@@ -75,8 +208,8 @@ pub struct Scraper {
 impl Scraper {
     /// `enabled` holds collector names from [`ALL`]; unknown names are ignored
     /// (the command line validates them first).
-    pub fn new(cfg: Config, enabled: &[&str]) -> Self {
-        let collectors = build(&cfg, enabled);
+    pub fn new(cfg: Config, queue: QueueConfig, enabled: &[&str]) -> Self {
+        let collectors = build(&cfg, &queue, enabled);
         Self::with_collectors(cfg, collectors)
     }
 

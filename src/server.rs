@@ -20,7 +20,6 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::cli::Settings;
 use crate::metrics::{self, Format};
 use crate::scrape::Scraper;
 use crate::web_config::Refusal;
@@ -35,16 +34,53 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// responses for good.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// An address to serve metrics on (`--web.listen-address`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// `:PORT`: every address of the host, IPv6 and IPv4 through one
+    /// dual-stack socket where the host has IPv6, IPv4 alone where it has
+    /// not — what a Go exporter's `:PORT` means.
+    AnyHost(u16),
+    /// One address, of one family.
+    Addr(std::net::SocketAddr),
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddr::AnyHost(port) => write!(f, ":{port}"),
+            ListenAddr::Addr(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+/// What the metrics server is told: the `--web.*` flags.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Each `--web.listen-address`, in order.
+    pub listen: Vec<ListenAddr>,
+    /// `--web.systemd-socket`: serve on the sockets systemd passed instead.
+    pub systemd_socket: bool,
+    pub telemetry_path: String,
+    /// 0 means no limit.
+    pub max_requests: usize,
+    /// Connections open at once on the metrics port.
+    pub max_connections: usize,
+    pub scrape_timeout: Duration,
+    /// TLS and basic auth of the HTTP endpoints, from `--web.config.file`.
+    pub web: crate::web_config::WebConfig,
+}
+
 pub struct App {
     pub scraper: Arc<Scraper>,
-    pub settings: Settings,
+    pub settings: Config,
     limiter: Option<Arc<Semaphore>>,
     /// The `/` page's live USE table.
     pub live: Arc<crate::check::live::Live>,
 }
 
 impl App {
-    pub fn new(scraper: Scraper, settings: Settings) -> Self {
+    pub fn new(scraper: Scraper, settings: Config) -> Self {
         let limiter =
             (settings.max_requests > 0).then(|| Arc::new(Semaphore::new(settings.max_requests)));
         App {
@@ -115,8 +151,7 @@ pub async fn serve(
 }
 
 /// Binds a `--web.listen-address`.
-pub fn bind(addr: crate::cli::ListenAddr) -> std::io::Result<TcpListener> {
-    use crate::cli::ListenAddr;
+pub fn bind(addr: ListenAddr) -> std::io::Result<TcpListener> {
     let listener = match addr {
         ListenAddr::Addr(a) => std::net::TcpListener::bind(a)?,
         ListenAddr::AnyHost(port) => match dual_stack(port) {

@@ -21,7 +21,7 @@ fn scrape(args: &[&str]) -> String {
     .chain(args)
     .map(|s| s.to_string());
     let s = sojourn::cli::parse(args).unwrap();
-    let scraper = sojourn::scrape::Scraper::new(s.collect, &s.collectors);
+    let scraper = sojourn::scrape::Scraper::new(s.collect, s.queue, &s.collectors);
     metrics::encode(scraper.scrape(), Format::Text)
 }
 
@@ -193,10 +193,8 @@ fn a_busy_process_under_a_small_quota_is_throttled() {
     let cg = common::throttled_cgroup(&name);
     let include = format!("^/{name}$");
     // The queue engine samples the cgroup's throttling once per CFS period.
-    let cfg = sojourn::cli::parse(["sojourn", "--collector.cgroup.include", &include])
-        .unwrap()
-        .collect;
-    let sampler = sojourn::queue::sampler::Sampler::start(&cfg).unwrap();
+    let s = sojourn::cli::parse(["sojourn", "--collector.cgroup.include", &include]).unwrap();
+    let sampler = sojourn::queue::sampler::Sampler::start(&s.collect, &s.queue).unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     let text = scrape(&["--collector.cgroup.include", &include]);
     let id = format!("cgroup=\"/{name}\",pod_uid=\"\",container_id=\"\",qos_class=\"\"");
@@ -287,7 +285,7 @@ fn v2_fixture_scrape_with(url: &str, extra: &[&str], until: impl Fn(&str) -> boo
     ];
     args.extend_from_slice(extra);
     let s = sojourn::cli::parse(args).unwrap();
-    let scraper = sojourn::scrape::Scraper::new(s.collect, &s.collectors);
+    let scraper = sojourn::scrape::Scraper::new(s.collect, s.queue, &s.collectors);
     // The pod list is fetched in the background, right after start.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {

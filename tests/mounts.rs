@@ -77,7 +77,8 @@ fn mounts_remounts_and_unmounts_show_at_the_next_scrape() {
     ];
     let settings =
         sojourn::cli::parse(std::iter::once("sojourn".to_string()).chain(args)).expect("flags");
-    let scraper = sojourn::scrape::Scraper::new(settings.collect, &settings.collectors);
+    let scraper =
+        sojourn::scrape::Scraper::new(settings.collect, settings.queue, &settings.collectors);
     let scrape =
         || String::from_utf8(metrics::encode_bytes(scraper.scrape(), Format::Text)).unwrap();
 

@@ -32,7 +32,7 @@ fn scraper() -> sojourn::scrape::Scraper {
         "0s",
     ])
     .expect("flags");
-    sojourn::scrape::Scraper::new(s.collect, &s.collectors)
+    sojourn::scrape::Scraper::new(s.collect, s.queue, &s.collectors)
 }
 
 fn scrape(s: &sojourn::scrape::Scraper) -> String {
@@ -320,7 +320,7 @@ fn short_lived_namespaces_leave_no_socket_and_no_series() {
         "50ms",
     ])
     .expect("flags");
-    let s = sojourn::scrape::Scraper::new(settings.collect, &settings.collectors);
+    let s = sojourn::scrape::Scraper::new(settings.collect, settings.queue, &settings.collectors);
     // Namespaces the host had before (its own workloads), left alone.
     let namespaces_in = |text: &str| -> HashSet<String> {
         text.split("netns=\"")

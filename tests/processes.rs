@@ -59,7 +59,7 @@ fn process_scraper(marker: &str, extra: &[&str]) -> sojourn::scrape::Scraper {
         ["process"],
         "an include enables the collector"
     );
-    sojourn::scrape::Scraper::new(s.collect, &s.collectors)
+    sojourn::scrape::Scraper::new(s.collect, s.queue, &s.collectors)
 }
 
 #[test]

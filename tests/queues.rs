@@ -53,10 +53,16 @@ fn burn(n: usize, d: Duration) {
     }
 }
 
+/// The sampler with every default flag.
+fn default_sampler() -> Sampler {
+    let s = sojourn::cli::parse(["sojourn"]).unwrap();
+    Sampler::start(&s.collect, &s.queue).unwrap()
+}
+
 #[test]
 fn cpu_queue_is_clear_when_idle_and_stands_when_oversubscribed() {
     let _serial = serial();
-    let sampler = Sampler::start(&sojourn::cli::parse(["sojourn"]).unwrap().collect).unwrap();
+    let sampler = default_sampler();
     std::thread::sleep(Duration::from_millis(1000));
     let idle = standing_seconds(&sampler, "cpu");
     assert!(idle < 0.1, "idle machine: cpu queue stood {idle} s of 1 s");
@@ -191,7 +197,7 @@ fn an_accept_queue_that_is_not_drained_stands_and_overflows_then_clears() {
     let addr = listener.local_addr().unwrap();
     let queue = format!("tcp_accept:127.0.0.1:{}", addr.port());
 
-    let sampler = Sampler::start(&sojourn::cli::parse(["sojourn"]).unwrap().collect).unwrap();
+    let sampler = default_sampler();
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(
         sampler.shared.queues.lock().unwrap().is_standing(&queue),

@@ -16,7 +16,7 @@ fn scrape_tcp_ports() -> String {
         "--collector.tcp_ports",
     ])
     .unwrap();
-    let scraper = sojourn::scrape::Scraper::new(s.collect, &s.collectors);
+    let scraper = sojourn::scrape::Scraper::new(s.collect, s.queue, &s.collectors);
     metrics::encode(scraper.scrape(), Format::Text)
 }
 
@@ -108,7 +108,7 @@ fn the_dumps_keep_to_their_cpu_budget_whatever_the_scrape_rate() {
             budget,
         ])
         .unwrap();
-        sojourn::scrape::Scraper::new(s.collect, &s.collectors)
+        sojourn::scrape::Scraper::new(s.collect, s.queue, &s.collectors)
     };
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();

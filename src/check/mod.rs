@@ -301,19 +301,20 @@ pub fn sample(
     }
 }
 
-/// `sojourn check`: the USE table of this host over `--for`; 0 when
-/// nothing is saturated, erroring or slow, 1 otherwise.
+/// `sojourn check`: the USE table of this host over `window` (`--for`),
+/// as JSON or a table; 0 when nothing is saturated, erroring or slow, 1
+/// otherwise.
 pub fn run(
-    settings: &crate::cli::Settings,
-    args: &crate::cli::CheckArgs,
+    scraper: &crate::scrape::Scraper,
+    window: std::time::Duration,
+    json: bool,
 ) -> std::process::ExitCode {
     use std::io::{IsTerminal, Write};
-    let scraper = crate::scrape::Scraper::new(settings.collect.clone(), &settings.collectors);
     let tty = std::io::stderr().is_terminal();
     // NO_COLOR (no-color.org): set to anything but empty, no colours.
     let colours = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let total = args.window.as_secs_f64();
-    let snaps = sample(&scraper, args.window, |done| {
+    let total = window.as_secs_f64();
+    let snaps = sample(scraper, window, |done| {
         if tty {
             let _ = write!(std::io::stderr(), "\rsampling {done:4.1} s of {total:.1} s");
         }
@@ -325,7 +326,7 @@ pub fn run(
         eprintln!("sojourn check: fewer than two snapshots were taken");
         return std::process::ExitCode::FAILURE;
     };
-    let text = if args.json {
+    let text = if json {
         render::json(&report)
     } else {
         render::table(&report, colours && std::io::stdout().is_terminal())

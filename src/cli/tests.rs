@@ -3,13 +3,13 @@ use super::*;
 #[test]
 fn defaults_enable_every_default_collector() {
     let s = parse(["sojourn"]).unwrap();
-    assert_eq!(s.listen, [ListenAddr::AnyHost(9818)]);
-    assert!(!s.systemd_socket);
+    assert_eq!(s.server.listen, [ListenAddr::AnyHost(9818)]);
+    assert!(!s.server.systemd_socket);
     assert_eq!(
         s.collectors.len(),
         ALL.iter().filter(|e| e.default_enabled).count()
     );
-    assert_eq!(s.telemetry_path, "/metrics");
+    assert_eq!(s.server.telemetry_path, "/metrics");
 }
 
 #[test]
@@ -96,14 +96,14 @@ fn each_subcommands_help_leads_with_its_own_flags() {
     let err = parse(["sojourn", "check", "--web.listen-address=:99999"]).unwrap_err();
     assert!(err.to_string().contains("--web.listen-address"), "{err}");
     let s = parse(["sojourn", "check", "--for", "1s"]).unwrap();
-    assert!(s.listen.is_empty() && !s.systemd_socket);
+    assert!(s.server.listen.is_empty() && !s.server.systemd_socket);
     assert!(s.check.is_some());
 }
 
 #[test]
 fn listen_shorthand_and_durations() {
     let s = parse(["sojourn", "--web.listen-address", ":9999"]).unwrap();
-    assert_eq!(s.listen, [ListenAddr::AnyHost(9999)]);
+    assert_eq!(s.server.listen, [ListenAddr::AnyHost(9999)]);
     // Repeated, bracketed whatever the family (a node IP template).
     let s = parse([
         "sojourn",
@@ -116,7 +116,7 @@ fn listen_shorthand_and_durations() {
     ])
     .unwrap();
     assert_eq!(
-        s.listen,
+        s.server.listen,
         [
             ListenAddr::Addr("10.0.0.7:9818".parse().unwrap()),
             ListenAddr::Addr("[fd00::7]:9818".parse().unwrap()),
@@ -126,7 +126,7 @@ fn listen_shorthand_and_durations() {
     assert!(parse(["sojourn", "--web.listen-address", ":99999"]).is_err());
     assert!(parse(["sojourn", "--web.listen-address", "[10.0.0.7]:x"]).is_err());
     let s = parse(["sojourn", "--web.systemd-socket"]).unwrap();
-    assert!(s.systemd_socket);
+    assert!(s.server.systemd_socket);
     assert!(
         parse([
             "sojourn",

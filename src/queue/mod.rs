@@ -4,6 +4,7 @@
 //! [`QueueSet`] holds one estimator per queue and renders the metrics.
 
 pub mod codel;
+pub mod collector;
 pub mod name;
 pub mod sampler;
 pub mod sources;

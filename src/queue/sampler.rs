@@ -351,7 +351,7 @@ struct Namespaces {
 }
 
 impl Namespaces {
-    fn new(cfg: &crate::collectors::Config) -> Option<Self> {
+    fn new(cfg: &crate::collectors::Config, budget: f64) -> Option<Self> {
         if !cfg.netns.enabled {
             return None;
         }
@@ -359,7 +359,7 @@ impl Namespaces {
         Some(Namespaces {
             rescan_interval: cfg.process.rescan_interval,
             scanned: None,
-            budget: cfg.queue.namespace_cpu_budget,
+            budget,
             last_round: None,
             entered: crate::netns::Entered::new(&cfg.roots.procfs, cfg.netns.max_namespaces),
             kubelet: crate::collectors::netns::kubelet(cfg),
@@ -453,7 +453,7 @@ pub enum CpuSource {
 }
 
 impl Sources {
-    pub fn new(cfg: &crate::collectors::Config) -> Self {
+    pub fn new(cfg: &crate::collectors::Config, queue: &super::QueueConfig) -> Self {
         let roots = cfg.roots.clone();
         let disk_exclude = cfg.disk.device_exclude.clone();
         // The kernel has schedstat or not for the life of the process.
@@ -479,15 +479,15 @@ impl Sources {
             cpu,
             psi: PsiSource::default(),
             pressure,
-            disks: Disks::new(disk_exclude, &roots, cfg.queue.sample_interval),
+            disks: Disks::new(disk_exclude, &roots, queue.sample_interval),
             listeners: Listeners::new(),
-            namespaces: Namespaces::new(cfg),
+            namespaces: Namespaces::new(cfg, queue.namespace_cpu_budget),
             sockets: Vec::new(),
             limits: Vec::new(),
             gone: Vec::new(),
             host_gone: Vec::new(),
             namespace_interval: None,
-            throttle: ThrottleSource::new(cfg, cfg.queue.sample_interval),
+            throttle: ThrottleSource::new(cfg, queue.sample_interval),
         }
     }
 
@@ -572,10 +572,13 @@ fn thread_cpu_ns() -> u64 {
 }
 
 impl Sampler {
-    pub fn start(cfg: &crate::collectors::Config) -> std::io::Result<Self> {
-        let config = cfg.queue.clone();
+    pub fn start(
+        cfg: &crate::collectors::Config,
+        queue: &super::QueueConfig,
+    ) -> std::io::Result<Self> {
+        let config = queue.clone();
         let period = config.sample_interval;
-        let sources = Sources::new(cfg);
+        let sources = Sources::new(cfg, queue);
         let namespaces = sources.namespaces.as_ref().map(|_| true);
         let shared = Arc::new(Shared {
             queues: Mutex::new(QueueSet::new(config)),

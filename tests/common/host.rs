@@ -202,7 +202,7 @@ pub fn named_pod_scraper(pod: &Pod) -> sojourn::scrape::Scraper {
         &url,
     ])
     .expect("flags");
-    sojourn::scrape::Scraper::new(settings.collect, &settings.collectors)
+    sojourn::scrape::Scraper::new(settings.collect, settings.queue, &settings.collectors)
 }
 
 pub fn pod(tag: &str, busy: bool) -> Option<Pod> {

@@ -253,7 +253,7 @@ pub fn tree_scraper_with(root: &Path, extra: &[&str]) -> sojourn::scrape::Scrape
         .chain(tree_args(root))
         .chain(extra.iter().map(|s| s.to_string()));
     let s = sojourn::cli::parse(args).expect("fixture flags");
-    sojourn::scrape::Scraper::new(s.collect, &s.collectors)
+    sojourn::scrape::Scraper::new(s.collect, s.queue, &s.collectors)
 }
 
 /// A temporary copy of the fixture tree that a test may break.

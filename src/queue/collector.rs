@@ -4,9 +4,10 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{Collect, CollectError, Config};
+use super::QueueConfig;
+use super::sampler::Sampler;
+use crate::collectors::{Collect, CollectError, Config};
 use crate::metrics::{Desc, Family};
-use crate::queue::sampler::Sampler;
 
 const SAMPLER_CPU: Desc = Desc::counter(
     "queue_sampler_cpu",
@@ -33,9 +34,9 @@ pub struct QueueCollector {
 }
 
 impl QueueCollector {
-    pub fn new(cfg: &Config) -> Self {
-        let sampler =
-            Sampler::start(cfg).map_err(|e| format!("cannot start the queue sampler thread: {e}"));
+    pub fn new(cfg: &Config, queue: &QueueConfig) -> Self {
+        let sampler = Sampler::start(cfg, queue)
+            .map_err(|e| format!("cannot start the queue sampler thread: {e}"));
         QueueCollector { sampler }
     }
 }
