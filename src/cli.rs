@@ -397,7 +397,7 @@ fn proxy_args(cmd: Command) -> Command {
             .long("shed")
             .value_name("POLICY")
             .default_value("none")
-            .value_parser(["none", "codel"])
+            .value_parser(clap::value_parser!(crate::proxy::admission::Shed))
             .help("codel: answer 503 (Retry-After: 1) to a request still waiting after 2 × --queue.delay-target while the queue stands (needs --max-concurrency)"),
     )
     .arg(
@@ -405,7 +405,7 @@ fn proxy_args(cmd: Command) -> Command {
             .long("queue-order")
             .value_name("ORDER")
             .default_value("fifo")
-            .value_parser(["fifo", "adaptive-lifo"])
+            .value_parser(clap::value_parser!(crate::proxy::admission::Order))
             .help("adaptive-lifo: serve the newest waiting request first while the queue stands (needs --max-concurrency)"),
     )
 }
@@ -421,8 +421,16 @@ where
     Ok(match m.subcommand_matches("proxy") {
         Some(p) => {
             let unlimited = p.get_one::<usize>("max-concurrency") == Some(&0);
-            for (flag, default) in [("shed", "none"), ("queue-order", "fifo")] {
-                if unlimited && p.get_one::<String>(flag).is_some_and(|v| v != default) {
+            use crate::proxy::admission::{Order, Shed};
+            let queued = [
+                ("shed", p.get_one::<Shed>("shed") != Some(&Shed::None)),
+                (
+                    "queue-order",
+                    p.get_one::<Order>("queue-order") != Some(&Order::Fifo),
+                ),
+            ];
+            for (flag, set) in queued {
+                if unlimited && set {
                     return Err(command().error(
                         clap::error::ErrorKind::ArgumentConflict,
                         format!(
@@ -433,16 +441,14 @@ where
             }
             let mut s = settings(p, true)?;
             if p.contains_id("listen") {
-                let raw = p
-                    .get_one::<String>("upstream")
-                    .expect("required with --listen");
-                let upstream = crate::proxy::parse_upstream(raw).map_err(|e| {
+                let raw = value::<String>(p, "upstream")?;
+                let upstream = crate::proxy::parse_upstream(&raw).map_err(|e| {
                     command().error(
                         clap::error::ErrorKind::ValueValidation,
                         format!("invalid value for '--upstream <URL>': {e}"),
                     )
                 })?;
-                s.services.push(proxy_config(p, upstream));
+                s.services.push(proxy_config(p, upstream)?);
             }
             load_config(p, s)?
         }
@@ -454,7 +460,7 @@ where
                     s.log_level = tracing::Level::WARN;
                 }
                 s.check = Some(CheckArgs {
-                    window: *c.get_one::<Duration>("for").expect("has default"),
+                    window: value(c, "for")?,
                     json: c.get_flag("json"),
                 });
                 s
@@ -508,52 +514,55 @@ fn load_config(m: &ArgMatches, mut s: Settings) -> Result<Settings, clap::Error>
     Ok(s)
 }
 
-fn proxy_config(m: &ArgMatches, upstream: hyper::Uri) -> crate::proxy::Config {
-    let dur = |id: &str| *m.get_one::<Duration>(id).expect("has default");
-    crate::proxy::Config {
-        listen: *m.get_one::<SocketAddr>("listen").expect("required"),
+/// The value of flag `id`, which has a default or was required: clap's
+/// own error, not a panic, if a flag's declaration and its reading ever
+/// disagree.
+fn value<T: Clone + Send + Sync + 'static>(m: &ArgMatches, id: &str) -> Result<T, clap::Error> {
+    m.try_get_one::<T>(id)
+        .map_err(|e| command().error(clap::error::ErrorKind::InvalidValue, format!("--{id}: {e}")))?
+        .cloned()
+        .ok_or_else(|| {
+            command().error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                format!("--{id} is required"),
+            )
+        })
+}
+
+fn proxy_config(m: &ArgMatches, upstream: hyper::Uri) -> Result<crate::proxy::Config, clap::Error> {
+    let dur = |id: &str| value::<Duration>(m, id);
+    Ok(crate::proxy::Config {
+        listen: value(m, "listen")?,
         upstream,
-        service: m
-            .get_one::<String>("service")
-            .cloned()
-            .expect("has default"),
+        service: value(m, "service")?,
         routes: m
             .get_many::<crate::proxy::Route>("route")
             .map(|r| r.cloned().collect())
             .unwrap_or_default(),
-        connect_timeout: dur("upstream.connect-timeout"),
-        timeout: dur("upstream.timeout"),
-        header_timeout: dur("proxy.header-timeout"),
-        idle_timeout: dur("proxy.idle-timeout"),
-        send_timeout: dur("proxy.send-timeout"),
-        max_connections: *m
-            .get_one::<usize>("proxy.max-connections")
-            .expect("has default"),
-        drain_timeout: dur("proxy.drain-timeout"),
-        quantile_window: dur("proxy.quantile-window"),
-        latency_target: dur("proxy.latency-target"),
-        admission: match *m.get_one::<usize>("max-concurrency").expect("has default") {
+        connect_timeout: dur("upstream.connect-timeout")?,
+        timeout: dur("upstream.timeout")?,
+        header_timeout: dur("proxy.header-timeout")?,
+        idle_timeout: dur("proxy.idle-timeout")?,
+        send_timeout: dur("proxy.send-timeout")?,
+        max_connections: value(m, "proxy.max-connections")?,
+        drain_timeout: dur("proxy.drain-timeout")?,
+        quantile_window: dur("proxy.quantile-window")?,
+        latency_target: dur("proxy.latency-target")?,
+        admission: match value::<usize>(m, "max-concurrency")? {
             0 => None,
             n => Some(crate::proxy::admission::AdmissionConfig {
                 max_concurrency: n,
-                shed: m.get_one::<String>("shed").is_some_and(|s| s == "codel"),
-                order: if m
-                    .get_one::<String>("queue-order")
-                    .is_some_and(|s| s == "adaptive-lifo")
-                {
-                    crate::proxy::admission::Order::AdaptiveLifo
-                } else {
-                    crate::proxy::admission::Order::Fifo
-                },
+                shed: m.get_one("shed").copied().unwrap_or_default(),
+                order: m.get_one("queue-order").copied().unwrap_or_default(),
             }),
         },
-    }
+    })
 }
 
 /// `proxy_mode`: host collectors are off unless enabled by name.
 fn settings(m: &ArgMatches, proxy_mode: bool) -> Result<Settings, clap::Error> {
     let get = |id: &str| m.get_one::<String>(id).cloned().unwrap_or_default();
-    let path = |id: &str| m.get_one::<PathBuf>(id).cloned().expect("has default");
+    let path = |id: &str| value::<PathBuf>(m, id);
     let disable_defaults = proxy_mode || m.get_flag("collector.disable-defaults");
     let collectors = ALL
         .iter()
@@ -608,9 +617,9 @@ fn settings(m: &ArgMatches, proxy_mode: bool) -> Result<Settings, clap::Error> {
         collectors,
         collect: collectors::Config {
             roots: Roots {
-                procfs: path("path.procfs"),
-                sysfs: path("path.sysfs"),
-                rootfs: path("path.rootfs"),
+                procfs: path("path.procfs")?,
+                sysfs: path("path.sysfs")?,
+                rootfs: path("path.rootfs")?,
             },
             disk: FromArgMatches::from_arg_matches(m)?,
             network: FromArgMatches::from_arg_matches(m)?,

@@ -127,25 +127,9 @@ struct ServiceSpec {
     #[serde(default)]
     max_concurrency: usize,
     #[serde(default)]
-    shed: Shed,
+    shed: proxy::admission::Shed,
     #[serde(default)]
-    queue_order: QueueOrder,
-}
-
-#[derive(Deserialize, Default, PartialEq)]
-#[serde(rename_all = "kebab-case")]
-enum Shed {
-    #[default]
-    None,
-    Codel,
-}
-
-#[derive(Deserialize, Default, PartialEq)]
-#[serde(rename_all = "kebab-case")]
-enum QueueOrder {
-    #[default]
-    Fifo,
-    AdaptiveLifo,
+    queue_order: proxy::admission::Order,
 }
 
 #[derive(Deserialize)]
@@ -248,7 +232,9 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
             .map(|r| proxy::Route::parse(r))
             .collect::<Result<Vec<_>, _>>()
             .map_err(at)?;
-        if s.max_concurrency == 0 && (s.shed != Shed::None || s.queue_order != QueueOrder::Fifo) {
+        if s.max_concurrency == 0
+            && (s.shed != Default::default() || s.queue_order != Default::default())
+        {
             return Err(at(
                 "shed and queue_order need max_concurrency: without a limit there is no queue"
                     .into(),
@@ -268,13 +254,10 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
             drain_timeout: s.drain_timeout,
             quantile_window: s.quantile_window,
             latency_target: s.latency_target,
-            admission: (s.max_concurrency > 0).then(|| proxy::admission::AdmissionConfig {
+            admission: (s.max_concurrency > 0).then_some(proxy::admission::AdmissionConfig {
                 max_concurrency: s.max_concurrency,
-                shed: s.shed == Shed::Codel,
-                order: match s.queue_order {
-                    QueueOrder::Fifo => proxy::admission::Order::Fifo,
-                    QueueOrder::AdaptiveLifo => proxy::admission::Order::AdaptiveLifo,
-                },
+                shed: s.shed,
+                order: s.queue_order,
             }),
         });
     }
@@ -447,7 +430,10 @@ probes:
         assert_eq!(c.services.len(), 2);
         assert_eq!(c.services[0].routes.len(), 1);
         let adm = c.services[0].admission.as_ref().unwrap();
-        assert!(adm.shed && adm.order == proxy::admission::Order::AdaptiveLifo);
+        assert!(
+            adm.shed == proxy::admission::Shed::Codel
+                && adm.order == proxy::admission::Order::AdaptiveLifo
+        );
         assert!(c.services[1].admission.is_none());
         assert_eq!(c.services[1].timeout, Duration::from_secs(30));
         assert_eq!(c.probes[0].interval, Duration::from_secs(15));

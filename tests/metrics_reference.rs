@@ -400,7 +400,7 @@ fn proxy_rows_match_the_proxys_families() {
     let admission = std::sync::Arc::new(sojourn::proxy::admission::Admission::new(
         sojourn::proxy::admission::AdmissionConfig {
             max_concurrency: 1,
-            shed: true,
+            shed: sojourn::proxy::admission::Shed::Codel,
             order: sojourn::proxy::admission::Order::Fifo,
         },
         "shop",

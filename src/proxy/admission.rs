@@ -20,16 +20,32 @@ use tokio::sync::oneshot;
 
 use crate::queue::{Measure, QueueConfig, QueueSet, Sample};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which waiting request goes first (`--queue-order`, `queue_order:`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Order {
+    #[default]
     Fifo,
+    /// The newest first while the queue stands.
     AdaptiveLifo,
+}
+
+/// Whether a waiting request may be turned away (`--shed`, `shed:`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Shed {
+    /// Every request waits its turn.
+    #[default]
+    None,
+    /// 503 to a request still waiting after the slough time while the
+    /// queue stands.
+    Codel,
 }
 
 #[derive(Debug, Clone)]
 pub struct AdmissionConfig {
     pub max_concurrency: usize,
-    pub shed: bool,
+    pub shed: Shed,
     pub order: Order,
 }
 
@@ -166,7 +182,7 @@ impl Admission {
         // the grant, or by this waiter's own guard: the receive cannot fail.
         loop {
             let rx = guard.rx.as_mut().expect("set above");
-            if !self.cfg.shed {
+            if self.cfg.shed == Shed::None {
                 let _ = rx.await;
                 break;
             }
