@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes the Grafana dashboards in dashboards/ (run after changing this file;
-tests/dashboards.rs fails when the JSON and this script disagree).
+tests/product/dashboards.rs fails when the JSON and this script disagree).
 
 Every dashboard: the Prometheus datasource as a variable, a stable uid, the
 current schemaVersion, and `instance` (and where it applies `service` or

@@ -4,7 +4,7 @@
 
     python3 scripts/prometheusrule.py
         rewrites deploy/kubernetes/base/prometheusrule.yaml: run after
-        changing the rules; tests/deploy.rs fails when the two differ.
+        changing the rules; tests/product/deploy.rs fails when the two differ.
     python3 scripts/prometheusrule.py --runbook-base URL [--output FILE]
         the same with every alert's runbook_url under URL (your copy of
         docs/runbooks.md: a wiki, an internal Git server) instead of the

@@ -5,7 +5,7 @@
 //! the rules and runbooks name is one sojourn documents in its
 //! metrics reference, docs/metrics.md (so a renamed metric cannot silently empty an alert).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! collector still reports 1. Runs the library in-process on a copy of the
 //! fixture tree.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

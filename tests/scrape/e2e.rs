@@ -1,15 +1,15 @@
 //! End to end: the built binary against the fixture tree, scraped over HTTP,
 //! diffed with a golden file (node_exporter's habit). Regenerate with
-//! `UPDATE_GOLDEN=1 cargo test --test e2e`. When promtool is installed the
+//! `UPDATE_GOLDEN=1 cargo test --test scrape`. When promtool is installed the
 //! output is linted with `promtool check metrics`; SOJOURN_REQUIRE_PROMTOOL=1
 //! (set by .ci/run) turns a missing promtool into a failure.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::process::Command;
 
-use common::{fixture_args, get, request, start};
+use crate::common::{fixture_args, get, request, start};
 
 const GOLDEN: &str = "tests/golden/metrics.txt";
 

@@ -3,7 +3,7 @@
 //! every row matches something emitted. A `*` in a documented name stands for
 //! the fields of a file exported one metric per field (meminfo, vmstat).
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 

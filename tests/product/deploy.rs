@@ -5,7 +5,7 @@
 //! config is one sojourn accepts, and the systemd unit and Dockerfile run
 //! the binary with flags it knows.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
