@@ -251,6 +251,19 @@ fn magic(statfs: rustix::io::Result<rustix::fs::StatFs>) -> Option<i64> {
     statfs.ok().map(|s| s.f_type as i64)
 }
 
+const CGROUP_SUPER_MAGIC: i64 = 0x0027_e0eb;
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+/// Whether `dir` is on a cgroup filesystem (v1 or v2). There (kernfs) a
+/// directory's link count is two plus its subdirectories, always up to
+/// date, which a walk can trust to skip listing a leaf.
+pub fn on_cgroupfs(dir: impl rustix::fd::AsFd) -> bool {
+    matches!(
+        magic(rustix::fs::fstatfs(dir)),
+        Some(CGROUP_SUPER_MAGIC | CGROUP2_SUPER_MAGIC)
+    )
+}
+
 fn is_kernel_fs(magic: Option<i64>) -> bool {
     matches!(magic, Some(PROC_SUPER_MAGIC | SYSFS_MAGIC))
 }

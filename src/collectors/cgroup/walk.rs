@@ -18,16 +18,31 @@ pub(super) fn holds_processes(dir: impl rustix::fd::AsFd) -> bool {
     .is_ok_and(|n| n > 0)
 }
 
-/// The names of a directory's subdirectories, sorted. Read with getdents
-/// into a buffer on the stack: a cgroup directory lists a few dozen
-/// control files for each subdirectory, none of which is worth an
-/// allocation.
-pub(super) fn subdirectories(dir: &rustix::fd::OwnedFd) -> Vec<String> {
+/// How many subdirectories `dir` has, where its filesystem says so
+/// exactly (cgroupfs: the link count less two); None elsewhere.
+fn subdirectory_count(dir: &rustix::fd::OwnedFd, cgroupfs: bool) -> Option<usize> {
+    if !cgroupfs {
+        return None;
+    }
+    let links = rustix::fs::fstat(dir).ok()?.st_nlink;
+    usize::try_from(links).ok()?.checked_sub(2)
+}
+
+/// The names of a directory's subdirectories, sorted; none, without
+/// listing it, when `expected` says it has none. Read with getdents into a
+/// buffer on the stack: a cgroup directory lists a few dozen control
+/// files for each subdirectory, none of which is worth an allocation.
+/// (A listing is read to its end even when `expected` subdirectories are
+/// found early: one made meanwhile must not hide one that was there.)
+pub(super) fn subdirectories(dir: &rustix::fd::OwnedFd, expected: Option<usize>) -> Vec<String> {
     use rustix::fs::{FileType, RawDir};
     use std::mem::MaybeUninit;
+    let mut names = Vec::new();
+    if expected == Some(0) {
+        return names;
+    }
     let mut buf = [MaybeUninit::<u8>::uninit(); 8192];
     let mut entries = RawDir::new(dir, &mut buf);
-    let mut names = Vec::new();
     while let Some(Ok(entry)) = entries.next() {
         let name = entry.file_name().to_bytes();
         if name == b"." || name == b".." {
@@ -56,7 +71,10 @@ pub(super) fn subdirectories(dir: &rustix::fd::OwnedFd) -> Vec<String> {
 /// (`/a/b`), the root excepted: the first `limit` in path order, and how
 /// many more there were. Each directory is opened relative to its parent
 /// and its cgroup.procs relative to it, so no path is walked from `/` again:
-/// a node's hundreds of cgroups cost one short lookup each.
+/// a node's hundreds of cgroups cost one short lookup each. On cgroupfs a
+/// directory's link count says how many subdirectories it has: a leaf
+/// (most cgroups: a container's) is not listed at all; a child made
+/// meanwhile is found at the next walk.
 pub fn walk(base: &Path, cfg: &Config, limit: usize) -> (Vec<String>, usize) {
     use rustix::fs::{Mode, OFlags};
     use std::rc::Rc;
@@ -66,6 +84,7 @@ pub fn walk(base: &Path, cfg: &Config, limit: usize) -> (Vec<String>, usize) {
     let Ok(root) = rustix::fs::open(base, flags, Mode::empty()) else {
         return (out, omitted);
     };
+    let cgroupfs = crate::roots::on_cgroupfs(&root);
     // Pending directories: the parent (open while a child of it waits),
     // the name in it, the relative path. Descriptors held at once are at
     // most the depth of the tree, not its breadth.
@@ -86,7 +105,7 @@ pub fn walk(base: &Path, cfg: &Config, limit: usize) -> (Vec<String>, usize) {
             (None, None) => continue,
         };
         drop(parent);
-        let children = subdirectories(&fd);
+        let children = subdirectories(&fd, subdirectory_count(&fd, cgroupfs));
         if !rel.is_empty() {
             let holds = holds_processes(&fd);
             let selected = cfg.include.is_match(&rel)
