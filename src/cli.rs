@@ -6,8 +6,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser as _;
 use clap::{Arg, ArgAction, ArgMatches, Args, Command, FromArgMatches};
-use regex::Regex;
 
 use crate::collectors;
 use crate::roots::Roots;
@@ -189,7 +189,12 @@ pub fn command() -> Command {
                 .long("log.level")
                 .value_name("LEVEL")
                 .default_value("info")
-                .value_parser(["error", "warn", "info", "debug", "trace"])
+                .value_parser(
+                    clap::builder::PossibleValuesParser::new([
+                        "error", "warn", "info", "debug", "trace",
+                    ])
+                    .try_map(|s| s.parse::<tracing::Level>()),
+                )
                 .help("Least severe log level written to stderr"),
         );
     // Each collector's flags are declared beside it, as node_exporter's
@@ -561,22 +566,26 @@ fn proxy_config(m: &ArgMatches, upstream: hyper::Uri) -> Result<crate::proxy::Co
 
 /// `proxy_mode`: host collectors are off unless enabled by name.
 fn settings(m: &ArgMatches, proxy_mode: bool) -> Result<Settings, clap::Error> {
-    let get = |id: &str| m.get_one::<String>(id).cloned().unwrap_or_default();
     let path = |id: &str| value::<PathBuf>(m, id);
     let disable_defaults = proxy_mode || m.get_flag("collector.disable-defaults");
+    let process: collectors::process::Config = FromArgMatches::from_arg_matches(m)?;
+    let textfile: collectors::textfile::Config = FromArgMatches::from_arg_matches(m)?;
+    // A selection or a directory is asked for only to use it: giving one
+    // enables its collector, unless --no-collector.NAME says otherwise.
+    let chosen_by_setting = |name: &str| match name {
+        "process" => process.include.is_some(),
+        "textfile" => textfile.directory.is_some(),
+        _ => false,
+    };
     let collectors = ALL
         .iter()
         .filter(|e| {
-            if e.name == "process" && m.get_one::<Regex>("collector.process.include").is_some() {
-                !m.get_flag("no-collector.process")
-            } else if e.name == "textfile"
-                && m.get_one::<PathBuf>("collector.textfile.directory")
-                    .is_some()
-            {
-                !m.get_flag("no-collector.textfile")
+            let off = m.get_flag(&format!("no-collector.{}", e.name));
+            if chosen_by_setting(e.name) {
+                !off
             } else if m.get_flag(&format!("collector.{}", e.name)) {
                 true
-            } else if m.get_flag(&format!("no-collector.{}", e.name)) {
+            } else if off {
                 false
             } else {
                 e.default_enabled && !disable_defaults
@@ -586,13 +595,7 @@ fn settings(m: &ArgMatches, proxy_mode: bool) -> Result<Settings, clap::Error> {
         .collect::<Vec<_>>();
     // Other namespaces' sockets are read when the netns collector is on.
     let namespaces = collectors.contains(&"netns");
-    let log_level = match get("log.level").as_str() {
-        "error" => tracing::Level::ERROR,
-        "warn" => tracing::Level::WARN,
-        "debug" => tracing::Level::DEBUG,
-        "trace" => tracing::Level::TRACE,
-        _ => tracing::Level::INFO,
-    };
+    let log_level = value(m, "log.level")?;
     // `check` has no --web.* flags (it serves nothing): none is set there.
     fn web<T: Clone + Send + Sync + 'static>(m: &ArgMatches, id: &str) -> Option<T> {
         m.try_get_one::<T>(id).ok().flatten().cloned()
@@ -624,8 +627,8 @@ fn settings(m: &ArgMatches, proxy_mode: bool) -> Result<Settings, clap::Error> {
             disk: FromArgMatches::from_arg_matches(m)?,
             network: FromArgMatches::from_arg_matches(m)?,
             filesystem: FromArgMatches::from_arg_matches(m)?,
-            process: FromArgMatches::from_arg_matches(m)?,
-            textfile: FromArgMatches::from_arg_matches(m)?,
+            process,
+            textfile,
             netns: collectors::netns::Config {
                 enabled: namespaces,
                 ..FromArgMatches::from_arg_matches(m)?
