@@ -12,16 +12,11 @@ use std::time::Duration;
 use sojourn::metrics::{self, Format};
 
 fn scrape(args: &[&str]) -> String {
-    let args = [
-        "sojourn",
-        "--collector.disable-defaults",
-        "--collector.cgroup",
-    ]
-    .iter()
-    .chain(args)
-    .map(|s| s.to_string());
-    let s = sojourn::cli::parse(args).unwrap();
-    let scraper = sojourn::scrape::Scraper::new(s.collect, s.queue, &s.collectors);
+    let scraper = common::scraper_for(
+        ["--collector.disable-defaults", "--collector.cgroup"]
+            .iter()
+            .chain(args),
+    );
     metrics::encode(scraper.scrape(), Format::Text)
 }
 
@@ -276,7 +271,6 @@ fn v2_fixture_scrape_with(url: &str, extra: &[&str], until: impl Fn(&str) -> boo
     let root = common::fixtures().join("sys/fs/cgroup");
     let root = root.to_str().unwrap();
     let mut args = vec![
-        "sojourn",
         "--collector.disable-defaults",
         "--collector.cgroup",
         "--collector.cgroup.root",
@@ -285,8 +279,7 @@ fn v2_fixture_scrape_with(url: &str, extra: &[&str], until: impl Fn(&str) -> boo
         url,
     ];
     args.extend_from_slice(extra);
-    let s = sojourn::cli::parse(args).unwrap();
-    let scraper = sojourn::scrape::Scraper::new(s.collect, s.queue, &s.collectors);
+    let scraper = common::scraper_for(args);
     // The pod list is fetched in the background, right after start.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {

@@ -75,10 +75,7 @@ fn mounts_remounts_and_unmounts_show_at_the_next_scrape() {
         "--collector.disable-defaults".to_string(),
         "--collector.filesystem".to_string(),
     ];
-    let settings =
-        sojourn::cli::parse(std::iter::once("sojourn".to_string()).chain(args)).expect("flags");
-    let scraper =
-        sojourn::scrape::Scraper::new(settings.collect, settings.queue, &settings.collectors);
+    let scraper = common::scraper_for(args);
     let scrape =
         || String::from_utf8(metrics::encode_bytes(scraper.scrape(), Format::Text)).unwrap();
 

@@ -24,15 +24,12 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn scraper() -> sojourn::scrape::Scraper {
-    let s = sojourn::cli::parse([
-        "sojourn",
+    common::scraper_for([
         "--collector.disable-defaults",
         "--collector.netns",
         "--collector.process.rescan-interval",
         "0s",
     ])
-    .expect("flags");
-    sojourn::scrape::Scraper::new(s.collect, s.queue, &s.collectors)
 }
 
 fn scrape(s: &sojourn::scrape::Scraper) -> String {
@@ -310,17 +307,14 @@ fn short_lived_namespaces_leave_no_socket_and_no_series() {
         common::skip_unless_required("SOJOURN_REQUIRE_NAMESPACES", "ip netns needs root");
         return;
     }
-    let settings = sojourn::cli::parse([
-        "sojourn",
+    let s = common::scraper_for([
         "--collector.disable-defaults",
         "--collector.netns",
         "--collector.queue",
         "--collector.tcp_ports",
         "--collector.process.rescan-interval",
         "50ms",
-    ])
-    .expect("flags");
-    let s = sojourn::scrape::Scraper::new(settings.collect, settings.queue, &settings.collectors);
+    ]);
     // Namespaces the host had before (its own workloads), left alone.
     let namespaces_in = |text: &str| -> HashSet<String> {
         text.split("netns=\"")

@@ -48,18 +48,17 @@ fn stop(mut c: Child) {
 fn process_scraper(marker: &str, extra: &[&str]) -> sojourn::scrape::Scraper {
     let include = format!("({marker})");
     let args = [
-        "sojourn",
         "--collector.disable-defaults",
         "--collector.process.include",
         &include,
     ];
-    let s = sojourn::cli::parse(args.iter().chain(extra)).unwrap();
+    let scraper = common::scraper_for(args.iter().chain(extra));
     assert_eq!(
-        s.collectors,
+        scraper.collector_names(),
         ["process"],
         "an include enables the collector"
     );
-    sojourn::scrape::Scraper::new(s.collect, s.queue, &s.collectors)
+    scraper
 }
 
 #[test]

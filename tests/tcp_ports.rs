@@ -10,13 +10,7 @@ use common::sample as value;
 use sojourn::metrics::{self, Format};
 
 fn scrape_tcp_ports() -> String {
-    let s = sojourn::cli::parse([
-        "sojourn",
-        "--collector.disable-defaults",
-        "--collector.tcp_ports",
-    ])
-    .unwrap();
-    let scraper = sojourn::scrape::Scraper::new(s.collect, s.queue, &s.collectors);
+    let scraper = common::scraper_for(["--collector.disable-defaults", "--collector.tcp_ports"]);
     metrics::encode(scraper.scrape(), Format::Text)
 }
 
@@ -100,15 +94,12 @@ fn outbound_connections_are_not_counted_as_a_service() {
 #[test]
 fn the_dumps_keep_to_their_cpu_budget_whatever_the_scrape_rate() {
     let scraper = |budget: &str| {
-        let s = sojourn::cli::parse([
-            "sojourn",
+        common::scraper_for([
             "--collector.disable-defaults",
             "--collector.tcp_ports",
             "--collector.tcp_ports.cpu-budget",
             budget,
         ])
-        .unwrap();
-        sojourn::scrape::Scraper::new(s.collect, s.queue, &s.collectors)
     };
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();

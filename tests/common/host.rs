@@ -190,8 +190,7 @@ pub fn named_pod_scraper(pod: &Pod) -> sojourn::scrape::Scraper {
         ),
     );
     let url = format!("http://127.0.0.1:{port}/pods");
-    let settings = sojourn::cli::parse([
-        "sojourn",
+    scraper_for([
         "--collector.disable-defaults",
         "--collector.netns",
         "--collector.queue",
@@ -201,8 +200,6 @@ pub fn named_pod_scraper(pod: &Pod) -> sojourn::scrape::Scraper {
         "--collector.cgroup.kubelet-url",
         &url,
     ])
-    .expect("flags");
-    sojourn::scrape::Scraper::new(settings.collect, settings.queue, &settings.collectors)
 }
 
 pub fn pod(tag: &str, busy: bool) -> Option<Pod> {

@@ -249,10 +249,19 @@ pub fn tree_scraper(root: &Path) -> sojourn::scrape::Scraper {
 
 /// An in-process scraper over `root` with extra flags.
 pub fn tree_scraper_with(root: &Path, extra: &[&str]) -> sojourn::scrape::Scraper {
+    scraper_for(
+        tree_args(root)
+            .into_iter()
+            .chain(extra.iter().map(|s| s.to_string())),
+    )
+}
+
+/// An in-process scraper with the collectors and settings that
+/// `sojourn FLAGS…` would run.
+pub fn scraper_for<S: AsRef<str>>(flags: impl IntoIterator<Item = S>) -> sojourn::scrape::Scraper {
     let args = std::iter::once("sojourn".to_string())
-        .chain(tree_args(root))
-        .chain(extra.iter().map(|s| s.to_string()));
-    let s = sojourn::cli::parse(args).expect("fixture flags");
+        .chain(flags.into_iter().map(|s| s.as_ref().to_string()));
+    let s = sojourn::cli::parse(args).expect("flags");
     sojourn::scrape::Scraper::new(s.collect, s.queue, &s.collectors)
 }
 
