@@ -213,6 +213,15 @@ impl<'a> Window<'a> {
         found.then_some(total)
     }
 
+    /// What the counters `names` (every series of each) gained together
+    /// over the window; one the host does not export counts as 0.
+    pub fn gained(&self, names: &[&str]) -> f64 {
+        names
+            .iter()
+            .filter_map(|name| self.increase(name, &[]))
+            .sum()
+    }
+
     /// `sum by (key) (increase(name{want}))` in one pass, each series
     /// matched to its earlier self through a map rather than a search.
     pub fn increase_by(
@@ -380,6 +389,10 @@ mod tests {
             Some(30.0)
         );
         assert_eq!(w.increase("sojourn_absent_total", &[]), None);
+        assert_eq!(
+            w.gained(&["sojourn_requests_total", "sojourn_absent_total"]),
+            74.0
+        );
         assert_eq!(w.min("sojourn_queued", &[]), Some(1.0));
         assert_eq!(w.max("sojourn_queued", &[]), Some(3.0));
         assert_eq!(w.seen("sojourn_requests_total", &[("port", "22")]), 2);

@@ -30,9 +30,7 @@ pub(super) fn cpu(w: &Window, rows: &mut Rows) {
     host.headline = true;
     busy(host, average, &format!("all {} CPUs busy", shares.len()));
     if let Some(t) = w.increase("sojourn_cpu_package_throttles_total", &[]) {
-        let cores = w
-            .increase("sojourn_cpu_core_throttles_total", &[])
-            .unwrap_or(0.0);
+        let cores = w.gained(&["sojourn_cpu_core_throttles_total"]);
         if t + cores > 0.0 {
             host.errors = Some(Signal::new(t + cores, count(t + cores)));
             host.judge(
@@ -76,12 +74,8 @@ pub(super) fn memory(w: &Window, rows: &mut Rows) {
             &format!("{} of {} in use", bytes(in_use), bytes(total)),
         );
     }
-    let scanned = w
-        .increase("sojourn_vmstat_pgscan_direct_total", &[])
-        .unwrap_or(0.0);
-    let swapped = w
-        .increase("sojourn_vmstat_pswpin_total", &[])
-        .unwrap_or(0.0);
+    let scanned = w.gained(&["sojourn_vmstat_pgscan_direct_total"]);
+    let swapped = w.gained(&["sojourn_vmstat_pswpin_total"]);
     if scanned > 0.0 || swapped > 0.0 {
         row.saturation = Some(Signal::new(
             scanned + swapped,

@@ -61,9 +61,7 @@ pub(super) fn network(w: &Window, rows: &mut Rows) {
             row.judge(Verdict::Errors, 1.0, "went down during the window");
         }
     }
-    let dropped = w
-        .increase("sojourn_softnet_dropped_total", &[])
-        .unwrap_or(0.0);
+    let dropped = w.gained(&["sojourn_softnet_dropped_total"]);
     if dropped > 0.0 {
         let row = rows.row(Kind::Network, "network softnet backlog");
         row.saturation = Some(Signal::new(dropped, format!("{} drops", count(dropped))));
@@ -88,14 +86,10 @@ pub(super) fn tcp(w: &Window, rows: &mut Rows) {
         row.evidence
             .push(format!("{} connections established", count(estab)));
     }
-    let retrans = w
-        .increase("sojourn_netstat_tcp_retrans_segs_total", &[])
-        .unwrap_or(0.0);
+    let retrans = w.gained(&["sojourn_netstat_tcp_retrans_segs_total"]);
     // A SYN to a full listener is retransmitted too: that is the accept
     // queue's saturation, not the path's loss.
-    let syn = w
-        .increase("sojourn_netstat_tcpext_tcp_syn_retrans_total", &[])
-        .unwrap_or(0.0);
+    let syn = w.gained(&["sojourn_netstat_tcpext_tcp_syn_retrans_total"]);
     let data = (retrans - syn).max(0.0);
     if out > 0.0 {
         let ratio = data / out;
@@ -113,18 +107,15 @@ pub(super) fn tcp(w: &Window, rows: &mut Rows) {
             );
         }
     }
-    let timeouts = w
-        .increase("sojourn_netstat_tcpext_tcp_timeouts_total", &[])
-        .unwrap_or(0.0);
+    let timeouts = w.gained(&["sojourn_netstat_tcpext_tcp_timeouts_total"]);
     if timeouts > 0.0 && row.verdict == Verdict::Errors {
         row.evidence
             .push(format!("{} retransmission timeouts", count(timeouts)));
     }
-    let drops = w
-        .increase("sojourn_netstat_tcpext_tcp_backlog_drop_total", &[])
-        .unwrap_or(0.0)
-        + w.increase("sojourn_netstat_tcpext_tcp_rcv_q_drop_total", &[])
-            .unwrap_or(0.0);
+    let drops = w.gained(&[
+        "sojourn_netstat_tcpext_tcp_backlog_drop_total",
+        "sojourn_netstat_tcpext_tcp_rcv_q_drop_total",
+    ]);
     if drops > 0.0 {
         row.saturation = Some(Signal::new(drops, format!("{} drops", count(drops))));
         row.judge(
@@ -193,12 +184,11 @@ pub(super) fn udp(w: &Window, rows: &mut Rows) {
     let Some(rcv) = rcv else { return };
     let row = rows.row(Kind::Udp, "udp");
     let full = rcv
-        + w.increase("sojourn_netstat_udp_sndbuf_errors_total", &[])
-            .unwrap_or(0.0)
-        + w.increase("sojourn_netstat_udp6_rcvbuf_errors_total", &[])
-            .unwrap_or(0.0)
-        + w.increase("sojourn_netstat_udp6_sndbuf_errors_total", &[])
-            .unwrap_or(0.0);
+        + w.gained(&[
+            "sojourn_netstat_udp_sndbuf_errors_total",
+            "sojourn_netstat_udp6_rcvbuf_errors_total",
+            "sojourn_netstat_udp6_sndbuf_errors_total",
+        ]);
     if full > 0.0 {
         row.saturation = Some(Signal::new(full, format!("{} drops", count(full))));
         row.judge(
@@ -210,11 +200,10 @@ pub(super) fn udp(w: &Window, rows: &mut Rows) {
             ),
         );
     }
-    let csum = w
-        .increase("sojourn_netstat_udp_in_csum_errors_total", &[])
-        .unwrap_or(0.0)
-        + w.increase("sojourn_netstat_udp6_in_csum_errors_total", &[])
-            .unwrap_or(0.0);
+    let csum = w.gained(&[
+        "sojourn_netstat_udp_in_csum_errors_total",
+        "sojourn_netstat_udp6_in_csum_errors_total",
+    ]);
     if csum > 0.0 {
         row.errors = Some(Signal::new(csum, count(csum)));
         row.judge(

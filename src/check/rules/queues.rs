@@ -26,9 +26,7 @@ pub fn queue_resource(queue: &str) -> (Kind, String) {
 
 pub(super) fn queues(w: &Window, rows: &mut Rows) {
     let last = w.last();
-    let host_overflows = w
-        .increase("sojourn_netstat_tcpext_listen_overflows_total", &[])
-        .unwrap_or(0.0);
+    let host_overflows = w.gained(&["sojourn_netstat_tcpext_listen_overflows_total"]);
     let mut overflow_named = false;
     // (queue, measure, netns, whose): a listener in another namespace (a
     // pod's) is named by its owner, as the netns collector's rows are.
