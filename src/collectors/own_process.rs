@@ -4,9 +4,8 @@
 //! the real `/proc`, whatever `--path.procfs` says: these are the running
 //! binary's, not the host's.
 
-use std::sync::OnceLock;
-
 use std::path::Path;
+use std::sync::OnceLock;
 
 use procfs_core::FromRead;
 use procfs_core::process::Stat;

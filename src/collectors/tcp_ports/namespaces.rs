@@ -48,7 +48,7 @@ impl RoundWorker {
         let mut namespaces = Namespaces {
             scanned: None,
             entered: crate::netns::Entered::new(&cfg.roots.procfs, cfg.netns.max_namespaces),
-            kubelet: super::super::netns::kubelet(cfg),
+            kubelet: crate::collectors::netns::kubelet(cfg),
         };
         let (cfg, thread_shared) = (cfg.clone(), shared.clone());
         let handle = std::thread::Builder::new()
@@ -163,7 +163,7 @@ impl Namespaces {
     /// A round over every entered namespace.
     pub(super) fn dump(&mut self, max: usize) -> NamespaceDump {
         let started = Instant::now();
-        let cpu_before = super::super::thread_cpu_time();
+        let cpu_before = crate::collectors::thread_cpu_time();
         let names = self.kubelet.as_ref().map(|k| k.directory().0);
         let mut all = Vec::new();
         // A namespace whose dump fails is gone (or going): let go of it;
@@ -171,7 +171,7 @@ impl Namespaces {
         self.entered
             .retain(|ns, dumper| match dump_namespace(dumper) {
                 Ok(ports) => {
-                    let id = super::super::netns::identity(ns, names.as_deref());
+                    let id = crate::collectors::netns::identity(ns, names.as_deref());
                     all.extend(ports.into_iter().map(|(p, s)| (id.clone(), p, s)));
                     true
                 }
@@ -180,7 +180,7 @@ impl Namespaces {
         NamespaceDump {
             started,
             ports: rank_namespace_ports(all, max),
-            cpu: super::super::thread_cpu_time().saturating_sub(cpu_before),
+            cpu: crate::collectors::thread_cpu_time().saturating_sub(cpu_before),
         }
     }
 }
