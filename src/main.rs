@@ -75,20 +75,17 @@ async fn run(mut settings: cli::Settings) -> ExitCode {
     } else {
         let mut bound = Vec::with_capacity(settings.server.listen.len());
         for addr in &settings.server.listen {
-            match server::bind(*addr) {
-                Ok(l) => bound.push(l),
-                Err(e) => {
-                    eprintln!("sojourn: cannot listen on {addr} (--web.listen-address): {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
+            let Some(listener) = bind(*addr, "--web.listen-address") else {
+                return ExitCode::FAILURE;
+            };
+            bound.push(listener);
         }
         bound
     };
     let mut proxies = Vec::with_capacity(services.len());
     for cfg in services {
         let what = format!("the listen address of service {:?}", cfg.service);
-        let Some(listener) = bind(cfg.listen, &what).await else {
+        let Some(listener) = bind(server::ListenAddr::Addr(cfg.listen), &what) else {
             return ExitCode::FAILURE;
         };
         proxies.push((listener, cfg));
@@ -162,11 +159,11 @@ fn address(l: &tokio::net::TcpListener) -> String {
     l.local_addr().map(|a| a.to_string()).unwrap_or_default()
 }
 
-/// Binds `addr`, or says which flag named an address it cannot listen on.
-async fn bind(addr: std::net::SocketAddr, flag: &str) -> Option<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| eprintln!("sojourn: cannot listen on {addr} ({flag}): {e}"))
+/// Binds `addr`, or says which flag or service named an address it
+/// cannot listen on.
+fn bind(addr: server::ListenAddr, named_by: &str) -> Option<tokio::net::TcpListener> {
+    server::bind(addr)
+        .map_err(|e| eprintln!("sojourn: cannot listen on {addr} ({named_by}): {e}"))
         .ok()
 }
 
