@@ -202,6 +202,32 @@ pub struct Sample {
     pub value: Value,
 }
 
+/// What a sample's labels can be given as, each without a copy it need
+/// not make: an array is held inline, a `Vec` longer than the inline room
+/// keeps its own buffer (collecting it into [`Labels`] would allocate a
+/// second one: a cgroup's or a pod's identity has four to seven labels).
+pub trait IntoLabels {
+    fn into_labels(self) -> Labels;
+}
+
+impl IntoLabels for Labels {
+    fn into_labels(self) -> Labels {
+        self
+    }
+}
+
+impl IntoLabels for Vec<Label> {
+    fn into_labels(self) -> Labels {
+        Labels::from_vec(self)
+    }
+}
+
+impl<const N: usize> IntoLabels for [Label; N] {
+    fn into_labels(self) -> Labels {
+        self.into_iter().collect()
+    }
+}
+
 /// A family's samples; a family of one sample (most of a host's) holds
 /// it inline.
 pub type Samples = smallvec::SmallVec<[Sample; 1]>;
@@ -228,20 +254,16 @@ impl Family {
         f
     }
 
-    /// Adds a sample. `labels` is any list of labels: an array (kept
-    /// inline, no allocation), a `Vec`, or [`Labels`].
-    pub fn push(&mut self, labels: impl IntoIterator<Item = Label>, value: impl Into<Value>) {
+    /// Adds a sample. `labels`: an array (kept inline, no allocation), a
+    /// `Vec`, or [`Labels`].
+    pub fn push(&mut self, labels: impl IntoLabels, value: impl Into<Value>) {
         self.samples.push(Sample {
-            labels: labels.into_iter().collect(),
+            labels: labels.into_labels(),
             value: value.into(),
         });
     }
 
-    pub fn with(
-        mut self,
-        labels: impl IntoIterator<Item = Label>,
-        value: impl Into<Value>,
-    ) -> Self {
+    pub fn with(mut self, labels: impl IntoLabels, value: impl Into<Value>) -> Self {
         self.push(labels, value);
         self
     }

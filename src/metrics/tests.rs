@@ -153,3 +153,24 @@ fn negotiation_prefers_openmetrics_only_when_named() {
         Format::OpenMetrics
     );
 }
+
+#[test]
+fn a_long_label_vec_keeps_its_buffer_and_an_array_stays_inline() {
+    let identity: Vec<Label> = [
+        "cgroup",
+        "pod_uid",
+        "container_id",
+        "qos_class",
+        "namespace",
+    ]
+    .into_iter()
+    .map(|k| label(k, "x"))
+    .collect();
+    let buffer = identity.as_ptr();
+    let mut f = Family::new(Desc::gauge("g", "G (test)."));
+    f.push(identity, 1u64);
+    assert!(f.samples[0].labels.spilled());
+    assert_eq!(f.samples[0].labels.as_ptr(), buffer, "moved, not copied");
+    f.push([label("device", "sda")], 2u64);
+    assert!(!f.samples[1].labels.spilled());
+}
