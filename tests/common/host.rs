@@ -122,8 +122,9 @@ impl Drop for Killed {
     }
 }
 
-/// Fake Kubernetes pods for the tests of per-namespace signals: a network
-/// namespace with a process in a kubelet-layout cgroup.
+// Fake Kubernetes pods for the tests of per-namespace signals: a network
+// namespace with a process in a kubelet-layout cgroup.
+
 /// A fake pod: its namespace, its process, its cgroup; all removed on drop.
 pub struct Pod {
     pub netns: String,
