@@ -308,6 +308,9 @@ pub struct CgroupCollector {
     /// The layout found at a root, and when: mounting a hierarchy is rare,
     /// and detecting it anew costs a dozen lookups at every scrape.
     layout: std::sync::Mutex<Option<(PathBuf, Layout, std::time::Instant)>>,
+    /// The walked hierarchies' directories, kept between scrapes (one
+    /// hierarchy on v2, cpu and memory on v1).
+    trees: std::sync::Mutex<Vec<Tree>>,
 }
 
 /// How long a detected layout is trusted before it is looked at again.
@@ -373,6 +376,7 @@ impl CgroupCollector {
             kubelet,
             device_names: Default::default(),
             layout: Default::default(),
+            trees: Default::default(),
         }
     }
 }
@@ -391,15 +395,34 @@ impl Collect for CgroupCollector {
             ))
         })?;
         let limit = cfg.cgroup.max_cgroups;
+        let mut trees = self
+            .trees
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let bases: Vec<&PathBuf> = match &layout {
+            Layout::V2(r) => vec![r],
+            Layout::V1 { cpu, memory, .. } => [cpu, memory].into_iter().flatten().collect(),
+        };
+        trees.retain(|t| bases.iter().any(|b| t.base() == b.as_path()));
+        let mut walk = |base: &Path| {
+            let at = match trees.iter().position(|t| t.base() == base) {
+                Some(at) => at,
+                None => {
+                    trees.push(Tree::new(base));
+                    trees.len() - 1
+                }
+            };
+            trees[at].walk(&cfg.cgroup, limit)
+        };
         let (paths, omitted) = match &layout {
-            Layout::V2(r) => walk(r, &cfg.cgroup, limit),
+            Layout::V2(r) => walk(r),
             // A cgroup may exist in one v1 hierarchy and not the other (a
             // memory-only cgroup made by hand or by a tool): both are walked.
             Layout::V1 { cpu, memory, .. } => {
                 let mut all = std::collections::BTreeSet::new();
                 let mut omitted = 0;
                 for base in [cpu, memory].into_iter().flatten() {
-                    let (p, o) = walk(base, &cfg.cgroup, limit);
+                    let (p, o) = walk(base);
                     all.extend(p);
                     omitted = omitted.max(o);
                 }
@@ -411,6 +434,7 @@ impl Collect for CgroupCollector {
                 (paths, omitted)
             }
         };
+        drop(trees);
         let mut stats = Vec::with_capacity(paths.len());
         for rel in paths {
             let s = match &layout {

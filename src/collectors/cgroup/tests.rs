@@ -43,3 +43,34 @@ proptest::proptest! {
         let _ = parse_blkio(&s, &s);
     }
 }
+
+/// A kept listing follows directories made and removed after it, at any
+/// depth, and lists nothing when nothing changed.
+#[test]
+fn a_kept_tree_sees_cgroups_come_and_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let make = |rel: &str, procs: &str| {
+        let d = dir.path().join(rel);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("cgroup.procs"), procs).unwrap();
+    };
+    make("a", "");
+    make("a/b", "42\n");
+    let cfg = Config::default();
+    let mut tree = Tree::new(dir.path());
+    assert_eq!(tree.walk(&cfg, 10), (vec!["/a/b".to_string()], 0));
+    assert_eq!(tree.walk(&cfg, 10).0, ["/a/b"], "unchanged");
+    // Made two levels under a watched directory: the new parent is listed.
+    make("a/c", "");
+    make("a/c/d", "7\n");
+    assert_eq!(tree.walk(&cfg, 10).0, ["/a/b", "/a/c/d"]);
+    // Made under a directory that was itself made after the first listing.
+    make("a/c/e", "8\n");
+    assert_eq!(tree.walk(&cfg, 1), (vec!["/a/b".to_string()], 2));
+    std::fs::remove_dir_all(dir.path().join("a/c")).unwrap();
+    assert_eq!(tree.walk(&cfg, 10).0, ["/a/b"]);
+    // The processes' presence is read at every walk, not kept.
+    std::fs::write(dir.path().join("a/b/cgroup.procs"), "").unwrap();
+    assert!(tree.walk(&cfg, 10).0.is_empty());
+    assert_eq!(walk(dir.path(), &cfg, 10), (vec![], 0));
+}
