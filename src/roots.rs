@@ -264,6 +264,12 @@ pub fn on_cgroupfs(dir: impl rustix::fd::AsFd) -> bool {
     )
 }
 
+/// Whether `path` is a procfs mount (the live kernel's answers) rather
+/// than a tree of files standing for one (a fixture, a copy).
+pub fn is_procfs(path: &Path) -> bool {
+    magic(rustix::fs::statfs(path)) == Some(PROC_SUPER_MAGIC)
+}
+
 fn is_kernel_fs(magic: Option<i64>) -> bool {
     matches!(magic, Some(PROC_SUPER_MAGIC | SYSFS_MAGIC))
 }

@@ -137,8 +137,8 @@ pub const ALL: &[Entry] = &[
     Entry {
         name: "udp",
         default_enabled: true,
-        help: "Bytes queued in UDP socket buffers (/proc/net/udp, /proc/net/udp6)",
-        build: |_, _| Box::new(collectors::udp::UdpCollector),
+        help: "Bytes queued in UDP socket buffers (sock_diag; /proc/net/udp, /proc/net/udp6 in a tree of files)",
+        build: |cfg, _| Box::new(collectors::udp::UdpCollector::new(&cfg.roots)),
     },
     Entry {
         name: "netns",

@@ -268,3 +268,41 @@ proptest::proptest! {
         let _ = parse_inet_diag_msg(&bytes);
     }
 }
+
+/// A UDP dump finds a bound socket with the bytes waiting in it, as
+/// /proc/net/udp's rx_queue column shows them.
+#[test]
+fn a_udp_dump_reports_bytes_waiting() {
+    let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = rx.local_addr().unwrap().port();
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..3 {
+        tx.send_to(&[7u8; 100], ("127.0.0.1", port)).unwrap();
+    }
+    let mut d = Dumper::new().unwrap();
+    let mut found = None;
+    d.dump_udp(AF_INET, |s| {
+        if s.local_port == port {
+            found = Some(s);
+        }
+    })
+    .unwrap();
+    let s = found.expect("the bound socket is dumped");
+    assert_eq!(s.family, AF_INET);
+    // Each datagram is charged with its buffer's truesize, not 100 bytes.
+    assert!(s.rqueue >= 300, "{}", s.rqueue);
+    let text = std::fs::read_to_string("/proc/net/udp").unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains(&format!(":{port:04X} ")))
+        .unwrap();
+    let rx_queue = line
+        .split_whitespace()
+        .nth(4)
+        .unwrap()
+        .split(':')
+        .nth(1)
+        .unwrap();
+    assert_eq!(u32::from_str_radix(rx_queue, 16).unwrap(), s.rqueue);
+    assert_eq!(request_udp(AF_INET6, 9)[17], 17, "IPPROTO_UDP");
+}
