@@ -17,6 +17,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
             "rt",
             "roots",
             "inet_diag",
+            "ebpf",
             "kube",
             "netns",
             "tls_client",

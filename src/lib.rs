@@ -15,6 +15,7 @@ pub mod cli;
 pub mod collectors;
 pub mod config;
 pub mod duration;
+pub mod ebpf;
 pub mod error;
 pub mod flag;
 pub mod inet_diag;

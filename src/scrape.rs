@@ -63,6 +63,12 @@ pub const ALL: &[Entry] = &[
         build: |_, _| Box::new(collectors::schedstat::SchedstatCollector),
     },
     Entry {
+        name: "ebpf",
+        default_enabled: true,
+        help: "Run-queue wait of every task, timed in the kernel by eBPF (needs CAP_BPF, CAP_PERFMON and kernel BTF)",
+        build: |_, _| Box::new(collectors::ebpf::EbpfCollector::new()),
+    },
+    Entry {
         name: "pressure",
         default_enabled: true,
         help: "Pressure stall information for cpu, memory, io, irq (/proc/pressure)",

@@ -11,6 +11,7 @@ pub mod cgroup;
 pub mod conntrack;
 pub mod cpu;
 pub mod disk;
+pub mod ebpf;
 pub mod edac;
 pub mod filefd;
 pub mod filesystem;

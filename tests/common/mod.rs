@@ -228,9 +228,14 @@ pub fn tree_args(root: &Path) -> Vec<String> {
 }
 
 /// Collectors whose output does not come from the fixture tree: the queue
-/// sampler's values depend on timing, and tcp_ports dumps the live kernel's
-/// sockets over netlink (tests/queues.rs and tests/tcp_ports.rs cover them).
-pub const LIVE_ONLY: [&str; 2] = ["--no-collector.queue", "--no-collector.tcp_ports"];
+/// sampler's values depend on timing, tcp_ports dumps the live kernel's
+/// sockets over netlink, and ebpf times the live kernel's run queues
+/// (tests/queues.rs, tests/tcp_ports.rs and src/ebpf.rs cover them).
+pub const LIVE_ONLY: [&str; 3] = [
+    "--no-collector.queue",
+    "--no-collector.tcp_ports",
+    "--no-collector.ebpf",
+];
 
 /// The flags every run against the checked-in fixture tree uses.
 pub fn fixture_args() -> Vec<String> {

@@ -170,7 +170,7 @@ fn the_daemonset_is_a_read_only_node_agent_with_two_capabilities_and_limits() {
         .map(|v| v.as_str().unwrap())
         .collect();
     // What the default collectors need, no more (see the manifest).
-    assert_eq!(caps, ["SYS_ADMIN", "SYS_PTRACE"]);
+    assert_eq!(caps, ["SYS_ADMIN", "SYS_PTRACE", "BPF", "PERFMON"]);
     assert_eq!(
         get(c, "securityContext.capabilities.drop"),
         &Value::from(vec!["ALL"])

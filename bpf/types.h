@@ -1,0 +1,26 @@
+/* The few kernel types sojourn's programs read, declared for CO-RE: only
+ * the fields named here exist to the compiler, and each access is relocated
+ * at load time against the running kernel's BTF (/sys/kernel/btf/vmlinux),
+ * so one object runs on every kernel whose BTF has these fields. Declared by
+ * hand rather than taken from a generated vmlinux.h so that the object a
+ * source builds does not depend on the kernel of the machine building it. */
+#ifndef SOJOURN_TYPES_H
+#define SOJOURN_TYPES_H
+
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <stdbool.h>
+
+struct task_struct {
+	int pid;
+	/* The task's state since 5.14 (TASK_RUNNING is 0). */
+	unsigned int __state;
+} __attribute__((preserve_access_index));
+
+/* Before 5.14 the state was `long state`: a second flavour of the struct,
+ * which libbpf-style loaders (aya too) match by the name before `___`. */
+struct task_struct___pre514 {
+	long state;
+} __attribute__((preserve_access_index));
+
+#endif
