@@ -89,8 +89,9 @@ static __always_inline void dequeue(struct task_struct *p)
 		return;
 	if (ns > RUNQUEUE_MAX_NS)
 		ns = RUNQUEUE_MAX_NS;
-	/* 2^30 / 10^9 = 2^21 / 5^9, exactly. */
-	units = ns * 2097152 / 1953125;
+	/* 2^30 / 10^9 = 2^21 / 5^9, exactly; rounded up, as the ceiling of
+	 * the logarithm of the rounded-up value is that of the exact one. */
+	units = (ns * 2097152 + 1953124) / 1953125;
 	slot = units == 0 ? 0 : ceil_log2(units) + 1;
 	if (slot >= RUNQUEUE_SLOTS)
 		slot = RUNQUEUE_SLOTS - 1;

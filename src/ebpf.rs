@@ -20,8 +20,9 @@ static RUNQUEUE_OBJECT: &[u8] = aya::include_bytes_aligned!("../bpf/runqueue.bpf
 /// Mirrors `bpf/runqueue.h`: `RUNQUEUE_SLOTS`.
 pub const RUNQUEUE_SLOTS: usize = 50;
 
-/// Slot `s > 0` counts waits in (2^(s - OFFSET - 1), 2^(s - OFFSET)] seconds;
-/// slot 0 those of 2^-30 s or less.
+/// Slot `s > 0` counts waits in (2^(s - OFFSET - 1), 2^(s - OFFSET)] seconds
+/// — native histogram bucket `s - OFFSET` of schema 0; slot 0 waits the
+/// clock saw as 0 ns.
 pub const SLOT_OFFSET: i32 = 31;
 
 /// Mirrors `struct runqueue_histogram` of `bpf/runqueue.h`.

@@ -520,8 +520,8 @@ impl Collector for Snapshot {
                                 &buckets,
                                 None,
                                 NativeHistogram {
-                                    schema: crate::native::SCHEMA,
-                                    zero_threshold: crate::native::ZERO_THRESHOLD,
+                                    schema: n.schema,
+                                    zero_threshold: n.zero_threshold,
                                     zero_count: n.zero_count,
                                     negative: NativeHistogramBuckets {
                                         spans: &[],

@@ -49,6 +49,10 @@ pub fn dense_index(v: f64) -> Option<usize> {
 /// A native histogram's buckets in the exposition's sparse form.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct NativeBuckets {
+    /// 2^schema buckets per power of two.
+    pub schema: i32,
+    /// Values at or under this count in the zero bucket.
+    pub zero_threshold: f64,
     pub zero_count: u64,
     /// (offset, length): the first offset is the first bucket's index, the
     /// others the gap after the previous span.
@@ -60,18 +64,32 @@ pub struct NativeBuckets {
 impl NativeBuckets {
     /// From dense counts (one per [`dense_index`]) and the zero count.
     pub fn from_dense(zero_count: u64, dense: &[u64]) -> Self {
+        Self::from_counts(SCHEMA, ZERO_THRESHOLD, zero_count, FIRST, dense)
+    }
+
+    /// From the counts of consecutive buckets of `schema`, the first of
+    /// index `first`, and the zero bucket's.
+    pub fn from_counts(
+        schema: i32,
+        zero_threshold: f64,
+        zero_count: u64,
+        first: i32,
+        counts: &[u64],
+    ) -> Self {
         let mut out = NativeBuckets {
+            schema,
+            zero_threshold,
             zero_count,
             ..Default::default()
         };
         let mut previous_count = 0i64;
         // Index just past the last bucket of the current span.
         let mut span_end: Option<i32> = None;
-        for (offset, &count) in dense.iter().enumerate() {
+        for (offset, &count) in counts.iter().enumerate() {
             if count == 0 {
                 continue;
             }
-            let index = FIRST + offset as i32;
+            let index = first + offset as i32;
             match span_end {
                 Some(end) if end == index => {
                     if let Some(last) = out.spans.last_mut() {

@@ -317,6 +317,26 @@ scrape_configs:
         "a quantile from the native histogram: {p99:?}"
     );
 
+    // The kernel-timed run-queue histogram arrives as a native histogram of
+    // schema 0: every bucket spans one doubling, (2^(i-1), 2^i].
+    let runqueue = query(prometheus_addr, "sojourn_runqueue_wait_seconds");
+    if runqueue.is_empty() && std::env::var_os("SOJOURN_REQUIRE_EBPF").is_none() {
+        eprintln!("run-queue histogram not checked: eBPF not permitted here");
+    } else {
+        let buckets = runqueue
+            .iter()
+            .find_map(|s| s.get("histogram")?.get(1)?.get("buckets")?.as_array())
+            .unwrap_or_else(|| panic!("no native run-queue histogram: {runqueue:?}"));
+        assert!(!buckets.is_empty());
+        for b in buckets {
+            // [boundary rule, lower, upper, count], bounds as strings.
+            let bound = |i: usize| b[i].as_str().unwrap().parse::<f64>().unwrap();
+            let (lower, upper) = (bound(1), bound(2));
+            assert_eq!(upper, lower * 2.0, "one doubling per bucket: {b:?}");
+            assert_eq!(upper.log2().fract(), 0.0, "bounds are powers of two: {b:?}");
+        }
+    }
+
     let panels = dashboard_queries();
     assert!(panels.len() >= 20, "{} panel queries", panels.len());
     let empty: Vec<String> = panels

@@ -5,8 +5,9 @@
 //! and the collector reports itself unsupported at each scrape.
 
 use super::{Collect, CollectError, Config};
-use crate::ebpf::{RawHistogram, RunQueue, slot_upper_bound};
+use crate::ebpf::{RUNQUEUE_SLOTS, RawHistogram, RunQueue, SLOT_OFFSET, slot_upper_bound};
 use crate::metrics::{Family, Histogram};
+use crate::native::NativeBuckets;
 
 crate::descs! {
     RUNQUEUE_WAIT = histogram("runqueue_wait", "Saturation: time tasks waited on a CPU's run queue before running, from wakeup or preemption, every wait timed (eBPF at sched_wakeup, sched_wakeup_new, sched_switch; all CPUs).") .seconds();
@@ -18,7 +19,9 @@ crate::descs! {
 const FIRST_BUCKET_EXP: i32 = -20;
 const LAST_BUCKET_EXP: i32 = 4;
 
-/// All CPUs' kernel histograms as one histogram of the exposed buckets.
+/// All CPUs' kernel histograms as one histogram of the exposed buckets,
+/// and as a native histogram of schema 0 whose buckets are the kernel's
+/// own (a scraper that negotiates protobuf gets every one, unmerged).
 pub fn histogram(per_cpu: &[RawHistogram]) -> (Histogram, u64) {
     let bounds: Vec<f64> = (FIRST_BUCKET_EXP..=LAST_BUCKET_EXP)
         .map(|e| 2f64.powi(e))
@@ -36,6 +39,19 @@ pub fn histogram(per_cpu: &[RawHistogram]) -> (Histogram, u64) {
         h.sum += cpu.sum_ns as f64 / 1e9;
         untimed += cpu.missed;
     }
+    let mut slots = [0u64; RUNQUEUE_SLOTS];
+    for cpu in per_cpu {
+        for (total, n) in slots.iter_mut().zip(cpu.slots) {
+            *total += n;
+        }
+    }
+    h.native = Some(Box::new(NativeBuckets::from_counts(
+        0,
+        0.0,
+        slots[0],
+        1 - SLOT_OFFSET,
+        &slots[1..],
+    )));
     (h, untimed)
 }
 
@@ -104,5 +120,11 @@ mod tests {
         assert_eq!(h.counts[one], 5);
         assert_eq!(*h.counts.last().unwrap(), 5);
         assert_eq!(h.counts.iter().sum::<u64>(), h.count);
+        // Native: the kernel's buckets themselves, schema 0, from index -30.
+        let n = h.native.unwrap();
+        assert_eq!((n.schema, n.zero_threshold, n.zero_count), (0, 0.0, 1));
+        // Slots 11, 12 (indices -20, -19), 31 (index 0), 49 (index 18).
+        assert_eq!(n.spans, vec![(-20, 2), (18, 1), (17, 1)]);
+        assert_eq!(n.deltas, vec![2, 1, 2, 0]);
     }
 }
