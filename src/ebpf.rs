@@ -83,7 +83,26 @@ pub struct RunQueue {
 
 const RUNQUEUE_TRACEPOINTS: [&str; 3] = ["sched_wakeup", "sched_wakeup_new", "sched_switch"];
 
+/// The attached program while anyone holds it: the collector and the
+/// queue sampler share one, so each wait is timed once.
+static SHARED: std::sync::Mutex<std::sync::Weak<RunQueue>> =
+    std::sync::Mutex::new(std::sync::Weak::new());
+
 impl RunQueue {
+    /// The program attached for the process, loaded by the first caller
+    /// and detached when the last holder drops it.
+    pub fn shared() -> Result<std::sync::Arc<RunQueue>, String> {
+        let mut shared = SHARED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(rq) = shared.upgrade() {
+            return Ok(rq);
+        }
+        let rq = std::sync::Arc::new(RunQueue::load()?);
+        *shared = std::sync::Arc::downgrade(&rq);
+        Ok(rq)
+    }
+
     /// Loads and attaches the program; the reason when this machine does
     /// not permit it.
     pub fn load() -> Result<RunQueue, String> {

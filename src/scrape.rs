@@ -178,9 +178,15 @@ pub fn build(
     queue: &QueueConfig,
     enabled: &[&str],
 ) -> Vec<(&'static str, Box<dyn Collect>)> {
+    // The sampler times the CPU run queue with eBPF only when the ebpf
+    // collector is on: off, no program is loaded at all.
+    let queue = QueueConfig {
+        ebpf: enabled.contains(&"ebpf"),
+        ..queue.clone()
+    };
     ALL.iter()
         .filter(|e| enabled.contains(&e.name))
-        .map(|e| (e.name, (e.build)(cfg, queue)))
+        .map(|e| (e.name, (e.build)(cfg, &queue)))
         .collect()
 }
 

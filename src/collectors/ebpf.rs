@@ -56,12 +56,12 @@ pub fn histogram(per_cpu: &[RawHistogram]) -> (Histogram, u64) {
 }
 
 pub struct EbpfCollector {
-    runqueue: Result<RunQueue, String>,
+    runqueue: Result<std::sync::Arc<RunQueue>, String>,
 }
 
 impl EbpfCollector {
     pub fn new() -> EbpfCollector {
-        let runqueue = RunQueue::load();
+        let runqueue = RunQueue::shared();
         if let Err(e) = &runqueue {
             tracing::warn!(
                 reason = %e,

@@ -147,6 +147,10 @@ pub struct QueueConfig {
         help = "Share of one CPU that sampling other network namespaces' listeners may use: a round over them that took c seconds of CPU is followed by the next no sooner than c / SHARE seconds later (sojourn_queue_namespace_sample_interval_seconds)"
     )]
     pub namespace_cpu_budget: f64,
+    /// Whether the CPU run queue may be timed by eBPF: the ebpf collector
+    /// is on (set from the enabled collectors, not a flag of its own).
+    #[arg(skip)]
+    pub ebpf: bool,
 }
 
 impl Default for QueueConfig {
@@ -204,7 +208,7 @@ pub struct Sample {
     /// None for the host's queues.
     pub scope: Option<Arc<Scope>>,
     pub measure: Measure,
-    /// Where the value comes from (`schedstat`, `loadavg`, `psi`, `diskstats`, `cgroup`, `inet_diag`).
+    /// Where the value comes from (`ebpf`, `schedstat`, `loadavg`, `psi`, `diskstats`, `cgroup`, `inet_diag`).
     pub source: &'static str,
     pub value: f64,
 }

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use super::Measure;
 use super::sources::{
-    DiskSource, ListenerSource, LoadavgSource, PsiSource, SchedstatSource, cfs_counters,
-    throttle_delay,
+    DiskSource, EbpfRunqueueSource, ListenerSource, LoadavgSource, PsiSource, SchedstatSource,
+    cfs_counters, throttle_delay,
 };
 use super::{QueueId, QueueSet, Sample, Scope};
 use crate::collectors::CollectError;
@@ -448,6 +448,8 @@ impl Namespaces {
 }
 
 pub enum CpuSource {
+    /// Every wait timed in the kernel, where eBPF is on and permitted.
+    Ebpf(EbpfRunqueueSource, std::sync::Arc<crate::ebpf::RunQueue>),
     Schedstat(SchedstatSource, KeptFile),
     Loadavg(LoadavgSource, KeptFile),
 }
@@ -458,7 +460,14 @@ impl Sources {
         let disk_exclude = cfg.disk.device_exclude.clone();
         // The kernel has schedstat or not for the life of the process.
         let schedstat = roots.proc("schedstat");
-        let cpu = if schedstat.exists() {
+        // The ebpf collector logs why when eBPF is not permitted.
+        let ebpf = queue
+            .ebpf
+            .then(crate::ebpf::RunQueue::shared)
+            .and_then(Result::ok);
+        let cpu = if let Some(rq) = ebpf {
+            CpuSource::Ebpf(EbpfRunqueueSource::default(), rq)
+        } else if schedstat.exists() {
             CpuSource::Schedstat(SchedstatSource::default(), KeptFile::new(schedstat))
         } else {
             let cpus = crate::roots::read(&roots.proc("stat"))
@@ -501,6 +510,10 @@ impl Sources {
         self.limits.clear();
         let parse = |path: &std::path::Path, e| CollectError::parse(path, e);
         match &mut self.cpu {
+            CpuSource::Ebpf(src, rq) => match rq.read() {
+                Ok(per_cpu) => out.extend(src.sample(&per_cpu)),
+                Err(e) => error = Some(CollectError::Io(e)),
+            },
             CpuSource::Schedstat(src, file) => match file.read() {
                 Ok(t) => match src.sample(t, &mut self.host_gone) {
                     Ok(s) => out.extend(s),

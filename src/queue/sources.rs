@@ -107,6 +107,72 @@ impl SchedstatSource {
     }
 }
 
+/// CPU run queue timed by eBPF (`crate::ebpf`): per CPU and host-wide, the
+/// mean wait of the waits that ended during the last sampling period,
+/// Δwait ÷ Δwaits — schedstat's delay per timeslice, but with every wait
+/// timed and wherever eBPF is permitted, schedstat or not. A period in
+/// which no wait ended has no queue: 0.
+#[derive(Debug)]
+pub struct EbpfRunqueueSource {
+    prev: Option<Vec<(u64, u64)>>,
+    host: Arc<str>,
+    names: Vec<Arc<str>>,
+}
+
+impl Default for EbpfRunqueueSource {
+    fn default() -> Self {
+        EbpfRunqueueSource {
+            prev: None,
+            host: Arc::from(QueueName::Cpu.to_string()),
+            names: Vec::new(),
+        }
+    }
+}
+
+impl EbpfRunqueueSource {
+    /// Samples from every possible CPU's histogram, indexed by CPU number
+    /// (a CPU that never ran a task has none, and no queue of its own).
+    pub fn sample(&mut self, per_cpu: &[crate::ebpf::RawHistogram]) -> Vec<Sample> {
+        let cur: Vec<(u64, u64)> = per_cpu
+            .iter()
+            .map(|h| (h.sum_ns, h.slots.iter().sum()))
+            .collect();
+        while self.names.len() < cur.len() {
+            let cpu = self.names.len() as u32;
+            self.names
+                .push(Arc::from(QueueName::CpuOne(cpu).to_string()));
+        }
+        let Some(prev) = self.prev.replace(cur.clone()) else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(cur.len() + 1);
+        let (mut wait, mut waits) = (0u64, 0u64);
+        for (cpu, (&(sum, count), &(psum, pcount))) in cur.iter().zip(&prev).enumerate() {
+            if count == 0 {
+                continue;
+            }
+            let (dw, dn) = (sum.saturating_sub(psum), count.saturating_sub(pcount));
+            wait += dw;
+            waits += dn;
+            out.push(Sample {
+                queue: self.names[cpu].clone(),
+                scope: None,
+                measure: Measure::Delay,
+                source: "ebpf",
+                value: delay_per_slice(dw, dn),
+            });
+        }
+        out.push(Sample {
+            queue: self.host.clone(),
+            scope: None,
+            measure: Measure::Delay,
+            source: "ebpf",
+            value: delay_per_slice(wait, waits),
+        });
+        out
+    }
+}
+
 /// CPU run queue without schedstat: runnable tasks beyond the CPU count, from
 /// the running count of /proc/loadavg (which includes the sampler itself).
 #[derive(Debug)]

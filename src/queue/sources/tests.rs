@@ -215,3 +215,44 @@ fn disk_queue_time_is_await_minus_service_time() {
     let gone: Vec<&str> = gone.iter().map(|g| &**g).collect();
     assert_eq!(gone, ["disk:sda", "disk_inflight:sda"]);
 }
+
+#[test]
+fn ebpf_delay_is_the_mean_wait_of_the_waits_that_ended() {
+    use crate::ebpf::RawHistogram;
+    let cpu = |sum_ns: u64, waits: u64| {
+        let mut h = RawHistogram {
+            sum_ns,
+            ..Default::default()
+        };
+        h.slots[20] = waits;
+        h
+    };
+    let mut src = EbpfRunqueueSource::default();
+    assert!(
+        src.sample(&[cpu(0, 0), cpu(0, 0)]).is_empty(),
+        "a first reading has no period"
+    );
+    // CPU 0: 4 waits of 2 ms each; CPU 1: none ended.
+    let s = src.sample(&[cpu(8_000_000, 4), cpu(0, 0)]);
+    let by_name = |n: &str| s.iter().find(|x| &*x.queue == n).map(|x| x.value);
+    assert_eq!(by_name("cpu0"), Some(0.002));
+    assert_eq!(
+        by_name("cpu1"),
+        None,
+        "a CPU that never ran a task has no queue"
+    );
+    assert_eq!(by_name("cpu"), Some(0.002));
+    assert!(
+        s.iter()
+            .all(|x| x.source == "ebpf" && x.measure == Measure::Delay)
+    );
+    // Next period: CPU 0 two more waits of 1 ms, CPU 1 two of 5 ms.
+    let s = src.sample(&[cpu(10_000_000, 6), cpu(10_000_000, 2)]);
+    let by_name = |n: &str| s.iter().find(|x| &*x.queue == n).map(|x| x.value);
+    assert_eq!(by_name("cpu0"), Some(0.001));
+    assert_eq!(by_name("cpu1"), Some(0.005));
+    assert_eq!(by_name("cpu"), Some(0.003));
+    // Nothing ended: no queue, delay 0.
+    let s = src.sample(&[cpu(10_000_000, 6), cpu(10_000_000, 2)]);
+    assert!(s.iter().all(|x| x.value == 0.0));
+}
