@@ -199,7 +199,11 @@ probes:
         ),
     )
     .unwrap();
-    let sojourn = common::start(&["--config.file", config.to_str().unwrap()]);
+    let sojourn = common::start(&[
+        "--config.file",
+        config.to_str().unwrap(),
+        "--collector.ebpf",
+    ]);
     // A second sojourn behind TLS and basic auth ("prometheus:s3cret").
     common::pki(dir.path());
     let hash = bcrypt::hash("s3cret", 4).unwrap();

@@ -156,6 +156,7 @@ fn readme_reference_matches_emitted_metrics() {
             && !r.needs("sojourn proxy")
             && !r.needs("--config.file")
             && !r.needs("--collector.textfile.directory")
+            && !r.needs("--collector.ebpf")
     }) {
         problems.push(format!(
             "{}: no test scrapes with `{}`",
@@ -372,6 +373,35 @@ fn textfile_rows_match_a_scrape_with_a_directory() {
         }
     }
     assert!(emitted.contains_key("backup_ok"));
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Where this machine permits eBPF (root, BTF); CI requires it.
+#[test]
+fn ebpf_rows_match_a_scrape_with_the_collector() {
+    let scraper = common::tree_scraper_with(
+        &common::fixtures(),
+        &["--collector.disable-defaults", "--collector.ebpf"],
+    );
+    let emitted = families(&metrics::encode(scraper.scrape(), Format::Text));
+    if !emitted.contains_key("sojourn_runqueue_wait_seconds")
+        && std::env::var_os("SOJOURN_REQUIRE_EBPF").is_none()
+    {
+        eprintln!("skipped: eBPF not permitted here");
+        return;
+    }
+    let mut problems = Vec::new();
+    let rows: Vec<_> = documented()
+        .into_iter()
+        .filter(|r| r.needs("--collector.ebpf"))
+        .collect();
+    assert_eq!(rows.len(), 2, "the ebpf collector's rows");
+    for r in &rows {
+        match emitted.get(&r.name) {
+            Some((kind, labels)) if *kind == r.kind && *labels == r.labels => {}
+            other => problems.push(format!("{}: emitted {other:?}", r.name)),
+        }
+    }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
