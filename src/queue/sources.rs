@@ -27,27 +27,30 @@ fn delay_per_slice(wait_ns: u64, slices: u64) -> f64 {
     }
 }
 
-/// CPU run queue from /proc/schedstat: per CPU and host-wide, the delay per
-/// timeslice over the last sampling period, Δwait_ns ÷ Δtimeslices.
+/// Per-CPU run-queue delay from two cumulative counters per CPU, time
+/// waited and waits (timeslices for schedstat, timed waits for eBPF): per
+/// CPU and host-wide, Δwait ÷ Δwaits over the last sampling period. The
+/// CPU sources differ only in where the counters come from.
 #[derive(Debug)]
-pub struct SchedstatSource {
-    prev: Option<Vec<CpuSched>>,
+struct CpuDelays {
+    source: &'static str,
+    /// (cpu, wait_ns, waits) of the previous reading.
+    prev: Option<Vec<(u32, u64, u64)>>,
     host: Arc<str>,
     /// `cpu<N>` names by CPU number, built once.
     names: Vec<(u32, Arc<str>)>,
 }
 
-impl Default for SchedstatSource {
-    fn default() -> Self {
-        SchedstatSource {
+impl CpuDelays {
+    fn new(source: &'static str) -> Self {
+        CpuDelays {
+            source,
             prev: None,
             host: Arc::from(QueueName::Cpu.to_string()),
             names: Vec::new(),
         }
     }
-}
 
-impl SchedstatSource {
     fn name(&mut self, cpu: u32) -> Arc<str> {
         if let Some((_, n)) = self.names.iter().find(|(c, _)| *c == cpu) {
             return n.clone();
@@ -57,6 +60,69 @@ impl SchedstatSource {
         n
     }
 
+    /// Samples of the reading `cur`; a CPU no longer in it has its queue
+    /// name pushed to `gone`.
+    fn sample(&mut self, cur: Vec<(u32, u64, u64)>, gone: &mut Vec<Arc<str>>) -> Vec<Sample> {
+        // More names than CPUs listed: one went offline (a swap of one CPU
+        // for another is seen a tick later, once the new one has its name).
+        // The count spares the 10 ms tick a search per CPU.
+        if self.names.len() > cur.len() {
+            let (kept, offline) = std::mem::take(&mut self.names)
+                .into_iter()
+                .partition(|(n, _)| cur.iter().any(|c| c.0 == *n));
+            self.names = kept;
+            gone.extend(offline.into_iter().map(|(_, name)| name));
+        }
+        let Some(prev) = self.prev.take() else {
+            self.prev = Some(cur);
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(cur.len() + 1);
+        let (mut wait, mut waits) = (0u64, 0u64);
+        for &(cpu, w, n) in &cur {
+            // A CPU that never ran a task (a possible CPU never brought
+            // online) has no queue of its own.
+            if n == 0 {
+                continue;
+            }
+            let Some(&(_, pw, pn)) = prev.iter().find(|p| p.0 == cpu) else {
+                continue;
+            };
+            let (dw, dn) = (w.saturating_sub(pw), n.saturating_sub(pn));
+            wait += dw;
+            waits += dn;
+            out.push(Sample {
+                queue: self.name(cpu),
+                scope: None,
+                measure: Measure::Delay,
+                source: self.source,
+                value: delay_per_slice(dw, dn),
+            });
+        }
+        self.prev = Some(cur);
+        out.push(Sample {
+            queue: self.host.clone(),
+            scope: None,
+            measure: Measure::Delay,
+            source: self.source,
+            value: delay_per_slice(wait, waits),
+        });
+        out
+    }
+}
+
+/// CPU run queue from /proc/schedstat: per CPU and host-wide, the delay per
+/// timeslice over the last sampling period, Δwait_ns ÷ Δtimeslices.
+#[derive(Debug)]
+pub struct SchedstatSource(CpuDelays);
+
+impl Default for SchedstatSource {
+    fn default() -> Self {
+        SchedstatSource(CpuDelays::new("schedstat"))
+    }
+}
+
+impl SchedstatSource {
     /// Samples the CPUs of a /proc/schedstat text; a CPU that went offline
     /// since the last reading has its queue name pushed to `gone`.
     pub fn sample(
@@ -64,46 +130,12 @@ impl SchedstatSource {
         text: &str,
         gone: &mut Vec<Arc<str>>,
     ) -> Result<Vec<Sample>, ParseError> {
-        let cur = parse_schedstat(text)?.cpus;
-        // More names than CPUs listed: one went offline (a swap of one CPU
-        // for another is seen a tick later, once the new one has its name).
-        // The count spares the 10 ms tick a search per CPU.
-        if self.names.len() > cur.len() {
-            let (kept, offline) = std::mem::take(&mut self.names)
-                .into_iter()
-                .partition(|(n, _)| cur.iter().any(|c| c.cpu == *n));
-            self.names = kept;
-            gone.extend(offline.into_iter().map(|(_, name)| name));
-        }
-        let Some(prev) = self.prev.replace(cur.clone()) else {
-            return Ok(Vec::new());
-        };
-        let mut out = Vec::with_capacity(cur.len() + 1);
-        let (mut wait, mut slices) = (0u64, 0u64);
-        for c in &cur {
-            let Some(p) = prev.iter().find(|p| p.cpu == c.cpu) else {
-                continue;
-            };
-            let dw = c.waiting_ns.saturating_sub(p.waiting_ns);
-            let ds = c.timeslices.saturating_sub(p.timeslices);
-            wait += dw;
-            slices += ds;
-            out.push(Sample {
-                queue: self.name(c.cpu),
-                scope: None,
-                measure: Measure::Delay,
-                source: "schedstat",
-                value: delay_per_slice(dw, ds),
-            });
-        }
-        out.push(Sample {
-            queue: self.host.clone(),
-            scope: None,
-            measure: Measure::Delay,
-            source: "schedstat",
-            value: delay_per_slice(wait, slices),
-        });
-        Ok(out)
+        let cur = parse_schedstat(text)?
+            .cpus
+            .iter()
+            .map(|c: &CpuSched| (c.cpu, c.waiting_ns, c.timeslices))
+            .collect();
+        Ok(self.0.sample(cur, gone))
     }
 }
 
@@ -113,19 +145,11 @@ impl SchedstatSource {
 /// timed and wherever eBPF is permitted, schedstat or not. A period in
 /// which no wait ended has no queue: 0.
 #[derive(Debug)]
-pub struct EbpfRunqueueSource {
-    prev: Option<Vec<(u64, u64)>>,
-    host: Arc<str>,
-    names: Vec<Arc<str>>,
-}
+pub struct EbpfRunqueueSource(CpuDelays);
 
 impl Default for EbpfRunqueueSource {
     fn default() -> Self {
-        EbpfRunqueueSource {
-            prev: None,
-            host: Arc::from(QueueName::Cpu.to_string()),
-            names: Vec::new(),
-        }
+        EbpfRunqueueSource(CpuDelays::new("ebpf"))
     }
 }
 
@@ -133,43 +157,12 @@ impl EbpfRunqueueSource {
     /// Samples from every possible CPU's histogram, indexed by CPU number
     /// (a CPU that never ran a task has none, and no queue of its own).
     pub fn sample(&mut self, per_cpu: &[crate::ebpf::RawHistogram]) -> Vec<Sample> {
-        let cur: Vec<(u64, u64)> = per_cpu
-            .iter()
-            .map(|h| (h.sum_ns, h.slots.iter().sum()))
+        let cur = (0u32..)
+            .zip(per_cpu)
+            .map(|(cpu, h)| (cpu, h.sum_ns, h.slots.iter().sum::<u64>()))
             .collect();
-        while self.names.len() < cur.len() {
-            let cpu = self.names.len() as u32;
-            self.names
-                .push(Arc::from(QueueName::CpuOne(cpu).to_string()));
-        }
-        let Some(prev) = self.prev.replace(cur.clone()) else {
-            return Vec::new();
-        };
-        let mut out = Vec::with_capacity(cur.len() + 1);
-        let (mut wait, mut waits) = (0u64, 0u64);
-        for (cpu, (&(sum, count), &(psum, pcount))) in cur.iter().zip(&prev).enumerate() {
-            if count == 0 {
-                continue;
-            }
-            let (dw, dn) = (sum.saturating_sub(psum), count.saturating_sub(pcount));
-            wait += dw;
-            waits += dn;
-            out.push(Sample {
-                queue: self.names[cpu].clone(),
-                scope: None,
-                measure: Measure::Delay,
-                source: "ebpf",
-                value: delay_per_slice(dw, dn),
-            });
-        }
-        out.push(Sample {
-            queue: self.host.clone(),
-            scope: None,
-            measure: Measure::Delay,
-            source: "ebpf",
-            value: delay_per_slice(wait, waits),
-        });
-        out
+        // Possible CPUs are a fixed set: none goes.
+        self.0.sample(cur, &mut Vec::new())
     }
 }
 
