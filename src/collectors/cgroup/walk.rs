@@ -73,25 +73,32 @@ fn open_dir(path: &Path) -> rustix::io::Result<rustix::fd::OwnedFd> {
     )
 }
 
-/// Of the directories `dirs` (relative paths, `/a/b`), those selected by
+/// A listed cgroup directory: its path relative to the hierarchy's root
+/// (`/a/b`) and its cgroup.procs relative to the same root, made once at
+/// listing rather than at every scrape.
+struct Listed {
+    rel: String,
+    procs: String,
+}
+
+/// Of the directories `dirs`, those selected by
 /// the include and exclude patterns whose cgroup.procs lists a process:
 /// the first `limit`, and how many more there were. cgroup.procs is opened
 /// relative to the hierarchy's root, so no path is walked from `/`.
 fn select(
     root: &rustix::fd::OwnedFd,
-    dirs: &[String],
+    dirs: &[Listed],
     cfg: &Config,
     limit: usize,
 ) -> (Vec<String>, usize) {
     use rustix::fs::{Mode, OFlags};
     let (mut out, mut omitted) = (Vec::new(), 0);
-    for rel in dirs {
+    for Listed { rel, procs } in dirs {
         let selected =
             cfg.include.is_match(rel) && !cfg.exclude.as_ref().is_some_and(|x| x.is_match(rel));
         if !selected {
             continue;
         }
-        let procs = format!("{}/cgroup.procs", rel.trim_start_matches('/'));
         let mut first = [0u8; 1];
         let holds = rustix::fs::openat(
             root,
@@ -124,7 +131,7 @@ fn select(
 fn try_list(
     root: &rustix::fd::OwnedFd,
     watch: Option<(&rustix::fd::OwnedFd, &Path)>,
-) -> Option<Vec<String>> {
+) -> Option<Vec<Listed>> {
     use rustix::fs::{Mode, OFlags};
     use std::rc::Rc;
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
@@ -162,7 +169,11 @@ fn try_list(
         }
         let children = subdirectories(&fd, subdirectory_count(&fd, cgroupfs));
         if !rel.is_empty() {
-            out.push(rel.clone());
+            let procs = format!("{}/cgroup.procs", rel.trim_start_matches('/'));
+            out.push(Listed {
+                rel: rel.clone(),
+                procs,
+            });
         }
         if children.is_empty() {
             continue;
@@ -197,7 +208,7 @@ pub struct Tree {
     base: PathBuf,
     inotify: Option<rustix::fd::OwnedFd>,
     /// The hierarchy's root and its directories, while known to be current.
-    listed: Option<(rustix::fd::OwnedFd, Vec<String>)>,
+    listed: Option<(rustix::fd::OwnedFd, Vec<Listed>)>,
 }
 
 impl Tree {
