@@ -23,28 +23,28 @@ const LAST_BUCKET_EXP: i32 = 4;
 /// and as a native histogram of schema 0 whose buckets are the kernel's
 /// own (a scraper that negotiates protobuf gets every one, unmerged).
 pub fn histogram(per_cpu: &[RawHistogram]) -> (Histogram, u64) {
+    // All CPUs summed slot by slot, then folded once.
+    let mut slots = [0u64; RUNQUEUE_SLOTS];
+    let (mut sum_ns, mut untimed) = (0u64, 0u64);
+    for cpu in per_cpu {
+        for (total, n) in slots.iter_mut().zip(cpu.slots) {
+            *total += n;
+        }
+        sum_ns = sum_ns.saturating_add(cpu.sum_ns);
+        untimed += cpu.missed;
+    }
     let bounds: Vec<f64> = (FIRST_BUCKET_EXP..=LAST_BUCKET_EXP)
         .map(|e| 2f64.powi(e))
         .collect();
     let mut h = Histogram::new(bounds);
     let last = h.counts.len() - 1;
-    let mut untimed = 0;
-    for cpu in per_cpu {
-        for (slot, &n) in cpu.slots.iter().enumerate() {
-            let upper = slot_upper_bound(slot);
-            let i = h.bounds.partition_point(|b| *b < upper).min(last);
-            h.counts[i] += n;
-            h.count += n;
-        }
-        h.sum += cpu.sum_ns as f64 / 1e9;
-        untimed += cpu.missed;
+    for (slot, &n) in slots.iter().enumerate() {
+        let upper = slot_upper_bound(slot);
+        let i = h.bounds.partition_point(|b| *b < upper).min(last);
+        h.counts[i] += n;
+        h.count += n;
     }
-    let mut slots = [0u64; RUNQUEUE_SLOTS];
-    for cpu in per_cpu {
-        for (total, n) in slots.iter_mut().zip(cpu.slots) {
-            *total += n;
-        }
-    }
+    h.sum = sum_ns as f64 / 1e9;
     h.native = Some(Box::new(NativeBuckets::from_counts(
         0,
         0.0,
