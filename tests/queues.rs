@@ -59,18 +59,18 @@ fn default_sampler() -> Sampler {
     Sampler::start(&s.collect, &s.queue).unwrap()
 }
 
-#[test]
-fn cpu_queue_is_clear_when_idle_and_stands_when_oversubscribed() {
-    let _serial = serial();
-    let sampler = default_sampler();
+/// The `cpu` queue of `sampler` is clear on an idle machine, stands behind
+/// two busy threads per CPU and more, clears once they stop, and says its
+/// source is `source`.
+fn cpu_queue_stands_only_under_load(sampler: &Sampler, source: &str) {
     std::thread::sleep(Duration::from_millis(1000));
-    let idle = standing_seconds(&sampler, "cpu");
+    let idle = standing_seconds(sampler, "cpu");
     assert!(idle < 0.1, "idle machine: cpu queue stood {idle} s of 1 s");
 
     let cpus = std::thread::available_parallelism().unwrap().get();
     let start = Instant::now();
     burn(cpus * 2 + 2, Duration::from_millis(1500));
-    let busy = standing_seconds(&sampler, "cpu") - idle;
+    let busy = standing_seconds(sampler, "cpu") - idle;
     let wall = start.elapsed().as_secs_f64();
     assert!(
         busy > 0.5 * wall,
@@ -83,11 +83,6 @@ fn cpu_queue_is_clear_when_idle_and_stands_when_oversubscribed() {
     let queues = sampler.shared.queues.lock().unwrap();
     assert_eq!(queues.is_standing("cpu"), Some(false));
     let info = metrics::encode(queues.emit(), Format::Text);
-    let source = if std::path::Path::new("/proc/schedstat").exists() {
-        "schedstat"
-    } else {
-        "loadavg"
-    };
     let cpu_info = info
         .lines()
         .find(|l| l.starts_with("sojourn_queue_info{queue=\"cpu\","))
@@ -96,6 +91,18 @@ fn cpu_queue_is_clear_when_idle_and_stands_when_oversubscribed() {
         cpu_info.contains(&format!("source=\"{source}\"")),
         "{cpu_info}"
     );
+}
+
+#[test]
+fn cpu_queue_is_clear_when_idle_and_stands_when_oversubscribed() {
+    let _serial = serial();
+    let sampler = default_sampler();
+    let source = if std::path::Path::new("/proc/schedstat").exists() {
+        "schedstat"
+    } else {
+        "loadavg"
+    };
+    cpu_queue_stands_only_under_load(&sampler, source);
     assert!(sampler.shared.stats.ticks.load(Ordering::Relaxed) > 150);
 }
 
@@ -121,27 +128,8 @@ fn cpu_queue_timed_by_ebpf_stands_when_oversubscribed() {
     // (microseconds) still do not.
     s.queue.delay_target = 0.001;
     let sampler = Sampler::start(&s.collect, &s.queue).unwrap();
-    std::thread::sleep(Duration::from_millis(1000));
-    let idle = standing_seconds(&sampler, "cpu");
-    assert!(idle < 0.1, "idle machine: cpu queue stood {idle} s of 1 s");
-    let cpus = std::thread::available_parallelism().unwrap().get();
-    let start = Instant::now();
-    burn(cpus * 2 + 2, Duration::from_millis(1500));
-    let busy = standing_seconds(&sampler, "cpu") - idle;
-    let wall = start.elapsed().as_secs_f64();
-    assert!(
-        busy > 0.5 * wall,
-        "{} busy threads on {cpus} CPUs: stood only {busy:.2} s of {wall:.2} s",
-        cpus * 2 + 2
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    let queues = sampler.shared.queues.lock().unwrap();
-    assert_eq!(queues.is_standing("cpu"), Some(false));
-    let info = metrics::encode(queues.emit(), Format::Text);
-    assert!(
-        info.contains("sojourn_queue_info{queue=\"cpu\",measure=\"delay\",source=\"ebpf\"} 1"),
-        "{info}"
-    );
+    cpu_queue_stands_only_under_load(&sampler, "ebpf");
+    let info = metrics::encode(sampler.shared.queues.lock().unwrap().emit(), Format::Text);
     assert!(
         info.contains("sojourn_queue_info{queue=\"cpu0\",measure=\"delay\",source=\"ebpf\"} 1"),
         "per CPU too: {info}"
