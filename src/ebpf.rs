@@ -139,13 +139,12 @@ impl RunQueue {
     }
 
     /// Each possible CPU's histogram since the program was attached,
-    /// indexed by CPU number.
-    pub fn read(&self) -> Result<Vec<RawHistogram>, String> {
-        let values = self
-            .histogram
+    /// indexed by CPU number (as aya copies them out: the sampler reads
+    /// this every tick, so it is not copied again).
+    pub fn read(&self) -> Result<aya::maps::PerCpuValues<RawHistogram>, String> {
+        self.histogram
             .get(&0, 0)
-            .map_err(|e| format!("reading the run-queue histogram: {e}"))?;
-        Ok(values.iter().copied().collect())
+            .map_err(|e| format!("reading the run-queue histogram: {e}"))
     }
 }
 

@@ -84,7 +84,7 @@ impl Collect for EbpfCollector {
             .runqueue
             .as_ref()
             .map_err(|e| CollectError::Unsupported(e.clone()))?;
-        let (h, untimed) = histogram(&rq.read().map_err(CollectError::Io)?);
+        let (h, untimed) = histogram(&rq.read().map_err(CollectError::Io)?[..]);
         Ok(vec![
             Family::single(RUNQUEUE_WAIT, h),
             Family::single(RUNQUEUE_UNTIMED, untimed),

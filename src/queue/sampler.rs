@@ -511,7 +511,7 @@ impl Sources {
         let parse = |path: &std::path::Path, e| CollectError::parse(path, e);
         match &mut self.cpu {
             CpuSource::Ebpf(src, rq) => match rq.read() {
-                Ok(per_cpu) => out.extend(src.sample(&per_cpu)),
+                Ok(per_cpu) => out.extend(src.sample(&per_cpu[..])),
                 Err(e) => error = Some(CollectError::Io(e)),
             },
             CpuSource::Schedstat(src, file) => match file.read() {
