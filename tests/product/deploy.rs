@@ -142,7 +142,7 @@ fn the_prometheusrule_is_the_rules_file() {
 }
 
 #[test]
-fn the_daemonset_is_a_read_only_node_agent_with_two_capabilities_and_limits() {
+fn the_daemonset_is_a_read_only_node_agent_with_four_capabilities_and_limits() {
     let ds = &docs(&Path::new(ROOT).join("deploy/kubernetes/base/daemonset.yaml"))[0];
     let pod = get(ds, "spec.template.spec");
     assert_eq!(pod["hostPID"], Value::from(true));
