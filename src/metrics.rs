@@ -470,14 +470,19 @@ impl Format {
     }
 }
 
-/// Adapter that lets prometheus-client encode a scrape's families.
+/// Adapter that lets prometheus-client encode a scrape's families: those
+/// in the `sojourn_` namespace, or those outside it. Both halves share one
+/// list, so splitting it moves no family.
 #[derive(Debug)]
-struct Snapshot(Vec<Family>);
+struct Snapshot {
+    families: std::sync::Arc<Vec<Family>>,
+    namespaced: bool,
+}
 
 impl Collector for Snapshot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        for family in &self.0 {
-            if family.samples.is_empty() {
+        for family in self.families.iter() {
+            if family.samples.is_empty() || family.desc.namespaced != self.namespaced {
                 continue;
             }
             let unit = family.desc.unit.map(BaseUnit::to_unit);
@@ -549,15 +554,21 @@ impl Collector for Snapshot {
 }
 
 fn registry(families: Vec<Family>) -> Registry {
-    let (namespaced, bare): (Vec<Family>, Vec<Family>) =
-        families.into_iter().partition(|f| f.desc.namespaced);
+    let any_bare = families.iter().any(|f| !f.desc.namespaced);
+    let families = std::sync::Arc::new(families);
     let mut registry = Registry::default();
-    if !bare.is_empty() {
-        registry.register_collector(Box::new(Snapshot(bare)));
+    if any_bare {
+        registry.register_collector(Box::new(Snapshot {
+            families: families.clone(),
+            namespaced: false,
+        }));
     }
     registry
         .sub_registry_with_prefix(NAMESPACE)
-        .register_collector(Box::new(Snapshot(namespaced)));
+        .register_collector(Box::new(Snapshot {
+            families,
+            namespaced: true,
+        }));
     registry
 }
 

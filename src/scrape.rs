@@ -218,6 +218,9 @@ pub struct Scraper {
     cfg: Config,
     /// Last error per collector: bounded by the number of collectors.
     last_errors: Mutex<HashMap<&'static str, LoggedError>>,
+    /// How many families the last scrape made: the next one's list starts
+    /// that large rather than growing (and moving) its way there.
+    last_families: std::sync::atomic::AtomicUsize,
 }
 
 impl Scraper {
@@ -235,6 +238,7 @@ impl Scraper {
             collectors,
             cfg,
             last_errors: Mutex::new(HashMap::new()),
+            last_families: std::sync::atomic::AtomicUsize::new(128),
         }
     }
 
@@ -280,7 +284,10 @@ impl Scraper {
     /// [`Scraper::scrape`] of the selected collectors only; the exporter's
     /// own metrics speak of those.
     pub fn scrape_selected(&self, selection: &Selection) -> Vec<Family> {
-        let mut out = Vec::with_capacity(128);
+        let mut out = Vec::with_capacity(
+            self.last_families
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
         let mut success = Family::new(SUCCESS);
         let mut duration = Family::new(DURATION);
         let mut unsupported = Family::new(UNSUPPORTED);
@@ -315,6 +322,8 @@ impl Scraper {
                 }
             }
         }
+        self.last_families
+            .store(out.len(), std::sync::atomic::Ordering::Relaxed);
         let mut out = merge_same_names(out);
         out.push(success);
         out.push(duration);
@@ -364,33 +373,49 @@ impl Scraper {
 /// Families of one name from several collectors (the queue metrics of the
 /// host sampler and of the proxy) become one family: an exposition may
 /// name a metric only once.
-fn merge_same_names(families: Vec<Family>) -> Vec<Family> {
-    type Key = (
-        std::borrow::Cow<'static, str>,
+fn merge_same_names(mut families: Vec<Family>) -> Vec<Family> {
+    // What the exposed name is made of: `queue_standing` is a gauge and,
+    // in seconds, a counter. Hundreds of names at every scrape: a fast
+    // hash, not a DoS-resistant one (the names are the collectors', never
+    // a client's).
+    type Key<'a> = (
+        &'a str,
         crate::metrics::Kind,
         Option<crate::metrics::BaseUnit>,
         bool,
     );
-    // Hundreds of names at every scrape: a fast hash, not a DoS-resistant
-    // one (the names are the collectors', never a client's).
-    let mut index: foldhash::HashMap<Key, usize> =
-        foldhash::HashMapExt::with_capacity(families.len());
-    let mut out: Vec<Family> = Vec::with_capacity(families.len());
-    for f in families {
-        // What the exposed name is made of: `queue_standing` is a gauge and,
-        // in seconds, a counter. Names are mostly borrowed: no allocation.
-        let d = &f.desc;
-        match index.entry((d.name.clone(), d.kind, d.unit, d.namespaced)) {
-            std::collections::hash_map::Entry::Occupied(e) => {
-                out[*e.get()].samples.extend(f.samples);
-            }
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(out.len());
-                out.push(f);
+    // (a later family, the first of its name), in the later's order.
+    let mut repeats: Vec<(usize, usize)> = Vec::new();
+    {
+        let mut index: foldhash::HashMap<Key<'_>, usize> =
+            foldhash::HashMapExt::with_capacity(families.len());
+        for (at, f) in families.iter().enumerate() {
+            let d = &f.desc;
+            match index.entry((&d.name, d.kind, d.unit, d.namespaced)) {
+                std::collections::hash_map::Entry::Occupied(e) => repeats.push((at, *e.get())),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(at);
+                }
             }
         }
     }
-    out
+    // Most scrapes repeat no name: the families stay where they are (a
+    // scrape's few hundred families are ~50 kB to move).
+    if repeats.is_empty() {
+        return families;
+    }
+    for &(at, first) in &repeats {
+        let samples = std::mem::take(&mut families[at].samples);
+        families[first].samples.extend(samples);
+    }
+    let mut at = 0;
+    let mut next_repeat = repeats.iter().map(|(r, _)| *r).peekable();
+    families.retain(|_| {
+        let repeated = next_repeat.next_if_eq(&at).is_some();
+        at += 1;
+        !repeated
+    });
+    families
 }
 
 #[cfg(test)]
@@ -548,13 +573,29 @@ mod tests {
         a.push([label("queue", "cpu")], 1u64);
         let mut b = Family::new(gauge);
         b.push([label("queue", "proxy:shop")], 0u64);
-        let c = Family::single(counter, 2.0);
-        let merged = merge_same_names(vec![a, c, b]);
+        let c = Family::single(counter.clone(), 2.0);
+        let d = Family::single(counter, 3.0);
+        let mut e = Family::new(Desc::gauge("queue_standing", "g"));
+        e.push([label("queue", "disk:sda")], 1u64);
+        let other = Family::single(Desc::gauge("up", "u"), 1u64);
+        let merged = merge_same_names(vec![a, c, b, other, d, e]);
+        let names: Vec<String> = merged.iter().map(|f| f.desc.exposed_name()).collect();
         assert_eq!(
-            merged.len(),
-            2,
-            "the gauge and the seconds counter stay apart"
+            names,
+            [
+                "sojourn_queue_standing",
+                "sojourn_queue_standing_seconds_total",
+                "sojourn_up"
+            ],
+            "the gauge and the seconds counter stay apart, first-seen order kept"
         );
-        assert_eq!(merged[0].samples.len(), 2);
+        let queues: Vec<&str> = merged[0]
+            .samples
+            .iter()
+            .map(|s| s.labels[0].1.as_ref())
+            .collect();
+        assert_eq!(queues, ["cpu", "proxy:shop", "disk:sda"]);
+        assert_eq!(merged[1].samples.len(), 2);
+        assert_eq!(merged[2].samples.len(), 1);
     }
 }
