@@ -226,8 +226,9 @@ pub fn read_attr(path: &Path) -> Option<String> {
 /// Not for cgroup or per-process files: an open descriptor pins a removed
 /// cgroup or an exited process in the kernel. /proc/net files stay bound to
 /// the network namespace of the thread that opened them. Each file with
-/// when it was last read.
-type Kept = std::collections::HashMap<PathBuf, (KeptFile, std::time::Instant)>;
+/// when it was last read. A fast hash: each file is looked up twice a
+/// read, by paths sojourn makes (never a client's).
+type Kept = foldhash::HashMap<PathBuf, (KeptFile, std::time::Instant)>;
 
 static KEPT: std::sync::Mutex<Option<Kept>> = std::sync::Mutex::new(None);
 
@@ -311,7 +312,7 @@ pub fn read_kept(path: &Path) -> Result<String, CollectError> {
         return text;
     }
     if let Ok(mut guard) = KEPT.lock() {
-        let set = guard.get_or_insert_with(Kept::new);
+        let set = guard.get_or_insert_with(Kept::default);
         let now = std::time::Instant::now();
         if set.len() >= MAX_KEPT {
             set.retain(|_, (_, used)| now.duration_since(*used) < KEPT_IDLE);

@@ -87,7 +87,7 @@ pub const ALL: &[Entry] = &[
         name: "memory",
         default_enabled: true,
         help: "Memory use (/proc/meminfo) and reclaim, swap and OOM counters (/proc/vmstat)",
-        build: |_, _| Box::new(collectors::memory::MemoryCollector),
+        build: |_, _| Box::<collectors::memory::MemoryCollector>::default(),
     },
     Entry {
         name: "queue",
@@ -117,7 +117,7 @@ pub const ALL: &[Entry] = &[
         name: "netstat",
         default_enabled: true,
         help: "TCP/UDP errors, retransmits, listen overflows (/proc/net/snmp, /proc/net/netstat), socket counts (/proc/net/sockstat)",
-        build: |_, _| Box::new(collectors::netstat::NetstatCollector),
+        build: |_, _| Box::<collectors::netstat::NetstatCollector>::default(),
     },
     Entry {
         name: "tcp_ports",

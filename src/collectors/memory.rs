@@ -27,7 +27,7 @@ pub struct MeminfoEntry<'a> {
 
 pub fn parse_meminfo(text: &str) -> Result<Vec<MeminfoEntry<'_>>, ParseError> {
     let mut entries = Vec::with_capacity(64);
-    for line in text.lines() {
+    for line in super::short_lines(text) {
         if line.trim().is_empty() {
             continue;
         }
@@ -135,7 +135,7 @@ fn vmstat_help(key: &str) -> Option<&'static str> {
 pub fn parse_vmstat(text: &str) -> Result<Vec<(&str, u64)>, ParseError> {
     let mut kept = Vec::with_capacity(32);
     let mut lines = 0;
-    for line in text.lines() {
+    for line in super::short_lines(text) {
         let mut f = line.split_ascii_whitespace();
         let Some(key) = f.next() else { continue };
         let value = f
@@ -155,35 +155,64 @@ pub fn parse_vmstat(text: &str) -> Result<Vec<(&str, u64)>, ParseError> {
     Ok(kept)
 }
 
-pub fn emit(meminfo: &[MeminfoEntry<'_>], vmstat: &[(&str, u64)]) -> Vec<Family> {
-    let mut out = Vec::with_capacity(meminfo.len() + 24);
-    for e in meminfo {
-        let mut desc = Desc {
-            name: Cow::Borrowed(NAMES.get(e.key, |key| metric_name(key, e.bytes))),
-            help: Cow::Borrowed(meminfo_help(e.key)),
-            kind: Kind::Gauge,
-            unit: None,
-            namespaced: true,
-        };
-        if e.bytes {
-            desc = desc.bytes();
+/// The descriptors of the last scrape's fields, in the kernel's order
+/// (meminfo's, then the kept vmstat keys'): that order only changes with
+/// the kernel, so each field costs one compare with the key at its place
+/// instead of a name table lookup.
+#[derive(Default)]
+pub struct Known(Vec<(Box<str>, bool, Desc)>);
+
+impl Known {
+    fn desc(&mut self, at: usize, key: &str, bytes: bool, make: impl FnOnce() -> Desc) -> Desc {
+        if let Some((k, b, desc)) = self.0.get(at)
+            && **k == *key
+            && *b == bytes
+        {
+            return desc.clone();
         }
+        let desc = make();
+        self.0.truncate(at);
+        self.0.push((key.into(), bytes, desc.clone()));
+        desc
+    }
+}
+
+pub fn emit(
+    meminfo: &[MeminfoEntry<'_>],
+    vmstat: &[(&str, u64)],
+    known: &mut Known,
+) -> Vec<Family> {
+    let mut out = Vec::with_capacity(meminfo.len() + vmstat.len());
+    for (at, e) in meminfo.iter().enumerate() {
+        let desc = known.desc(at, e.key, e.bytes, || {
+            let desc = Desc {
+                name: Cow::Borrowed(NAMES.get(e.key, |key| metric_name(key, e.bytes))),
+                help: Cow::Borrowed(meminfo_help(e.key)),
+                kind: Kind::Gauge,
+                unit: None,
+                namespaced: true,
+            };
+            if e.bytes { desc.bytes() } else { desc }
+        });
         out.push(Family::single(desc, e.value));
     }
-    for (key, value) in vmstat {
-        let desc = Desc {
+    for (at, (key, value)) in vmstat.iter().enumerate() {
+        let desc = known.desc(meminfo.len() + at, key, false, || Desc {
             name: Cow::Borrowed(VMSTAT_NAMES.get(key, |key| format!("vmstat_{key}"))),
             help: Cow::Borrowed(vmstat_help(key).unwrap_or_default()),
             kind: Kind::Counter,
             unit: None,
             namespaced: true,
-        };
+        });
         out.push(Family::single(desc, *value));
     }
     out
 }
 
-pub struct MemoryCollector;
+#[derive(Default)]
+pub struct MemoryCollector {
+    known: std::sync::Mutex<Known>,
+}
 
 impl Collect for MemoryCollector {
     fn collect(&self, cfg: &Config) -> Result<Vec<Family>, CollectError> {
@@ -193,7 +222,11 @@ impl Collect for MemoryCollector {
         let path = cfg.roots.proc("vmstat");
         let vmstat_text = crate::roots::read_kept(&path)?;
         let vmstat = parse_vmstat(&vmstat_text).map_err(|e| CollectError::parse(&path, e))?;
-        Ok(emit(&meminfo, &vmstat))
+        let mut known = self
+            .known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(emit(&meminfo, &vmstat, &mut known))
     }
 }
 
@@ -227,7 +260,7 @@ mod tests {
     fn vmstat_subset_only() {
         let v = parse_vmstat(include_str!("../../tests/fixtures/proc/vmstat")).unwrap();
         let m = parse_meminfo("MemTotal: 1 kB\n").unwrap();
-        let fams = emit(&m, &v);
+        let fams = emit(&m, &v, &mut Known::default());
         let names: Vec<String> = fams.iter().map(|f| f.desc.exposed_name()).collect();
         assert!(names.contains(&"sojourn_vmstat_pgmajfault_total".to_string()));
         assert!(names.contains(&"sojourn_vmstat_pswpin_total".to_string()));
@@ -237,6 +270,36 @@ mod tests {
         );
         assert!(!names.iter().any(|n| n.contains("nr_free_pages")));
         assert_eq!(fams[0].samples[0].value, Value::Int(1024));
+    }
+
+    #[test]
+    fn names_kept_from_the_last_scrape_follow_a_changed_list() {
+        let mut known = Known::default();
+        let names = |m: &str, known: &mut Known| -> Vec<String> {
+            emit(&parse_meminfo(m).unwrap(), &[], known)
+                .iter()
+                .map(|f| f.desc.exposed_name())
+                .collect()
+        };
+        assert_eq!(
+            names("MemTotal: 1 kB\nDirty: 2 kB\n", &mut known),
+            [
+                "sojourn_memory_mem_total_bytes",
+                "sojourn_memory_dirty_bytes"
+            ]
+        );
+        assert_eq!(
+            names("MemTotal: 1 kB\nHugePages_Total: 2\n", &mut known),
+            [
+                "sojourn_memory_mem_total_bytes",
+                "sojourn_memory_huge_pages"
+            ]
+        );
+        // The same key printed without a unit is another metric.
+        assert_eq!(
+            names("MemTotal: 1\n", &mut known),
+            ["sojourn_memory_mem_total"]
+        );
     }
 
     #[test]

@@ -51,20 +51,29 @@ pub fn parse_snmp_pairs<'a>(text: &'a str, into: &mut Counters<'a>) -> Result<()
                 "names for {proto} followed by values for {vproto}"
             )));
         }
-        let names: Vec<&str> = names.split_ascii_whitespace().collect();
-        let vals: Vec<&str> = vals.split_ascii_whitespace().collect();
-        if names.len() != vals.len() {
-            return Err(ParseError(format!(
-                "{proto}: {} names but {} values",
-                names.len(),
-                vals.len()
-            )));
-        }
-        for (n, v) in names.into_iter().zip(vals) {
-            let v = v
-                .parse::<i64>()
-                .map_err(|_| ParseError(format!("{proto} {n}: {v:?} is not an integer")))?;
-            into.push((proto, n, v));
+        // Walked in step, without a list of each: a line pair holds up to
+        // ~120 counters.
+        let (mut n_iter, mut v_iter) = (
+            names.split_ascii_whitespace(),
+            vals.split_ascii_whitespace(),
+        );
+        loop {
+            match (n_iter.next(), v_iter.next()) {
+                (Some(n), Some(v)) => {
+                    let v = v
+                        .parse::<i64>()
+                        .map_err(|_| ParseError(format!("{proto} {n}: {v:?} is not an integer")))?;
+                    into.push((proto, n, v));
+                }
+                (None, None) => break,
+                _ => {
+                    return Err(ParseError(format!(
+                        "{proto}: {} names but {} values",
+                        names.split_ascii_whitespace().count(),
+                        vals.split_ascii_whitespace().count()
+                    )));
+                }
+            }
         }
     }
     Ok(())
@@ -72,7 +81,7 @@ pub fn parse_snmp_pairs<'a>(text: &'a str, into: &mut Counters<'a>) -> Result<()
 
 /// Parses /proc/net/snmp6 (`Udp6InErrors  0`) into protocol `Udp6` etc.
 pub fn parse_snmp6<'a>(text: &'a str, into: &mut Counters<'a>) -> Result<(), ParseError> {
-    for line in text.lines() {
+    for line in super::short_lines(text) {
         let mut f = line.split_ascii_whitespace();
         let (Some(key), Some(value)) = (f.next(), f.next()) else {
             continue;
@@ -89,17 +98,8 @@ pub fn parse_snmp6<'a>(text: &'a str, into: &mut Counters<'a>) -> Result<(), Par
     Ok(())
 }
 
-/// Protocol lines of sockstat: `TCP: inuse 4 orphan 0 tw 4 alloc 17 mem 1`.
-pub fn parse_sockstat(text: &str) -> Result<Vec<(String, String, u64)>, ParseError> {
-    let mut pairs = Counters::new();
-    sockstat_pairs(text, &mut pairs)?;
-    Ok(pairs
-        .into_iter()
-        .map(|(p, f, v)| (p.to_string(), f.to_string(), v.max(0) as u64))
-        .collect())
-}
-
-/// [`parse_sockstat`] into borrowed counters, as `("TCP", "tw", 4)`.
+/// Protocol lines of sockstat (`TCP: inuse 4 orphan 0 tw 4 alloc 17
+/// mem 1`) into borrowed counters, as `("TCP", "tw", 4)`.
 pub fn sockstat_pairs<'a>(text: &'a str, into: &mut Counters<'a>) -> Result<(), ParseError> {
     let before = into.len();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -433,18 +433,65 @@ const SOCKSTAT_HELP: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// The metric name of each of [`SOCKSTAT_HELP`], in its order, made once.
+static SOCKSTAT_NAMES: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    SOCKSTAT_HELP
+        .iter()
+        .map(|(proto, field, _)| {
+            let field = if *field == "memory" { "mem" } else { field };
+            let made = format!("sockstat_{}_{field}", proto.to_ascii_lowercase());
+            &*Box::leak(made.into_boxed_str())
+        })
+        .collect()
+});
+
+/// Where each of [`EXPORTED`] was in the last scrape's counters. The
+/// kernel prints its counters in an order fixed at build time, so the
+/// next scrape checks ~40 places instead of hashing ~300 names; a list of
+/// another length, or a name not at its place, and all are looked up
+/// again.
+#[derive(Debug, Default)]
+pub struct Places {
+    at: Vec<Option<usize>>,
+    /// How many counters that list held.
+    of: usize,
+}
+
+impl Places {
+    /// The value of each of [`EXPORTED`], None where the kernel has none.
+    fn values(&mut self, counters: &Counters<'_>) -> Vec<Option<i64>> {
+        let still = self.of == counters.len()
+            && self.at.len() == EXPORTED.len()
+            && self.at.iter().zip(EXPORTED).all(|(at, (p, n, _, _))| {
+                at.is_none_or(|at| {
+                    counters
+                        .get(at)
+                        .is_some_and(|(cp, cn, _)| cp == p && cn == n)
+                })
+            });
+        if !still {
+            self.at = vec![None; EXPORTED.len()];
+            self.of = counters.len();
+            for (at, (proto, name, _)) in counters.iter().enumerate() {
+                if let Some(&i) = EXPORTED_INDEX.get(&(*proto, *name)) {
+                    self.at[i] = Some(at);
+                }
+            }
+        }
+        self.at
+            .iter()
+            .map(|at| at.map(|at| counters[at].2))
+            .collect()
+    }
+}
+
 pub fn emit(
     counters: &Counters<'_>,
-    sockstat: &[(String, String, u64)],
+    sockstat: &Counters<'_>,
     page_size: u64,
+    places: &mut Places,
 ) -> Vec<Family> {
-    // One pass over the ~300 parsed counters, placing the exported ones.
-    let mut values: Vec<Option<i64>> = vec![None; EXPORTED.len()];
-    for (proto, name, v) in counters {
-        if let Some(&i) = EXPORTED_INDEX.get(&(*proto, *name)) {
-            values[i] = Some(*v);
-        }
-    }
+    let values = places.values(counters);
     let mut out = Vec::with_capacity(EXPORTED.len() + SOCKSTAT_HELP.len());
     for (i, (_, _, kind, help)) in EXPORTED.iter().enumerate() {
         let Some(v) = values[i] else { continue };
@@ -457,28 +504,30 @@ pub fn emit(
         };
         out.push(Family::single(desc, v.max(0) as u64));
     }
-    for (proto, field, help) in SOCKSTAT_HELP {
-        let Some((_, _, v)) = sockstat.iter().find(|(p, f, _)| p == proto && f == field) else {
+    for (i, (proto, field, help)) in SOCKSTAT_HELP.iter().enumerate() {
+        let Some(v) = lookup(sockstat, proto, field) else {
             continue;
         };
-        let mut desc = Desc::gauge("", help);
+        let v = v.max(0) as u64;
+        let mut desc = Desc::gauge(SOCKSTAT_NAMES[i], help);
         let v = if *field == "mem" {
             desc = desc.bytes();
             v.saturating_mul(page_size)
         } else if *field == "memory" {
             desc = desc.bytes();
-            *v
+            v
         } else {
-            *v
+            v
         };
-        let field = if *field == "memory" { "mem" } else { field };
-        desc.name = format!("sockstat_{}_{field}", proto.to_ascii_lowercase()).into();
         out.push(Family::single(desc, v));
     }
     out
 }
 
-pub struct NetstatCollector;
+#[derive(Default)]
+pub struct NetstatCollector {
+    places: std::sync::Mutex<Places>,
+}
 
 impl Collect for NetstatCollector {
     fn collect(&self, cfg: &Config) -> Result<Vec<Family>, CollectError> {
@@ -501,21 +550,28 @@ impl Collect for NetstatCollector {
         if let Some((path, text)) = &snmp6 {
             parse_snmp6(text, &mut counters).map_err(|e| CollectError::parse(path, e))?;
         }
-        let mut sockstat = Vec::new();
+        let mut texts = Vec::with_capacity(2);
         for (file, required) in [("net/sockstat", true), ("net/sockstat6", false)] {
             let path = cfg.roots.proc(file);
             match crate::roots::read_kept(&path) {
-                Ok(t) => {
-                    sockstat.extend(parse_sockstat(&t).map_err(|e| CollectError::parse(&path, e))?)
-                }
+                Ok(t) => texts.push((path, t)),
                 Err(CollectError::Missing(_)) if !required => {}
                 Err(e) => return Err(e),
             }
         }
+        let mut sockstat = Counters::with_capacity(32);
+        for (path, text) in &texts {
+            sockstat_pairs(text, &mut sockstat).map_err(|e| CollectError::parse(path, e))?;
+        }
+        let mut places = self
+            .places
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         Ok(emit(
             &counters,
             &sockstat,
             rustix::param::page_size() as u64,
+            &mut places,
         ))
     }
 }
@@ -537,10 +593,49 @@ mod tests {
         assert_eq!(lookup(&c, "Tcp", "MaxConn"), Some(-1));
         assert!(lookup(&c, "TcpExt", "ListenOverflows").is_some());
         assert!(lookup(&c, "Udp", "RcvbufErrors").is_some());
-        let f = emit(&c, &[], 4096);
+        let f = emit(&c, &Counters::new(), 4096, &mut Places::default());
         let names: Vec<String> = f.iter().map(|f| f.desc.exposed_name()).collect();
         assert!(names.contains(&"sojourn_netstat_tcpext_listen_overflows_total".into()));
         assert!(names.contains(&"sojourn_netstat_tcp_curr_estab".into()));
+    }
+
+    #[test]
+    fn places_kept_from_the_last_scrape_follow_a_changed_list() {
+        let value = |f: &[Family], name: &str| {
+            f.iter()
+                .find(|f| f.desc.exposed_name() == name)
+                .map(|f| f.samples[0].value.clone())
+        };
+        let estab = "sojourn_netstat_tcp_curr_estab";
+        let resets = "sojourn_netstat_tcp_estab_resets_total";
+        let mut places = Places::default();
+        let first: Counters = vec![("Tcp", "CurrEstab", 3), ("Tcp", "EstabResets", 1)];
+        let f = emit(&first, &Counters::new(), 4096, &mut places);
+        assert_eq!(value(&f, estab), Some(Value::Int(3)));
+        // Same places, new values.
+        let again: Counters = vec![("Tcp", "CurrEstab", 4), ("Tcp", "EstabResets", 2)];
+        let f = emit(&again, &Counters::new(), 4096, &mut places);
+        assert_eq!(value(&f, estab), Some(Value::Int(4)));
+        assert_eq!(value(&f, resets), Some(Value::Int(2)));
+        // Swapped, same length: found at their new places.
+        let swapped: Counters = vec![("Tcp", "EstabResets", 5), ("Tcp", "CurrEstab", 6)];
+        let f = emit(&swapped, &Counters::new(), 4096, &mut places);
+        assert_eq!(value(&f, estab), Some(Value::Int(6)));
+        assert_eq!(value(&f, resets), Some(Value::Int(5)));
+        // A counter that was absent appears in a longer list.
+        let more: Counters = vec![
+            ("Tcp", "EstabResets", 5),
+            ("Tcp", "CurrEstab", 6),
+            ("Tcp", "InSegs", 9),
+        ];
+        let f = emit(&more, &Counters::new(), 4096, &mut places);
+        assert_eq!(
+            value(&f, "sojourn_netstat_tcp_in_segs_total"),
+            Some(Value::Int(9))
+        );
+        // And goes again.
+        let f = emit(&swapped, &Counters::new(), 4096, &mut places);
+        assert_eq!(value(&f, "sojourn_netstat_tcp_in_segs_total"), None);
     }
 
     #[test]
@@ -557,8 +652,13 @@ mod tests {
 
     #[test]
     fn sockstat_mem_in_bytes() {
-        let s = parse_sockstat(include_str!("../../tests/fixtures/proc/net/sockstat")).unwrap();
-        let f = emit(&Counters::new(), &s, 4096);
+        let mut s = Counters::new();
+        sockstat_pairs(
+            include_str!("../../tests/fixtures/proc/net/sockstat"),
+            &mut s,
+        )
+        .unwrap();
+        let f = emit(&Counters::new(), &s, 4096, &mut Places::default());
         let mem = f
             .iter()
             .find(|f| f.desc.exposed_name() == "sojourn_sockstat_tcp_mem_bytes")
@@ -578,7 +678,7 @@ mod tests {
         assert!(parse_snmp_pairs("Tcp: A B\nUdp: 1 2\n", &mut c).is_err());
         assert!(parse_snmp_pairs("Tcp: A B\n", &mut c).is_err());
         assert!(parse_snmp_pairs("Tcp: A\nTcp: x\n", &mut c).is_err());
-        assert!(parse_sockstat("TCP: inuse\n").is_err());
+        assert!(sockstat_pairs("TCP: inuse\n", &mut Counters::new()).is_err());
     }
 
     proptest::proptest! {
@@ -587,7 +687,7 @@ mod tests {
             let mut c = Counters::new();
             let _ = parse_snmp_pairs(&s, &mut c);
             let _ = parse_snmp6(&s, &mut c);
-            let _ = parse_sockstat(&s);
+            let _ = sockstat_pairs(&s, &mut Counters::new());
         }
     }
 }

@@ -41,7 +41,7 @@ pub fn detect(root: &Path) -> Option<Layout> {
 
 /// `key value` lines (cpu.stat, memory.stat, memory.events, oom_control).
 pub fn parse_flat(text: &str) -> Result<Vec<(&str, u64)>, ParseError> {
-    text.lines()
+    crate::collectors::short_lines(text)
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             let mut f = l.split_ascii_whitespace();
