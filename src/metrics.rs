@@ -1,9 +1,10 @@
 //! The snapshot model every collector fills, and its encoding.
 //!
 //! A scrape first reads and parses every source into plain [`Family`] values
-//! (no locks, no I/O left), then hands them to prometheus-client, whose
-//! encoders own the exposition formats. Keeping descriptors as data lets the
-//! metrics reference (docs/metrics.md) be checked against what is emitted.
+//! (no locks, no I/O left), then encodes them: the text formats by
+//! [`text`], protobuf by prometheus-client. Keeping descriptors as data lets
+//! the metrics reference (docs/metrics.md) be checked against what is
+//! emitted.
 
 use std::borrow::Cow;
 use std::io::Write as _;
@@ -575,18 +576,12 @@ fn registry(families: Vec<Family>) -> Registry {
 /// Encodes families in a text format (protobuf asked for here gets the
 /// Prometheus text format).
 pub fn encode(families: Vec<Family>, format: Format) -> String {
-    let registry = registry(families);
     let mut out = String::with_capacity(64 * 1024);
-    // Writing into a String cannot fail; an Err here would be an encoder bug.
-    let result = match format {
-        Format::Text | Format::Protobuf => {
-            prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
-        }
-        Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, &registry),
+    let text = match format {
+        Format::Text | Format::Protobuf => text::Text::Prometheus,
+        Format::OpenMetrics => text::Text::OpenMetrics,
     };
-    if let Err(e) = result {
-        tracing::error!(error = %e, "encoding metrics failed");
-    }
+    text::encode(&families, text, &mut out);
     out
 }
 
@@ -618,6 +613,8 @@ pub fn gzip(body: &[u8]) -> Vec<u8> {
     let _ = enc.write_all(body);
     enc.finish().unwrap_or_default()
 }
+
+pub mod text;
 
 #[cfg(test)]
 mod tests;
