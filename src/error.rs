@@ -11,7 +11,8 @@ pub enum CollectError {
     /// A source file is absent. When a collector decides the kernel simply
     /// lacks the feature it reports [`CollectError::Unsupported`] instead.
     Missing(String),
-    /// The kernel does not provide this source (config option off, no hardware).
+    /// The kernel does not provide this source (config option off, no
+    /// hardware), or refuses it to this process (no capability for eBPF).
     Unsupported(String),
     /// Reading failed (permission, I/O).
     Io(String),
@@ -40,7 +41,7 @@ impl fmt::Display for CollectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CollectError::Missing(p) => write!(f, "{p}: file not found"),
-            CollectError::Unsupported(why) => write!(f, "not supported by this kernel: {why}"),
+            CollectError::Unsupported(why) => write!(f, "not available here: {why}"),
             CollectError::Io(e) => write!(f, "read failed: {e}"),
             CollectError::Parse(e) => write!(f, "unexpected content: {e}"),
             CollectError::Panicked(e) => write!(f, "collector panicked: {e}"),

@@ -136,6 +136,57 @@ fn cpu_queue_timed_by_ebpf_stands_when_oversubscribed() {
     );
 }
 
+/// Where eBPF is refused (here: its capabilities dropped by capsh), the
+/// CPU queue keeps its sampled source, one log line says why, and the
+/// scrape marks the collector unsupported.
+#[test]
+fn refused_ebpf_keeps_the_sampled_cpu_queue_and_says_why() {
+    let capsh = std::process::Command::new("capsh").arg("--help").output();
+    if !rustix::process::geteuid().is_root() || capsh.is_err() {
+        common::skip_unless_required("SOJOURN_REQUIRE_EBPF", "needs root and capsh");
+        return;
+    }
+    let mut command = std::process::Command::new("capsh");
+    command.args([
+        "--drop=cap_bpf,cap_perfmon,cap_sys_admin",
+        "--",
+        "-c",
+        r#"exec "$0" "$@""#,
+        env!("CARGO_BIN_EXE_sojourn"),
+        "--web.listen-address",
+        "127.0.0.1:0",
+        "--collector.ebpf",
+    ]);
+    let (exporter, _) = common::spawn_listening(&mut command, 1);
+    let text = common::scrape_until(exporter.addr, Duration::from_secs(5), |t| {
+        t.contains("sojourn_queue_info{queue=\"cpu\"")
+    });
+    assert_eq!(
+        common::sample(
+            &text,
+            "sojourn_scrape_collector_unsupported{collector=\"ebpf\"}"
+        ),
+        Some(1.0)
+    );
+    let cpu_source = text
+        .lines()
+        .find(|l| l.starts_with("sojourn_queue_info{queue=\"cpu\""))
+        .unwrap_or_default();
+    assert!(
+        cpu_source.contains("source=\"schedstat\"") || cpu_source.contains("source=\"loadavg\""),
+        "the CPU queue keeps a sampled source: {cpu_source}"
+    );
+    assert!(!text.contains("source=\"ebpf\""), "no queue timed by eBPF");
+    assert!(!text.contains("sojourn_runqueue_wait_seconds"));
+    let log = exporter.log.lock().unwrap().clone();
+    let why: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("eBPF run-queue timing unavailable"))
+        .collect();
+    assert_eq!(why.len(), 1, "one warning says why: {log}");
+    assert!(why[0].contains("Operation not permitted"), "{}", why[0]);
+}
+
 #[test]
 fn a_missing_cpu_source_fails_the_queue_collector_only() {
     let (_dir, root) = common::fixture_copy();

@@ -54,6 +54,8 @@ pub fn copy_tree(from: &Path, to: &Path) {
 pub struct Exporter {
     pub child: Child,
     pub addr: SocketAddr,
+    /// Everything it has logged so far.
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Drop for Exporter {
@@ -88,11 +90,13 @@ pub fn spawn_listening(command: &mut Command, count: usize) -> (Exporter, Vec<So
         .expect("start sojourn");
     let mut reader = BufReader::new(child.stderr.take().expect("stderr piped"));
     let mut addrs: Vec<SocketAddr> = Vec::new();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let mut line = String::new();
     while addrs.len() < count {
         line.clear();
         let n = reader.read_line(&mut line).expect("read stderr");
         assert!(n > 0, "sojourn exited before listening");
+        log.lock().unwrap().push_str(&line);
         if line.contains("listening") {
             let addr = line
                 .split_whitespace()
@@ -104,12 +108,16 @@ pub fn spawn_listening(command: &mut Command, count: usize) -> (Exporter, Vec<So
         }
     }
     // Keep draining stderr so the child never blocks on a full pipe.
+    let kept = log.clone();
     std::thread::spawn(move || {
-        let mut sink = String::new();
-        let _ = reader.read_to_string(&mut sink);
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+            kept.lock().unwrap().push_str(&line);
+            line.clear();
+        }
     });
     let addr = addrs[0];
-    (Exporter { child, addr }, addrs)
+    (Exporter { child, addr, log }, addrs)
 }
 
 pub struct HttpResponse {
