@@ -1,19 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0 OR GPL-2.0
 /* Run-queue sojourn time: from the moment a task becomes runnable (woken,
  * newly forked, or preempted while still runnable) to the moment a CPU
- * switches to it, as a histogram per CPU in power-of-two buckets.
- *
- * Buckets are powers of two *seconds*, as a Prometheus native histogram of
- * schema 0 has them: bucket b counts waits in (2^(b-1), 2^b] seconds. The
- * wait is counted in units of 2^-30 s (0.93 ns), in which those bounds are
- * whole powers of two, so the bucket is the ceiling of the base-2 logarithm
- * and no bound is rounded. */
+ * switches to it, as a histogram per CPU in power-of-two buckets of
+ * seconds (slots.h). */
 
 #include "types.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 
+#include "slots.h"
 #include "runqueue.h"
 
 /* When each runnable task was enqueued, kept in the task itself (task
@@ -56,25 +52,10 @@ static __always_inline void enqueue(struct task_struct *p)
 	}
 }
 
-/* ceil(log2(x)) for x >= 1: 0 for 1, 1 for 2, 2 for 3 and 4, ... */
-static __always_inline __u32 ceil_log2(__u64 x)
-{
-	__u32 r = 0;
-
-	x -= 1;
-	if (x >> 32) { x >>= 32; r += 32; }
-	if (x >> 16) { x >>= 16; r += 16; }
-	if (x >> 8) { x >>= 8; r += 8; }
-	if (x >> 4) { x >>= 4; r += 4; }
-	if (x >> 2) { x >>= 2; r += 2; }
-	if (x >> 1) { x >>= 1; r += 1; }
-	return r + (__u32)x;
-}
-
 static __always_inline void dequeue(struct task_struct *p)
 {
-	__u32 zero = 0, slot;
-	__u64 *at, ns, units;
+	__u32 zero = 0;
+	__u64 *at, ns;
 	struct runqueue_histogram *h;
 
 	if (p->pid == 0)
@@ -87,15 +68,9 @@ static __always_inline void dequeue(struct task_struct *p)
 	h = bpf_map_lookup_elem(&histogram, &zero);
 	if (!h)
 		return;
-	if (ns > RUNQUEUE_MAX_NS)
-		ns = RUNQUEUE_MAX_NS;
-	/* 2^30 / 10^9 = 2^21 / 5^9, exactly; rounded up, as the ceiling of
-	 * the logarithm of the rounded-up value is that of the exact one. */
-	units = (ns * 2097152 + 1953124) / 1953125;
-	slot = units == 0 ? 0 : ceil_log2(units) + 1;
-	if (slot >= RUNQUEUE_SLOTS)
-		slot = RUNQUEUE_SLOTS - 1;
-	h->slots[slot]++;
+	if (ns > SOJOURN_MAX_NS)
+		ns = SOJOURN_MAX_NS;
+	h->slots[seconds_slot(ns)]++;
 	h->sum_ns += ns;
 }
 

@@ -4,21 +4,27 @@
 //!
 //! The run-queue program (`bpf/runqueue.bpf.c`) times every wait on a CPU's
 //! run queue, from wakeup (or preemption) to running, and counts it in a
-//! per-CPU histogram of power-of-two buckets of seconds. Loading needs
-//! CAP_BPF and CAP_PERFMON (or root), the kernel's BTF at
+//! per-CPU histogram of power-of-two buckets of seconds. The block program
+//! (`bpf/block.bpf.c`) times each disk request twice: queued (inserted
+//! until issued to the driver) and served (issued until completed). Loading
+//! needs CAP_BPF and CAP_PERFMON (or root), the kernel's BTF at
 //! /sys/kernel/btf/vmlinux and kernel 5.11 or later (task local storage
-//! in tracing programs); where any is missing, [`RunQueue::load`] says
-//! which and nothing is attached.
+//! in tracing programs); where any is missing, [`RunQueue::load`] and
+//! [`Block::load`] say which and nothing is attached.
 
-use aya::maps::{MapData, PerCpuArray};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use aya::programs::BtfTracePoint;
 use aya::{Btf, Ebpf, EbpfLoader};
 
 /// The compiled program; see `bpf/runqueue.bpf.c`.
 static RUNQUEUE_OBJECT: &[u8] = aya::include_bytes_aligned!("../bpf/runqueue.bpf.o");
+/// The compiled program; see `bpf/block.bpf.c`.
+static BLOCK_OBJECT: &[u8] = aya::include_bytes_aligned!("../bpf/block.bpf.o");
 
-/// Mirrors `bpf/runqueue.h`: `RUNQUEUE_SLOTS`.
-pub const RUNQUEUE_SLOTS: usize = 50;
+/// Mirrors `bpf/slots.h`: `SOJOURN_SLOTS`, the slots of every histogram.
+pub const SLOTS: usize = 50;
+/// The run queue's histogram has [`SLOTS`].
+pub const RUNQUEUE_SLOTS: usize = SLOTS;
 
 /// Slot `s > 0` counts waits in (2^(s - OFFSET - 1), 2^(s - OFFSET)] seconds
 /// — native histogram bucket `s - OFFSET` of schema 0; slot 0 waits the
@@ -106,28 +112,7 @@ impl RunQueue {
     /// Loads and attaches the program; the reason when this machine does
     /// not permit it.
     pub fn load() -> Result<RunQueue, String> {
-        let btf = Btf::from_sys_fs()
-            .map_err(|e| format!("no kernel BTF at /sys/kernel/btf/vmlinux: {e}"))?;
-        let mut ebpf = EbpfLoader::new()
-            .btf(Some(&btf))
-            // Task local storage (the enqueue times) is a map type aya
-            // creates but has no typed wrapper for; only the program uses it.
-            .allow_unsupported_maps()
-            .load(RUNQUEUE_OBJECT)
-            .map_err(|e| format!("loading the run-queue program: {}", causes(&e)))?;
-        for name in RUNQUEUE_TRACEPOINTS {
-            let program: &mut BtfTracePoint = ebpf
-                .program_mut(name)
-                .ok_or_else(|| format!("the object has no program {name}"))?
-                .try_into()
-                .map_err(|e| format!("{name}: {}", causes(&e)))?;
-            program
-                .load(name, &btf)
-                .map_err(|e| format!("loading {name}: {}", causes(&e)))?;
-            program
-                .attach()
-                .map_err(|e| format!("attaching to tracepoint {name}: {}", causes(&e)))?;
-        }
+        let mut ebpf = load_attached(RUNQUEUE_OBJECT, "run-queue", &RUNQUEUE_TRACEPOINTS)?;
         let map = ebpf
             .take_map("histogram")
             .ok_or("the object has no map histogram")?;
@@ -148,6 +133,134 @@ impl RunQueue {
     }
 }
 
+/// Mirrors `struct block_key` of `bpf/block.h`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BlockKey {
+    /// The disk as the kernel's dev_t: `major << 20 | first minor`.
+    pub dev: u32,
+    /// [`BLOCK_QUEUED`] or [`BLOCK_SERVED`].
+    pub phase: u32,
+}
+
+// SAFETY: two u32, no padding, any bit pattern valid.
+unsafe impl aya::Pod for BlockKey {}
+
+/// `BLOCK_QUEUED` of `bpf/block.h`: inserted until issued to the driver.
+pub const BLOCK_QUEUED: u32 = 0;
+/// `BLOCK_SERVED`: issued until completed.
+pub const BLOCK_SERVED: u32 = 1;
+/// `BLOCK_MAX_DISKS` of `bpf/block.h`.
+pub const BLOCK_MAX_DISKS: usize = 64;
+
+/// Mirrors `struct block_histogram` of `bpf/block.h`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct BlockHistogram {
+    pub slots: [u64; SLOTS],
+    pub sum_ns: u64,
+}
+
+// SAFETY: u64s only, any bit pattern valid.
+unsafe impl aya::Pod for BlockHistogram {}
+
+/// One disk's times, as read from the block program.
+#[derive(Debug, Clone)]
+pub struct DiskTimes {
+    pub major: u32,
+    pub minor: u32,
+    pub queued: BlockHistogram,
+    pub served: BlockHistogram,
+}
+
+/// The block program, attached to the block layer's request tracepoints
+/// while this lives.
+pub struct Block {
+    histograms: HashMap<MapData, BlockKey, BlockHistogram>,
+    missed: Array<MapData, u64>,
+    _ebpf: Ebpf,
+}
+
+const BLOCK_TRACEPOINTS: [&str; 3] = ["block_rq_insert", "block_rq_issue", "block_rq_complete"];
+
+impl Block {
+    /// Loads and attaches the program; the reason when this machine does
+    /// not permit it.
+    pub fn load() -> Result<Block, String> {
+        let mut ebpf = load_attached(BLOCK_OBJECT, "block", &BLOCK_TRACEPOINTS)?;
+        let map = ebpf
+            .take_map("histograms")
+            .ok_or("the object has no map histograms")?;
+        let histograms = HashMap::try_from(map).map_err(|e| format!("histograms map: {e}"))?;
+        let map = ebpf
+            .take_map("missed")
+            .ok_or("the object has no map missed")?;
+        let missed = Array::try_from(map).map_err(|e| format!("missed map: {e}"))?;
+        Ok(Block {
+            histograms,
+            missed,
+            _ebpf: ebpf,
+        })
+    }
+
+    /// Every disk's queued and served times since the program was
+    /// attached, by dev_t; and the completions no disk slot was left for.
+    pub fn read(&self) -> Result<(Vec<DiskTimes>, u64), String> {
+        let mut by_dev: std::collections::BTreeMap<u32, DiskTimes> = Default::default();
+        let empty = BlockHistogram {
+            slots: [0; SLOTS],
+            sum_ns: 0,
+        };
+        for entry in self.histograms.iter() {
+            let (key, h) = entry.map_err(|e| format!("reading the block histograms: {e}"))?;
+            let disk = by_dev.entry(key.dev).or_insert(DiskTimes {
+                major: key.dev >> 20,
+                minor: key.dev & 0xf_ffff,
+                queued: empty,
+                served: empty,
+            });
+            match key.phase {
+                BLOCK_QUEUED => disk.queued = h,
+                BLOCK_SERVED => disk.served = h,
+                _ => {}
+            }
+        }
+        let missed = self
+            .missed
+            .get(&0, 0)
+            .map_err(|e| format!("reading the block program's missed count: {e}"))?;
+        Ok((by_dev.into_values().collect(), missed))
+    }
+}
+
+/// Loads `object` with the kernel's BTF and attaches each of its
+/// `tracepoints` (programs named as the tracepoint they attach to).
+fn load_attached(object: &[u8], what: &str, tracepoints: &[&str]) -> Result<Ebpf, String> {
+    let btf =
+        Btf::from_sys_fs().map_err(|e| format!("no kernel BTF at /sys/kernel/btf/vmlinux: {e}"))?;
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(&btf))
+        // Task local storage (the run queue's enqueue times) is a map type
+        // aya creates but has no typed wrapper for; only the program uses it.
+        .allow_unsupported_maps()
+        .load(object)
+        .map_err(|e| format!("loading the {what} program: {}", causes(&e)))?;
+    for name in tracepoints {
+        let program: &mut BtfTracePoint = ebpf
+            .program_mut(name)
+            .ok_or_else(|| format!("the object has no program {name}"))?
+            .try_into()
+            .map_err(|e| format!("{name}: {}", causes(&e)))?;
+        program
+            .load(name, &btf)
+            .map_err(|e| format!("loading {name}: {}", causes(&e)))?;
+        program
+            .attach()
+            .map_err(|e| format!("attaching to tracepoint {name}: {}", causes(&e)))?;
+    }
+    Ok(ebpf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +277,95 @@ mod tests {
             (RUNQUEUE_SLOTS + 2) * 8,
             "mirrors struct runqueue_histogram"
         );
+    }
+
+    /// A loop device removed when the test ends.
+    struct Loop {
+        device: String,
+        _file: tempfile::NamedTempFile,
+    }
+
+    impl Drop for Loop {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("losetup")
+                .args(["-d", &self.device])
+                .status();
+        }
+    }
+
+    /// Disk requests are timed on this kernel: 16 writers of direct I/O
+    /// to a loop device (its own queue, nothing else writes to it) make
+    /// requests whose service and queueing the program counts under the
+    /// loop device's dev_t. Needs root, BTF and losetup; CI requires it.
+    #[test]
+    fn the_block_program_times_direct_writes_to_a_loop_device() {
+        let block = match Block::load() {
+            Ok(b) => b,
+            Err(e) if std::env::var_os("SOJOURN_REQUIRE_EBPF").is_none() => {
+                eprintln!("skipped: {e}");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        // Any file will do: the loop device's requests are its own.
+        let file = tempfile::NamedTempFile::new().unwrap();
+        file.as_file().set_len(64 << 20).unwrap();
+        let out = std::process::Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(file.path())
+            .output()
+            .expect("losetup");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let device = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let lo = Loop {
+            device,
+            _file: file,
+        };
+        let minor: u32 = lo.device.trim_start_matches("/dev/loop").parse().unwrap();
+        const WRITERS: u64 = 16;
+        const WRITES: u64 = 64;
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let device = lo.device.clone();
+                std::thread::spawn(move || {
+                    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+                    let f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+                        .open(&device)
+                        .unwrap();
+                    // O_DIRECT wants aligned memory: a 4 KiB-aligned block.
+                    let mut buf = vec![0u8; 8192];
+                    let at = buf.as_ptr().align_offset(4096);
+                    let block = &mut buf[at..at + 4096];
+                    block.fill(w as u8);
+                    for i in 0..WRITES {
+                        f.write_all_at(block, (w * WRITES + i) * 4096).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let (disks, _) = block.read().unwrap();
+        let ours = disks
+            .iter()
+            .find(|d| (d.major, d.minor) == (7, minor))
+            .unwrap_or_else(|| panic!("no times for loop{minor}: {disks:?}"));
+        let served: u64 = ours.served.slots.iter().sum();
+        let queued: u64 = ours.queued.slots.iter().sum();
+        assert!(
+            served >= WRITERS * WRITES / 2,
+            "{served} requests served of {} direct writes",
+            WRITERS * WRITES
+        );
+        assert_eq!(queued, served, "each served request has its time queued");
+        assert!(ours.served.sum_ns > 0);
     }
 
     /// Waits are timed on this kernel: with three busy threads per CPU,

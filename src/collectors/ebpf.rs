@@ -1,17 +1,25 @@
 //! Sojourn times measured by eBPF (`crate::ebpf`): every wait on a CPU's
-//! run queue, timed in the kernel from wakeup or preemption to running.
-//! Where this machine does not permit eBPF (no CAP_BPF/CAP_PERFMON, no
-//! BTF, an old kernel, a verifier refusal) one log line says why at start
-//! and the collector reports itself unsupported at each scrape.
+//! run queue, timed in the kernel from wakeup or preemption to running;
+//! and each disk request's time queued (inserted until issued to the
+//! driver) and served (issued until completed), per disk. Where this
+//! machine does not permit eBPF (no CAP_BPF/CAP_PERFMON, no BTF, an old
+//! kernel, a verifier refusal) one log line per program says why at start;
+//! the collector reports itself unsupported when neither program runs,
+//! and `ebpf_block` when the block program alone does not.
 
 use super::{Collect, CollectError, Config};
-use crate::ebpf::{RUNQUEUE_SLOTS, RawHistogram, RunQueue, SLOT_OFFSET, slot_upper_bound};
-use crate::metrics::{Family, Histogram};
+use crate::ebpf::{
+    Block, BlockHistogram, DiskTimes, RawHistogram, RunQueue, SLOT_OFFSET, SLOTS, slot_upper_bound,
+};
+use crate::metrics::{Family, Histogram, label};
 use crate::native::NativeBuckets;
 
 crate::descs! {
     RUNQUEUE_WAIT = histogram("runqueue_wait", "Saturation: time tasks waited on a CPU's run queue before running, from wakeup or preemption, every wait timed (eBPF at sched_wakeup, sched_wakeup_new, sched_switch; all CPUs).") .seconds();
     RUNQUEUE_UNTIMED = counter("runqueue_wait_untimed", "Run-queue waits not timed because the task's storage slot could not be had: no memory, or the storage busy on that CPU (eBPF).");
+    DISK_QUEUED = histogram("disk_request_queued", "Saturation: time each disk request waited before the driver had it, inserted into the I/O scheduler or dispatch list until issued; 0 when issued straight (eBPF at block_rq_insert, block_rq_issue).") .seconds();
+    DISK_SERVED = histogram("disk_request_served", "Time the device took to serve each request, issued to the driver until completed: a slow device, where queued time is a deep queue (eBPF at block_rq_issue, block_rq_complete).") .seconds();
+    DISK_UNTIMED = counter("disk_requests_untimed", "Disk requests completed but not timed: their disk found no room among the 64 the program tracks (eBPF).");
 }
 
 /// The exposed buckets: powers of two from 2^-20 s (~1 µs) to 16 s, each
@@ -24,7 +32,7 @@ const LAST_BUCKET_EXP: i32 = 4;
 /// own (a scraper that negotiates protobuf gets every one, unmerged).
 pub fn histogram(per_cpu: &[RawHistogram]) -> (Histogram, u64) {
     // All CPUs summed slot by slot, then folded once.
-    let mut slots = [0u64; RUNQUEUE_SLOTS];
+    let mut slots = [0u64; SLOTS];
     let (mut sum_ns, mut untimed) = (0u64, 0u64);
     for cpu in per_cpu {
         for (total, n) in slots.iter_mut().zip(cpu.slots) {
@@ -33,6 +41,13 @@ pub fn histogram(per_cpu: &[RawHistogram]) -> (Histogram, u64) {
         sum_ns = sum_ns.saturating_add(cpu.sum_ns);
         untimed += cpu.missed;
     }
+    (fold(&slots, sum_ns), untimed)
+}
+
+/// Kernel slots (`bpf/slots.h`) as a histogram of the exposed buckets,
+/// each the union of whole slots, and as a native histogram whose buckets
+/// are the slots themselves.
+fn fold(slots: &[u64; SLOTS], sum_ns: u64) -> Histogram {
     let bounds: Vec<f64> = (FIRST_BUCKET_EXP..=LAST_BUCKET_EXP)
         .map(|e| 2f64.powi(e))
         .collect();
@@ -52,11 +67,41 @@ pub fn histogram(per_cpu: &[RawHistogram]) -> (Histogram, u64) {
         1 - SLOT_OFFSET,
         &slots[1..],
     )));
-    (h, untimed)
+    h
+}
+
+fn fold_block(h: &BlockHistogram) -> Histogram {
+    fold(&h.slots, h.sum_ns)
+}
+
+/// Each disk's two histograms, named as /proc/diskstats names the disk
+/// (`major:minor` for one it does not list), without the disks `exclude`
+/// matches (the disk collector's `--collector.disk.device-exclude`).
+pub fn emit_disks(
+    disks: &[DiskTimes],
+    untimed: u64,
+    name: impl Fn(u32, u32) -> Option<String>,
+    exclude: &regex::Regex,
+) -> Vec<Family> {
+    let mut queued = Family::new(DISK_QUEUED);
+    let mut served = Family::new(DISK_SERVED);
+    for d in disks {
+        let device = name(d.major, d.minor).unwrap_or_else(|| format!("{}:{}", d.major, d.minor));
+        if exclude.is_match(&device) {
+            continue;
+        }
+        queued.push([label("device", device.clone())], fold_block(&d.queued));
+        served.push([label("device", device)], fold_block(&d.served));
+    }
+    vec![queued, served, Family::single(DISK_UNTIMED, untimed)]
 }
 
 pub struct EbpfCollector {
     runqueue: Result<std::sync::Arc<RunQueue>, String>,
+    block: Result<Block, String>,
+    /// `8:0` → `sda`, from /proc/diskstats: read again only when a disk
+    /// appears that it did not name.
+    disk_names: std::sync::Mutex<std::collections::HashMap<(u32, u32), String>>,
 }
 
 impl EbpfCollector {
@@ -68,7 +113,49 @@ impl EbpfCollector {
                 "eBPF run-queue timing unavailable; run-queue saturation comes from schedstat and load"
             );
         }
-        EbpfCollector { runqueue }
+        let block = Block::load();
+        if let Err(e) = &block {
+            tracing::warn!(
+                reason = %e,
+                "eBPF disk request timing unavailable; disk saturation comes from diskstats"
+            );
+        }
+        EbpfCollector {
+            runqueue,
+            block,
+            disk_names: Default::default(),
+        }
+    }
+
+    fn disks(&self, block: &Block, cfg: &Config) -> Result<Vec<Family>, CollectError> {
+        let (disks, untimed) = block.read().map_err(CollectError::Io)?;
+        let mut names = self
+            .disk_names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if disks
+            .iter()
+            .any(|d| !names.contains_key(&(d.major, d.minor)))
+        {
+            *names = crate::roots::read(&cfg.roots.proc("diskstats"))
+                .ok()
+                .and_then(|t| super::disk::parse_diskstats(&t).ok())
+                .map(|d| {
+                    d.into_iter()
+                        .filter_map(|d| {
+                            let dev = (u32::try_from(d.major).ok()?, u32::try_from(d.minor).ok()?);
+                            Some((dev, d.name))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+        }
+        Ok(emit_disks(
+            &disks,
+            untimed,
+            |major, minor| names.get(&(major, minor)).cloned(),
+            &cfg.disk.device_exclude,
+        ))
     }
 }
 
@@ -79,22 +166,85 @@ impl Default for EbpfCollector {
 }
 
 impl Collect for EbpfCollector {
-    fn collect(&self, _cfg: &Config) -> Result<Vec<Family>, CollectError> {
-        let rq = self
-            .runqueue
-            .as_ref()
-            .map_err(|e| CollectError::Unsupported(e.clone()))?;
-        let (h, untimed) = histogram(&rq.read().map_err(CollectError::Io)?[..]);
-        Ok(vec![
-            Family::single(RUNQUEUE_WAIT, h),
-            Family::single(RUNQUEUE_UNTIMED, untimed),
-        ])
+    fn collect(&self, cfg: &Config) -> Result<Vec<Family>, CollectError> {
+        let mut out = Vec::with_capacity(5);
+        match (&self.runqueue, &self.block) {
+            (Err(e), Err(_)) => return Err(CollectError::Unsupported(e.clone())),
+            (Ok(rq), _) => {
+                let (h, untimed) = histogram(&rq.read().map_err(CollectError::Io)?[..]);
+                out.push(Family::single(RUNQUEUE_WAIT, h));
+                out.push(Family::single(RUNQUEUE_UNTIMED, untimed));
+            }
+            (Err(_), Ok(_)) => {}
+        }
+        if let Ok(block) = &self.block {
+            out.extend(self.disks(block, cfg)?);
+        }
+        Ok(out)
+    }
+
+    fn parts(&self) -> Vec<(&'static str, bool)> {
+        vec![("ebpf_block", self.block.is_err())]
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disks_are_named_and_filtered_as_the_disk_collector_does() {
+        let mut queued = BlockHistogram {
+            slots: [0; SLOTS],
+            sum_ns: 3_000_000,
+        };
+        queued.slots[0] = 2; // issued straight
+        queued.slots[21] = 1; // (0.5, 1] ms
+        let mut served = queued;
+        served.slots = [0; SLOTS];
+        served.slots[22] = 3; // (1, 2] ms
+        let disk = |major, minor| DiskTimes {
+            major,
+            minor,
+            queued,
+            served,
+        };
+        let exclude = regex::Regex::new(crate::collectors::disk::DEFAULT_DEVICE_EXCLUDE).unwrap();
+        let fams = emit_disks(
+            &[disk(8, 0), disk(7, 3), disk(259, 9)],
+            4,
+            |major, minor| match (major, minor) {
+                (8, 0) => Some("sda".into()),
+                (7, 3) => Some("loop3".into()),
+                _ => None,
+            },
+            &exclude,
+        );
+        let devices = |f: &Family| -> Vec<String> {
+            f.samples
+                .iter()
+                .map(|s| s.labels[0].1.to_string())
+                .collect()
+        };
+        assert_eq!(
+            devices(&fams[0]),
+            ["sda", "259:9"],
+            "loop3 excluded, 259:9 unnamed"
+        );
+        assert_eq!(devices(&fams[1]), ["sda", "259:9"]);
+        let crate::metrics::Value::Histogram(q) = &fams[0].samples[0].value else {
+            panic!("a histogram");
+        };
+        assert_eq!((q.count, q.sum), (3, 0.003));
+        assert_eq!(q.counts[0], 2, "zero waits in the first bucket");
+        let crate::metrics::Value::Histogram(s) = &fams[1].samples[0].value else {
+            panic!("a histogram");
+        };
+        assert_eq!(s.count, 3);
+        let two_ms = s.bounds.iter().position(|b| *b == 2f64.powi(-9)).unwrap();
+        assert_eq!(s.counts[two_ms], 3, "(1, 2] ms in the bucket up to 2^-9 s");
+        assert_eq!(fams[2].samples[0].value, crate::metrics::Value::Int(4));
+    }
 
     #[test]
     fn kernel_slots_fold_into_whole_buckets() {

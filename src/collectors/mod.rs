@@ -80,7 +80,6 @@ pub trait Collect: Send + Sync {
     }
 }
 
-/// Parses a decimal integer field, naming the field in the error.
 /// The lines of a kernel file, split with a plain byte loop: its lines
 /// are short (meminfo's, vmstat's: ~30 bytes), where `str::lines`'
 /// searcher costs more per line than it saves. A last line without a
@@ -101,6 +100,7 @@ pub(crate) fn short_lines(text: &str) -> impl Iterator<Item = &str> {
     })
 }
 
+/// Parses a decimal integer field, naming the field in the error.
 pub(crate) fn parse_u64(field: &str, text: &str) -> Result<u64, ParseError> {
     text.trim()
         .parse::<u64>()

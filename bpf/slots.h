@@ -1,0 +1,50 @@
+/* The histogram slots every sojourn program counts in, mirrored by
+ * src/ebpf.rs (`SLOTS`, `SLOT_OFFSET`): change both.
+ *
+ * Buckets are powers of two *seconds*, as a Prometheus native histogram of
+ * schema 0 has them: slot 0 counts waits of 0 ns, slot s > 0 waits in
+ * (2^(s-32), 2^(s-31)] seconds, native bucket s - 31. A wait is counted in
+ * units of 2^-30 s (0.93 ns), in which those bounds are whole powers of
+ * two, so the slot is the ceiling of the base-2 logarithm and no bound is
+ * rounded. */
+#ifndef SOJOURN_SLOTS_H
+#define SOJOURN_SLOTS_H
+
+#define SOJOURN_SLOTS 50
+/* Longer waits are counted as this (2^42 ns, 73 minutes): keeps the
+ * conversion to 2^-30 s units within 64 bits. */
+#define SOJOURN_MAX_NS (1ULL << 42)
+
+/* ceil(log2(x)) for x >= 1: 0 for 1, 1 for 2, 2 for 3 and 4, ... */
+static __always_inline __u32 ceil_log2(__u64 x)
+{
+	__u32 r = 0;
+
+	x -= 1;
+	if (x >> 32) { x >>= 32; r += 32; }
+	if (x >> 16) { x >>= 16; r += 16; }
+	if (x >> 8) { x >>= 8; r += 8; }
+	if (x >> 4) { x >>= 4; r += 4; }
+	if (x >> 2) { x >>= 2; r += 2; }
+	if (x >> 1) { x >>= 1; r += 1; }
+	return r + (__u32)x;
+}
+
+/* The slot of a wait of `ns` nanoseconds (capped at SOJOURN_MAX_NS). */
+static __always_inline __u32 seconds_slot(__u64 ns)
+{
+	__u64 units;
+	__u32 slot;
+
+	if (ns > SOJOURN_MAX_NS)
+		ns = SOJOURN_MAX_NS;
+	/* 2^30 / 10^9 = 2^21 / 5^9, exactly; rounded up, as the ceiling of
+	 * the logarithm of the rounded-up value is that of the exact one. */
+	units = (ns * 2097152 + 1953124) / 1953125;
+	slot = units == 0 ? 0 : ceil_log2(units) + 1;
+	if (slot >= SOJOURN_SLOTS)
+		slot = SOJOURN_SLOTS - 1;
+	return slot;
+}
+
+#endif
