@@ -2,10 +2,12 @@
 """sojourn's eBPF run-queue histogram beside libbpf-tools' runqlat, over the
 same window and the same load.
 
-usage: scripts/compare_runqlat.py [--seconds 10] [--busy-per-cpu 3] [--no-build]
+usage: scripts/compare_runqlat.py [--seconds 10] [--busy-per-cpu 3] [--pin CPU]
+                                  [--no-build]
 
 Starts `target/release/sojourn` (ebpf collector only) on a loopback port,
-starts N busy processes per CPU, then runs `runqlat SECONDS 1` (Debian
+starts N busy processes per CPU (with --pin, all of them pinned to that one
+CPU, competing there while the others idle), then runs `runqlat SECONDS 1` (Debian
 package libbpf-tools) while scraping sojourn at its start and end, and
 prints both histograms' p50 and p99 as the upper bound of the bucket that
 holds them. runqlat's buckets are powers of two microseconds, sojourn's
@@ -56,6 +58,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--busy-per-cpu", type=int, default=3)
+    ap.add_argument("--pin", type=int, help="pin every busy process to this CPU")
     ap.add_argument("--no-build", action="store_true")
     a = ap.parse_args()
     if not a.no_build:
@@ -67,8 +70,10 @@ def main():
     try:
         time.sleep(1.5)
         cpus = os.cpu_count()
-        busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
-                for _ in range(a.busy_per_cpu * cpus)]
+        spin = [sys.executable, "-c", "while True: pass"]
+        if a.pin is not None:
+            spin = ["taskset", "-c", str(a.pin)] + spin
+        busy = [subprocess.Popen(spin) for _ in range(a.busy_per_cpu * cpus)]
         time.sleep(1)
         before = scrape()
         out = subprocess.run(["runqlat", str(a.seconds), "1"], capture_output=True, text=True, check=True).stdout
@@ -83,7 +88,9 @@ def main():
     ours = [(b, c - (cumulative[i - 1] if i else 0)) for i, (b, c) in enumerate(zip(bounds, cumulative))]
     theirs = runqlat_buckets(out)
     worst = 0
-    print(f"{a.busy_per_cpu} busy processes per CPU, {a.seconds} s; waits counted: "
+    where = (f"{len(busy)} busy processes pinned to CPU {a.pin}" if a.pin is not None
+             else f"{a.busy_per_cpu} busy processes per CPU")
+    print(f"{where}, {a.seconds} s; waits counted: "
           f"sojourn {sum(c for _, c in ours)}, runqlat {sum(c for _, c in theirs)}")
     for q in (0.5, 0.99):
         s, r = quantile(ours, q), quantile(theirs, q)
