@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """CPU share of the queue sampler at several sampling periods.
 
-usage: scripts/bench_sampler.py [--periods 10ms,1ms] [--seconds 10] [--no-build]
+usage: scripts/bench_sampler.py [--periods 10ms,1ms] [--seconds 10]
+                                [--sojourn-args "FLAGS"] [--no-build]
 
 Starts sojourn with only the queue collector for each period, lets it run,
 and reads sojourn_queue_sampler_cpu_seconds_total (the sampler thread's own
 CLOCK_THREAD_CPUTIME_ID) and ..._ticks_total twice, --seconds apart. Reports
 the share of one core, the CPU per tick, and the whole process's CPU share
 from /proc/PID/stat (which adds the HTTP thread, idle here).
+--sojourn-args "--collector.ebpf" times the CPU queues with eBPF instead.
 """
 import argparse, http.client, os, signal, subprocess, time
 
@@ -37,6 +39,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--periods", default="10ms,1ms")
     ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--sojourn-args", default="", help="more flags for sojourn")
     ap.add_argument("--no-build", action="store_true")
     a = ap.parse_args()
     if not a.no_build:
@@ -44,7 +47,7 @@ def main():
     for period in a.periods.split(","):
         p = subprocess.Popen([os.path.join(ROOT, "target/release/sojourn"), "--web.listen-address", "127.0.0.1:19830",
                               "--collector.disable-defaults", "--collector.queue", "--queue.sample-interval", period,
-                              "--log.level", "warn"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              "--log.level", "warn", *a.sojourn_args.split()], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             for _ in range(50):
                 try:
