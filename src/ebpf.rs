@@ -98,13 +98,19 @@ impl RunQueue {
     /// The program attached for the process, loaded by the first caller
     /// and detached when the last holder drops it.
     pub fn shared() -> Result<std::sync::Arc<RunQueue>, String> {
+        RunQueue::shared_with(None)
+    }
+
+    /// [`RunQueue::shared`], relocated against `btf` if it must be loaded
+    /// (the kernel's, parsed by the caller for several programs).
+    pub fn shared_with(btf: Option<&Btf>) -> Result<std::sync::Arc<RunQueue>, String> {
         let mut shared = SHARED
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(rq) = shared.upgrade() {
             return Ok(rq);
         }
-        let rq = std::sync::Arc::new(RunQueue::load()?);
+        let rq = std::sync::Arc::new(RunQueue::load_with(btf)?);
         *shared = std::sync::Arc::downgrade(&rq);
         Ok(rq)
     }
@@ -112,7 +118,11 @@ impl RunQueue {
     /// Loads and attaches the program; the reason when this machine does
     /// not permit it.
     pub fn load() -> Result<RunQueue, String> {
-        let mut ebpf = load_attached(RUNQUEUE_OBJECT, "run-queue", &RUNQUEUE_TRACEPOINTS)?;
+        RunQueue::load_with(None)
+    }
+
+    fn load_with(btf: Option<&Btf>) -> Result<RunQueue, String> {
+        let mut ebpf = load_attached(RUNQUEUE_OBJECT, "run-queue", &RUNQUEUE_TRACEPOINTS, btf)?;
         let map = ebpf
             .take_map("histogram")
             .ok_or("the object has no map histogram")?;
@@ -187,7 +197,13 @@ impl Block {
     /// Loads and attaches the program; the reason when this machine does
     /// not permit it.
     pub fn load() -> Result<Block, String> {
-        let mut ebpf = load_attached(BLOCK_OBJECT, "block", &BLOCK_TRACEPOINTS)?;
+        Block::load_with(None)
+    }
+
+    /// [`Block::load`] relocated against `btf` (the kernel's, parsed by
+    /// the caller for several programs).
+    pub fn load_with(btf: Option<&Btf>) -> Result<Block, String> {
+        let mut ebpf = load_attached(BLOCK_OBJECT, "block", &BLOCK_TRACEPOINTS, btf)?;
         let map = ebpf
             .take_map("histograms")
             .ok_or("the object has no map histograms")?;
@@ -233,13 +249,32 @@ impl Block {
     }
 }
 
-/// Loads `object` with the kernel's BTF and attaches each of its
-/// `tracepoints` (programs named as the tracepoint they attach to).
-fn load_attached(object: &[u8], what: &str, tracepoints: &[&str]) -> Result<Ebpf, String> {
-    let btf =
-        Btf::from_sys_fs().map_err(|e| format!("no kernel BTF at /sys/kernel/btf/vmlinux: {e}"))?;
+/// The running kernel's BTF, against which CO-RE relocates the programs:
+/// 5.4 MB parsed here, and glibc keeps the heap it took after it is freed
+/// (parsed once per program, two programs left the exporter at 40 MB RSS).
+pub fn kernel_btf() -> Result<Btf, String> {
+    Btf::from_sys_fs().map_err(|e| format!("no kernel BTF at /sys/kernel/btf/vmlinux: {e}"))
+}
+
+/// Loads `object` relocated against `btf` (the kernel's, parsed here when
+/// None) and attaches each of its `tracepoints` (programs named as the
+/// tracepoint they attach to).
+fn load_attached(
+    object: &[u8],
+    what: &str,
+    tracepoints: &[&str],
+    btf: Option<&Btf>,
+) -> Result<Ebpf, String> {
+    let parsed;
+    let btf = match btf {
+        Some(btf) => btf,
+        None => {
+            parsed = kernel_btf()?;
+            &parsed
+        }
+    };
     let mut ebpf = EbpfLoader::new()
-        .btf(Some(&btf))
+        .btf(Some(btf))
         // Task local storage (the run queue's enqueue times) is a map type
         // aya creates but has no typed wrapper for; only the program uses it.
         .allow_unsupported_maps()
@@ -252,7 +287,7 @@ fn load_attached(object: &[u8], what: &str, tracepoints: &[&str]) -> Result<Ebpf
             .try_into()
             .map_err(|e| format!("{name}: {}", causes(&e)))?;
         program
-            .load(name, &btf)
+            .load(name, btf)
             .map_err(|e| format!("loading {name}: {}", causes(&e)))?;
         program
             .attach()

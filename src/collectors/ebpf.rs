@@ -106,14 +106,23 @@ pub struct EbpfCollector {
 
 impl EbpfCollector {
     pub fn new() -> EbpfCollector {
-        let runqueue = RunQueue::shared();
+        // One parse of the kernel's BTF for both programs.
+        let btf = crate::ebpf::kernel_btf();
+        let runqueue = match &btf {
+            Ok(btf) => RunQueue::shared_with(Some(btf)),
+            Err(e) => Err(e.clone()),
+        };
         if let Err(e) = &runqueue {
             tracing::warn!(
                 reason = %e,
                 "eBPF run-queue timing unavailable; run-queue saturation comes from schedstat and load"
             );
         }
-        let block = Block::load();
+        let block = match &btf {
+            Ok(btf) => Block::load_with(Some(btf)),
+            Err(e) => Err(e.clone()),
+        };
+        drop(btf);
         if let Err(e) = &block {
             tracing::warn!(
                 reason = %e,
