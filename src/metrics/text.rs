@@ -85,26 +85,14 @@ fn prometheus_family(family: &Family, base: &str, out: &mut String) {
     out.push(' ');
     out.push_str(type_str(family.desc.kind));
     out.push('\n');
-    for sample in &family.samples {
-        match (family.desc.kind, &sample.value) {
-            (Kind::Counter | Kind::Gauge, Value::Int(v)) => {
-                line_start(out, base, total, &sample.labels, None);
-                out.push(' ');
-                out.push_str(itoa::Buffer::new().format(*v));
-                out.push('\n');
-            }
-            (Kind::Counter | Kind::Gauge, Value::Float(v)) => {
-                line_start(out, base, total, &sample.labels, None);
-                out.push(' ');
-                push_prometheus_float(out, *v);
-                out.push('\n');
-            }
-            (Kind::Histogram, Value::Histogram(h)) => {
-                prometheus_histogram(out, base, &sample.labels, h);
-            }
-            (kind, value) => mismatch(family, kind, value),
-        }
-    }
+    samples(
+        family,
+        base,
+        total,
+        out,
+        push_prometheus_float,
+        prometheus_histogram,
+    );
 }
 
 fn prometheus_histogram(out: &mut String, base: &str, labels: &[Label], h: &Histogram) {
@@ -116,25 +104,16 @@ fn prometheus_histogram(out: &mut String, base: &str, labels: &[Label], h: &Hist
         inf_seen |= *bound == f64::INFINITY;
         le.clear();
         push_go_float(&mut le, *bound);
-        line_start(out, base, "_bucket", labels, Some(&le));
-        out.push(' ');
-        out.push_str(itoa::Buffer::new().format(cumulative));
-        out.push('\n');
+        int_line(out, base, "_bucket", labels, Some(&le), cumulative);
     }
     if !inf_seen {
-        line_start(out, base, "_bucket", labels, Some("+Inf"));
-        out.push(' ');
-        out.push_str(itoa::Buffer::new().format(h.count));
-        out.push('\n');
+        int_line(out, base, "_bucket", labels, Some("+Inf"), h.count);
     }
     line_start(out, base, "_sum", labels, None);
     out.push(' ');
     push_prometheus_float(out, h.sum);
     out.push('\n');
-    line_start(out, base, "_count", labels, None);
-    out.push(' ');
-    out.push_str(itoa::Buffer::new().format(h.count));
-    out.push('\n');
+    int_line(out, base, "_count", labels, None, h.count);
 }
 
 fn openmetrics_family(family: &Family, base: &str, out: &mut String) {
@@ -161,37 +140,15 @@ fn openmetrics_family(family: &Family, base: &str, out: &mut String) {
     } else {
         ""
     };
-    for sample in &family.samples {
-        match (family.desc.kind, &sample.value) {
-            (Kind::Counter | Kind::Gauge, Value::Int(v)) => {
-                line_start(out, base, total, &sample.labels, None);
-                out.push(' ');
-                out.push_str(itoa::Buffer::new().format(*v));
-                out.push('\n');
-            }
-            (Kind::Counter | Kind::Gauge, Value::Float(v)) => {
-                line_start(out, base, total, &sample.labels, None);
-                out.push(' ');
-                out.push_str(dtoa::Buffer::new().format(*v));
-                out.push('\n');
-            }
-            (Kind::Histogram, Value::Histogram(h)) => {
-                openmetrics_histogram(out, base, &sample.labels, h);
-            }
-            (kind, value) => mismatch(family, kind, value),
-        }
-    }
+    samples(family, base, total, out, push_dtoa, openmetrics_histogram);
 }
 
 fn openmetrics_histogram(out: &mut String, base: &str, labels: &[Label], h: &Histogram) {
     line_start(out, base, "_sum", labels, None);
     out.push(' ');
-    out.push_str(dtoa::Buffer::new().format(h.sum));
+    push_dtoa(out, h.sum);
     out.push('\n');
-    line_start(out, base, "_count", labels, None);
-    out.push(' ');
-    out.push_str(itoa::Buffer::new().format(h.count));
-    out.push('\n');
+    int_line(out, base, "_count", labels, None, h.count);
     let mut cumulative = 0u64;
     for (bound, count) in h.bounds.iter().zip(&h.counts) {
         cumulative += count;
@@ -201,7 +158,7 @@ fn openmetrics_histogram(out: &mut String, base: &str, labels: &[Label], h: &His
         if *bound == f64::INFINITY {
             out.push_str("+Inf");
         } else {
-            out.push_str(dtoa::Buffer::new().format(*bound));
+            push_dtoa(out, *bound);
         }
         out.push('"');
         for (key, value) in labels {
@@ -212,6 +169,48 @@ fn openmetrics_histogram(out: &mut String, base: &str, labels: &[Label], h: &His
         out.push_str(itoa::Buffer::new().format(cumulative));
         out.push('\n');
     }
+}
+
+/// Each counter or gauge sample as one line, each histogram by
+/// `histogram`; `float` writes a float value as the format does.
+fn samples(
+    family: &Family,
+    base: &str,
+    total: &str,
+    out: &mut String,
+    float: fn(&mut String, f64),
+    histogram: fn(&mut String, &str, &[Label], &Histogram),
+) {
+    for sample in &family.samples {
+        match (family.desc.kind, &sample.value) {
+            (Kind::Counter | Kind::Gauge, Value::Int(v)) => {
+                int_line(out, base, total, &sample.labels, None, *v);
+            }
+            (Kind::Counter | Kind::Gauge, Value::Float(v)) => {
+                line_start(out, base, total, &sample.labels, None);
+                out.push(' ');
+                float(out, *v);
+                out.push('\n');
+            }
+            (Kind::Histogram, Value::Histogram(h)) => histogram(out, base, &sample.labels, h),
+            (kind, value) => mismatch(family, kind, value),
+        }
+    }
+}
+
+/// A whole line with an integer value.
+fn int_line(
+    out: &mut String,
+    base: &str,
+    suffix: &str,
+    labels: &[Label],
+    le: Option<&str>,
+    v: u64,
+) {
+    line_start(out, base, suffix, labels, le);
+    out.push(' ');
+    out.push_str(itoa::Buffer::new().format(v));
+    out.push('\n');
 }
 
 /// `name{labels}` of one line, with `le` (already formatted) after the
@@ -264,6 +263,12 @@ fn push_escaped(out: &mut String, text: &str, quote: bool) {
     }
 }
 
+/// A float as OpenMetrics writes it (dtoa's `NaN`, `inf`, `-inf`).
+fn push_dtoa(out: &mut String, v: f64) {
+    out.push_str(dtoa::Buffer::new().format(v));
+}
+
+/// A float as the 0.0.4 format writes it (`NaN`, `+Inf`, `-Inf`).
 fn push_prometheus_float(out: &mut String, v: f64) {
     if v.is_finite() {
         out.push_str(dtoa::Buffer::new().format_finite(v));
