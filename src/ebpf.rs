@@ -23,8 +23,6 @@ static BLOCK_OBJECT: &[u8] = aya::include_bytes_aligned!("../bpf/block.bpf.o");
 
 /// Mirrors `bpf/slots.h`: `SOJOURN_SLOTS`, the slots of every histogram.
 pub const SLOTS: usize = 50;
-/// The run queue's histogram has [`SLOTS`].
-pub const RUNQUEUE_SLOTS: usize = SLOTS;
 
 /// Slot `s > 0` counts waits in (2^(s - OFFSET - 1), 2^(s - OFFSET)] seconds
 /// — native histogram bucket `s - OFFSET` of schema 0; slot 0 waits the
@@ -35,7 +33,7 @@ pub const SLOT_OFFSET: i32 = 31;
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct RawHistogram {
-    pub slots: [u64; RUNQUEUE_SLOTS],
+    pub slots: [u64; SLOTS],
     pub sum_ns: u64,
     /// Waits not timed: the task's storage slot could not be had.
     pub missed: u64,
@@ -48,7 +46,7 @@ unsafe impl aya::Pod for RawHistogram {}
 impl Default for RawHistogram {
     fn default() -> Self {
         RawHistogram {
-            slots: [0; RUNQUEUE_SLOTS],
+            slots: [0; SLOTS],
             sum_ns: 0,
             missed: 0,
         }
@@ -174,6 +172,15 @@ pub struct BlockHistogram {
 // SAFETY: u64s only, any bit pattern valid.
 unsafe impl aya::Pod for BlockHistogram {}
 
+impl Default for BlockHistogram {
+    fn default() -> Self {
+        BlockHistogram {
+            slots: [0; SLOTS],
+            sum_ns: 0,
+        }
+    }
+}
+
 /// One disk's times, as read from the block program.
 #[derive(Debug, Clone)]
 pub struct DiskTimes {
@@ -181,6 +188,13 @@ pub struct DiskTimes {
     pub minor: u32,
     pub queued: BlockHistogram,
     pub served: BlockHistogram,
+}
+
+impl DiskTimes {
+    /// `major:minor`, as /proc/diskstats and cgroups name a device.
+    pub fn dev(&self) -> String {
+        format!("{}:{}", self.major, self.minor)
+    }
 }
 
 /// The block program, attached to the block layer's request tracepoints
@@ -223,17 +237,13 @@ impl Block {
     /// attached, by dev_t; and the completions no disk slot was left for.
     pub fn read(&self) -> Result<(Vec<DiskTimes>, u64), String> {
         let mut by_dev: std::collections::BTreeMap<u32, DiskTimes> = Default::default();
-        let empty = BlockHistogram {
-            slots: [0; SLOTS],
-            sum_ns: 0,
-        };
         for entry in self.histograms.iter() {
             let (key, h) = entry.map_err(|e| format!("reading the block histograms: {e}"))?;
             let disk = by_dev.entry(key.dev).or_insert(DiskTimes {
                 major: key.dev >> 20,
                 minor: key.dev & 0xf_ffff,
-                queued: empty,
-                served: empty,
+                queued: BlockHistogram::default(),
+                served: BlockHistogram::default(),
             });
             match key.phase {
                 BLOCK_QUEUED => disk.queued = h,
@@ -309,9 +319,23 @@ mod tests {
         assert_eq!(slot_upper_bound(0), 2f64.powi(-31));
         assert_eq!(
             std::mem::size_of::<RawHistogram>(),
-            (RUNQUEUE_SLOTS + 2) * 8,
+            (SLOTS + 2) * 8,
             "mirrors struct runqueue_histogram"
         );
+    }
+
+    /// A loaded program; None (the test skipped) where this machine does
+    /// not permit it, unless SOJOURN_REQUIRE_EBPF is set, as CI sets it:
+    /// then the refusal fails the test.
+    fn permitted<T>(loaded: Result<T, String>) -> Option<T> {
+        match loaded {
+            Ok(program) => Some(program),
+            Err(e) if std::env::var_os("SOJOURN_REQUIRE_EBPF").is_none() => {
+                eprintln!("skipped: {e}");
+                None
+            }
+            Err(e) => panic!("{e}"),
+        }
     }
 
     /// A loop device removed when the test ends.
@@ -334,13 +358,8 @@ mod tests {
     /// loop device's dev_t. Needs root, BTF and losetup; CI requires it.
     #[test]
     fn the_block_program_times_direct_writes_to_a_loop_device() {
-        let block = match Block::load() {
-            Ok(b) => b,
-            Err(e) if std::env::var_os("SOJOURN_REQUIRE_EBPF").is_none() => {
-                eprintln!("skipped: {e}");
-                return;
-            }
-            Err(e) => panic!("{e}"),
+        let Some(block) = permitted(Block::load()) else {
+            return;
         };
         // Any file will do: the loop device's requests are its own.
         let file = tempfile::NamedTempFile::new().unwrap();
@@ -409,13 +428,8 @@ mod tests {
     /// SOJOURN_REQUIRE_EBPF so that a refusal fails rather than skips.
     #[test]
     fn the_run_queue_program_times_waits_behind_busy_threads() {
-        let rq = match RunQueue::load() {
-            Ok(rq) => rq,
-            Err(e) if std::env::var_os("SOJOURN_REQUIRE_EBPF").is_none() => {
-                eprintln!("skipped: {e}");
-                return;
-            }
-            Err(e) => panic!("{e}"),
+        let Some(rq) = permitted(RunQueue::load()) else {
+            return;
         };
         let before: u64 = rq.read().unwrap().iter().flat_map(|h| h.slots).sum();
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());

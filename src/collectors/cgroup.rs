@@ -20,7 +20,6 @@
 //! the path and capped at `--collector.cgroup.max-cgroups`. Kubelet paths
 //! add `pod_uid`, `container_id` and `qos_class` labels.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use regex::Regex;
@@ -28,7 +27,7 @@ use regex::Regex;
 use super::{Collect, CollectError, Config as CollectConfig, ParseError, parse_u64};
 use crate::kubelet::{Kubelet, PodDirectory};
 use crate::metrics::{Family, Label, label};
-use crate::roots::{Dir, read};
+use crate::roots::Dir;
 
 /// v1 `memory.limit_in_bytes` without a limit is PAGE_COUNTER_MAX pages,
 /// about 2^63; anything this large means "no limit".
@@ -301,10 +300,8 @@ pub fn emit(
 
 pub struct CgroupCollector {
     kubelet: Option<std::sync::Arc<Kubelet>>,
-    /// `8:0` → `sda`, from /proc/diskstats: read again only when a cgroup
-    /// names a device not in it, not at every scrape (the disk collector
-    /// reads that file too).
-    device_names: std::sync::Mutex<HashMap<String, String>>,
+    /// `8:0` → `sda`, for the devices of the cgroups' I/O stats.
+    device_names: super::disk::DeviceNames,
     /// The layout found at a root, and when: mounting a hierarchy is rare,
     /// and detecting it anew costs a dozen lookups at every scrape.
     layout: std::sync::Mutex<Option<(PathBuf, Layout, std::time::Instant)>>,
@@ -315,37 +312,6 @@ pub struct CgroupCollector {
 
 /// How long a detected layout is trusted before it is looked at again.
 const LAYOUT_RECHECK: std::time::Duration = std::time::Duration::from_secs(60);
-
-impl CgroupCollector {
-    /// The device names the stats need, refreshed if one is unknown.
-    fn device_names(
-        &self,
-        cfg: &CollectConfig,
-        stats: &[(String, CgroupStats)],
-    ) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        // A panic while refreshing left a map that is still a map.
-        let mut names = self
-            .device_names
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let unknown = stats
-            .iter()
-            .flat_map(|(_, s)| &s.io)
-            .any(|(dev, ..)| !names.contains_key(dev));
-        if unknown {
-            *names = read(&cfg.roots.proc("diskstats"))
-                .ok()
-                .and_then(|t| super::disk::parse_diskstats(&t).ok())
-                .map(|d| {
-                    d.into_iter()
-                        .map(|d| (format!("{}:{}", d.major, d.minor), d.name))
-                        .collect()
-                })
-                .unwrap_or_default();
-        }
-        names
-    }
-}
 
 impl CgroupCollector {
     /// The layout at `root`, detected at most every [`LAYOUT_RECHECK`].
@@ -448,7 +414,10 @@ impl Collect for CgroupCollector {
                 Err(e) => return Err(e),
             }
         }
-        let names = self.device_names(cfg, &stats);
+        let names = self.device_names.covering(
+            &cfg.roots.proc("diskstats"),
+            stats.iter().flat_map(|(_, s)| &s.io).map(|(dev, ..)| dev),
+        );
         let kubelet = self.kubelet.as_deref().map(Kubelet::directory);
         Ok(emit(
             &stats,

@@ -27,6 +27,41 @@ const MILLIS_PER_SECOND: f64 = 1e3;
 pub const DEFAULT_DEVICE_EXCLUDE: &str =
     r"^(z?ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p|mmcblk\d+p)\d+$";
 
+/// Block devices' names by `major:minor` (`8:0` → `sda`), from
+/// /proc/diskstats, read again only when asked for a device the table does
+/// not name: the cgroup and ebpf collectors name devices by number, and a
+/// device appears far more rarely than a scrape comes (the disk collector
+/// reads that file at every scrape itself).
+#[derive(Debug, Default)]
+pub struct DeviceNames(std::sync::Mutex<std::collections::HashMap<String, String>>);
+
+impl DeviceNames {
+    /// The table, read anew from `diskstats` if it lacks any of `devs`.
+    pub fn covering<D: AsRef<str>>(
+        &self,
+        diskstats: &std::path::Path,
+        devs: impl IntoIterator<Item = D>,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, String>> {
+        // A panic while refreshing left a map that is still a map.
+        let mut names = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if devs.into_iter().any(|d| !names.contains_key(d.as_ref())) {
+            *names = crate::roots::read(diskstats)
+                .ok()
+                .and_then(|t| parse_diskstats(&t).ok())
+                .map(|d| {
+                    d.into_iter()
+                        .map(|d| (format!("{}:{}", d.major, d.minor), d.name))
+                        .collect()
+                })
+                .unwrap_or_default();
+        }
+        names
+    }
+}
+
 /// The disk collector's flags.
 #[derive(Debug, Clone, clap::Args)]
 // Flags, not a group: clap names a group after the struct, and every

@@ -8,9 +8,7 @@
 //! and `ebpf_block` when the block program alone does not.
 
 use super::{Collect, CollectError, Config};
-use crate::ebpf::{
-    Block, BlockHistogram, DiskTimes, RawHistogram, RunQueue, SLOT_OFFSET, SLOTS, slot_upper_bound,
-};
+use crate::ebpf::{Block, DiskTimes, RawHistogram, RunQueue, SLOT_OFFSET, SLOTS, slot_upper_bound};
 use crate::metrics::{Family, Histogram, label};
 use crate::native::NativeBuckets;
 
@@ -70,28 +68,31 @@ fn fold(slots: &[u64; SLOTS], sum_ns: u64) -> Histogram {
     h
 }
 
-fn fold_block(h: &BlockHistogram) -> Histogram {
-    fold(&h.slots, h.sum_ns)
-}
-
 /// Each disk's two histograms, named as /proc/diskstats names the disk
 /// (`major:minor` for one it does not list), without the disks `exclude`
 /// matches (the disk collector's `--collector.disk.device-exclude`).
 pub fn emit_disks(
     disks: &[DiskTimes],
     untimed: u64,
-    name: impl Fn(u32, u32) -> Option<String>,
+    name: impl Fn(&str) -> Option<String>,
     exclude: &regex::Regex,
 ) -> Vec<Family> {
     let mut queued = Family::new(DISK_QUEUED);
     let mut served = Family::new(DISK_SERVED);
     for d in disks {
-        let device = name(d.major, d.minor).unwrap_or_else(|| format!("{}:{}", d.major, d.minor));
+        let dev = d.dev();
+        let device = name(&dev).unwrap_or(dev);
         if exclude.is_match(&device) {
             continue;
         }
-        queued.push([label("device", device.clone())], fold_block(&d.queued));
-        served.push([label("device", device)], fold_block(&d.served));
+        queued.push(
+            [label("device", device.clone())],
+            fold(&d.queued.slots, d.queued.sum_ns),
+        );
+        served.push(
+            [label("device", device)],
+            fold(&d.served.slots, d.served.sum_ns),
+        );
     }
     vec![queued, served, Family::single(DISK_UNTIMED, untimed)]
 }
@@ -99,9 +100,8 @@ pub fn emit_disks(
 pub struct EbpfCollector {
     runqueue: Result<std::sync::Arc<RunQueue>, String>,
     block: Result<Block, String>,
-    /// `8:0` → `sda`, from /proc/diskstats: read again only when a disk
-    /// appears that it did not name.
-    disk_names: std::sync::Mutex<std::collections::HashMap<(u32, u32), String>>,
+    /// `8:0` → `sda`, for the disks the block program timed.
+    disk_names: super::disk::DeviceNames,
 }
 
 impl EbpfCollector {
@@ -138,31 +138,14 @@ impl EbpfCollector {
 
     fn disks(&self, block: &Block, cfg: &Config) -> Result<Vec<Family>, CollectError> {
         let (disks, untimed) = block.read().map_err(CollectError::Io)?;
-        let mut names = self
-            .disk_names
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if disks
-            .iter()
-            .any(|d| !names.contains_key(&(d.major, d.minor)))
-        {
-            *names = crate::roots::read(&cfg.roots.proc("diskstats"))
-                .ok()
-                .and_then(|t| super::disk::parse_diskstats(&t).ok())
-                .map(|d| {
-                    d.into_iter()
-                        .filter_map(|d| {
-                            let dev = (u32::try_from(d.major).ok()?, u32::try_from(d.minor).ok()?);
-                            Some((dev, d.name))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-        }
+        let names = self.disk_names.covering(
+            &cfg.roots.proc("diskstats"),
+            disks.iter().map(DiskTimes::dev),
+        );
         Ok(emit_disks(
             &disks,
             untimed,
-            |major, minor| names.get(&(major, minor)).cloned(),
+            |dev| names.get(dev).cloned(),
             &cfg.disk.device_exclude,
         ))
     }
@@ -203,9 +186,9 @@ mod tests {
 
     #[test]
     fn disks_are_named_and_filtered_as_the_disk_collector_does() {
-        let mut queued = BlockHistogram {
-            slots: [0; SLOTS],
+        let mut queued = crate::ebpf::BlockHistogram {
             sum_ns: 3_000_000,
+            ..Default::default()
         };
         queued.slots[0] = 2; // issued straight
         queued.slots[21] = 1; // (0.5, 1] ms
@@ -222,9 +205,9 @@ mod tests {
         let fams = emit_disks(
             &[disk(8, 0), disk(7, 3), disk(259, 9)],
             4,
-            |major, minor| match (major, minor) {
-                (8, 0) => Some("sda".into()),
-                (7, 3) => Some("loop3".into()),
+            |dev| match dev {
+                "8:0" => Some("sda".into()),
+                "7:3" => Some("loop3".into()),
                 _ => None,
             },
             &exclude,
