@@ -21,7 +21,7 @@ when a served quantile is more than one bucket apart.
 """
 import argparse, math, os, re, signal, subprocess, sys, tempfile, time, urllib.request
 
-from compare_runqlat import quantile, runqlat_buckets
+from compare_runqlat import per_bucket, quantile, runqlat_buckets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PORT = 19872
@@ -37,13 +37,6 @@ def scrape(device):
             buckets[float(m.group(1))] = int(m.group(2))
         out[phase] = buckets
     return out
-
-
-def per_bucket(before, after):
-    """(bound, count in the window) pairs from two cumulative scrapes."""
-    bounds = sorted(after)
-    cumulative = [after[b] - before.get(b, 0) for b in bounds]
-    return [(b, c - (cumulative[i - 1] if i else 0)) for i, (b, c) in enumerate(zip(bounds, cumulative))]
 
 
 def main():

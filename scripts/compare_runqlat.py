@@ -46,6 +46,14 @@ def quantile(bounds_counts, q):
     return bounds_counts[-1][0]
 
 
+def per_bucket(before, after):
+    """(bound, count in the window) pairs from two scrapes' cumulative
+    buckets, {bound: count}."""
+    bounds = sorted(after)
+    cumulative = [after[b] - before.get(b, 0) for b in bounds]
+    return [(b, c - (cumulative[i - 1] if i else 0)) for i, (b, c) in enumerate(zip(bounds, cumulative))]
+
+
 def runqlat_buckets(out):
     pairs = []
     for m in re.finditer(r"^\s*(\d+) -> (\d+)\s*: (\d+)", out, re.M):
@@ -83,9 +91,7 @@ def main():
             p.kill()
         exporter.send_signal(signal.SIGTERM)
         exporter.wait()
-    bounds = sorted(after)
-    cumulative = [after[b] - before.get(b, 0) for b in bounds]
-    ours = [(b, c - (cumulative[i - 1] if i else 0)) for i, (b, c) in enumerate(zip(bounds, cumulative))]
+    ours = per_bucket(before, after)
     theirs = runqlat_buckets(out)
     worst = 0
     where = (f"{len(busy)} busy processes pinned to CPU {a.pin}" if a.pin is not None
