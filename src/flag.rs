@@ -76,6 +76,7 @@ mod tests {
         assert_eq!(p.rescan_interval, std::time::Duration::from_secs(30));
         assert!(!netns::Config::default().enabled);
         assert_eq!(tcp_ports::TcpPortsConfig::default().cpu_budget, 0.005);
+        assert_eq!(crate::collectors::udp::Config::default().cpu_budget, 0.005);
         let q = crate::queue::QueueConfig::default();
         assert_eq!(q.delay_target, 0.005);
         assert_eq!(q.sample_interval, std::time::Duration::from_millis(10));

@@ -40,6 +40,7 @@ pub struct Config {
     pub network: network::Config,
     pub filesystem: filesystem::Config,
     pub tcp_ports: tcp_ports::TcpPortsConfig,
+    pub udp: udp::Config,
     pub cgroup: cgroup::Config,
     pub process: process::Config,
     pub netns: netns::Config,
@@ -53,6 +54,14 @@ pub fn thread_cpu_time() -> std::time::Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
     std::time::Duration::new(t.tv_sec.unsigned_abs(), t.tv_nsec.unsigned_abs() as u32)
 }
+
+/// Share of one CPU a socket dump may use, whatever the scrape rate (the
+/// default of `--collector.tcp_ports.cpu-budget` and
+/// `--collector.udp.cpu-budget`): a TCP dump of an idle host (0.2 ms) may
+/// then run every 40 ms, one of 100 000 sockets (30 ms) every 6 s, still
+/// fresh for a 15 s scrape interval; a UDP dump (~25 µs, the kernel's
+/// whole UDP hash) every 5 ms.
+pub const DEFAULT_DUMP_CPU_BUDGET: f64 = 0.005;
 
 /// Whether work that started at `started` and took `cpu` of CPU time may
 /// be followed by more at `now` within `budget` (a share of one CPU): the

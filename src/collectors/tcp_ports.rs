@@ -53,10 +53,6 @@ pub const DEFAULT_MAX_PORTS: usize = 32;
 /// Most (namespace, port) pairs of other namespaces with labels of their
 /// own: 16 series each.
 pub const DEFAULT_MAX_NAMESPACE_PORTS: usize = 64;
-/// Share of one CPU the dumps may use, whatever the scrape rate: a dump of
-/// an idle host (0.2 ms) may then run every 40 ms, one of 100 000 sockets
-/// (30 ms) every 6 s, still fresh for a 15 s scrape interval.
-pub const DEFAULT_CPU_BUDGET: f64 = 0.005;
 
 /// RTT histogram bounds, seconds: loopback and LAN (tens of µs) up to
 /// intercontinental paths and retransmission-inflated RTTs.
@@ -608,7 +604,7 @@ pub struct TcpPortsConfig {
         id = "collector.tcp_ports.cpu-budget",
         long = "collector.tcp_ports.cpu-budget",
         value_name = "SHARE",
-        default_value_t = DEFAULT_CPU_BUDGET,
+        default_value_t = super::DEFAULT_DUMP_CPU_BUDGET,
         value_parser = crate::flag::ratio,
         help = "Share of one CPU the socket dumps may use, whatever the scrape rate: a dump that took c seconds of CPU is followed by the next no sooner than c / SHARE seconds later; scrapes in between serve the last one (sojourn_tcp_port_dump_age_seconds)"
     )]

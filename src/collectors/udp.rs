@@ -6,14 +6,44 @@
 //!   456: 0100007F:1F90 00000000:0000 07 00000010:00000A00 00:00000000 ...
 //! ```
 //! Either way the kernel walks its whole UDP hash table, empty slots
-//! included, which is why this is a collector of its own that
-//! `--no-collector.udp` turns off; on the live kernel sock_diag is asked
-//! instead of the files, as it walks the table half as often (about 22 µs
-//! a scrape against 38 µs on this project's machines, no UDP socket open).
+//! included — a cost that follows the table's size (set from RAM at boot:
+//! 16 384 slots on a 24 GB host), not the sockets found — which is why
+//! this is a collector of its own that `--no-collector.udp` turns off. On
+//! the live kernel sock_diag is asked instead of the files, as it walks
+//! the table half as often (about 22 µs a scrape against 38 µs on this
+//! project's machines, no UDP socket open), and only as often as
+//! `--collector.udp.cpu-budget` allows, as the TCP socket dumps are:
+//! scrapes in between serve the last dump, its age exported.
 
-use super::{Collect, CollectError, Config, ParseError};
+use std::time::{Duration, Instant};
+
+use super::{Collect, CollectError, ParseError};
 use crate::inet_diag::{AF_INET, AF_INET6, Dumper};
 use crate::metrics::{Desc, Family, label};
+
+/// The udp collector's flags.
+#[derive(Debug, Clone, clap::Args)]
+// Flags, not a group: clap names a group after the struct, and every
+// collector\'s is `Config`.
+#[group(skip)]
+pub struct Config {
+    /// Share of one CPU the dumps may take.
+    #[arg(
+        id = "collector.udp.cpu-budget",
+        long = "collector.udp.cpu-budget",
+        value_name = "SHARE",
+        default_value_t = super::DEFAULT_DUMP_CPU_BUDGET,
+        value_parser = crate::flag::ratio,
+        help = "Share of one CPU the UDP socket dumps may use, whatever the scrape rate: a dump that took c seconds of CPU is followed by the next no sooner than c / SHARE seconds later; scrapes in between serve the last one (sojourn_udp_queue_dump_age_seconds)"
+    )]
+    pub cpu_budget: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        crate::flag::defaults()
+    }
+}
 
 /// Bytes queued in all UDP sockets of one family: the sums of the
 /// `tx_queue:rx_queue` column of /proc/net/udp or /proc/net/udp6.
@@ -57,6 +87,12 @@ const UDP_QUEUE: Desc = Desc::gauge(
 )
 .bytes();
 
+const DUMP_AGE: Desc = Desc::gauge(
+    "udp_queue_dump_age",
+    "Age of the sock_diag dump udp_queue comes from: a dump runs no sooner than its CPU cost divided by --collector.udp.cpu-budget after the last; 0 where /proc/net/udp is read at every scrape instead (collector cost).",
+)
+.seconds();
+
 pub fn emit_udp_queues(queues: &[(&'static str, UdpQueues)]) -> Family {
     let mut f = Family::new(UDP_QUEUE);
     for (ip, q) in queues {
@@ -67,13 +103,27 @@ pub fn emit_udp_queues(queues: &[(&'static str, UdpQueues)]) -> Family {
 }
 
 /// On the live kernel (`--path.procfs` a procfs mount) the sockets are
-/// asked of sock_diag: two walks of the UDP hash a scrape instead of
+/// asked of sock_diag: two walks of the UDP hash a dump instead of
 /// /proc's four (see [`crate::inet_diag::request_udp`]), and a walk that
 /// resumes rather than restarts at each batch when sockets are many. A
-/// tree of files, or a kernel without udp_diag, is read as files.
+/// tree of files, or a kernel without udp_diag, is read as files, at
+/// every scrape.
 pub struct UdpCollector {
+    state: std::sync::Mutex<DumpState>,
+}
+
+struct DumpState {
     /// None once sock_diag refused a dump (or on a tree of files).
-    dumper: std::sync::Mutex<Option<Dumper>>,
+    dumper: Option<Dumper>,
+    /// The latest dump, served until the budget allows the next.
+    last: Option<Dump>,
+}
+
+struct Dump {
+    udp: Vec<(&'static str, UdpQueues)>,
+    started: Instant,
+    /// CPU time the dump took, which sets how soon the next may run.
+    cpu: Duration,
 }
 
 impl UdpCollector {
@@ -86,44 +136,69 @@ impl UdpCollector {
             })
             .flatten();
         UdpCollector {
-            dumper: std::sync::Mutex::new(dumper),
+            state: std::sync::Mutex::new(DumpState { dumper, last: None }),
         }
     }
 
-    /// Both families' queues from sock_diag; None when it cannot answer
-    /// for IPv4 (no udp_diag), after which it is not asked again.
-    fn dump(&self) -> Option<Vec<(&'static str, UdpQueues)>> {
-        let mut dumper = self
-            .dumper
+    /// The queues and the age of the dump they come from, dumped anew when
+    /// `budget` allows; None when sock_diag cannot answer for IPv4 (no
+    /// udp_diag), after which it is not asked again.
+    fn dumped(&self, budget: f64) -> Option<(Vec<(&'static str, UdpQueues)>, Duration)> {
+        let mut state = self
+            .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let d = dumper.as_mut()?;
-        let mut udp = Vec::with_capacity(2);
-        for (family, ip) in [(AF_INET, "v4"), (AF_INET6, "v6")] {
-            let mut q = UdpQueues::default();
-            let dumped = d.dump_udp(family, |s| {
-                q.tx_bytes = q.tx_bytes.saturating_add(u64::from(s.wqueue));
-                q.rx_bytes = q.rx_bytes.saturating_add(u64::from(s.rqueue));
-            });
-            match dumped {
-                Ok(()) => udp.push((ip, q)),
-                // IPv6 absent, as when /proc/net/udp6 is.
-                Err(_) if family == AF_INET6 => {}
-                Err(e) => {
-                    tracing::info!(error = %e, "sock_diag does not dump UDP sockets; reading /proc/net/udp");
-                    *dumper = None;
-                    return None;
-                }
-            }
+        let state = &mut *state;
+        let d = state.dumper.as_mut()?;
+        let due = state
+            .last
+            .as_ref()
+            .is_none_or(|l| super::budget_allows(l.started, l.cpu, budget, Instant::now()));
+        if due {
+            state.last = None;
+            let (started, cpu) = (Instant::now(), super::thread_cpu_time());
+            let Some(udp) = dump(d) else {
+                state.dumper = None;
+                return None;
+            };
+            let cpu = super::thread_cpu_time().saturating_sub(cpu);
+            state.last = Some(Dump { udp, started, cpu });
         }
-        Some(udp)
+        let last = state.last.as_ref()?;
+        Some((last.udp.clone(), last.started.elapsed()))
     }
 }
 
+/// Both families' queues from sock_diag; None when it cannot answer for
+/// IPv4 (no udp_diag).
+fn dump(d: &mut Dumper) -> Option<Vec<(&'static str, UdpQueues)>> {
+    let mut udp = Vec::with_capacity(2);
+    for (family, ip) in [(AF_INET, "v4"), (AF_INET6, "v6")] {
+        let mut q = UdpQueues::default();
+        let dumped = d.dump_udp(family, |s| {
+            q.tx_bytes = q.tx_bytes.saturating_add(u64::from(s.wqueue));
+            q.rx_bytes = q.rx_bytes.saturating_add(u64::from(s.rqueue));
+        });
+        match dumped {
+            Ok(()) => udp.push((ip, q)),
+            // IPv6 absent, as when /proc/net/udp6 is.
+            Err(_) if family == AF_INET6 => {}
+            Err(e) => {
+                tracing::info!(error = %e, "sock_diag does not dump UDP sockets; reading /proc/net/udp");
+                return None;
+            }
+        }
+    }
+    Some(udp)
+}
+
 impl Collect for UdpCollector {
-    fn collect(&self, cfg: &Config) -> Result<Vec<Family>, CollectError> {
-        if let Some(udp) = self.dump() {
-            return Ok(vec![emit_udp_queues(&udp)]);
+    fn collect(&self, cfg: &super::Config) -> Result<Vec<Family>, CollectError> {
+        if let Some((udp, age)) = self.dumped(cfg.udp.cpu_budget) {
+            return Ok(vec![
+                emit_udp_queues(&udp),
+                Family::single(DUMP_AGE, age.as_secs_f64()),
+            ]);
         }
         let mut udp = Vec::with_capacity(2);
         for (file, ip) in [("net/udp", "v4"), ("net/udp6", "v6")] {
@@ -138,7 +213,8 @@ impl Collect for UdpCollector {
                 Err(e) => return Err(e),
             }
         }
-        Ok(vec![emit_udp_queues(&udp)])
+        // Files are read at every scrape: what they say is never older.
+        Ok(vec![emit_udp_queues(&udp), Family::single(DUMP_AGE, 0.0)])
     }
 }
 
@@ -178,7 +254,7 @@ mod tests {
         let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         tx.send_to(&[1u8; 500], rx.local_addr().unwrap()).unwrap();
         let c = UdpCollector::new(&crate::roots::Roots::default());
-        let udp = c.dump().expect("sock_diag answers for UDP");
+        let (udp, _) = c.dumped(1.0).expect("sock_diag answers for UDP");
         let v4 = udp.iter().find(|(ip, _)| *ip == "v4").unwrap().1;
         assert!(v4.rx_bytes >= 500, "{v4:?}");
         let fixture = crate::roots::Roots {
@@ -186,9 +262,36 @@ mod tests {
             ..Default::default()
         };
         assert!(
-            UdpCollector::new(&fixture).dump().is_none(),
+            UdpCollector::new(&fixture).dumped(1.0).is_none(),
             "a tree of files is read as files"
         );
+    }
+
+    /// A dump is followed by the next only when its CPU cost divided by the
+    /// budget has passed: scrapes in between serve the last one, older.
+    #[test]
+    fn dumps_wait_for_the_budget() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let rx_bytes =
+            |udp: &[(&str, UdpQueues)]| udp.iter().find(|(ip, _)| *ip == "v4").unwrap().1.rx_bytes;
+        let c = UdpCollector::new(&crate::roots::Roots::default());
+        let (first, _) = c.dumped(1e-9).expect("sock_diag answers for UDP");
+        tx.send_to(&[1u8; 700], rx.local_addr().unwrap()).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let (served, age) = c.dumped(1e-9).unwrap();
+        assert_eq!(
+            rx_bytes(&served),
+            rx_bytes(&first),
+            "a budget of ~0 serves the last dump"
+        );
+        assert!(age >= Duration::from_millis(20), "{age:?}");
+        let (fresh, age) = c.dumped(1.0).unwrap();
+        assert!(
+            rx_bytes(&fresh) >= 700,
+            "the datagram waits in a fresh dump"
+        );
+        assert!(age < Duration::from_millis(20), "{age:?}");
     }
 
     proptest::proptest! {
