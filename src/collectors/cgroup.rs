@@ -308,6 +308,13 @@ pub struct CgroupCollector {
     /// The walked hierarchies' directories, kept between scrapes (one
     /// hierarchy on v2, cpu and memory on v1).
     trees: std::sync::Mutex<Vec<Tree>>,
+    /// The v1 hierarchies each reported cgroup was found absent from, and
+    /// since when: forgotten every [`LAYOUT_RECHECK`], so a directory made
+    /// late is read within a minute.
+    absent: std::sync::Mutex<(
+        std::collections::HashMap<String, Absent>,
+        Option<std::time::Instant>,
+    )>,
 }
 
 /// How long a detected layout is trusted before it is looked at again.
@@ -343,6 +350,7 @@ impl CgroupCollector {
             device_names: Default::default(),
             layout: Default::default(),
             trees: Default::default(),
+            absent: Default::default(),
         }
     }
 }
@@ -401,11 +409,28 @@ impl Collect for CgroupCollector {
             }
         };
         drop(trees);
+        let mut absences = self
+            .absent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (absent, since) = &mut *absences;
+        let now = std::time::Instant::now();
+        if since.is_none_or(|t| now.duration_since(t) >= LAYOUT_RECHECK) {
+            absent.clear();
+            *since = Some(now);
+        }
+        // Only the cgroups reported now are remembered.
+        let mut seen = std::collections::HashMap::new();
         let mut stats = Vec::with_capacity(paths.len());
         for rel in paths {
             let s = match &layout {
                 Layout::V2(r) => read_v2(&r.join(rel.trim_start_matches('/'))),
-                Layout::V1 { .. } => read_v1(&layout, &rel),
+                Layout::V1 { .. } => {
+                    let mut missing = absent.remove(&rel).unwrap_or_default();
+                    let s = read_v1(&layout, &rel, &mut missing);
+                    seen.insert(rel.clone(), missing);
+                    s
+                }
             };
             match s {
                 Ok(s) => stats.push((rel, s)),
@@ -414,6 +439,8 @@ impl Collect for CgroupCollector {
                 Err(e) => return Err(e),
             }
         }
+        *absent = seen;
+        drop(absences);
         let names = self.device_names.covering(
             &cfg.roots.proc("diskstats"),
             stats.iter().flat_map(|(_, s)| &s.io).map(|(dev, ..)| dev),

@@ -277,7 +277,21 @@ pub(super) fn user_hz() -> f64 {
     rustix::param::clock_ticks_per_second() as f64
 }
 
-pub fn read_v1(layout: &Layout, rel: &str) -> Result<CgroupStats, CollectError> {
+/// The v1 hierarchies a cgroup has no directory in, one bit each in the
+/// order [`read_v1`] opens them (cpuacct, cpu, memory, pids, blkio,
+/// unified): a cgroup holding processes has all the directories it will
+/// have (runtimes make them before moving a process in), so an absence
+/// found once is kept rather than looked up again at every scrape, until
+/// the caller forgets it.
+pub type Absent = u8;
+
+/// `rel`'s stats, skipping the hierarchies `absent` names and adding those
+/// found missing to it.
+pub fn read_v1(
+    layout: &Layout,
+    rel: &str,
+    absent: &mut Absent,
+) -> Result<CgroupStats, CollectError> {
     let Layout::V1 {
         cpu,
         cpuacct,
@@ -291,14 +305,19 @@ pub fn read_v1(layout: &Layout, rel: &str) -> Result<CgroupStats, CollectError> 
     };
     // A cgroup made in one hierarchy only (by hand or by a tool) has no
     // directory in the others: one failed open says so for all its files.
-    let at = |base: &Option<PathBuf>| -> Result<Option<Dir>, CollectError> {
-        match base {
-            Some(b) => Dir::open(&b.join(rel.trim_start_matches('/'))),
-            None => Ok(None),
+    let mut at = |bit: u8, base: &Option<PathBuf>| -> Result<Option<Dir>, CollectError> {
+        let Some(b) = base else { return Ok(None) };
+        if *absent & (1 << bit) != 0 {
+            return Ok(None);
         }
+        let dir = Dir::open(&b.join(rel.trim_start_matches('/')))?;
+        if dir.is_none() {
+            *absent |= 1 << bit;
+        }
+        Ok(dir)
     };
     let mut s = CgroupStats::default();
-    if let Some(dir) = at(cpuacct)? {
+    if let Some(dir) = at(0, cpuacct)? {
         let mut text = None;
         s.cpu_usage_seconds = read_parsed(&dir, "cpuacct.usage", &mut text, |t| {
             parse_u64("cpuacct.usage", t)
@@ -310,7 +329,7 @@ pub fn read_v1(layout: &Layout, rel: &str) -> Result<CgroupStats, CollectError> 
             s.cpu_system_seconds = get(&f, "system").map(|v| v as f64 / user_hz());
         }
     }
-    if let Some(dir) = at(cpu)? {
+    if let Some(dir) = at(1, cpu)? {
         let mut text = None;
         if let Some(f) = read_parsed(&dir, "cpu.stat", &mut text, parse_flat)? {
             if get(&f, "nr_periods").is_none() {
@@ -329,7 +348,7 @@ pub fn read_v1(layout: &Layout, rel: &str) -> Result<CgroupStats, CollectError> 
             s.period_seconds = Some(parsed(&path, parse_u64("cfs_period_us", &p))? as f64 / MICROS);
         }
     }
-    if let Some(dir) = at(memory)? {
+    if let Some(dir) = at(2, memory)? {
         let mut text = None;
         s.memory_usage_bytes = read_parsed(&dir, "memory.usage_in_bytes", &mut text, |t| {
             parse_u64("usage_in_bytes", t)
@@ -358,17 +377,17 @@ pub fn read_v1(layout: &Layout, rel: &str) -> Result<CgroupStats, CollectError> 
             s.memory_events.push(("oom_kill", v));
         }
     }
-    if let Some(dir) = at(pids)? {
+    if let Some(dir) = at(3, pids)? {
         read_pids(&dir, &mut s)?;
     }
-    if let Some(dir) = at(blkio)? {
+    if let Some(dir) = at(4, blkio)? {
         let bytes = dir.read("blkio.throttle.io_service_bytes")?;
         let ops = dir.read("blkio.throttle.io_serviced")?;
         if let (Some(b), Some(o)) = (bytes, ops) {
             s.io = parsed(&dir.path("blkio.throttle.io_serviced"), parse_blkio(&b, &o))?;
         }
     }
-    if let Some(dir) = at(unified)? {
+    if let Some(dir) = at(5, unified)? {
         read_pressure(&dir, &mut s)?;
     }
     Ok(s)

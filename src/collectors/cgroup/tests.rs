@@ -74,3 +74,44 @@ fn a_kept_tree_sees_cgroups_come_and_go() {
     assert!(tree.walk(&cfg, 10).0.is_empty());
     assert_eq!(walk(dir.path(), &cfg, 10), (vec![], 0));
 }
+
+/// A hierarchy a cgroup was found absent from is not looked up again while
+/// the absence is remembered; forgotten, the directory made since is read.
+#[test]
+fn an_absent_hierarchy_is_remembered_until_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = dir.path().join("memory");
+    let cpu = dir.path().join("cpu");
+    std::fs::create_dir_all(memory.join("c")).unwrap();
+    std::fs::create_dir_all(&cpu).unwrap();
+    std::fs::write(memory.join("c/memory.usage_in_bytes"), "4096\n").unwrap();
+    let layout = Layout::V1 {
+        cpu: Some(cpu.clone()),
+        cpuacct: None,
+        memory: Some(memory),
+        pids: None,
+        blkio: None,
+        unified: None,
+    };
+    let mut absent: Absent = 0;
+    let s = read_v1(&layout, "/c", &mut absent).unwrap();
+    assert_eq!(s.memory_usage_bytes, Some(4096));
+    assert_eq!(absent, 1 << 1, "cpu found absent, memory present");
+    std::fs::create_dir_all(cpu.join("c")).unwrap();
+    std::fs::write(
+        cpu.join("c/cpu.stat"),
+        "nr_periods 3\nnr_throttled 1\nthrottled_time 5\n",
+    )
+    .unwrap();
+    assert_eq!(
+        read_v1(&layout, "/c", &mut absent).unwrap().periods,
+        None,
+        "remembered"
+    );
+    let mut forgotten: Absent = 0;
+    assert_eq!(
+        read_v1(&layout, "/c", &mut forgotten).unwrap().periods,
+        Some(3)
+    );
+    assert_eq!(forgotten, 0);
+}
