@@ -53,12 +53,23 @@ class Scraper:
         self.conn = None
 
     def scrape(self):
-        if self.conn is None:
-            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        t = time.perf_counter()
-        self.conn.request("GET", "/metrics", headers=self.headers)
-        r = self.conn.getresponse()
-        body = r.read()
+        # A keep-alive connection idle longer than the server keeps it
+        # (sojourn: 10 s, while the other exporter's round runs) is closed
+        # by the server; like Prometheus' client, send again on a new one.
+        for attempt in (1, 2):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            t = time.perf_counter()
+            try:
+                self.conn.request("GET", "/metrics", headers=self.headers)
+                r = self.conn.getresponse()
+                body = r.read()
+                break
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self.conn.close()
+                self.conn = None
+                if attempt == 2:
+                    raise
         dt = time.perf_counter() - t
         if r.status != 200:
             raise SystemExit(f"port {self.port}: HTTP {r.status}")

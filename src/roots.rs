@@ -213,7 +213,18 @@ impl MountTable {
 /// Reads a small sysfs attribute, trimmed; `None` when absent or unreadable
 /// (optional attributes such as link speed fail with EINVAL when the link is down).
 pub fn read_attr(path: &Path) -> Option<String> {
-    read_kept(path).ok().map(|s| s.trim().to_string())
+    read_kept_with(
+        path,
+        // The error is dropped: not worth formatting a message at every
+        // scrape for an attribute that has no value (a down link's speed).
+        |kept| {
+            kept.read_value()
+                .map(|v| v.trim().to_owned())
+                .ok_or(CollectError::Io(String::new()))
+        },
+        |text| text.trim().to_owned(),
+    )
+    .ok()
 }
 
 /// Kernel files that host collectors read at every scrape, kept open
@@ -283,6 +294,16 @@ fn on_kernel_fs(file: &std::fs::File) -> bool {
 /// sysfs. The file is taken out of the set while it is read, so a read
 /// that hangs holds up no other scrape.
 pub fn read_kept(path: &Path) -> Result<String, CollectError> {
+    read_kept_with(path, |kept| kept.read().map(str::to_owned), |text| text)
+}
+
+/// [`read_kept`], the kept file read by `read`, a file on a disk read
+/// whole and handed to `from_disk`.
+fn read_kept_with<T>(
+    path: &Path,
+    read: impl FnOnce(&mut KeptFile) -> Result<T, CollectError>,
+    from_disk: impl FnOnce(String) -> T,
+) -> Result<T, CollectError> {
     // Taken out with its key, which goes back in with it: no path is
     // copied at each read.
     let taken = KEPT
@@ -302,12 +323,12 @@ pub fn read_kept(path: &Path) -> Result<String, CollectError> {
                 io_error(path, e)
             })?;
             if !on_kernel_fs(&file) {
-                return read_file(path, file);
+                return read_file(path, file).map(from_disk);
             }
             (None, KeptFile::opened(path.to_path_buf(), file))
         }
     };
-    let text = kept.read().map(str::to_owned);
+    let text = read(&mut kept);
     if !kept.is_open() {
         return text;
     }
@@ -414,16 +435,18 @@ impl KeptFile {
     /// The file's whole current content. After an error the file is
     /// reopened on the next call.
     pub fn read(&mut self) -> Result<&str, CollectError> {
-        match self.read_inner() {
+        match self.fill() {
             Ok(()) => std::str::from_utf8(&self.buf)
                 .map_err(|_| CollectError::parse(&self.path, "file is not valid UTF-8")),
-            Err((e, still_open)) => {
-                if !still_open {
-                    self.file = None;
-                }
-                Err(e)
-            }
+            Err(e) => Err(io_error(&self.path, e)),
         }
+    }
+
+    /// [`Self::read`] without the error: None when the file could not be
+    /// read or is not UTF-8.
+    pub fn read_value(&mut self) -> Option<&str> {
+        self.fill().ok()?;
+        std::str::from_utf8(&self.buf).ok()
     }
 
     /// Whether the file is open (after an error, only when the error said
@@ -432,26 +455,27 @@ impl KeptFile {
         self.file.is_some()
     }
 
-    /// Fills the buffer; an error says whether the file may stay open:
-    /// EINVAL is an attribute with no value now (a down link's speed), not
-    /// a file gone, and reopening it at every read would cost an open.
-    fn read_inner(&mut self) -> Result<(), (CollectError, bool)> {
-        let path = &self.path;
-        let io_err = |e: io::Error| {
-            let still_open = e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error());
-            (io_error(path, e), still_open)
-        };
-        if self.file.is_none() {
-            self.file = Some(std::fs::File::open(path).map_err(io_err)?);
+    /// Fills the buffer; after an error the file is closed, unless the
+    /// error was EINVAL: an attribute with no value now (a down link's
+    /// speed), not a file gone, and reopening it at every read would cost
+    /// an open.
+    fn fill(&mut self) -> io::Result<()> {
+        let result = self.fill_open();
+        if let Err(e) = &result
+            && e.raw_os_error() != Some(rustix::io::Errno::INVAL.raw_os_error())
+        {
+            self.file = None;
         }
-        let Some(file) = self.file.as_ref() else {
-            return Err((
-                CollectError::Io(format!("{}: not open", path.display())),
-                false,
-            ));
+        result
+    }
+
+    fn fill_open(&mut self) -> io::Result<()> {
+        let file = match &self.file {
+            Some(file) => file,
+            None => self.file.insert(std::fs::File::open(&self.path)?),
         };
         self.buf.clear();
-        read_rest(file, &mut self.buf).map_err(io_err)
+        read_rest(file, &mut self.buf)
     }
 }
 
@@ -570,6 +594,8 @@ mod tests {
             Err(CollectError::Io(e)) if e.contains("Invalid argument") => {
                 assert!(kept(speed), "reopened at every scrape: {e}");
                 assert!(read_kept(speed).is_err());
+                assert!(kept(speed));
+                assert_eq!(read_attr(speed), None, "read as an attribute");
                 assert!(kept(speed));
             }
             other => eprintln!("lo has a speed here ({other:?}); nothing to check"),
