@@ -92,25 +92,46 @@ const RUNQUEUE_TRACEPOINTS: [&str; 3] = ["sched_wakeup", "sched_wakeup_new", "sc
 static SHARED: std::sync::Mutex<std::sync::Weak<RunQueue>> =
     std::sync::Mutex::new(std::sync::Weak::new());
 
+/// The program held in `slot` while anyone holds it, else loaded by
+/// `load` and kept there (weakly: detached when the last holder drops it).
+fn shared<T>(
+    slot: &std::sync::Mutex<std::sync::Weak<T>>,
+    load: impl FnOnce() -> Result<T, String>,
+) -> Result<std::sync::Arc<T>, String> {
+    let mut shared = slot
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(program) = shared.upgrade() {
+        return Ok(program);
+    }
+    let program = std::sync::Arc::new(load()?);
+    *shared = std::sync::Arc::downgrade(&program);
+    Ok(program)
+}
+
+/// Both programs, shared as [`RunQueue::shared`] and [`Block::shared`]
+/// are; the kernel's BTF is parsed once, and only when one must be loaded.
+pub fn shared_programs() -> (
+    Result<std::sync::Arc<RunQueue>, String>,
+    Result<std::sync::Arc<Block>, String>,
+) {
+    let mut btf: Option<Result<Btf, String>> = None;
+    let runqueue = shared(&SHARED, || {
+        let parsed = btf.get_or_insert_with(kernel_btf).as_ref();
+        RunQueue::load_with(Some(parsed.map_err(Clone::clone)?))
+    });
+    let block = shared(&BLOCK_SHARED, || {
+        let parsed = btf.get_or_insert_with(kernel_btf).as_ref();
+        Block::load_with(Some(parsed.map_err(Clone::clone)?))
+    });
+    (runqueue, block)
+}
+
 impl RunQueue {
     /// The program attached for the process, loaded by the first caller
     /// and detached when the last holder drops it.
     pub fn shared() -> Result<std::sync::Arc<RunQueue>, String> {
-        RunQueue::shared_with(None)
-    }
-
-    /// [`RunQueue::shared`], relocated against `btf` if it must be loaded
-    /// (the kernel's, parsed by the caller for several programs).
-    pub fn shared_with(btf: Option<&Btf>) -> Result<std::sync::Arc<RunQueue>, String> {
-        let mut shared = SHARED
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(rq) = shared.upgrade() {
-            return Ok(rq);
-        }
-        let rq = std::sync::Arc::new(RunQueue::load_with(btf)?);
-        *shared = std::sync::Arc::downgrade(&rq);
-        Ok(rq)
+        shared(&SHARED, RunQueue::load)
     }
 
     /// Loads and attaches the program; the reason when this machine does
@@ -207,7 +228,18 @@ pub struct Block {
 
 const BLOCK_TRACEPOINTS: [&str; 3] = ["block_rq_insert", "block_rq_issue", "block_rq_complete"];
 
+/// The attached block program while anyone holds it (the collector and
+/// the queue sampler).
+static BLOCK_SHARED: std::sync::Mutex<std::sync::Weak<Block>> =
+    std::sync::Mutex::new(std::sync::Weak::new());
+
 impl Block {
+    /// The program attached for the process, loaded by the first caller
+    /// and detached when the last holder drops it.
+    pub fn shared() -> Result<std::sync::Arc<Block>, String> {
+        shared(&BLOCK_SHARED, Block::load)
+    }
+
     /// Loads and attaches the program; the reason when this machine does
     /// not permit it.
     pub fn load() -> Result<Block, String> {

@@ -136,6 +136,101 @@ fn cpu_queue_timed_by_ebpf_stands_when_oversubscribed() {
     );
 }
 
+/// A loop device over a temporary file, detached when dropped.
+struct LoopDevice {
+    path: String,
+    _file: tempfile::NamedTempFile,
+}
+
+impl LoopDevice {
+    fn new() -> LoopDevice {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        file.as_file().set_len(64 << 20).unwrap();
+        let out = std::process::Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(file.path())
+            .output()
+            .expect("losetup");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        LoopDevice { path, _file: file }
+    }
+
+    /// Direct (uncached) 4 KiB writes from `writers` threads until `until`.
+    fn write_until(&self, writers: u64, until: Instant) {
+        let threads: Vec<_> = (0..writers)
+            .map(|w| {
+                let path = self.path.clone();
+                std::thread::spawn(move || {
+                    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+                    let f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+                        .open(&path)
+                        .unwrap();
+                    // O_DIRECT wants aligned memory: a 4 KiB-aligned block.
+                    let mut buf = vec![0u8; 8192];
+                    let at = buf.as_ptr().align_offset(4096);
+                    let block = &mut buf[at..at + 4096];
+                    let mut i = 0;
+                    while Instant::now() < until {
+                        f.write_all_at(block, (w * 256 + i % 256) * 4096).unwrap();
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", &self.path])
+            .status();
+    }
+}
+
+/// With eBPF permitted, a disk's delay queue is the mean time its requests
+/// waited before issue as the block program timed them (source ebpf); its
+/// in-flight queue still comes from diskstats.
+#[test]
+fn disk_queue_timed_by_ebpf() {
+    let _serial = serial();
+    if let Err(e) = sojourn::ebpf::Block::shared() {
+        assert!(
+            std::env::var_os("SOJOURN_REQUIRE_EBPF").is_none(),
+            "eBPF required: {e}"
+        );
+        eprintln!("skipped: {e}");
+        return;
+    }
+    let disk = LoopDevice::new();
+    let name = disk.path.trim_start_matches("/dev/");
+    // Loop devices are left out by default, as node_exporter leaves them.
+    let mut s =
+        sojourn::cli::parse(["sojourn", "--collector.disk.device-exclude", "^ram"]).unwrap();
+    s.queue.ebpf = true;
+    let sampler = Sampler::start(&s.collect, &s.queue).unwrap();
+    disk.write_until(8, Instant::now() + Duration::from_millis(1500));
+    let info = metrics::encode(sampler.shared.queues.lock().unwrap().emit(), Format::Text);
+    for expected in [
+        format!("sojourn_queue_info{{queue=\"disk:{name}\",measure=\"delay\",source=\"ebpf\"}} 1"),
+        format!(
+            "sojourn_queue_info{{queue=\"disk_inflight:{name}\",measure=\"length\",source=\"diskstats\"}} 1"
+        ),
+    ] {
+        assert!(info.contains(&expected), "{expected} in {info}");
+    }
+}
+
 /// Where eBPF is refused (here: its capabilities dropped by capsh), the
 /// CPU queue keeps its sampled source, one log line says why, and the
 /// scrape marks the collector unsupported.

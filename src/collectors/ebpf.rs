@@ -99,30 +99,22 @@ pub fn emit_disks(
 
 pub struct EbpfCollector {
     runqueue: Result<std::sync::Arc<RunQueue>, String>,
-    block: Result<Block, String>,
+    block: Result<std::sync::Arc<Block>, String>,
     /// `8:0` → `sda`, for the disks the block program timed.
     disk_names: super::disk::DeviceNames,
 }
 
 impl EbpfCollector {
     pub fn new() -> EbpfCollector {
-        // One parse of the kernel's BTF for both programs.
-        let btf = crate::ebpf::kernel_btf();
-        let runqueue = match &btf {
-            Ok(btf) => RunQueue::shared_with(Some(btf)),
-            Err(e) => Err(e.clone()),
-        };
+        // One parse of the kernel's BTF for both programs, shared with the
+        // queue sampler.
+        let (runqueue, block) = crate::ebpf::shared_programs();
         if let Err(e) = &runqueue {
             tracing::warn!(
                 reason = %e,
                 "eBPF run-queue timing unavailable; run-queue saturation comes from schedstat and load"
             );
         }
-        let block = match &btf {
-            Ok(btf) => Block::load_with(Some(btf)),
-            Err(e) => Err(e.clone()),
-        };
-        drop(btf);
         if let Err(e) = &block {
             tracing::warn!(
                 reason = %e,

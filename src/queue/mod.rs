@@ -147,8 +147,9 @@ pub struct QueueConfig {
         help = "Share of one CPU that sampling other network namespaces' listeners may use: a round over them that took c seconds of CPU is followed by the next no sooner than c / SHARE seconds later (sojourn_queue_namespace_sample_interval_seconds)"
     )]
     pub namespace_cpu_budget: f64,
-    /// Whether the CPU run queue may be timed by eBPF: the ebpf collector
-    /// is on (set from the enabled collectors, not a flag of its own).
+    /// Whether the CPU run queue and the disks' queues may be timed by
+    /// eBPF: the ebpf collector is on (set from the enabled collectors, not
+    /// a flag of its own).
     #[arg(skip)]
     pub ebpf: bool,
 }

@@ -199,10 +199,18 @@ struct Disks {
     stats: Option<Vec<KeptFile>>,
     reread_every: u64,
     tick: u64,
+    /// The block program, where it runs: the disks' delay is then what it
+    /// timed.
+    block: Option<Arc<crate::ebpf::Block>>,
 }
 
 impl Disks {
-    fn new(exclude: regex::Regex, roots: &crate::roots::Roots, interval: Duration) -> Self {
+    fn new(
+        exclude: regex::Regex,
+        roots: &crate::roots::Roots,
+        interval: Duration,
+        block: Option<Arc<crate::ebpf::Block>>,
+    ) -> Self {
         Disks {
             source: DiskSource::new(exclude),
             diskstats: KeptFile::new(roots.proc("diskstats")),
@@ -210,6 +218,7 @@ impl Disks {
             stats: None,
             reread_every: ticks_per(RELIST_PERIOD, interval),
             tick: 0,
+            block,
         }
     }
 
@@ -218,6 +227,14 @@ impl Disks {
         out: &mut Vec<Sample>,
         gone: &mut Vec<Arc<str>>,
     ) -> Result<(), CollectError> {
+        if let Some(block) = &self.block {
+            let (disks, untimed) = block.read().map_err(CollectError::Io)?;
+            let totals = disks.iter().map(|d| {
+                let issued = d.queued.slots.iter().sum::<u64>();
+                (d.major << 20 | d.minor, (issued, d.queued.sum_ns))
+            });
+            self.source.set_timed(totals, untimed == 0);
+        }
         let due = self.tick.is_multiple_of(self.reread_every);
         self.tick = self.tick.wrapping_add(1);
         if let (false, Some(stats)) = (due, &mut self.stats) {
@@ -461,11 +478,14 @@ impl Sources {
         // The kernel has schedstat or not for the life of the process.
         let schedstat = roots.proc("schedstat");
         // The ebpf collector logs why when eBPF is not permitted.
-        let ebpf = queue
-            .ebpf
-            .then(crate::ebpf::RunQueue::shared)
-            .and_then(Result::ok);
-        let cpu = if let Some(rq) = ebpf {
+        let (runqueue, block) = match queue.ebpf {
+            true => {
+                let (runqueue, block) = crate::ebpf::shared_programs();
+                (runqueue.ok(), block.ok())
+            }
+            false => (None, None),
+        };
+        let cpu = if let Some(rq) = runqueue {
             CpuSource::Ebpf(EbpfRunqueueSource::default(), rq)
         } else if schedstat.exists() {
             CpuSource::Schedstat(SchedstatSource::default(), KeptFile::new(schedstat))
@@ -488,7 +508,7 @@ impl Sources {
             cpu,
             psi: PsiSource::default(),
             pressure,
-            disks: Disks::new(disk_exclude, &roots, queue.sample_interval),
+            disks: Disks::new(disk_exclude, &roots, queue.sample_interval, block),
             listeners: Listeners::new(),
             namespaces: Namespaces::new(cfg, queue.namespace_cpu_budget),
             sockets: Vec::new(),

@@ -272,20 +272,37 @@ struct DiskReading {
 
 /// Block-device queues from /proc/diskstats: the time an I/O waited before
 /// service, await − service time over the period (`disk:<dev>`), and the
-/// in-flight count (`disk_inflight:<dev>`).
+/// in-flight count (`disk_inflight:<dev>`). Where the block program
+/// (`crate::ebpf::Block`) runs, the time waited is instead the mean of
+/// the times the kernel measured, insert to issue, for the requests issued
+/// during the period (source `ebpf`).
 #[derive(Debug)]
 pub struct DiskSource {
     exclude: Regex,
     devices: Vec<Device>,
+    /// The block program's running totals by dev_t, set before each
+    /// sampling; None where it does not run.
+    timed: Option<HashMap<u32, Timed>>,
+    /// Whether the program had room for every disk: only then is a disk
+    /// it has no totals for one that issued nothing.
+    timed_all: bool,
 }
+
+/// Requests issued on one disk since the block program was attached, and
+/// the sum of the times they waited, ns.
+pub type Timed = (u64, u64);
 
 #[derive(Debug)]
 struct Device {
     name: String,
+    /// `major << 20 | minor`, the block program's key.
+    dev: u32,
     delay_queue: Arc<str>,
     inflight_queue: Arc<str>,
     /// None until the first reading.
     reading: Option<DiskReading>,
+    /// The block program's totals at the last reading.
+    timed: Option<Timed>,
 }
 
 /// The fields the queues need from the counters of one device, as
@@ -322,14 +339,17 @@ fn fields(text: &str) -> ([&str; 13], usize) {
     (f, n)
 }
 
-fn diskstats_line(line: &str) -> Result<(&str, DiskReading, u64), ParseError> {
+fn diskstats_line(line: &str) -> Result<(&str, u32, DiskReading, u64), ParseError> {
     let (f, n) = fields(line);
     if n < 3 {
         return Err(ParseError(format!("line {line:?}: no device name")));
     }
+    let number = |i: usize| crate::collectors::parse_u64("device number", f[i]);
+    let dev = u32::try_from(number(0)? << 20 | number(1)?)
+        .map_err(|_| ParseError(format!("line {line:?}: device number out of range")))?;
     let (reading, in_flight) =
         disk_counters(&f[3..n]).map_err(|e| ParseError(format!("line {line:?}: {e}")))?;
-    Ok((f[2], reading, in_flight))
+    Ok((f[2], dev, reading, in_flight))
 }
 
 impl DiskSource {
@@ -337,7 +357,20 @@ impl DiskSource {
         DiskSource {
             exclude,
             devices: Vec::new(),
+            timed: None,
+            timed_all: false,
         }
+    }
+
+    /// The block program's running totals by dev_t, for the samplings
+    /// until the next call. With `all` (no request went untimed for want
+    /// of a disk slot) a disk it has none for issued nothing yet; without,
+    /// such a disk keeps the diskstats estimate.
+    pub fn set_timed(&mut self, timed: impl IntoIterator<Item = (u32, Timed)>, all: bool) {
+        let map = self.timed.get_or_insert_with(HashMap::new);
+        map.clear();
+        map.extend(timed);
+        self.timed_all = all;
     }
 
     /// The devices sampled, in the order [`DiskSource::sample_device`] indexes them.
@@ -358,7 +391,7 @@ impl DiskSource {
         let mut lines = 0;
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             lines += 1;
-            let (name, cur, in_flight) = diskstats_line(line)?;
+            let (name, dev, cur, in_flight) = diskstats_line(line)?;
             if self.exclude.is_match(name) {
                 continue;
             }
@@ -366,14 +399,17 @@ impl DiskSource {
                 Some(i) => self.devices.swap_remove(i),
                 None => Device {
                     name: name.to_string(),
+                    dev,
                     delay_queue: Arc::from(QueueName::Disk(name.to_string()).to_string()),
                     inflight_queue: Arc::from(
                         QueueName::DiskInflight(name.to_string()).to_string(),
                     ),
                     reading: None,
+                    timed: None,
                 },
             };
-            device.observe(cur, in_flight, &mut out);
+            let timed = self.timed_of(dev);
+            device.observe(cur, in_flight, timed, &mut out);
             seen.push(device);
         }
         if lines == 0 {
@@ -396,35 +432,68 @@ impl DiskSource {
     ) -> Result<(), ParseError> {
         let (f, n) = fields(stat);
         let (cur, in_flight) = disk_counters(&f[..n])?;
+        let timed = self.devices.get(index).and_then(|d| self.timed_of(d.dev));
         if let Some(device) = self.devices.get_mut(index) {
-            device.observe(cur, in_flight, out);
+            device.observe(cur, in_flight, timed, out);
         }
         Ok(())
+    }
+
+    /// The block program's totals for `dev`: none where it does not run
+    /// (or had no room for this disk), zeros for a disk that has issued
+    /// nothing since it was attached.
+    fn timed_of(&self, dev: u32) -> Option<Timed> {
+        let timed = self.timed.as_ref()?;
+        timed
+            .get(&dev)
+            .copied()
+            .or(self.timed_all.then_some((0, 0)))
     }
 }
 
 impl Device {
-    fn observe(&mut self, cur: DiskReading, in_flight: u64, out: &mut Vec<Sample>) {
-        if let Some(p) = self.reading.replace(cur) {
-            let ios = cur.ios.saturating_sub(p.ios);
-            let value = if ios > 0 {
-                let await_ms = cur.io_ms.saturating_sub(p.io_ms) as f64 / ios as f64;
-                let service_ms = cur.busy_ms.saturating_sub(p.busy_ms) as f64 / ios as f64;
-                Some((await_ms - service_ms).max(0.0) / MILLIS_PER_SECOND)
-            } else if in_flight == 0 {
-                Some(0.0) // idle device: an empty queue
-            } else {
-                None // I/O in flight but none completed: nothing to measure yet
-            };
-            if let Some(value) = value {
-                out.push(Sample {
-                    queue: self.delay_queue.clone(),
-                    scope: None,
-                    measure: Measure::Delay,
-                    source: "diskstats",
-                    value,
-                });
+    fn observe(
+        &mut self,
+        cur: DiskReading,
+        in_flight: u64,
+        timed: Option<Timed>,
+        out: &mut Vec<Sample>,
+    ) {
+        let previous = self.reading.replace(cur);
+        let previous_timed = std::mem::replace(&mut self.timed, timed);
+        let delay = match (timed, previous_timed) {
+            (Some((issued, waited_ns)), Some((then_issued, then_waited_ns))) => {
+                let issued = issued.saturating_sub(then_issued);
+                let value = if issued > 0 {
+                    let waited = waited_ns.saturating_sub(then_waited_ns) as f64;
+                    Some(waited / issued as f64 / NANOS_PER_SECOND)
+                } else {
+                    idle(in_flight)
+                };
+                value.map(|v| (v, "ebpf"))
             }
+            // The block program's first reading: nothing to compare yet.
+            (Some(_), None) => None,
+            (None, _) => previous.and_then(|p| {
+                let ios = cur.ios.saturating_sub(p.ios);
+                let value = if ios > 0 {
+                    let await_ms = cur.io_ms.saturating_sub(p.io_ms) as f64 / ios as f64;
+                    let service_ms = cur.busy_ms.saturating_sub(p.busy_ms) as f64 / ios as f64;
+                    Some((await_ms - service_ms).max(0.0) / MILLIS_PER_SECOND)
+                } else {
+                    idle(in_flight)
+                };
+                value.map(|v| (v, "diskstats"))
+            }),
+        };
+        if let Some((value, source)) = delay {
+            out.push(Sample {
+                queue: self.delay_queue.clone(),
+                scope: None,
+                measure: Measure::Delay,
+                source,
+                value,
+            });
         }
         out.push(Sample {
             queue: self.inflight_queue.clone(),
@@ -434,6 +503,13 @@ impl Device {
             value: in_flight as f64,
         });
     }
+}
+
+/// The delay of a period in which no request was issued (eBPF) or
+/// completed (diskstats): an empty queue when nothing is in flight, else
+/// nothing measured yet.
+fn idle(in_flight: u64) -> Option<f64> {
+    (in_flight == 0).then_some(0.0)
 }
 
 /// TCP accept queues from an inet_diag dump of listening sockets: per

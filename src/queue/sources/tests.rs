@@ -256,3 +256,44 @@ fn ebpf_delay_is_the_mean_wait_of_the_waits_that_ended() {
     let s = src.sample(&[cpu(10_000_000, 6), cpu(10_000_000, 2)]);
     assert!(s.iter().all(|x| x.value == 0.0));
 }
+
+/// With the block program's totals, a disk's delay is the time the
+/// requests issued since the last reading waited, on average, whatever
+/// diskstats' await says; a disk the program has not seen issued nothing.
+#[test]
+fn disk_queue_time_from_the_block_program() {
+    let mut d = DiskSource::new(Regex::new("^loop").unwrap());
+    let line = |ios: u64, io_ms: u64, inflight: u64| {
+        format!(
+            " 8 0 sda {ios} 0 0 {io_ms} 0 0 0 0 {inflight} 0 0\n 8 16 sdb 0 0 0 0 0 0 0 0 0 0 0\n"
+        )
+    };
+    let sda = 8 << 20;
+    let mut gone = Vec::new();
+    d.set_timed([(sda, (100, 400_000_000))], true);
+    let first = d.sample(&line(100, 1000, 0), &mut gone).unwrap();
+    assert!(
+        first.iter().all(|s| s.measure == Measure::Length),
+        "{first:?}"
+    );
+    // 10 requests issued, 30 ms waited in all: 3 ms each.
+    d.set_timed([(sda, (110, 430_000_000))], true);
+    let out = d.sample(&line(110, 5000, 1), &mut gone).unwrap();
+    assert_eq!((&*out[0].queue, out[0].source), ("disk:sda", "ebpf"));
+    assert!((out[0].value - 0.003).abs() < 1e-12, "{out:?}");
+    assert_eq!(
+        (&*out[1].queue, out[1].source),
+        ("disk_inflight:sda", "diskstats")
+    );
+    // sdb, never seen by the program, is an idle disk timed by it.
+    assert_eq!(
+        (&*out[2].queue, out[2].source, out[2].value),
+        ("disk:sdb", "ebpf", 0.0)
+    );
+    // Nothing issued while one is in flight: nothing measured. Past the
+    // program's disk slots, a disk it has no totals for keeps diskstats.
+    d.set_timed([(sda, (110, 430_000_000))], false);
+    let out = d.sample(&line(110, 5000, 1), &mut gone).unwrap();
+    assert_eq!(&*out[0].queue, "disk_inflight:sda");
+    assert_eq!((&*out[1].queue, out[1].source), ("disk:sdb", "diskstats"));
+}
