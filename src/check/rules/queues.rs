@@ -24,6 +24,41 @@ pub fn queue_resource(queue: &str) -> (Kind, String) {
     }
 }
 
+/// What the eBPF programs timed of a queue's items over the window, where
+/// the `ebpf` collector exports it: every wait on the run queues (the
+/// host's `cpu` queue) and a disk's requests, queued and served.
+fn measured(w: &Window, queue: &str) -> Option<String> {
+    use crate::queue::name::QueueName;
+    let Ok(name) = queue.parse::<QueueName>();
+    match name {
+        QueueName::Cpu => {
+            let waits = w.histogram_increase("sojourn_runqueue_wait_seconds", &[])?;
+            Some(format!(
+                "p99 wait {} of {} waits timed (eBPF)",
+                duration(waits.quantile(0.99)?),
+                count(waits.total() as f64)
+            ))
+        }
+        QueueName::Disk(device) => {
+            let want = [("device", device.as_str())];
+            let queued = w.histogram_increase("sojourn_disk_request_queued_seconds", &want)?;
+            let mut text = format!("p99 queued {}", duration(queued.quantile(0.99)?));
+            if let Some(served) = w
+                .histogram_increase("sojourn_disk_request_served_seconds", &want)
+                .and_then(|b| b.quantile(0.99))
+            {
+                text.push_str(&format!(", served {}", duration(served)));
+            }
+            text.push_str(&format!(
+                " of {} requests timed (eBPF)",
+                count(queued.total() as f64)
+            ));
+            Some(text)
+        }
+        _ => None,
+    }
+}
+
 pub(super) fn queues(w: &Window, rows: &mut Rows) {
     let last = w.last();
     let host_overflows = w.gained(&["sojourn_netstat_tcpext_listen_overflows_total"]);
@@ -99,6 +134,10 @@ pub(super) fn queues(w: &Window, rows: &mut Rows) {
             show(worst),
             show(target)
         );
+        if let Some(measured) = measured(w, &queue) {
+            line.push_str("; ");
+            line.push_str(&measured);
+        }
         if let Some(limit) = last.value("sojourn_queue_limit", &want) {
             line.push_str(&format!(", backlog {}", count(limit)));
         }

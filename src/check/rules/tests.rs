@@ -453,3 +453,59 @@ fn queue_names_map_to_their_resources() {
         (Kind::Service, "service shop".to_string())
     );
 }
+
+/// Where eBPF timed a queue's items, its evidence quotes what the kernel
+/// measured over the window: the run queue's p99 wait, a disk's p99
+/// queued and served times, and how many were timed.
+#[test]
+fn a_timed_queue_quotes_the_waits_the_kernel_measured() {
+    let bounds = [0.001, 0.002, 0.004, 0.008, 0.016, f64::INFINITY];
+    let mut snaps = [host(0.0, [1.0, 1.0]), host(10.0, [1.0, 1.0])];
+    for (i, s) in snaps.iter_mut().enumerate() {
+        let n = i as u64;
+        for (q, measure) in [("cpu", "delay"), ("disk:vda", "delay")] {
+            s.push(
+                "sojourn_queue_info",
+                &[("queue", q), ("measure", measure), ("source", "ebpf")],
+                1.0,
+            );
+            s.push(
+                "sojourn_queue_standing_seconds_total",
+                &[("queue", q)],
+                9.0 * i as f64,
+            );
+            s.push("sojourn_queue_min_delay_seconds", &[("queue", q)], 0.0031);
+            s.push("sojourn_queue_target_delay_seconds", &[("queue", q)], 0.005);
+        }
+        // 1 000 waits in the window: the 990th ends the 8 ms bucket.
+        s.push_histogram(
+            "sojourn_runqueue_wait_seconds",
+            &[],
+            &bounds,
+            &[7 + 500 * n, 300 * n, 150 * n, 40 * n, 10 * n, 0],
+        );
+        s.push_histogram(
+            "sojourn_disk_request_queued_seconds",
+            &[("device", "vda")],
+            &bounds,
+            &[100 * n, 0, 0, 0, 0, 0],
+        );
+        s.push_histogram(
+            "sojourn_disk_request_served_seconds",
+            &[("device", "vda")],
+            &bounds,
+            &[0, 0, 0, 0, 100 * n, 0],
+        );
+    }
+    let r = evaluate(&snaps).unwrap();
+    let evidence: Vec<&String> = r.resources.iter().flat_map(|r| &r.evidence).collect();
+    for expected in [
+        "run queue standing 9.0 s of 10.0 s (90 %), min delay up to 3 ms (target 5 ms); p99 wait 8 ms of 1000 waits timed (eBPF)",
+        "queue disk:vda standing 9.0 s of 10.0 s (90 %), min delay up to 3 ms (target 5 ms); p99 queued 990 µs, served 16 ms of 100 requests timed (eBPF)",
+    ] {
+        assert!(
+            evidence.iter().any(|e| e.as_str() == expected),
+            "{expected:?} in {evidence:#?}"
+        );
+    }
+}
