@@ -2,7 +2,7 @@
 /* Run-queue sojourn time: from the moment a task becomes runnable (woken,
  * newly forked, or preempted while still runnable) to the moment a CPU
  * switches to it, as a histogram per CPU in power-of-two buckets of
- * seconds (slots.h). */
+ * seconds (slots.h), and one per cgroup of the waiting task. */
 
 #include "types.h"
 #include <bpf/bpf_helpers.h>
@@ -31,6 +31,68 @@ struct {
 	__type(value, struct runqueue_histogram);
 } histogram SEC(".maps");
 
+/* Per cgroup: the waits of its tasks, all CPUs together. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SOJOURN_MAX_CGROUPS);
+	__type(key, __u64);
+	__type(value, struct cgroup_histogram);
+} cgroups SEC(".maps");
+
+/* Set by the loader: whether waits are counted per cgroup, and in which
+ * hierarchy — the default (v2) one, or a v1 controller's (the cpu
+ * controller's on a v1 host, whose unified hierarchy is empty), by its
+ * index in the task's css_set. */
+const volatile __u32 cgroup_mode = SOJOURN_CGROUPS_OFF;
+const volatile __u32 cgroup_controller = 0;
+
+/* The id (directory inode number) of the cgroup `p` is counted under; 0
+ * when it cannot be read. */
+static __always_inline __u64 task_cgroup(struct task_struct *p)
+{
+	struct css_set *set = BPF_CORE_READ(p, cgroups);
+	struct cgroup *cgrp = 0;
+
+	if (!set)
+		return 0;
+	if (cgroup_mode == SOJOURN_CGROUPS_DEFAULT) {
+		cgrp = BPF_CORE_READ(set, dfl_cgrp);
+	} else {
+		struct cgroup_subsys_state *css = 0;
+		__u32 i = cgroup_controller;
+
+		if (i >= SOJOURN_MAX_CONTROLLERS)
+			return 0;
+		if (bpf_core_read(&css, sizeof(css), &set->subsys[i]) || !css)
+			return 0;
+		cgrp = BPF_CORE_READ(css, cgroup);
+	}
+	if (!cgrp)
+		return 0;
+	return BPF_CORE_READ(cgrp, kn, id);
+}
+
+static __always_inline void count_cgroup(struct task_struct *p, __u32 slot, __u64 ns)
+{
+	struct cgroup_histogram *h, zero = {};
+	__u64 id;
+
+	if (cgroup_mode == SOJOURN_CGROUPS_OFF)
+		return;
+	id = task_cgroup(p);
+	if (!id)
+		return;
+	h = bpf_map_lookup_elem(&cgroups, &id);
+	if (!h) {
+		bpf_map_update_elem(&cgroups, &id, &zero, BPF_NOEXIST);
+		h = bpf_map_lookup_elem(&cgroups, &id);
+		if (!h)
+			return;
+	}
+	__sync_fetch_and_add(&h->slots[slot], 1);
+	__sync_fetch_and_add(&h->sum_ns, ns);
+}
+
 static __always_inline void enqueue(struct task_struct *p)
 {
 	__u64 *at;
@@ -54,7 +116,7 @@ static __always_inline void enqueue(struct task_struct *p)
 
 static __always_inline void dequeue(struct task_struct *p)
 {
-	__u32 zero = 0;
+	__u32 zero = 0, slot;
 	__u64 *at, ns;
 	struct runqueue_histogram *h;
 
@@ -70,8 +132,10 @@ static __always_inline void dequeue(struct task_struct *p)
 		return;
 	if (ns > SOJOURN_MAX_NS)
 		ns = SOJOURN_MAX_NS;
-	h->slots[seconds_slot(ns)]++;
+	slot = seconds_slot(ns);
+	h->slots[slot]++;
 	h->sum_ns += ns;
+	count_cgroup(p, slot, ns);
 }
 
 SEC("tp_btf/sched_wakeup")

@@ -11,10 +11,32 @@
 #include <linux/bpf.h>
 #include <stdbool.h>
 
+/* A cgroup as the kernel names it to user space: its directory's kernfs
+ * node, whose id is the directory's inode number (5.5+). */
+struct kernfs_node {
+	__u64 id;
+} __attribute__((preserve_access_index));
+
+struct cgroup {
+	struct kernfs_node *kn;
+} __attribute__((preserve_access_index));
+
+struct cgroup_subsys_state {
+	struct cgroup *cgroup;
+} __attribute__((preserve_access_index));
+
+/* A task's cgroups: one per controller (indexed by the controller's id,
+ * its line in /proc/cgroups), and the default (v2) hierarchy's. */
+struct css_set {
+	struct cgroup_subsys_state *subsys[1];
+	struct cgroup *dfl_cgrp;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	int pid;
 	/* The task's state since 5.14 (TASK_RUNNING is 0). */
 	unsigned int __state;
+	struct css_set *cgroups;
 } __attribute__((preserve_access_index));
 
 /* Before 5.14 the state was `long state`: a second flavour of the struct,

@@ -81,6 +81,9 @@ fn causes(e: &dyn std::error::Error) -> String {
 /// this lives (aya detaches and unloads on drop).
 pub struct RunQueue {
     histogram: PerCpuArray<MapData, RawHistogram>,
+    /// Per cgroup, where the kernel's cgroups can be told apart.
+    cgroups: Option<HashMap<MapData, u64, CgroupHistogram>>,
+    cgroup_mode: CgroupMode,
     /// Owns the programs and their links.
     _ebpf: Ebpf,
 }
@@ -144,15 +147,56 @@ impl RunQueue {
     }
 
     fn load_with(btf: Option<&Btf>) -> Result<RunQueue, String> {
-        let mut ebpf = load_attached(RUNQUEUE_OBJECT, "run-queue", &RUNQUEUE_TRACEPOINTS, btf)?;
+        let mode = cgroup_mode(
+            std::path::Path::new("/sys/fs/cgroup"),
+            &std::fs::read_to_string("/proc/cgroups").unwrap_or_default(),
+        );
+        let (mode_value, controller) = match mode {
+            CgroupMode::Off => (CGROUPS_OFF, 0),
+            CgroupMode::Default => (CGROUPS_DEFAULT, 0),
+            CgroupMode::Controller(i) => (CGROUPS_CONTROLLER, i),
+        };
+        let mut ebpf = load_attached(
+            RUNQUEUE_OBJECT,
+            "run-queue",
+            &RUNQUEUE_TRACEPOINTS,
+            btf,
+            &[
+                ("cgroup_mode", mode_value),
+                ("cgroup_controller", controller),
+            ],
+        )?;
         let map = ebpf
             .take_map("histogram")
             .ok_or("the object has no map histogram")?;
         let histogram = PerCpuArray::try_from(map).map_err(|e| format!("histogram map: {e}"))?;
+        let map = ebpf
+            .take_map("cgroups")
+            .ok_or("the object has no map cgroups")?;
+        let cgroups = HashMap::try_from(map).map_err(|e| format!("cgroups map: {e}"))?;
         Ok(RunQueue {
             histogram,
+            cgroups: (mode != CgroupMode::Off).then_some(cgroups),
+            cgroup_mode: mode,
             _ebpf: ebpf,
         })
+    }
+
+    /// The hierarchy whose cgroups [`RunQueue::cgroups`] are.
+    pub fn cgroup_mode(&self) -> CgroupMode {
+        self.cgroup_mode
+    }
+
+    /// Each cgroup's waits since the program was attached, by the id of
+    /// its directory (its inode number) in the hierarchy the program
+    /// counts in ([`cgroup_mode`]); None where it counts in none.
+    pub fn cgroups(&self) -> Option<Result<Vec<(u64, CgroupHistogram)>, String>> {
+        let map = self.cgroups.as_ref()?;
+        Some(
+            map.iter()
+                .map(|e| e.map_err(|e| format!("reading the cgroups' run-queue histograms: {e}")))
+                .collect(),
+        )
     }
 
     /// Each possible CPU's histogram since the program was attached,
@@ -163,6 +207,67 @@ impl RunQueue {
             .get(&0, 0)
             .map_err(|e| format!("reading the run-queue histogram: {e}"))
     }
+}
+
+/// Mirrors `struct cgroup_histogram` of `bpf/runqueue.h`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct CgroupHistogram {
+    pub slots: [u64; SLOTS],
+    pub sum_ns: u64,
+}
+
+// SAFETY: u64s only, any bit pattern valid.
+unsafe impl aya::Pod for CgroupHistogram {}
+
+/// `SOJOURN_CGROUPS_*` of `bpf/runqueue.h`.
+const CGROUPS_OFF: u32 = 0;
+const CGROUPS_DEFAULT: u32 = 1;
+const CGROUPS_CONTROLLER: u32 = 2;
+/// `SOJOURN_MAX_CONTROLLERS`.
+const MAX_CONTROLLERS: u32 = 64;
+/// `SOJOURN_MAX_CGROUPS`: past it the least recently used cgroup's counts
+/// make room (and start again from zero when it waits next).
+pub const MAX_CGROUPS: usize = 4096;
+
+/// Which hierarchy a task's run-queue waits are counted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupMode {
+    Off,
+    /// The default (v2) hierarchy's cgroup.
+    Default,
+    /// A v1 controller's, by its index in the kernel's controller list.
+    Controller(u32),
+}
+
+/// The cpu controller's hierarchy: on a v1 (or hybrid) host the cgroup
+/// that CPU limits apply to, as the unified one is empty there; on a v2
+/// host the default hierarchy. `/proc/cgroups` lists the controllers in
+/// the kernel's order (their index in a task's css_set), each with its
+/// hierarchy id: 0 when it is on the v2 hierarchy. Off when no cgroup
+/// filesystem is mounted at `root`.
+pub fn cgroup_mode(root: &std::path::Path, proc_cgroups: &str) -> CgroupMode {
+    if root.join("cgroup.controllers").exists() {
+        return CgroupMode::Default;
+    }
+    let controllers = proc_cgroups
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let mut f = l.split_ascii_whitespace();
+            Some((f.next()?, f.next()?.parse::<u32>().ok()?))
+        });
+    for (index, (name, hierarchy)) in (0u32..).zip(controllers) {
+        if name == "cpu" {
+            return match hierarchy {
+                0 if root.join("unified/cgroup.controllers").exists() => CgroupMode::Default,
+                0 => CgroupMode::Off,
+                _ if index < MAX_CONTROLLERS => CgroupMode::Controller(index),
+                _ => CgroupMode::Off,
+            };
+        }
+    }
+    CgroupMode::Off
 }
 
 /// Mirrors `struct block_key` of `bpf/block.h`.
@@ -252,7 +357,7 @@ impl Block {
     /// [`Block::load`] relocated against `btf` (the kernel's, parsed by
     /// the caller for several programs).
     pub fn load_with(btf: Option<&Btf>) -> Result<Block, String> {
-        let mut ebpf = load_attached(BLOCK_OBJECT, "block", &BLOCK_TRACEPOINTS, btf)?;
+        let mut ebpf = load_attached(BLOCK_OBJECT, "block", &BLOCK_TRACEPOINTS, btf, &[])?;
         let map = ebpf
             .take_map("histograms")
             .ok_or("the object has no map histograms")?;
@@ -326,6 +431,7 @@ fn load_attached(
     what: &str,
     tracepoints: &[&str],
     btf: Option<&Btf>,
+    globals: &[(&str, u32)],
 ) -> Result<Ebpf, String> {
     let parsed;
     let btf = match btf {
@@ -335,7 +441,11 @@ fn load_attached(
             &parsed
         }
     };
-    let mut ebpf = EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    for (name, value) in globals {
+        loader.override_global(name, value, true);
+    }
+    let mut ebpf = loader
         .btf(Some(btf))
         // Task local storage (the run queue's enqueue times) is a map type
         // aya creates but has no typed wrapper for; only the program uses it.
@@ -356,6 +466,73 @@ fn load_attached(
             .map_err(|e| format!("attaching to tracepoint {name}: {}", causes(&e)))?;
     }
     Ok(ebpf)
+}
+
+/// What tests of the programs share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// Three busy processes in a cgroup of the cpu controller's hierarchy
+    /// limited to a fifth of a CPU (20 ms per 100 ms period); killed and
+    /// the cgroup removed when dropped.
+    pub struct QuotaCgroup {
+        pub dir: std::path::PathBuf,
+        /// Relative to the hierarchy's root: `/NAME`.
+        pub rel: String,
+        children: Vec<std::process::Child>,
+    }
+
+    impl QuotaCgroup {
+        pub fn start(name: &str) -> QuotaCgroup {
+            let root = std::path::Path::new("/sys/fs/cgroup");
+            let proc_cgroups = std::fs::read_to_string("/proc/cgroups").unwrap_or_default();
+            let (base, procs) = match cgroup_mode(root, &proc_cgroups) {
+                CgroupMode::Controller(_) => (root.join("cpu"), "tasks"),
+                CgroupMode::Default => (root.to_path_buf(), "cgroup.procs"),
+                CgroupMode::Off => panic!("no cgroup hierarchy to count in"),
+            };
+            let name = format!("{name}-{}", std::process::id());
+            let dir = base.join(&name);
+            std::fs::create_dir(&dir).unwrap();
+            let mut cg = QuotaCgroup {
+                dir,
+                rel: format!("/{name}"),
+                children: Vec::new(),
+            };
+            if cg.dir.join("cpu.max").exists() {
+                std::fs::write(cg.dir.join("cpu.max"), "20000 100000").unwrap();
+            } else {
+                std::fs::write(cg.dir.join("cpu.cfs_period_us"), "100000").unwrap();
+                std::fs::write(cg.dir.join("cpu.cfs_quota_us"), "20000").unwrap();
+            }
+            for _ in 0..3 {
+                let child = std::process::Command::new("sh")
+                    .args(["-c", "while :; do :; done"])
+                    .spawn()
+                    .unwrap();
+                std::fs::write(cg.dir.join(procs), child.id().to_string()).unwrap();
+                cg.children.push(child);
+            }
+            cg
+        }
+
+        /// The cgroup's id: its directory's inode.
+        pub fn id(&self) -> u64 {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(&self.dir).unwrap().ino()
+        }
+    }
+
+    impl Drop for QuotaCgroup {
+        fn drop(&mut self) {
+            for c in &mut self.children {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            let _ = std::fs::remove_dir(&self.dir);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -472,6 +649,49 @@ mod tests {
         );
         assert_eq!(queued, served, "each served request has its time queued");
         assert!(ours.served.sum_ns > 0);
+    }
+
+    /// Which hierarchy waits are counted in, from /proc/cgroups: the cpu
+    /// controller's index where it has a v1 hierarchy, the default one
+    /// where it is on v2.
+    #[test]
+    fn waits_are_counted_in_the_cpu_controllers_hierarchy() {
+        let v1 = "#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpuset\t3\t1\t1\ncpu\t1\t1\t1\n";
+        let none = std::path::Path::new("/nonexistent");
+        assert_eq!(cgroup_mode(none, v1), CgroupMode::Controller(1));
+        assert_eq!(
+            cgroup_mode(none, "cpu 0 1 1\n"),
+            CgroupMode::Off,
+            "nothing mounted"
+        );
+        assert_eq!(cgroup_mode(none, ""), CgroupMode::Off);
+        let v2 = tempfile::tempdir().unwrap();
+        std::fs::write(v2.path().join("cgroup.controllers"), "cpu io memory\n").unwrap();
+        assert_eq!(cgroup_mode(v2.path(), v1), CgroupMode::Default);
+    }
+
+    /// Busy processes in a cgroup of their own, limited to a fifth of a
+    /// CPU, wait for the quota to refill: those waits (tens of ms) are
+    /// counted under the cgroup's directory inode. Needs root, BTF and
+    /// the cpu controller; CI requires it.
+    #[test]
+    fn the_run_queue_program_counts_waits_per_cgroup() {
+        let Some(rq) = permitted(RunQueue::load()) else {
+            return;
+        };
+        let busy = testing::QuotaCgroup::start("sojourn-ebpf-program");
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        let cgroups = rq.cgroups().expect("counted per cgroup here").unwrap();
+        let ours = cgroups
+            .iter()
+            .find(|(cg, _)| *cg == busy.id())
+            .unwrap_or_else(|| panic!("no waits under {}: {} cgroups", busy.id(), cgroups.len()))
+            .1;
+        // Throttled for ~80 ms of each 100 ms period: waits of 16 ms and
+        // more (slot 25 holds up to 2^-6 s).
+        let long: u64 = ours.slots[25..].iter().sum();
+        assert!(long > 0, "no long wait behind the quota: {:?}", ours.slots);
+        assert!(ours.sum_ns > 0);
     }
 
     /// Waits are timed on this kernel: with three busy threads per CPU,

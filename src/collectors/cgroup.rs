@@ -154,7 +154,7 @@ crate::descs! {
 
 /// The cgroup's labels; with a pod directory, `namespace`, `pod` and
 /// `container` too (empty when the kubelet does not list the ids).
-fn identity_labels(rel: &str, names: Option<&PodDirectory>) -> Vec<Label> {
+pub(crate) fn identity_labels(rel: &str, names: Option<&PodDirectory>) -> Vec<Label> {
     let k = crate::kube::parse(rel);
     let mut labels = identity_id_labels(rel, k.as_ref());
     if let Some(dir) = names {
@@ -173,7 +173,7 @@ fn identity_labels(rel: &str, names: Option<&PodDirectory>) -> Vec<Label> {
     labels
 }
 
-fn identity_id_labels(rel: &str, k: Option<&crate::kube::KubeIdentity>) -> Vec<Label> {
+pub(crate) fn identity_id_labels(rel: &str, k: Option<&crate::kube::KubeIdentity>) -> Vec<Label> {
     vec![
         label("cgroup", rel.to_string()),
         label("pod_uid", k.map(|k| k.pod_uid.clone()).unwrap_or_default()),

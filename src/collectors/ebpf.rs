@@ -17,6 +17,7 @@ crate::descs! {
     RUNQUEUE_UNTIMED = counter("runqueue_wait_untimed", "Run-queue waits not timed because the task's storage slot could not be had: no memory, or the storage busy on that CPU (eBPF).");
     DISK_QUEUED = histogram("disk_request_queued", "Saturation: time each disk request waited before the driver had it, inserted into the I/O scheduler or dispatch list until issued; 0 when issued straight (eBPF at block_rq_insert, block_rq_issue).") .seconds();
     DISK_SERVED = histogram("disk_request_served", "Time the device took to serve each request, issued to the driver until completed: a slow device, where queued time is a deep queue (eBPF at block_rq_issue, block_rq_complete).") .seconds();
+    CGROUP_WAIT = histogram("cgroup_runqueue_wait", "Saturation: time the cgroup's tasks waited on a CPU's run queue before running, throttled time under a CPU quota included, every wait timed; cgroups as the cgroup collector selects them, in the cpu controller's hierarchy (eBPF at sched_wakeup, sched_wakeup_new, sched_switch).") .seconds();
     DISK_UNTIMED = counter("disk_requests_untimed", "Disk requests completed but not timed: their disk found no room among the 64 the program tracks (eBPF).");
 }
 
@@ -24,6 +25,11 @@ crate::descs! {
 /// the union of whole kernel slots, so no count is split or moved.
 const FIRST_BUCKET_EXP: i32 = -20;
 const LAST_BUCKET_EXP: i32 = 4;
+
+/// A cgroup's buckets: fewer, as there may be hundreds of cgroups — 2^-13 s
+/// (122 µs) to 2^-1 s by factors of eight, each the union of whole kernel
+/// slots; the native histogram keeps every slot.
+const CGROUP_BUCKET_EXPS: [i32; 5] = [-13, -10, -7, -4, -1];
 
 /// All CPUs' kernel histograms as one histogram of the exposed buckets,
 /// and as a native histogram of schema 0 whose buckets are the kernel's
@@ -46,10 +52,16 @@ pub fn histogram(per_cpu: &[RawHistogram]) -> (Histogram, u64) {
 /// each the union of whole slots, and as a native histogram whose buckets
 /// are the slots themselves.
 fn fold(slots: &[u64; SLOTS], sum_ns: u64) -> Histogram {
-    let bounds: Vec<f64> = (FIRST_BUCKET_EXP..=LAST_BUCKET_EXP)
-        .map(|e| 2f64.powi(e))
-        .collect();
-    let mut h = Histogram::new(bounds);
+    fold_into(
+        (FIRST_BUCKET_EXP..=LAST_BUCKET_EXP).map(|e| 2f64.powi(e)),
+        slots,
+        sum_ns,
+    )
+}
+
+/// [`fold`] into buckets bounded by `bounds`, powers of two.
+fn fold_into(bounds: impl Iterator<Item = f64>, slots: &[u64; SLOTS], sum_ns: u64) -> Histogram {
+    let mut h = Histogram::new(bounds.collect());
     let last = h.counts.len() - 1;
     for (slot, &n) in slots.iter().enumerate() {
         let upper = slot_upper_bound(slot);
@@ -97,7 +109,68 @@ pub fn emit_disks(
     vec![queued, served, Family::single(DISK_UNTIMED, untimed)]
 }
 
+/// Each selected cgroup's run-queue waits, labelled as the cgroup
+/// collector labels the cgroup (`rel` → its directory's inode, the id the
+/// program counts under; pod names from the kubelet's list when given).
+pub fn emit_cgroups(
+    cgroups: &[(String, u64)],
+    waits: &std::collections::HashMap<u64, crate::ebpf::CgroupHistogram>,
+    names: Option<&crate::kubelet::PodDirectory>,
+) -> Family {
+    let mut f = Family::new(CGROUP_WAIT);
+    for (rel, id) in cgroups {
+        let Some(h) = waits.get(id) else { continue };
+        f.push(
+            super::cgroup::identity_labels(rel, names),
+            fold_into(
+                CGROUP_BUCKET_EXPS.iter().map(|e| 2f64.powi(*e)),
+                &h.slots,
+                h.sum_ns,
+            ),
+        );
+    }
+    f
+}
+
+/// The cgroups of the hierarchy the run-queue program counts in, as the
+/// cgroup collector selects them, with their directories' inodes.
+struct CgroupIds {
+    tree: Option<super::cgroup::Tree>,
+    /// Inodes by relative path, kept while the path is listed.
+    inodes: std::collections::HashMap<String, u64>,
+}
+
+impl CgroupIds {
+    fn list(&mut self, base: &std::path::Path, cfg: &Config) -> Vec<(String, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let tree = match &mut self.tree {
+            Some(t) if t.base() == base => t,
+            slot => slot.insert(super::cgroup::Tree::new(base)),
+        };
+        let (paths, _) = tree.walk(&cfg.cgroup, cfg.cgroup.max_cgroups);
+        let mut inodes = std::collections::HashMap::with_capacity(paths.len());
+        let mut out = Vec::with_capacity(paths.len());
+        for rel in paths {
+            let ino = match self.inodes.remove(&rel) {
+                Some(ino) => Some(ino),
+                None => std::fs::metadata(base.join(rel.trim_start_matches('/')))
+                    .ok()
+                    .map(|m| m.ino()),
+            };
+            if let Some(ino) = ino {
+                inodes.insert(rel.clone(), ino);
+                out.push((rel, ino));
+            }
+        }
+        self.inodes = inodes;
+        out
+    }
+}
+
 pub struct EbpfCollector {
+    cgroup_ids: std::sync::Mutex<CgroupIds>,
+    /// The cgroup collector's source of pod names, shared.
+    kubelet: Option<std::sync::Arc<crate::kubelet::Kubelet>>,
     runqueue: Result<std::sync::Arc<RunQueue>, String>,
     block: Result<std::sync::Arc<Block>, String>,
     /// `8:0` → `sda`, for the disks the block program timed.
@@ -105,7 +178,7 @@ pub struct EbpfCollector {
 }
 
 impl EbpfCollector {
-    pub fn new() -> EbpfCollector {
+    pub fn new(cfg: &Config) -> EbpfCollector {
         // One parse of the kernel's BTF for both programs, shared with the
         // queue sampler.
         let (runqueue, block) = crate::ebpf::shared_programs();
@@ -121,11 +194,63 @@ impl EbpfCollector {
                 "eBPF disk request timing unavailable; disk saturation comes from diskstats"
             );
         }
+        let kubelet = cfg
+            .cgroup
+            .kubelet
+            .as_ref()
+            .and_then(|endpoint| crate::kubelet::shared(endpoint).ok());
         EbpfCollector {
+            kubelet,
+            cgroup_ids: std::sync::Mutex::new(CgroupIds {
+                tree: None,
+                inodes: Default::default(),
+            }),
             runqueue,
             block,
             disk_names: Default::default(),
         }
+    }
+
+    /// The selected cgroups' waits; None where the program counts in no
+    /// hierarchy or none is mounted.
+    fn cgroups(&self, rq: &RunQueue, cfg: &Config) -> Result<Option<Family>, CollectError> {
+        use crate::collectors::cgroup::{Layout, detect};
+        use crate::ebpf::CgroupMode;
+        let Some(waits) = rq.cgroups() else {
+            return Ok(None);
+        };
+        let waits: std::collections::HashMap<_, _> =
+            waits.map_err(CollectError::Io)?.into_iter().collect();
+        let root = cfg
+            .cgroup
+            .root
+            .clone()
+            .unwrap_or_else(|| cfg.roots.sys("fs/cgroup"));
+        let base = match (detect(&root), rq.cgroup_mode()) {
+            (Some(Layout::V2(r)), CgroupMode::Default) => r,
+            (
+                Some(Layout::V1 {
+                    unified: Some(u), ..
+                }),
+                CgroupMode::Default,
+            ) => u,
+            (Some(Layout::V1 { cpu: Some(cpu), .. }), CgroupMode::Controller(_)) => cpu,
+            _ => return Ok(None),
+        };
+        let listed = self
+            .cgroup_ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .list(&base, cfg);
+        let names = self
+            .kubelet
+            .as_deref()
+            .map(crate::kubelet::Kubelet::directory);
+        Ok(Some(emit_cgroups(
+            &listed,
+            &waits,
+            names.as_ref().map(|(directory, _)| &**directory),
+        )))
     }
 
     fn disks(&self, block: &Block, cfg: &Config) -> Result<Vec<Family>, CollectError> {
@@ -143,12 +268,6 @@ impl EbpfCollector {
     }
 }
 
-impl Default for EbpfCollector {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Collect for EbpfCollector {
     fn collect(&self, cfg: &Config) -> Result<Vec<Family>, CollectError> {
         let mut out = Vec::with_capacity(5);
@@ -158,6 +277,7 @@ impl Collect for EbpfCollector {
                 let (h, untimed) = histogram(&rq.read().map_err(CollectError::Io)?[..]);
                 out.push(Family::single(RUNQUEUE_WAIT, h));
                 out.push(Family::single(RUNQUEUE_UNTIMED, untimed));
+                out.extend(self.cgroups(rq, cfg)?);
             }
             (Err(_), Ok(_)) => {}
         }
@@ -175,6 +295,41 @@ impl Collect for EbpfCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A cgroup whose tasks wait behind its CPU quota has its own
+    /// histogram, labelled as the cgroup collector labels it. Needs root,
+    /// BTF and the cpu controller; CI requires it.
+    #[test]
+    fn a_throttled_cgroup_has_its_run_queue_waits() {
+        let cfg = crate::cli::parse(["sojourn"]).unwrap().collect;
+        let collector = EbpfCollector::new(&cfg);
+        if let Err(e) = &collector.runqueue {
+            assert!(std::env::var_os("SOJOURN_REQUIRE_EBPF").is_none(), "{e}");
+            return;
+        }
+        let busy = crate::ebpf::testing::QuotaCgroup::start("sojourn-ebpf-collector");
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        let fams = collector.collect(&cfg).unwrap();
+        let f = fams
+            .iter()
+            .find(|f| f.desc.name == CGROUP_WAIT.name)
+            .expect("a family per cgroup");
+        let sample = f
+            .samples
+            .iter()
+            .find(|s| {
+                s.labels
+                    .iter()
+                    .any(|(k, v)| *k == "cgroup" && *v == busy.rel)
+            })
+            .unwrap_or_else(|| panic!("no histogram for {}: {f:?}", busy.rel));
+        let crate::metrics::Value::Histogram(h) = &sample.value else {
+            panic!("{sample:?}")
+        };
+        // Waits behind an 80 ms throttle: past the 2^-7 s (7.8 ms) bucket.
+        assert_eq!(h.bounds.len(), CGROUP_BUCKET_EXPS.len() + 1, "and +Inf");
+        assert!(h.count > h.counts[..3].iter().sum::<u64>(), "{h:?}");
+    }
 
     #[test]
     fn disks_are_named_and_filtered_as_the_disk_collector_does() {
