@@ -17,6 +17,7 @@ crate::descs! {
     RUNQUEUE_UNTIMED = counter("runqueue_wait_untimed", "Run-queue waits not timed because the task's storage slot could not be had: no memory, or the storage busy on that CPU (eBPF).");
     DISK_QUEUED = histogram("disk_request_queued", "Saturation: time each disk request waited before the driver had it, inserted into the I/O scheduler or dispatch list until issued; 0 when issued straight (eBPF at block_rq_insert, block_rq_issue).") .seconds();
     DISK_SERVED = histogram("disk_request_served", "Time the device took to serve each request, issued to the driver until completed: a slow device, where queued time is a deep queue (eBPF at block_rq_issue, block_rq_complete).") .seconds();
+    CPU_WAIT = histogram("runqueue_cpu_wait", "Saturation: time tasks waited on this CPU's run queue before running, every wait timed (eBPF at sched_wakeup, sched_wakeup_new, sched_switch).") .seconds();
     CGROUP_WAIT = histogram("cgroup_runqueue_wait", "Saturation: time the cgroup's tasks waited on a CPU's run queue before running, throttled time under a CPU quota included, every wait timed; cgroups as the cgroup collector selects them, in the cpu controller's hierarchy (eBPF at sched_wakeup, sched_wakeup_new, sched_switch).") .seconds();
     DISK_UNTIMED = counter("disk_requests_untimed", "Disk requests completed but not timed: their disk found no room among the 64 the program tracks (eBPF).");
 }
@@ -26,10 +27,34 @@ crate::descs! {
 const FIRST_BUCKET_EXP: i32 = -20;
 const LAST_BUCKET_EXP: i32 = 4;
 
-/// A cgroup's buckets: fewer, as there may be hundreds of cgroups — 2^-13 s
-/// (122 µs) to 2^-1 s by factors of eight, each the union of whole kernel
-/// slots; the native histogram keeps every slot.
-const CGROUP_BUCKET_EXPS: [i32; 5] = [-13, -10, -7, -4, -1];
+/// A cgroup's or a CPU's buckets: fewer, as there may be hundreds of
+/// either — 2^-13 s (122 µs) to 2^-1 s by factors of eight, each the union
+/// of whole kernel slots; the native histogram keeps every slot.
+const COARSE_BUCKET_EXPS: [i32; 5] = [-13, -10, -7, -4, -1];
+
+/// [`fold`] into the coarse buckets.
+fn fold_coarse(slots: &[u64; SLOTS], sum_ns: u64) -> Histogram {
+    fold_into(
+        COARSE_BUCKET_EXPS.iter().map(|e| 2f64.powi(*e)),
+        slots,
+        sum_ns,
+    )
+}
+
+/// Each CPU's waits in the coarse buckets, by CPU number (a possible CPU
+/// that never ran a task has none and is left out).
+pub fn emit_cpus(per_cpu: &[RawHistogram]) -> Family {
+    let mut f = Family::new(CPU_WAIT);
+    for (cpu, h) in per_cpu.iter().enumerate() {
+        if h.slots.iter().any(|&n| n > 0) {
+            f.push(
+                [label("cpu", cpu.to_string())],
+                fold_coarse(&h.slots, h.sum_ns),
+            );
+        }
+    }
+    f
+}
 
 /// All CPUs' kernel histograms as one histogram of the exposed buckets,
 /// and as a native histogram of schema 0 whose buckets are the kernel's
@@ -122,11 +147,7 @@ pub fn emit_cgroups(
         let Some(h) = waits.get(id) else { continue };
         f.push(
             super::cgroup::identity_labels(rel, names),
-            fold_into(
-                CGROUP_BUCKET_EXPS.iter().map(|e| 2f64.powi(*e)),
-                &h.slots,
-                h.sum_ns,
-            ),
+            fold_coarse(&h.slots, h.sum_ns),
         );
     }
     f
@@ -274,8 +295,10 @@ impl Collect for EbpfCollector {
         match (&self.runqueue, &self.block) {
             (Err(e), Err(_)) => return Err(CollectError::Unsupported(e.clone())),
             (Ok(rq), _) => {
-                let (h, untimed) = histogram(&rq.read().map_err(CollectError::Io)?[..]);
+                let per_cpu = rq.read().map_err(CollectError::Io)?;
+                let (h, untimed) = histogram(&per_cpu[..]);
                 out.push(Family::single(RUNQUEUE_WAIT, h));
+                out.push(emit_cpus(&per_cpu[..]));
                 out.push(Family::single(RUNQUEUE_UNTIMED, untimed));
                 out.extend(self.cgroups(rq, cfg)?);
             }
@@ -327,8 +350,27 @@ mod tests {
             panic!("{sample:?}")
         };
         // Waits behind an 80 ms throttle: past the 2^-7 s (7.8 ms) bucket.
-        assert_eq!(h.bounds.len(), CGROUP_BUCKET_EXPS.len() + 1, "and +Inf");
+        assert_eq!(h.bounds.len(), COARSE_BUCKET_EXPS.len() + 1, "and +Inf");
         assert!(h.count > h.counts[..3].iter().sum::<u64>(), "{h:?}");
+    }
+
+    /// Each CPU that ran a task has its own histogram, its buckets the
+    /// union of whole kernel slots; one that never did has none.
+    #[test]
+    fn each_cpu_has_its_waits() {
+        let mut busy = RawHistogram::default();
+        busy.slots[21] = 3; // (0.5, 1] ms: under 2^-10 s
+        busy.slots[25] = 1; // (8, 16] ms: under 2^-4 s
+        busy.sum_ns = 12_000_000;
+        let f = emit_cpus(&[busy, RawHistogram::default(), busy]);
+        let cpus: Vec<&str> = f.samples.iter().map(|s| &*s.labels[0].1).collect();
+        assert_eq!(cpus, ["0", "2"]);
+        let crate::metrics::Value::Histogram(h) = &f.samples[0].value else {
+            panic!()
+        };
+        assert_eq!(h.counts, [0, 3, 0, 1, 0, 0]);
+        assert_eq!(h.count, 4);
+        assert!((h.sum - 0.012).abs() < 1e-12);
     }
 
     #[test]

@@ -417,7 +417,7 @@ fn ebpf_rows_match_a_scrape_with_the_collector() {
         .into_iter()
         .filter(|r| r.needs("--collector.ebpf"))
         .collect();
-    assert_eq!(rows.len(), 6, "the ebpf collector's rows");
+    assert_eq!(rows.len(), 7, "the ebpf collector's rows");
     for r in &rows {
         match emitted.get(&r.name) {
             Some((kind, labels)) if *kind == r.kind && *labels == r.labels => {}
