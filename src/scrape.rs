@@ -68,7 +68,7 @@ pub const ALL: &[Entry] = &[
         // (5.4 MB here) to relocate the program, a startup peak of ~40 MB
         // RSS against 9 MB without it (docs/benchmarks.md).
         default_enabled: false,
-        help: "Run-queue wait of every task (host-wide and per cgroup) and each disk request's time queued and served, timed in the kernel by eBPF (off; needs CAP_BPF, CAP_PERFMON and kernel BTF; loading peaks at ~40 MB RSS)",
+        help: "Run-queue wait of every task (host-wide, per CPU and per cgroup), each disk request's time queued and served, and each connection's wait for accept(), timed in the kernel by eBPF (off; needs CAP_BPF, CAP_PERFMON and kernel BTF; loading peaks at ~40 MB RSS)",
         build: |cfg, _| Box::new(collectors::ebpf::EbpfCollector::new(cfg)),
     },
     Entry {

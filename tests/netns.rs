@@ -388,3 +388,40 @@ fn short_lived_namespaces_leave_no_socket_and_no_series() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// With eBPF, each connection's wait in a pod's listener's accept queue is
+/// timed in the kernel and named with the pod: five connections to a
+/// server in the pod's namespace that accepts one every 30 ms.
+#[test]
+fn a_pods_accept_queue_waits_are_timed_under_its_name() {
+    let _serial = serial();
+    if let Err(e) = sojourn::ebpf::Accept::load() {
+        common::skip_unless_required("SOJOURN_REQUIRE_EBPF", &e);
+        return;
+    }
+    let Some(pod) = pod_or_skip("accept", false) else {
+        return;
+    };
+    let s = common::scraper_for(["--collector.disable-defaults", "--collector.ebpf"]);
+    let server = "import socket, time
+l = socket.socket(); l.bind(('127.0.0.1', 9100)); l.listen(16)
+clients = [socket.create_connection(('127.0.0.1', 9100)) for _ in range(5)]
+time.sleep(0.02)
+for _ in range(5):
+    c, _ = l.accept(); time.sleep(0.03)
+";
+    let status = std::process::Command::new("ip")
+        .args(["netns", "exec", &pod.netns, "python3", "-c", server])
+        .status()
+        .expect("ip netns exec");
+    assert!(status.success());
+    let text = scrape(&s);
+    let count = text
+        .lines()
+        .find(|l| {
+            l.starts_with("sojourn_tcp_accept_wait_seconds_count{port=\"9100\"")
+                && l.contains(&format!("pod_uid=\"{}\"", pod.uid))
+        })
+        .unwrap_or_else(|| panic!("the pod's listener is timed under its uid:\n{text}"));
+    assert!(count.ends_with(" 5"), "{count}");
+}

@@ -1,11 +1,14 @@
 //! Sojourn times measured by eBPF (`crate::ebpf`): every wait on a CPU's
 //! run queue, timed in the kernel from wakeup or preemption to running;
 //! and each disk request's time queued (inserted until issued to the
-//! driver) and served (issued until completed), per disk. Where this
-//! machine does not permit eBPF (no CAP_BPF/CAP_PERFMON, no BTF, an old
-//! kernel, a verifier refusal) one log line per program says why at start;
-//! the collector reports itself unsupported when neither program runs,
-//! and `ebpf_block` when the block program alone does not.
+//! driver) and served (issued until completed), per disk; and each
+//! connection's wait in its listener's accept queue, per listener in every
+//! network namespace. Where this machine does not permit eBPF (no
+//! CAP_BPF/CAP_PERFMON, no BTF, an old kernel, a verifier refusal) one log
+//! line says why at start (one per program when only some load); the
+//! collector reports itself unsupported when neither the run-queue nor
+//! the block program runs, and the parts `ebpf_block` and `ebpf_accept`
+//! when that program alone does not.
 
 use super::{Collect, CollectError, Config};
 use crate::ebpf::{Block, DiskTimes, RawHistogram, RunQueue, SLOT_OFFSET, SLOTS, slot_upper_bound};
@@ -18,6 +21,8 @@ crate::descs! {
     DISK_QUEUED = histogram("disk_request_queued", "Saturation: time each disk request waited before the driver had it, inserted into the I/O scheduler or dispatch list until issued; 0 when issued straight (eBPF at block_rq_insert, block_rq_issue).") .seconds();
     DISK_SERVED = histogram("disk_request_served", "Time the device took to serve each request, issued to the driver until completed: a slow device, where queued time is a deep queue (eBPF at block_rq_issue, block_rq_complete).") .seconds();
     CPU_WAIT = histogram("runqueue_cpu_wait", "Saturation: time tasks waited on this CPU's run queue before running, every wait timed (eBPF at sched_wakeup, sched_wakeup_new, sched_switch).") .seconds();
+    ACCEPT_WAIT = histogram("tcp_accept_wait", "Saturation: time each connection waited in its listener's accept queue, established on the server's side until accept(2) or accept4(2) returned it, every connection timed, the host's and every pod's listeners (eBPF at inet_sock_set_state, sys_exit_accept4, sys_exit_accept).") .seconds();
+    ACCEPT_UNTIMED = counter("tcp_accept_untimed", "Accepted connections not timed: their listener found no room among the 1 024 the program tracks (eBPF).");
     CGROUP_WAIT = histogram("cgroup_runqueue_wait", "Saturation: time the cgroup's tasks waited on a CPU's run queue before running, throttled time under a CPU quota included, every wait timed; cgroups as the cgroup collector selects them, in the cpu controller's hierarchy (eBPF at sched_wakeup, sched_wakeup_new, sched_switch).") .seconds();
     DISK_UNTIMED = counter("disk_requests_untimed", "Disk requests completed but not timed: their disk found no room among the 64 the program tracks (eBPF).");
 }
@@ -153,6 +158,71 @@ pub fn emit_cgroups(
     f
 }
 
+/// Most listeners with series of their own, those that accepted the most
+/// connections; the rest are summed as `port="other"`, `netns="other"`.
+pub const MAX_ACCEPT_LISTENERS: usize = 64;
+
+/// Each listener's accept-queue waits in the coarse buckets, named by port
+/// and by its network namespace's identity (`identity`: empty values for
+/// sojourn's own namespace); past [`MAX_ACCEPT_LISTENERS`] summed.
+pub fn emit_listeners(
+    listeners: &[(crate::ebpf::ListenerKey, crate::ebpf::AcceptHistogram)],
+    identity: impl Fn(u32) -> Vec<crate::metrics::Label>,
+    other: Vec<crate::metrics::Label>,
+) -> Family {
+    let mut ranked: Vec<_> = listeners.iter().collect();
+    ranked.sort_by_key(|(k, h)| (std::cmp::Reverse(h.slots.iter().sum::<u64>()), *k));
+    let mut f = Family::new(ACCEPT_WAIT);
+    let mut rest: Option<([u64; SLOTS], u64)> = None;
+    for (i, (key, h)) in ranked.into_iter().enumerate() {
+        if i < MAX_ACCEPT_LISTENERS {
+            let mut labels = vec![label("port", key.port.to_string())];
+            labels.extend(identity(key.netns));
+            f.push(labels, fold_coarse(&h.slots, h.sum_ns));
+        } else {
+            let (slots, sum) = rest.get_or_insert(([0; SLOTS], 0));
+            for (a, b) in slots.iter_mut().zip(h.slots) {
+                *a += b;
+            }
+            *sum = sum.saturating_add(h.sum_ns);
+        }
+    }
+    if let Some((slots, sum)) = rest {
+        let mut labels = vec![label("port", "other")];
+        labels.extend(other);
+        f.push(labels, fold_coarse(&slots, sum));
+    }
+    f
+}
+
+/// Network namespaces by inode, for the identity of listeners in pods:
+/// /proc walked again at most every [`NAMESPACES_RESCAN`], and only while
+/// a listener outside sojourn's own namespace was timed.
+struct Namespaces {
+    own: Option<u64>,
+    found: Vec<crate::netns::Netns>,
+    walked: Option<std::time::Instant>,
+}
+
+const NAMESPACES_RESCAN: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Namespaces {
+    fn refresh(&mut self, cfg: &Config, inodes: impl Iterator<Item = u32>) {
+        let own = *self
+            .own
+            .get_or_insert_with(|| crate::netns::own_namespace(&cfg.roots.procfs).unwrap_or(0));
+        let stale = self.walked.is_none_or(|t| t.elapsed() >= NAMESPACES_RESCAN);
+        let unknown = inodes
+            .map(u64::from)
+            .any(|i| i != own && !self.found.iter().any(|n| n.inode == i));
+        if stale && unknown {
+            self.found =
+                crate::netns::discover(&cfg.roots.procfs, own, cfg.netns.max_namespaces).found;
+            self.walked = Some(std::time::Instant::now());
+        }
+    }
+}
+
 /// The cgroups of the hierarchy the run-queue program counts in, as the
 /// cgroup collector selects them, with their directories' inodes.
 struct CgroupIds {
@@ -190,6 +260,8 @@ impl CgroupIds {
 
 pub struct EbpfCollector {
     cgroup_ids: std::sync::Mutex<CgroupIds>,
+    accept: Result<std::sync::Arc<crate::ebpf::Accept>, String>,
+    namespaces: std::sync::Mutex<Namespaces>,
     /// The cgroup collector's source of pod names, shared.
     kubelet: Option<std::sync::Arc<crate::kubelet::Kubelet>>,
     runqueue: Result<std::sync::Arc<RunQueue>, String>,
@@ -202,18 +274,39 @@ impl EbpfCollector {
     pub fn new(cfg: &Config) -> EbpfCollector {
         // One parse of the kernel's BTF for both programs, shared with the
         // queue sampler.
-        let (runqueue, block) = crate::ebpf::shared_programs();
-        if let Err(e) = &runqueue {
-            tracing::warn!(
+        let crate::ebpf::Programs {
+            runqueue,
+            block,
+            accept,
+        } = crate::ebpf::shared_programs(true);
+        let accept = accept.unwrap_or_else(|| Err("not asked for".into()));
+        match (&runqueue, &block, &accept) {
+            // Refused as a whole (no capability, no BTF): one line says why.
+            (Err(e), Err(_), Err(_)) => tracing::warn!(
                 reason = %e,
-                "eBPF run-queue timing unavailable; run-queue saturation comes from schedstat and load"
-            );
-        }
-        if let Err(e) = &block {
-            tracing::warn!(
-                reason = %e,
-                "eBPF disk request timing unavailable; disk saturation comes from diskstats"
-            );
+                "eBPF unavailable; run-queue saturation comes from schedstat and load, \
+                 disk saturation from diskstats, accept queues are sampled lengths"
+            ),
+            _ => {
+                if let Err(e) = &runqueue {
+                    tracing::warn!(
+                        reason = %e,
+                        "eBPF run-queue timing unavailable; run-queue saturation comes from schedstat and load"
+                    );
+                }
+                if let Err(e) = &block {
+                    tracing::warn!(
+                        reason = %e,
+                        "eBPF disk request timing unavailable; disk saturation comes from diskstats"
+                    );
+                }
+                if let Err(e) = &accept {
+                    tracing::warn!(
+                        reason = %e,
+                        "eBPF accept-queue timing unavailable; accept queues are sampled lengths"
+                    );
+                }
+            }
         }
         let kubelet = cfg
             .cgroup
@@ -221,6 +314,12 @@ impl EbpfCollector {
             .as_ref()
             .and_then(|endpoint| crate::kubelet::shared(endpoint).ok());
         EbpfCollector {
+            accept,
+            namespaces: std::sync::Mutex::new(Namespaces {
+                own: None,
+                found: Vec::new(),
+                walked: None,
+            }),
             kubelet,
             cgroup_ids: std::sync::Mutex::new(CgroupIds {
                 tree: None,
@@ -274,6 +373,49 @@ impl EbpfCollector {
         )))
     }
 
+    fn listeners(
+        &self,
+        accept: &crate::ebpf::Accept,
+        cfg: &Config,
+    ) -> Result<Vec<Family>, CollectError> {
+        let (listeners, untimed) = accept.read().map_err(CollectError::Io)?;
+        let mut ns = self
+            .namespaces
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        ns.refresh(cfg, listeners.iter().map(|(k, _)| k.netns));
+        let names = self
+            .kubelet
+            .as_deref()
+            .map(crate::kubelet::Kubelet::directory);
+        let names = names.as_ref().map(|(directory, _)| &**directory);
+        let own = ns.own.unwrap_or(0);
+        // Every series has the same labels: sojourn's own namespace (the
+        // host's, in a DaemonSet) has them empty.
+        let blank = |netns: &str| {
+            let mut labels = vec![
+                label("netns", netns.to_string()),
+                label("pod_uid", ""),
+                label("qos_class", ""),
+                label("process", ""),
+            ];
+            if names.is_some() {
+                labels.push(label("namespace", ""));
+                labels.push(label("pod", ""));
+            }
+            labels
+        };
+        let identity = |inode: u32| match ns.found.iter().find(|n| n.inode == u64::from(inode)) {
+            Some(n) => super::netns::identity(n, names),
+            None if u64::from(inode) == own => blank(""),
+            None => blank(&inode.to_string()),
+        };
+        Ok(vec![
+            emit_listeners(&listeners, identity, blank("other")),
+            Family::single(ACCEPT_UNTIMED, untimed),
+        ])
+    }
+
     fn disks(&self, block: &Block, cfg: &Config) -> Result<Vec<Family>, CollectError> {
         let (disks, untimed) = block.read().map_err(CollectError::Io)?;
         let names = self.disk_names.covering(
@@ -307,11 +449,17 @@ impl Collect for EbpfCollector {
         if let Ok(block) = &self.block {
             out.extend(self.disks(block, cfg)?);
         }
+        if let Ok(accept) = &self.accept {
+            out.extend(self.listeners(accept, cfg)?);
+        }
         Ok(out)
     }
 
     fn parts(&self) -> Vec<(&'static str, bool)> {
-        vec![("ebpf_block", self.block.is_err())]
+        vec![
+            ("ebpf_block", self.block.is_err()),
+            ("ebpf_accept", self.accept.is_err()),
+        ]
     }
 }
 

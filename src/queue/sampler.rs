@@ -480,8 +480,8 @@ impl Sources {
         // The ebpf collector logs why when eBPF is not permitted.
         let (runqueue, block) = match queue.ebpf {
             true => {
-                let (runqueue, block) = crate::ebpf::shared_programs();
-                (runqueue.ok(), block.ok())
+                let programs = crate::ebpf::shared_programs(false);
+                (programs.runqueue.ok(), programs.block.ok())
             }
             false => (None, None),
         };

@@ -402,6 +402,10 @@ fn ebpf_rows_match_a_scrape_with_the_collector() {
     let file = tempfile::NamedTempFile::new_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     std::io::Write::write_all(&mut file.as_file(), &[1; 4096]).unwrap();
     file.as_file().sync_all().unwrap();
+    // A connection accepted, for the accept-queue program to time.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let _accepted = listener.accept().unwrap();
     let emitted = families(&metrics::encode(scraper.scrape(), Format::Text));
     let _ = busy.kill();
     let _ = busy.wait();
@@ -417,7 +421,7 @@ fn ebpf_rows_match_a_scrape_with_the_collector() {
         .into_iter()
         .filter(|r| r.needs("--collector.ebpf"))
         .collect();
-    assert_eq!(rows.len(), 7, "the ebpf collector's rows");
+    assert_eq!(rows.len(), 9, "the ebpf collector's rows");
     for r in &rows {
         match emitted.get(&r.name) {
             Some((kind, labels)) if *kind == r.kind && *labels == r.labels => {}

@@ -26,8 +26,9 @@ pub fn queue_resource(queue: &str) -> (Kind, String) {
 
 /// What the eBPF programs timed of a queue's items over the window, where
 /// the `ebpf` collector exports it: every wait on the run queues (the
-/// host's `cpu` queue) and a disk's requests, queued and served.
-fn measured(w: &Window, queue: &str) -> Option<String> {
+/// host's `cpu` queue), a disk's requests, queued and served, and a
+/// listener's connections waiting for accept() (by port, in its namespace).
+fn measured(w: &Window, queue: &str, netns: &str) -> Option<String> {
     use crate::queue::name::QueueName;
     let Ok(name) = queue.parse::<QueueName>();
     match name {
@@ -54,6 +55,16 @@ fn measured(w: &Window, queue: &str) -> Option<String> {
                 count(queued.total() as f64)
             ));
             Some(text)
+        }
+        QueueName::TcpAccept(address) => {
+            let port = address.rsplit(':').next()?;
+            let want = [("port", port), ("netns", netns)];
+            let waits = w.histogram_increase("sojourn_tcp_accept_wait_seconds", &want)?;
+            Some(format!(
+                "p99 wait for accept {} of {} connections timed (eBPF)",
+                duration(waits.quantile(0.99)?),
+                count(waits.total() as f64)
+            ))
         }
         _ => None,
     }
@@ -134,7 +145,7 @@ pub(super) fn queues(w: &Window, rows: &mut Rows) {
             show(worst),
             show(target)
         );
-        if let Some(measured) = measured(w, &queue) {
+        if let Some(measured) = measured(w, &queue, &netns) {
             line.push_str("; ");
             line.push_str(&measured);
         }

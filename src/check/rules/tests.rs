@@ -463,7 +463,11 @@ fn a_timed_queue_quotes_the_waits_the_kernel_measured() {
     let mut snaps = [host(0.0, [1.0, 1.0]), host(10.0, [1.0, 1.0])];
     for (i, s) in snaps.iter_mut().enumerate() {
         let n = i as u64;
-        for (q, measure) in [("cpu", "delay"), ("disk:vda", "delay")] {
+        for (q, measure) in [
+            ("cpu", "delay"),
+            ("disk:vda", "delay"),
+            ("tcp_accept:127.0.0.1:8080", "length"),
+        ] {
             s.push(
                 "sojourn_queue_info",
                 &[("queue", q), ("measure", measure), ("source", "ebpf")],
@@ -491,6 +495,12 @@ fn a_timed_queue_quotes_the_waits_the_kernel_measured() {
             &[100 * n, 0, 0, 0, 0, 0],
         );
         s.push_histogram(
+            "sojourn_tcp_accept_wait_seconds",
+            &[("port", "8080"), ("netns", "")],
+            &bounds,
+            &[0, 0, 0, 0, 0, 20 * n],
+        );
+        s.push_histogram(
             "sojourn_disk_request_served_seconds",
             &[("device", "vda")],
             &bounds,
@@ -502,6 +512,7 @@ fn a_timed_queue_quotes_the_waits_the_kernel_measured() {
     for expected in [
         "run queue standing 9.0 s of 10.0 s (90 %), min delay up to 3 ms (target 5 ms); p99 wait 8 ms of 1000 waits timed (eBPF)",
         "queue disk:vda standing 9.0 s of 10.0 s (90 %), min delay up to 3 ms (target 5 ms); p99 queued 990 µs, served 16 ms of 100 requests timed (eBPF)",
+        "queue tcp_accept:127.0.0.1:8080 standing 9.0 s of 10.0 s (90 %), min length up to 0 (target 0); p99 wait for accept 16 ms of 20 connections timed (eBPF)",
     ] {
         assert!(
             evidence.iter().any(|e| e.as_str() == expected),

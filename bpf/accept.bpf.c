@@ -1,0 +1,138 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0
+/* Accept-queue sojourn time: from the moment a connection is established
+ * on the server's side (its socket goes from SYN_RECV to ESTABLISHED, just
+ * after it joined its listener's accept queue) to the moment accept(2) or
+ * accept4(2) returns it, as a histogram per listener (network namespace
+ * and port), every namespace's listeners alike. Tracepoints only: kernels
+ * built without kprobes, or whose policy refuses fentry, still have them.
+ * Connections taken by io_uring or inside the kernel are not timed. */
+
+#include "types.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+#include "slots.h"
+#include "accept.h"
+
+/* TCP states, as include/net/tcp_states.h numbers them (a UAPI of sorts:
+ * the inet_sock_set_state tracepoint prints them by these values). */
+#define TCP_ESTABLISHED 1
+#define TCP_SYN_RECV 3
+
+struct queued {
+	__u64 at;
+	struct listener_key listener;
+};
+
+/* Connections waiting, by their socket's address. One that is never
+ * accepted (closed first) is forgotten when room is needed. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SOJOURN_MAX_WAITING);
+	__type(key, __u64);
+	__type(value, struct queued);
+} waiting SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SOJOURN_MAX_LISTENERS);
+	__type(key, struct listener_key);
+	__type(value, struct accept_histogram);
+} listeners SEC(".maps");
+
+/* Accepted connections not counted: no room for their listener. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} missed SEC(".maps");
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(established, struct sock *sk, int oldstate, int newstate)
+{
+	struct queued q = {};
+	__u64 key = (__u64)sk;
+
+	if (oldstate != TCP_SYN_RECV || newstate != TCP_ESTABLISHED)
+		return 0;
+	q.at = bpf_ktime_get_ns();
+	/* A child has its listener's namespace and local port. */
+	q.listener.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	q.listener.port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	bpf_map_update_elem(&waiting, &key, &q, BPF_ANY);
+	return 0;
+}
+
+/* The sys_exit_accept{,4} tracepoints' record (their format file). */
+struct syscall_exit {
+	__u64 common;
+	__s32 nr;
+	__s64 ret;
+};
+
+static __always_inline int accepted(struct syscall_exit *ctx)
+{
+	struct task_struct___files *task;
+	struct accept_histogram *h, zero = {};
+	struct listener_key listener;
+	struct fdtable *fdt;
+	struct file **fds, *file = 0;
+	struct socket *sock;
+	struct queued *q;
+	__u64 key, ns;
+	__u32 slot;
+	long fd = ctx->ret;
+
+	if (fd < 0)
+		return 0;
+	task = (struct task_struct___files *)bpf_get_current_task();
+	fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_core_read(&file, sizeof(file), &fds[fd]) || !file)
+		return 0;
+	sock = BPF_CORE_READ(file, private_data);
+	key = (__u64)BPF_CORE_READ(sock, sk);
+	q = bpf_map_lookup_elem(&waiting, &key);
+	if (!q)
+		return 0;
+	ns = bpf_ktime_get_ns() - q->at;
+	listener = q->listener;
+	bpf_map_delete_elem(&waiting, &key);
+	if (ns > SOJOURN_MAX_NS)
+		ns = SOJOURN_MAX_NS;
+	h = bpf_map_lookup_elem(&listeners, &listener);
+	if (!h) {
+		bpf_map_update_elem(&listeners, &listener, &zero, BPF_NOEXIST);
+		h = bpf_map_lookup_elem(&listeners, &listener);
+	}
+	if (!h) {
+		__u32 first = 0;
+		__u64 *m = bpf_map_lookup_elem(&missed, &first);
+
+		if (m)
+			__sync_fetch_and_add(m, 1);
+		return 0;
+	}
+	slot = seconds_slot(ns);
+	__sync_fetch_and_add(&h->slots[slot], 1);
+	__sync_fetch_and_add(&h->sum_ns, ns);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int accept4_exit(struct syscall_exit *ctx)
+{
+	return accepted(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int accept_exit(struct syscall_exit *ctx)
+{
+	return accepted(ctx);
+}
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
