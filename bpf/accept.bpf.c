@@ -50,7 +50,7 @@ struct {
 } missed SEC(".maps");
 
 SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(established, struct sock *sk, int oldstate, int newstate)
+int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 {
 	struct queued q = {};
 	__u64 key = (__u64)sk;

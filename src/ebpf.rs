@@ -185,14 +185,8 @@ impl RunQueue {
                 ("cgroup_controller", controller),
             ],
         )?;
-        let map = ebpf
-            .take_map("histogram")
-            .ok_or("the object has no map histogram")?;
-        let histogram = PerCpuArray::try_from(map).map_err(|e| format!("histogram map: {e}"))?;
-        let map = ebpf
-            .take_map("cgroups")
-            .ok_or("the object has no map cgroups")?;
-        let cgroups = HashMap::try_from(map).map_err(|e| format!("cgroups map: {e}"))?;
+        let histogram: PerCpuArray<_, _> = take_map(&mut ebpf, "histogram")?;
+        let cgroups: HashMap<_, _, _> = take_map(&mut ebpf, "cgroups")?;
         Ok(RunQueue {
             histogram,
             cgroups: (mode != CgroupMode::Off).then_some(cgroups),
@@ -377,14 +371,8 @@ impl Block {
     /// the caller for several programs).
     pub fn load_with(btf: Option<&Btf>) -> Result<Block, String> {
         let mut ebpf = load_attached(BLOCK_OBJECT, "block", &BLOCK_TRACEPOINTS, btf, &[])?;
-        let map = ebpf
-            .take_map("histograms")
-            .ok_or("the object has no map histograms")?;
-        let histograms = HashMap::try_from(map).map_err(|e| format!("histograms map: {e}"))?;
-        let map = ebpf
-            .take_map("missed")
-            .ok_or("the object has no map missed")?;
-        let missed = Array::try_from(map).map_err(|e| format!("missed map: {e}"))?;
+        let histograms: HashMap<_, _, _> = take_map(&mut ebpf, "histograms")?;
+        let missed: Array<_, _> = take_map(&mut ebpf, "missed")?;
         Ok(Block {
             histograms,
             missed,
@@ -462,32 +450,13 @@ impl Accept {
     }
 
     fn load_with(btf: Option<&Btf>) -> Result<Accept, String> {
-        let parsed;
-        let btf = match btf {
-            Some(btf) => btf,
-            None => {
-                parsed = kernel_btf()?;
-                &parsed
-            }
-        };
-        let mut ebpf = EbpfLoader::new()
-            .btf(Some(btf))
-            .load(ACCEPT_OBJECT)
-            .map_err(|e| format!("loading the accept-queue program: {}", causes(&e)))?;
-        let established: &mut BtfTracePoint = ebpf
-            .program_mut("established")
-            .ok_or("the object has no program established")?
-            .try_into()
-            .map_err(|e| format!("established: {}", causes(&e)))?;
-        established
-            .load("inet_sock_set_state", btf)
-            .map_err(|e| format!("loading established: {}", causes(&e)))?;
-        established.attach().map_err(|e| {
-            format!(
-                "attaching to tracepoint inet_sock_set_state: {}",
-                causes(&e)
-            )
-        })?;
+        let mut ebpf = load_attached(
+            ACCEPT_OBJECT,
+            "accept-queue",
+            &["inet_sock_set_state"],
+            btf,
+            &[],
+        )?;
         for (name, syscall) in ACCEPT_EXITS {
             let program: &mut aya::programs::TracePoint = ebpf
                 .program_mut(name)
@@ -501,14 +470,8 @@ impl Accept {
                 .attach("syscalls", syscall)
                 .map_err(|e| format!("attaching to tracepoint {syscall}: {}", causes(&e)))?;
         }
-        let map = ebpf
-            .take_map("listeners")
-            .ok_or("the object has no map listeners")?;
-        let listeners = HashMap::try_from(map).map_err(|e| format!("listeners map: {e}"))?;
-        let map = ebpf
-            .take_map("missed")
-            .ok_or("the object has no map missed")?;
-        let missed = Array::try_from(map).map_err(|e| format!("missed map: {e}"))?;
+        let listeners: HashMap<_, _, _> = take_map(&mut ebpf, "listeners")?;
+        let missed: Array<_, _> = take_map(&mut ebpf, "missed")?;
         Ok(Accept {
             listeners,
             missed,
@@ -547,6 +510,18 @@ fn give_back_freed_heap() {
             malloc_trim(0);
         }
     }
+}
+
+/// The map `name` of a loaded object, as the typed map `M`.
+fn take_map<M>(ebpf: &mut Ebpf, name: &str) -> Result<M, String>
+where
+    M: TryFrom<aya::maps::Map>,
+    M::Error: std::fmt::Display,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| format!("the object has no map {name}"))?;
+    M::try_from(map).map_err(|e| format!("{name} map: {e}"))
 }
 
 /// The running kernel's BTF, against which CO-RE relocates the programs:
@@ -698,90 +673,6 @@ mod tests {
             }
             Err(e) => panic!("{e}"),
         }
-    }
-
-    /// A loop device removed when the test ends.
-    struct Loop {
-        device: String,
-        _file: tempfile::NamedTempFile,
-    }
-
-    impl Drop for Loop {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("losetup")
-                .args(["-d", &self.device])
-                .status();
-        }
-    }
-
-    /// Disk requests are timed on this kernel: 16 writers of direct I/O
-    /// to a loop device (its own queue, nothing else writes to it) make
-    /// requests whose service and queueing the program counts under the
-    /// loop device's dev_t. Needs root, BTF and losetup; CI requires it.
-    #[test]
-    fn the_block_program_times_direct_writes_to_a_loop_device() {
-        let Some(block) = permitted(Block::load()) else {
-            return;
-        };
-        // Any file will do: the loop device's requests are its own.
-        let file = tempfile::NamedTempFile::new().unwrap();
-        file.as_file().set_len(64 << 20).unwrap();
-        let out = std::process::Command::new("losetup")
-            .args(["-f", "--show"])
-            .arg(file.path())
-            .output()
-            .expect("losetup");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let device = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        let lo = Loop {
-            device,
-            _file: file,
-        };
-        let minor: u32 = lo.device.trim_start_matches("/dev/loop").parse().unwrap();
-        const WRITERS: u64 = 16;
-        const WRITES: u64 = 64;
-        let writers: Vec<_> = (0..WRITERS)
-            .map(|w| {
-                let device = lo.device.clone();
-                std::thread::spawn(move || {
-                    use std::os::unix::fs::{FileExt, OpenOptionsExt};
-                    let f = std::fs::OpenOptions::new()
-                        .write(true)
-                        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
-                        .open(&device)
-                        .unwrap();
-                    // O_DIRECT wants aligned memory: a 4 KiB-aligned block.
-                    let mut buf = vec![0u8; 8192];
-                    let at = buf.as_ptr().align_offset(4096);
-                    let block = &mut buf[at..at + 4096];
-                    block.fill(w as u8);
-                    for i in 0..WRITES {
-                        f.write_all_at(block, (w * WRITES + i) * 4096).unwrap();
-                    }
-                })
-            })
-            .collect();
-        for w in writers {
-            w.join().unwrap();
-        }
-        let (disks, _) = block.read().unwrap();
-        let ours = disks
-            .iter()
-            .find(|d| (d.major, d.minor) == (7, minor))
-            .unwrap_or_else(|| panic!("no times for loop{minor}: {disks:?}"));
-        let served: u64 = ours.served.slots.iter().sum();
-        let queued: u64 = ours.queued.slots.iter().sum();
-        assert!(
-            served >= WRITERS * WRITES / 2,
-            "{served} requests served of {} direct writes",
-            WRITERS * WRITES
-        );
-        assert_eq!(queued, served, "each served request has its time queued");
-        assert!(ours.served.sum_ns > 0);
     }
 
     /// A listener that accepts one connection every 50 ms, starting 20 ms

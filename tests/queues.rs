@@ -160,8 +160,9 @@ impl LoopDevice {
         LoopDevice { path, _file: file }
     }
 
-    /// Direct (uncached) 4 KiB writes from `writers` threads until `until`.
-    fn write_until(&self, writers: u64, until: Instant) {
+    /// Direct (uncached) 4 KiB writes from `writers` threads until
+    /// `until`; how many were written.
+    fn write_until(&self, writers: u64, until: Instant) -> u64 {
         let threads: Vec<_> = (0..writers)
             .map(|w| {
                 let path = self.path.clone();
@@ -181,12 +182,11 @@ impl LoopDevice {
                         f.write_all_at(block, (w * 256 + i % 256) * 4096).unwrap();
                         i += 1;
                     }
+                    i
                 })
             })
             .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
+        threads.into_iter().map(|t| t.join().unwrap()).sum()
     }
 }
 
@@ -196,6 +196,37 @@ impl Drop for LoopDevice {
             .args(["-d", &self.path])
             .status();
     }
+}
+
+/// Disk requests are timed on this kernel: 16 writers of direct I/O to a
+/// loop device (its own queue, nothing else writes to it) make requests
+/// whose service and queueing the block program counts under the loop
+/// device's dev_t. Needs root, BTF and losetup; CI requires it.
+#[test]
+fn the_block_program_times_direct_writes_to_a_loop_device() {
+    let block = match sojourn::ebpf::Block::load() {
+        Ok(block) => block,
+        Err(e) => {
+            common::skip_unless_required("SOJOURN_REQUIRE_EBPF", &e);
+            return;
+        }
+    };
+    let disk = LoopDevice::new();
+    let minor: u32 = disk.path.trim_start_matches("/dev/loop").parse().unwrap();
+    let writes = disk.write_until(16, Instant::now() + Duration::from_millis(300));
+    let (disks, _) = block.read().unwrap();
+    let ours = disks
+        .iter()
+        .find(|d| (d.major, d.minor) == (7, minor))
+        .unwrap_or_else(|| panic!("no times for loop{minor}: {disks:?}"));
+    let served: u64 = ours.served.slots.iter().sum();
+    let queued: u64 = ours.queued.slots.iter().sum();
+    assert!(
+        served >= writes / 2,
+        "{served} requests served of {writes} direct writes"
+    );
+    assert_eq!(queued, served, "each served request has its time queued");
+    assert!(ours.served.sum_ns > 0);
 }
 
 /// With eBPF permitted, a disk's delay queue is the mean time its requests
@@ -219,7 +250,7 @@ fn disk_queue_timed_by_ebpf() {
         sojourn::cli::parse(["sojourn", "--collector.disk.device-exclude", "^ram"]).unwrap();
     s.queue.ebpf = true;
     let sampler = Sampler::start(&s.collect, &s.queue).unwrap();
-    disk.write_until(8, Instant::now() + Duration::from_millis(1500));
+    let _ = disk.write_until(8, Instant::now() + Duration::from_millis(1500));
     let info = metrics::encode(sampler.shared.queues.lock().unwrap().emit(), Format::Text);
     for expected in [
         format!("sojourn_queue_info{{queue=\"disk:{name}\",measure=\"delay\",source=\"ebpf\"}} 1"),
