@@ -479,6 +479,17 @@ impl Accept {
         })
     }
 
+    /// One listener's totals since the program was attached: connections
+    /// accepted and the ns they waited; None before its first accept.
+    pub fn totals(&self, netns: u32, port: u16) -> Option<(u64, u64)> {
+        let key = ListenerKey {
+            netns,
+            port: u32::from(port),
+        };
+        let h = self.listeners.get(&key, 0).ok()?;
+        Some((h.slots.iter().sum(), h.sum_ns))
+    }
+
     /// Every listener's waits since the program was attached; and the
     /// connections accepted but not counted (no room for their listener).
     pub fn read(&self) -> Result<(Vec<(ListenerKey, AcceptHistogram)>, u64), String> {

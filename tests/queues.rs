@@ -587,3 +587,47 @@ fn short_lived_listeners_make_no_series() {
         "{series_before} series before, {series_after} after:\n{end}"
     );
 }
+
+/// With eBPF permitted, an accept queue is the time its connections wait
+/// for accept(): a listener whose three connections are not accepted
+/// stands on time (the oldest has waited since it arrived), and clears once
+/// they are accepted and nothing waits.
+#[test]
+fn an_accept_queue_timed_by_ebpf_stands_on_time_and_clears() {
+    let _serial = serial();
+    if let Err(e) = sojourn::ebpf::Accept::load() {
+        common::skip_unless_required("SOJOURN_REQUIRE_EBPF", &e);
+        return;
+    }
+    let mut s = sojourn::cli::parse(["sojourn"]).unwrap();
+    s.queue.ebpf = true;
+    let sampler = Sampler::start(&s.collect, &s.queue).unwrap();
+    let l = listener(16);
+    let queue = format!("tcp_accept:{}", l.local_addr().unwrap());
+    let _waiting = clients(l.local_addr().unwrap(), 3);
+    let t = Instant::now();
+    while standing_seconds(&sampler, &queue) == 0.0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "{queue} stands while nobody accepts"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let info = metrics::encode(sampler.shared.queues.lock().unwrap().emit(), Format::Text);
+    let expected =
+        format!("sojourn_queue_info{{queue=\"{queue}\",measure=\"delay\",source=\"ebpf\"}} 1");
+    assert!(info.contains(&expected), "{expected} in {info}");
+    let _accepted = drain(&l);
+    let t = Instant::now();
+    loop {
+        let snapshot = sampler.shared.queues.lock().unwrap().snapshot(&queue);
+        if snapshot.is_some_and(|q| !q.standing) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "{queue} clears once its connections are accepted"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

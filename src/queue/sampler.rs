@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use super::Measure;
 use super::sources::{
-    DiskSource, EbpfRunqueueSource, ListenerSource, LoadavgSource, PsiSource, SchedstatSource,
-    cfs_counters, throttle_delay,
+    AcceptTotals, DiskSource, EbpfRunqueueSource, ListenerSource, LoadavgSource, PsiSource,
+    SchedstatSource, cfs_counters, throttle_delay,
 };
 use super::{QueueId, QueueSet, Sample, Scope};
 use crate::collectors::CollectError;
@@ -68,6 +68,11 @@ pub struct Sources {
     pub namespace_interval: Option<Duration>,
     /// None without a cgroup filesystem.
     throttle: Option<ThrottleSource>,
+    /// The accept-queue program, where it runs: the listeners' queues are
+    /// then the time their connections waited.
+    accept: Option<Arc<crate::ebpf::Accept>>,
+    /// sojourn's own network namespace, as the program keys listeners.
+    own_netns: Option<u32>,
 }
 
 /// Reads every selected cgroup's cpu.stat once per CFS period (100 ms by
@@ -416,6 +421,7 @@ impl Namespaces {
         out: &mut Vec<Sample>,
         limits: &mut Vec<(QueueId, u32)>,
         gone: &mut Vec<QueueId>,
+        accept: Option<&crate::ebpf::Accept>,
     ) -> Option<Duration> {
         let started = Instant::now();
         if self
@@ -442,7 +448,10 @@ impl Namespaces {
         }
         self.entered.retain(|_, l| match l.read(sockets) {
             Ok(()) => {
-                let s = l.source.sample(now, sockets);
+                let netns = l.source.scope().map(|s| s.netns as u32);
+                let totals = |port| accept?.totals(netns?, port);
+                let timed: Option<AcceptTotals> = accept.is_some().then_some(&totals);
+                let s = l.source.sample_timed(now, sockets, timed);
                 out.extend(s.samples);
                 limits.extend(s.limits);
                 gone.extend(s.gone);
@@ -478,13 +487,19 @@ impl Sources {
         // The kernel has schedstat or not for the life of the process.
         let schedstat = roots.proc("schedstat");
         // The ebpf collector logs why when eBPF is not permitted.
-        let (runqueue, block) = match queue.ebpf {
+        let (runqueue, block, accept) = match queue.ebpf {
             true => {
-                let programs = crate::ebpf::shared_programs(false);
-                (programs.runqueue.ok(), programs.block.ok())
+                let programs = crate::ebpf::shared_programs(true);
+                (
+                    programs.runqueue.ok(),
+                    programs.block.ok(),
+                    programs.accept.and_then(Result::ok),
+                )
             }
-            false => (None, None),
+            false => (None, None, None),
         };
+        // Inodes fit in 32 bits (procfs's are), as the program keys them.
+        let own_netns = crate::netns::own_namespace(&roots.procfs).map(|n| n as u32);
         let cpu = if let Some(rq) = runqueue {
             CpuSource::Ebpf(EbpfRunqueueSource::default(), rq)
         } else if schedstat.exists() {
@@ -517,6 +532,8 @@ impl Sources {
             host_gone: Vec::new(),
             namespace_interval: None,
             throttle: ThrottleSource::new(cfg, queue.sample_interval),
+            accept,
+            own_netns,
         }
     }
 
@@ -564,7 +581,12 @@ impl Sources {
         if let Some(listeners) = &mut self.listeners {
             match listeners.read(&mut self.sockets) {
                 Ok(()) => {
-                    let l = listeners.source.sample(now, &self.sockets);
+                    let totals = |port| {
+                        let accept = self.accept.as_ref()?;
+                        accept.totals(self.own_netns?, port)
+                    };
+                    let timed: Option<AcceptTotals> = self.accept.is_some().then_some(&totals);
+                    let l = listeners.source.sample_timed(now, &self.sockets, timed);
                     out.extend(l.samples);
                     self.limits.extend(l.limits);
                     self.gone.extend(l.gone);
@@ -584,6 +606,7 @@ impl Sources {
                     out,
                     &mut self.limits,
                     &mut self.gone,
+                    self.accept.as_deref(),
                 )
                 .or(self.namespace_interval);
         }

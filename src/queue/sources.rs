@@ -532,7 +532,16 @@ struct Listener {
     name: Arc<str>,
     first_seen: Nanos,
     admitted: bool,
+    /// The accept-queue program's totals at the last sampling.
+    timed: Option<Timed>,
+    /// When the queue was last known to hold nothing that had waited
+    /// since: empty, or a connection just accepted.
+    clear_at: Nanos,
 }
+
+/// The accept-queue program's running totals for a port of the source's
+/// namespace: (connections accepted, ns they waited).
+pub type AcceptTotals<'a> = &'a dyn Fn(u16) -> Option<Timed>;
 
 /// How long a listener with an empty accept queue is watched before it
 /// becomes a queue. Long enough that short-lived listeners (tests,
@@ -586,6 +595,22 @@ impl ListenerSource {
 
     /// Samples the admitted listeners among those dumped at `now`.
     pub fn sample(&mut self, now: Nanos, listeners: &[Socket]) -> ListenerSamples {
+        self.sample_timed(now, listeners, None)
+    }
+
+    /// [`ListenerSource::sample`]; with the accept-queue program's totals,
+    /// each queue is the time its connections waited for accept() (source
+    /// `ebpf`) rather than how many wait: the mean wait of those accepted
+    /// since the last sampling; none accepted, 0 for an empty queue, else
+    /// how long since one was (or the queue was empty), which the oldest
+    /// waiting connection has waited at least — so a server that stopped
+    /// accepting stands.
+    pub fn sample_timed(
+        &mut self,
+        now: Nanos,
+        listeners: &[Socket],
+        timed: Option<AcceptTotals>,
+    ) -> ListenerSamples {
         let admit_after = u64::try_from(LISTENER_ADMIT_AFTER.as_nanos()).unwrap_or(u64::MAX);
         let mut out = ListenerSamples::default();
         let mut seen: HashMap<(IpAddr, u16), Listener> = HashMap::with_capacity(listeners.len());
@@ -597,6 +622,8 @@ impl ListenerSource {
                     name: Arc::from(listener_name(l.local, l.local_port)),
                     first_seen: now,
                     admitted: false,
+                    timed: None,
+                    clear_at: now,
                 })
             });
             entry.admitted |= l.rqueue > 0 || now.saturating_sub(entry.first_seen) >= admit_after;
@@ -604,12 +631,31 @@ impl ListenerSource {
                 continue;
             }
             let (name, id) = (entry.name.clone(), self.id(&entry.name));
+            let (measure, source, value) = match timed {
+                Some(totals) => {
+                    let cur = totals(l.local_port).unwrap_or_default();
+                    let prev = entry.timed.replace(cur);
+                    let accepted = prev.map_or(0, |p| cur.0.saturating_sub(p.0));
+                    let value = if accepted > 0 {
+                        entry.clear_at = now;
+                        let waited = cur.1.saturating_sub(prev.map_or(0, |p| p.1));
+                        waited as f64 / accepted as f64 / NANOS_PER_SECOND
+                    } else if l.rqueue == 0 {
+                        entry.clear_at = now;
+                        0.0
+                    } else {
+                        now.saturating_sub(entry.clear_at) as f64 / NANOS_PER_SECOND
+                    };
+                    (Measure::Delay, "ebpf", value)
+                }
+                None => (Measure::Length, "inet_diag", f64::from(l.rqueue)),
+            };
             out.samples.push(Sample {
                 queue: name,
                 scope: self.scope.clone(),
-                measure: Measure::Length,
-                source: "inet_diag",
-                value: f64::from(l.rqueue),
+                measure,
+                source,
+                value,
             });
             out.limits.push((id, l.wqueue));
         }

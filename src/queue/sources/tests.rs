@@ -297,3 +297,41 @@ fn disk_queue_time_from_the_block_program() {
     assert_eq!(&*out[0].queue, "disk_inflight:sda");
     assert_eq!((&*out[1].queue, out[1].source), ("disk:sdb", "diskstats"));
 }
+
+/// With the accept-queue program's totals, a listener's queue is a delay:
+/// while connections wait and none is accepted, the time since the queue
+/// was last clear; then the mean wait of those accepted; 0 when empty.
+#[test]
+fn a_timed_accept_queue_is_the_wait_for_accept() {
+    let listener = |queued| Socket {
+        family: 2,
+        state: TCP_LISTEN,
+        local: "127.0.0.1".parse().unwrap(),
+        local_port: 8080,
+        remote: "0.0.0.0".parse().unwrap(),
+        remote_port: 0,
+        rqueue: queued,
+        wqueue: 16,
+        inode: 1,
+        interface: 0,
+        cookie: 0,
+        tcp_info: None,
+    };
+    let ms = 1_000_000;
+    let mut src = ListenerSource::default();
+    let mut at = |now: u64, queued: u32, totals: Option<Timed>| {
+        let t = move |port: u16| totals.filter(|_| port == 8080);
+        let s = src.sample_timed(now, &[listener(queued)], Some(&t));
+        let sample = &s.samples[0];
+        assert_eq!((sample.measure, sample.source), (Measure::Delay, "ebpf"));
+        sample.value
+    };
+    // Two connections waiting from the first sampling, none accepted yet.
+    assert_eq!(at(0, 2, None), 0.0);
+    assert!((at(50 * ms, 2, None) - 0.050).abs() < 1e-12);
+    // Both accepted, having waited 100 ms in all: 50 ms each.
+    assert!((at(60 * ms, 0, Some((2, 100 * ms))) - 0.050).abs() < 1e-12);
+    assert_eq!(at(70 * ms, 0, Some((2, 100 * ms))), 0.0, "empty");
+    // One more waits from 70 ms on; at 90 ms it has waited 20 ms at least.
+    assert!((at(90 * ms, 1, Some((2, 100 * ms))) - 0.020).abs() < 1e-12);
+}
