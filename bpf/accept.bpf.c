@@ -38,16 +38,11 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, SOJOURN_MAX_LISTENERS);
 	__type(key, struct listener_key);
-	__type(value, struct accept_histogram);
+	__type(value, struct timed_histogram);
 } listeners SEC(".maps");
 
 /* Accepted connections not counted: no room for their listener. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} missed SEC(".maps");
+SOJOURN_COUNTER(missed);
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
@@ -75,14 +70,13 @@ struct syscall_exit {
 static __always_inline int accepted(struct syscall_exit *ctx)
 {
 	struct task_struct___files *task;
-	struct accept_histogram *h, zero = {};
+	struct timed_histogram *h, zero = {};
 	struct listener_key listener;
 	struct fdtable *fdt;
 	struct file **fds, *file = 0;
 	struct socket *sock;
 	struct queued *q;
 	__u64 key, ns;
-	__u32 slot;
 	long fd = ctx->ret;
 
 	if (fd < 0)
@@ -102,24 +96,11 @@ static __always_inline int accepted(struct syscall_exit *ctx)
 	ns = bpf_ktime_get_ns() - q->at;
 	listener = q->listener;
 	bpf_map_delete_elem(&waiting, &key);
-	if (ns > SOJOURN_MAX_NS)
-		ns = SOJOURN_MAX_NS;
-	h = bpf_map_lookup_elem(&listeners, &listener);
-	if (!h) {
-		bpf_map_update_elem(&listeners, &listener, &zero, BPF_NOEXIST);
-		h = bpf_map_lookup_elem(&listeners, &listener);
-	}
-	if (!h) {
-		__u32 first = 0;
-		__u64 *m = bpf_map_lookup_elem(&missed, &first);
-
-		if (m)
-			__sync_fetch_and_add(m, 1);
-		return 0;
-	}
-	slot = seconds_slot(ns);
-	__sync_fetch_and_add(&h->slots[slot], 1);
-	__sync_fetch_and_add(&h->sum_ns, ns);
+	h = lookup_or_init(&listeners, &listener, &zero);
+	if (h)
+		histogram_add(h, ns);
+	else
+		count_one(&missed);
 	return 0;
 }
 

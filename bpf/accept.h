@@ -9,12 +9,6 @@ struct listener_key {
 	__u32 port;
 };
 
-/* One listener's accept-queue waits, added to atomically. */
-struct accept_histogram {
-	__u64 slots[SOJOURN_SLOTS];
-	__u64 sum_ns;
-};
-
 /* Most listeners timed at once; more go untimed (counted in missed). */
 #define SOJOURN_MAX_LISTENERS 1024
 /* Most connections waiting in accept queues at once, timed; the least

@@ -30,19 +30,14 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 2 * BLOCK_MAX_DISKS);
 	__type(key, struct block_key);
-	__type(value, struct block_histogram);
+	__type(value, struct timed_histogram);
 } histograms SEC(".maps");
 
 /* Completions not counted: their disk found no room in `histograms`. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} missed SEC(".maps");
+SOJOURN_COUNTER(missed);
 
 /* A new disk's histograms start from this. */
-const struct block_histogram empty = {};
+const struct timed_histogram empty = {};
 
 static __always_inline __u32 disk_of(struct request *rq)
 {
@@ -61,19 +56,12 @@ static __always_inline __u32 disk_of(struct request *rq)
 static __always_inline int record(__u32 dev, __u32 phase, __u64 ns)
 {
 	struct block_key key = { .dev = dev, .phase = phase };
-	struct block_histogram *h = bpf_map_lookup_elem(&histograms, &key);
-
-	if (!h) {
-		bpf_map_update_elem(&histograms, &key, &empty, BPF_NOEXIST);
-		h = bpf_map_lookup_elem(&histograms, &key);
-		if (!h)
-			return -1;
-	}
-	if (ns > SOJOURN_MAX_NS)
-		ns = SOJOURN_MAX_NS;
 	/* Completions of one disk run on several CPUs at once. */
-	__sync_fetch_and_add(&h->slots[seconds_slot(ns)], 1);
-	__sync_fetch_and_add(&h->sum_ns, ns);
+	struct timed_histogram *h = lookup_or_init(&histograms, &key, &empty);
+
+	if (!h)
+		return -1;
+	histogram_add(h, ns);
 	return 0;
 }
 
@@ -110,19 +98,15 @@ int BPF_PROG(block_rq_complete, struct request *rq)
 {
 	__u64 key = (__u64)rq, now = bpf_ktime_get_ns();
 	struct times *t = bpf_map_lookup_elem(&inflight, &key);
-	__u32 dev, zero = 0;
-	__u64 *lost;
+	__u32 dev;
 
 	/* Issued before the program was attached, or evicted. */
 	if (!t || !t->issued)
 		return 0;
 	dev = disk_of(rq);
 	if (record(dev, BLOCK_QUEUED, t->issued - t->inserted) ||
-	    record(dev, BLOCK_SERVED, now - t->issued)) {
-		lost = bpf_map_lookup_elem(&missed, &zero);
-		if (lost)
-			__sync_fetch_and_add(lost, 1);
-	}
+	    record(dev, BLOCK_SERVED, now - t->issued))
+		count_one(&missed);
 	/* A request completed in parts is timed at its first part. */
 	bpf_map_delete_elem(&inflight, &key);
 	return 0;

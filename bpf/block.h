@@ -22,9 +22,4 @@ struct block_key {
 	__u32 phase;
 };
 
-struct block_histogram {
-	__u64 slots[SOJOURN_SLOTS];
-	__u64 sum_ns;
-};
-
 #endif

@@ -36,7 +36,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, SOJOURN_MAX_CGROUPS);
 	__type(key, __u64);
-	__type(value, struct cgroup_histogram);
+	__type(value, struct timed_histogram);
 } cgroups SEC(".maps");
 
 /* Set by the loader: whether waits are counted per cgroup, and in which
@@ -72,9 +72,10 @@ static __always_inline __u64 task_cgroup(struct task_struct *p)
 	return BPF_CORE_READ(cgrp, kn, id);
 }
 
-static __always_inline void count_cgroup(struct task_struct *p, __u32 slot, __u64 ns)
+/* One cgroup's waits are added to by every CPU its tasks run on. */
+static __always_inline void count_cgroup(struct task_struct *p, __u64 ns)
 {
-	struct cgroup_histogram *h, zero = {};
+	struct timed_histogram *h, zero = {};
 	__u64 id;
 
 	if (cgroup_mode == SOJOURN_CGROUPS_OFF)
@@ -82,15 +83,9 @@ static __always_inline void count_cgroup(struct task_struct *p, __u32 slot, __u6
 	id = task_cgroup(p);
 	if (!id)
 		return;
-	h = bpf_map_lookup_elem(&cgroups, &id);
-	if (!h) {
-		bpf_map_update_elem(&cgroups, &id, &zero, BPF_NOEXIST);
-		h = bpf_map_lookup_elem(&cgroups, &id);
-		if (!h)
-			return;
-	}
-	__sync_fetch_and_add(&h->slots[slot], 1);
-	__sync_fetch_and_add(&h->sum_ns, ns);
+	h = lookup_or_init(&cgroups, &id, &zero);
+	if (h)
+		histogram_add(h, ns);
 }
 
 static __always_inline void enqueue(struct task_struct *p)
@@ -116,7 +111,7 @@ static __always_inline void enqueue(struct task_struct *p)
 
 static __always_inline void dequeue(struct task_struct *p)
 {
-	__u32 zero = 0, slot;
+	__u32 zero = 0;
 	__u64 *at, ns;
 	struct runqueue_histogram *h;
 
@@ -132,10 +127,9 @@ static __always_inline void dequeue(struct task_struct *p)
 		return;
 	if (ns > SOJOURN_MAX_NS)
 		ns = SOJOURN_MAX_NS;
-	slot = seconds_slot(ns);
-	h->slots[slot]++;
+	h->slots[seconds_slot(ns)]++;
 	h->sum_ns += ns;
-	count_cgroup(p, slot, ns);
+	count_cgroup(p, ns);
 }
 
 SEC("tp_btf/sched_wakeup")

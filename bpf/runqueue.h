@@ -8,13 +8,6 @@ struct runqueue_histogram {
 	__u64 missed;
 };
 
-/* One cgroup's waits: a histogram shared by every CPU, added to
- * atomically. */
-struct cgroup_histogram {
-	__u64 slots[SOJOURN_SLOTS];
-	__u64 sum_ns;
-};
-
 /* Most cgroups timed at once; the least recently used makes room. */
 #define SOJOURN_MAX_CGROUPS 4096
 

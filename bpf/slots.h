@@ -1,5 +1,6 @@
 /* The histogram slots every sojourn program counts in, mirrored by
- * src/ebpf.rs (`SLOTS`, `SLOT_OFFSET`): change both.
+ * src/ebpf.rs (`SLOTS`, `SLOT_OFFSET`): change both; and what the
+ * programs share to count in them.
  *
  * Buckets are powers of two *seconds*, as a Prometheus native histogram of
  * schema 0 has them: slot 0 counts waits of 0 ns, slot s > 0 waits in
@@ -45,6 +46,52 @@ static __always_inline __u32 seconds_slot(__u64 ns)
 	if (slot >= SOJOURN_SLOTS)
 		slot = SOJOURN_SLOTS - 1;
 	return slot;
+}
+
+/* A histogram of waits that several CPUs add to at once (a disk's, a
+ * cgroup's, a listener's), mirrored by src/ebpf.rs (`TimedHistogram`). */
+struct timed_histogram {
+	__u64 slots[SOJOURN_SLOTS];
+	__u64 sum_ns;
+};
+
+/* Adds a wait of `ns` to `h`, atomically. */
+static __always_inline void histogram_add(struct timed_histogram *h, __u64 ns)
+{
+	if (ns > SOJOURN_MAX_NS)
+		ns = SOJOURN_MAX_NS;
+	__sync_fetch_and_add(&h->slots[seconds_slot(ns)], 1);
+	__sync_fetch_and_add(&h->sum_ns, ns);
+}
+
+/* The value at `key` in the hash `map`, made from `init` where absent;
+ * NULL when the map has no room for it. */
+static __always_inline void *lookup_or_init(void *map, const void *key, const void *init)
+{
+	void *value = bpf_map_lookup_elem(map, key);
+
+	if (value)
+		return value;
+	bpf_map_update_elem(map, key, init, BPF_NOEXIST);
+	return bpf_map_lookup_elem(map, key);
+}
+
+/* A count of what a program could not time (a one-entry array). */
+#define SOJOURN_COUNTER(name)                      \
+	struct {                                   \
+		__uint(type, BPF_MAP_TYPE_ARRAY);  \
+		__uint(max_entries, 1);            \
+		__type(key, __u32);                \
+		__type(value, __u64);              \
+	} name SEC(".maps")
+
+static __always_inline void count_one(void *counter)
+{
+	__u32 first = 0;
+	__u64 *n = bpf_map_lookup_elem(counter, &first);
+
+	if (n)
+		__sync_fetch_and_add(n, 1);
 }
 
 #endif

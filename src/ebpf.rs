@@ -84,7 +84,7 @@ fn causes(e: &dyn std::error::Error) -> String {
 pub struct RunQueue {
     histogram: PerCpuArray<MapData, RawHistogram>,
     /// Per cgroup, where the kernel's cgroups can be told apart.
-    cgroups: Option<HashMap<MapData, u64, CgroupHistogram>>,
+    cgroups: Option<HashMap<MapData, u64, TimedHistogram>>,
     cgroup_mode: CgroupMode,
     /// Owns the programs and their links.
     _ebpf: Ebpf,
@@ -203,7 +203,7 @@ impl RunQueue {
     /// Each cgroup's waits since the program was attached, by the id of
     /// its directory (its inode number) in the hierarchy the program
     /// counts in ([`cgroup_mode`]); None where it counts in none.
-    pub fn cgroups(&self) -> Option<Result<Vec<(u64, CgroupHistogram)>, String>> {
+    pub fn cgroups(&self) -> Option<Result<Vec<(u64, TimedHistogram)>, String>> {
         let map = self.cgroups.as_ref()?;
         Some(
             map.iter()
@@ -221,17 +221,6 @@ impl RunQueue {
             .map_err(|e| format!("reading the run-queue histogram: {e}"))
     }
 }
-
-/// Mirrors `struct cgroup_histogram` of `bpf/runqueue.h`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct CgroupHistogram {
-    pub slots: [u64; SLOTS],
-    pub sum_ns: u64,
-}
-
-// SAFETY: u64s only, any bit pattern valid.
-unsafe impl aya::Pod for CgroupHistogram {}
 
 /// `SOJOURN_CGROUPS_*` of `bpf/runqueue.h`.
 const CGROUPS_OFF: u32 = 0;
@@ -303,20 +292,21 @@ pub const BLOCK_SERVED: u32 = 1;
 /// `BLOCK_MAX_DISKS` of `bpf/block.h`.
 pub const BLOCK_MAX_DISKS: usize = 64;
 
-/// Mirrors `struct block_histogram` of `bpf/block.h`.
+/// Mirrors `struct timed_histogram` of `bpf/slots.h`: the waits of one
+/// disk and phase, one cgroup or one listener, added to by every CPU.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
-pub struct BlockHistogram {
+pub struct TimedHistogram {
     pub slots: [u64; SLOTS],
     pub sum_ns: u64,
 }
 
 // SAFETY: u64s only, any bit pattern valid.
-unsafe impl aya::Pod for BlockHistogram {}
+unsafe impl aya::Pod for TimedHistogram {}
 
-impl Default for BlockHistogram {
+impl Default for TimedHistogram {
     fn default() -> Self {
-        BlockHistogram {
+        TimedHistogram {
             slots: [0; SLOTS],
             sum_ns: 0,
         }
@@ -328,8 +318,8 @@ impl Default for BlockHistogram {
 pub struct DiskTimes {
     pub major: u32,
     pub minor: u32,
-    pub queued: BlockHistogram,
-    pub served: BlockHistogram,
+    pub queued: TimedHistogram,
+    pub served: TimedHistogram,
 }
 
 impl DiskTimes {
@@ -342,7 +332,7 @@ impl DiskTimes {
 /// The block program, attached to the block layer's request tracepoints
 /// while this lives.
 pub struct Block {
-    histograms: HashMap<MapData, BlockKey, BlockHistogram>,
+    histograms: HashMap<MapData, BlockKey, TimedHistogram>,
     missed: Array<MapData, u64>,
     _ebpf: Ebpf,
 }
@@ -389,8 +379,8 @@ impl Block {
             let disk = by_dev.entry(key.dev).or_insert(DiskTimes {
                 major: key.dev >> 20,
                 minor: key.dev & 0xf_ffff,
-                queued: BlockHistogram::default(),
-                served: BlockHistogram::default(),
+                queued: TimedHistogram::default(),
+                served: TimedHistogram::default(),
             });
             match key.phase {
                 BLOCK_QUEUED => disk.queued = h,
@@ -418,9 +408,6 @@ pub struct ListenerKey {
 // SAFETY: two u32, no padding, any bit pattern valid.
 unsafe impl aya::Pod for ListenerKey {}
 
-/// Mirrors `struct accept_histogram` of `bpf/accept.h`.
-pub type AcceptHistogram = CgroupHistogram;
-
 /// `SOJOURN_MAX_LISTENERS` of `bpf/accept.h`.
 pub const MAX_LISTENERS: usize = 1024;
 
@@ -428,7 +415,7 @@ pub const MAX_LISTENERS: usize = 1024;
 /// changes (a connection established on the server's side) and on the
 /// exits of accept(2) and accept4(2).
 pub struct Accept {
-    listeners: HashMap<MapData, ListenerKey, AcceptHistogram>,
+    listeners: HashMap<MapData, ListenerKey, TimedHistogram>,
     missed: Array<MapData, u64>,
     _ebpf: Ebpf,
 }
@@ -492,7 +479,7 @@ impl Accept {
 
     /// Every listener's waits since the program was attached; and the
     /// connections accepted but not counted (no room for their listener).
-    pub fn read(&self) -> Result<(Vec<(ListenerKey, AcceptHistogram)>, u64), String> {
+    pub fn read(&self) -> Result<(Vec<(ListenerKey, TimedHistogram)>, u64), String> {
         let listeners = self
             .listeners
             .iter()

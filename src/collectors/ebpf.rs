@@ -144,7 +144,7 @@ pub fn emit_disks(
 /// program counts under; pod names from the kubelet's list when given).
 pub fn emit_cgroups(
     cgroups: &[(String, u64)],
-    waits: &std::collections::HashMap<u64, crate::ebpf::CgroupHistogram>,
+    waits: &std::collections::HashMap<u64, crate::ebpf::TimedHistogram>,
     names: Option<&crate::kubelet::PodDirectory>,
 ) -> Family {
     let mut f = Family::new(CGROUP_WAIT);
@@ -166,7 +166,7 @@ pub const MAX_ACCEPT_LISTENERS: usize = 64;
 /// and by its network namespace's identity (`identity`: empty values for
 /// sojourn's own namespace); past [`MAX_ACCEPT_LISTENERS`] summed.
 pub fn emit_listeners(
-    listeners: &[(crate::ebpf::ListenerKey, crate::ebpf::AcceptHistogram)],
+    listeners: &[(crate::ebpf::ListenerKey, crate::ebpf::TimedHistogram)],
     identity: impl Fn(u32) -> Vec<crate::metrics::Label>,
     other: Vec<crate::metrics::Label>,
 ) -> Family {
@@ -523,7 +523,7 @@ mod tests {
 
     #[test]
     fn disks_are_named_and_filtered_as_the_disk_collector_does() {
-        let mut queued = crate::ebpf::BlockHistogram {
+        let mut queued = crate::ebpf::TimedHistogram {
             sum_ns: 3_000_000,
             ..Default::default()
         };
