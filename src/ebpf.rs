@@ -228,9 +228,6 @@ const CGROUPS_DEFAULT: u32 = 1;
 const CGROUPS_CONTROLLER: u32 = 2;
 /// `SOJOURN_MAX_CONTROLLERS`.
 const MAX_CONTROLLERS: u32 = 64;
-/// `SOJOURN_MAX_CGROUPS`: past it the least recently used cgroup's counts
-/// make room (and start again from zero when it waits next).
-pub const MAX_CGROUPS: usize = 4096;
 
 /// Which hierarchy a task's run-queue waits are counted in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -407,9 +404,6 @@ pub struct ListenerKey {
 
 // SAFETY: two u32, no padding, any bit pattern valid.
 unsafe impl aya::Pod for ListenerKey {}
-
-/// `SOJOURN_MAX_LISTENERS` of `bpf/accept.h`.
-pub const MAX_LISTENERS: usize = 1024;
 
 /// The accept-queue program: on the tracepoint of a TCP socket's state
 /// changes (a connection established on the server's side) and on the

@@ -308,11 +308,7 @@ impl EbpfCollector {
                 }
             }
         }
-        let kubelet = cfg
-            .cgroup
-            .kubelet
-            .as_ref()
-            .and_then(|endpoint| crate::kubelet::shared(endpoint).ok());
+        let kubelet = super::netns::kubelet(cfg);
         EbpfCollector {
             accept,
             namespaces: std::sync::Mutex::new(Namespaces {
