@@ -12,16 +12,29 @@
 //! in tracing programs); where any is missing, [`RunQueue::load`] and
 //! [`Block::load`] say which and nothing is attached.
 
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
-use aya::programs::BtfTracePoint;
-use aya::{Btf, Ebpf, EbpfLoader};
+
+mod attach;
+mod loader;
+
+pub use loader::set_executable as set_loader_executable;
+use loader::{Attached, Object, Request};
+
+/// Serves as the eBPF loader when this process was started as one (see
+/// [`set_loader_executable`]): the exit code; None in any other process.
+/// Call first thing in `main`.
+pub fn serve_loader_if_asked() -> Option<std::process::ExitCode> {
+    loader::serve_if_asked(&OBJECTS)
+}
 
 /// The compiled program; see `bpf/runqueue.bpf.c`.
-static RUNQUEUE_OBJECT: &[u8] = aya::include_bytes_aligned!("../bpf/runqueue.bpf.o");
+static RUNQUEUE_BYTES: &[u8] = aya::include_bytes_aligned!("../bpf/runqueue.bpf.o");
 /// The compiled program; see `bpf/block.bpf.c`.
-static BLOCK_OBJECT: &[u8] = aya::include_bytes_aligned!("../bpf/block.bpf.o");
+static BLOCK_BYTES: &[u8] = aya::include_bytes_aligned!("../bpf/block.bpf.o");
 /// `bpf/accept.bpf.c`, built by `scripts/build_bpf.sh`.
-static ACCEPT_OBJECT: &[u8] = aya::include_bytes_aligned!("../bpf/accept.bpf.o");
+static ACCEPT_BYTES: &[u8] = aya::include_bytes_aligned!("../bpf/accept.bpf.o");
 
 /// Mirrors `bpf/slots.h`: `SOJOURN_SLOTS`, the slots of every histogram.
 pub const SLOTS: usize = 50;
@@ -86,65 +99,113 @@ pub struct RunQueue {
     /// Per cgroup, where the kernel's cgroups can be told apart.
     cgroups: Option<HashMap<MapData, u64, TimedHistogram>>,
     cgroup_mode: CgroupMode,
-    /// Owns the programs and their links.
-    _ebpf: Ebpf,
+    /// Its programs' links: detached when this drops.
+    _attached: Attached,
 }
 
-const RUNQUEUE_TRACEPOINTS: [&str; 3] = ["sched_wakeup", "sched_wakeup_new", "sched_switch"];
+static RUNQUEUE_OBJECT: Object = Object {
+    name: "runqueue",
+    what: "run-queue",
+    bytes: RUNQUEUE_BYTES,
+    btf_tracepoints: &["sched_wakeup", "sched_wakeup_new", "sched_switch"],
+    tracepoints: &[],
+    maps: &["histogram", "cgroups"],
+};
 
-/// The attached program while anyone holds it: the collector and the
-/// queue sampler share one, so each wait is timed once.
-static SHARED: std::sync::Mutex<std::sync::Weak<RunQueue>> =
-    std::sync::Mutex::new(std::sync::Weak::new());
+static BLOCK_OBJECT: Object = Object {
+    name: "block",
+    what: "block",
+    bytes: BLOCK_BYTES,
+    btf_tracepoints: &["block_rq_insert", "block_rq_issue", "block_rq_complete"],
+    tracepoints: &[],
+    maps: &["histograms", "missed"],
+};
 
-/// The program held in `slot` while anyone holds it, else loaded by
-/// `load` and kept there (weakly: detached when the last holder drops it).
-fn shared<T>(
-    slot: &std::sync::Mutex<std::sync::Weak<T>>,
-    load: impl FnOnce() -> Result<T, String>,
-) -> Result<std::sync::Arc<T>, String> {
-    let mut shared = slot
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(program) = shared.upgrade() {
-        return Ok(program);
-    }
-    let program = std::sync::Arc::new(load()?);
-    *shared = std::sync::Arc::downgrade(&program);
-    Ok(program)
+static ACCEPT_OBJECT: Object = Object {
+    name: "accept",
+    what: "accept-queue",
+    bytes: ACCEPT_BYTES,
+    // A connection established on the server's side.
+    btf_tracepoints: &["inet_sock_set_state"],
+    // The exits of accept(2) and accept4(2).
+    tracepoints: &[
+        ("accept4_exit", "syscalls", "sys_exit_accept4"),
+        ("accept_exit", "syscalls", "sys_exit_accept"),
+    ],
+    maps: &["listeners", "missed"],
+};
+
+/// Every object, as the loader process finds them by name.
+static OBJECTS: [&Object; 3] = [&RUNQUEUE_OBJECT, &BLOCK_OBJECT, &ACCEPT_OBJECT];
+
+/// The attached programs while anyone holds them: the collector and the
+/// queue sampler share each, so each wait is timed once.
+static RUNQUEUE_SHARED: Mutex<Weak<RunQueue>> = Mutex::new(Weak::new());
+static BLOCK_SHARED: Mutex<Weak<Block>> = Mutex::new(Weak::new());
+static ACCEPT_SHARED: Mutex<Weak<Accept>> = Mutex::new(Weak::new());
+
+/// Loads the one object `request` asks for.
+fn load_one(request: Request) -> Result<Attached, String> {
+    loader::load(&OBJECTS, std::slice::from_ref(&request))
+        .pop()
+        .unwrap_or_else(|| Err("the loader answered nothing".into()))
 }
 
 /// The programs, each attached once per process while anyone holds it.
 pub struct Programs {
-    pub runqueue: Result<std::sync::Arc<RunQueue>, String>,
-    pub block: Result<std::sync::Arc<Block>, String>,
+    pub runqueue: Result<Arc<RunQueue>, String>,
+    pub block: Result<Arc<Block>, String>,
     /// Only when asked for (the collector exports it; the sampler does not
     /// read it).
-    pub accept: Option<Result<std::sync::Arc<Accept>, String>>,
+    pub accept: Option<Result<Arc<Accept>, String>>,
 }
 
-/// The programs, shared as [`RunQueue::shared`] and [`Block::shared`]
-/// are, the accept-queue one too with `accept`; the kernel's BTF is parsed
-/// once, and only when one must be loaded.
+/// The programs, the accept-queue one too with `accept`: those another
+/// holder has attached already are shared, the rest loaded together (one
+/// loader process, one parse of the kernel's BTF).
 pub fn shared_programs(accept: bool) -> Programs {
-    let mut btf: Option<Result<Btf, String>> = None;
-    let runqueue = shared(&SHARED, || {
-        let parsed = btf.get_or_insert_with(kernel_btf).as_ref();
-        RunQueue::load_with(Some(parsed.map_err(Clone::clone)?))
-    });
-    let block = shared(&BLOCK_SHARED, || {
-        let parsed = btf.get_or_insert_with(kernel_btf).as_ref();
-        Block::load_with(Some(parsed.map_err(Clone::clone)?))
-    });
-    let accept = accept.then(|| {
-        shared(&ACCEPT_SHARED, || {
-            let parsed = btf.get_or_insert_with(kernel_btf).as_ref();
-            Accept::load_with(Some(parsed.map_err(Clone::clone)?))
-        })
-    });
-    if btf.take().is_some() {
-        give_back_freed_heap();
+    // Always locked in this order.
+    let mut runqueue_slot = RUNQUEUE_SHARED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let mut block_slot = BLOCK_SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut accept_slot = ACCEPT_SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+    let runqueue = runqueue_slot.upgrade();
+    let block = block_slot.upgrade();
+    let held_accept = accept_slot.upgrade();
+    let mut requests = Vec::new();
+    if runqueue.is_none() {
+        requests.push(RunQueue::request());
     }
+    if block.is_none() {
+        requests.push(Block::request());
+    }
+    if accept && held_accept.is_none() {
+        requests.push(Accept::request());
+    }
+    let mut loaded = loader::load(&OBJECTS, &requests).into_iter();
+    let mut next = || {
+        loaded
+            .next()
+            .unwrap_or_else(|| Err("the loader answered nothing".into()))
+    };
+    fn keep<T>(slot: &mut Weak<T>, made: Result<T, String>) -> Result<Arc<T>, String> {
+        let program = Arc::new(made?);
+        *slot = Arc::downgrade(&program);
+        Ok(program)
+    }
+    let runqueue = match runqueue {
+        Some(held) => Ok(held),
+        None => keep(&mut runqueue_slot, next().and_then(RunQueue::from_attached)),
+    };
+    let block = match block {
+        Some(held) => Ok(held),
+        None => keep(&mut block_slot, next().and_then(Block::from_attached)),
+    };
+    let accept = accept.then(|| match held_accept {
+        Some(held) => Ok(held),
+        None => keep(&mut accept_slot, next().and_then(Accept::from_attached)),
+    });
     Programs {
         runqueue,
         block,
@@ -155,43 +216,50 @@ pub fn shared_programs(accept: bool) -> Programs {
 impl RunQueue {
     /// The program attached for the process, loaded by the first caller
     /// and detached when the last holder drops it.
-    pub fn shared() -> Result<std::sync::Arc<RunQueue>, String> {
-        shared(&SHARED, RunQueue::load)
+    pub fn shared() -> Result<Arc<RunQueue>, String> {
+        shared_programs(false).runqueue
     }
 
     /// Loads and attaches the program; the reason when this machine does
     /// not permit it.
     pub fn load() -> Result<RunQueue, String> {
-        RunQueue::load_with(None)
+        load_one(RunQueue::request()).and_then(RunQueue::from_attached)
     }
 
-    fn load_with(btf: Option<&Btf>) -> Result<RunQueue, String> {
-        let mode = cgroup_mode(
-            std::path::Path::new("/sys/fs/cgroup"),
-            &std::fs::read_to_string("/proc/cgroups").unwrap_or_default(),
-        );
+    /// The load of the program counting in the cpu controller's hierarchy
+    /// of this host.
+    fn request() -> Request {
+        let mode = RunQueue::mode();
         let (mode_value, controller) = match mode {
             CgroupMode::Off => (CGROUPS_OFF, 0),
             CgroupMode::Default => (CGROUPS_DEFAULT, 0),
             CgroupMode::Controller(i) => (CGROUPS_CONTROLLER, i),
         };
-        let mut ebpf = load_attached(
-            RUNQUEUE_OBJECT,
-            "run-queue",
-            &RUNQUEUE_TRACEPOINTS,
-            btf,
-            &[
-                ("cgroup_mode", mode_value),
-                ("cgroup_controller", controller),
+        Request {
+            object: RUNQUEUE_OBJECT.name.into(),
+            globals: vec![
+                ("cgroup_mode".into(), mode_value),
+                ("cgroup_controller".into(), controller),
             ],
-        )?;
-        let histogram: PerCpuArray<_, _> = take_map(&mut ebpf, "histogram")?;
-        let cgroups: HashMap<_, _, _> = take_map(&mut ebpf, "cgroups")?;
+        }
+    }
+
+    fn mode() -> CgroupMode {
+        cgroup_mode(
+            std::path::Path::new("/sys/fs/cgroup"),
+            &std::fs::read_to_string("/proc/cgroups").unwrap_or_default(),
+        )
+    }
+
+    fn from_attached(mut attached: Attached) -> Result<RunQueue, String> {
+        let mode = RunQueue::mode();
+        let histogram: PerCpuArray<_, _> = attached.take_map("histogram")?;
+        let cgroups: HashMap<_, _, _> = attached.take_map("cgroups")?;
         Ok(RunQueue {
             histogram,
             cgroups: (mode != CgroupMode::Off).then_some(cgroups),
             cgroup_mode: mode,
-            _ebpf: ebpf,
+            _attached: attached,
         })
     }
 
@@ -331,39 +399,36 @@ impl DiskTimes {
 pub struct Block {
     histograms: HashMap<MapData, BlockKey, TimedHistogram>,
     missed: Array<MapData, u64>,
-    _ebpf: Ebpf,
+    _attached: Attached,
 }
-
-const BLOCK_TRACEPOINTS: [&str; 3] = ["block_rq_insert", "block_rq_issue", "block_rq_complete"];
-
-/// The attached block program while anyone holds it (the collector and
-/// the queue sampler).
-static BLOCK_SHARED: std::sync::Mutex<std::sync::Weak<Block>> =
-    std::sync::Mutex::new(std::sync::Weak::new());
 
 impl Block {
     /// The program attached for the process, loaded by the first caller
     /// and detached when the last holder drops it.
-    pub fn shared() -> Result<std::sync::Arc<Block>, String> {
-        shared(&BLOCK_SHARED, Block::load)
+    pub fn shared() -> Result<Arc<Block>, String> {
+        shared_programs(false).block
     }
 
     /// Loads and attaches the program; the reason when this machine does
     /// not permit it.
     pub fn load() -> Result<Block, String> {
-        Block::load_with(None)
+        load_one(Block::request()).and_then(Block::from_attached)
     }
 
-    /// [`Block::load`] relocated against `btf` (the kernel's, parsed by
-    /// the caller for several programs).
-    pub fn load_with(btf: Option<&Btf>) -> Result<Block, String> {
-        let mut ebpf = load_attached(BLOCK_OBJECT, "block", &BLOCK_TRACEPOINTS, btf, &[])?;
-        let histograms: HashMap<_, _, _> = take_map(&mut ebpf, "histograms")?;
-        let missed: Array<_, _> = take_map(&mut ebpf, "missed")?;
+    fn request() -> Request {
+        Request {
+            object: BLOCK_OBJECT.name.into(),
+            globals: Vec::new(),
+        }
+    }
+
+    fn from_attached(mut attached: Attached) -> Result<Block, String> {
+        let histograms: HashMap<_, _, _> = attached.take_map("histograms")?;
+        let missed: Array<_, _> = attached.take_map("missed")?;
         Ok(Block {
             histograms,
             missed,
-            _ebpf: ebpf,
+            _attached: attached,
         })
     }
 
@@ -411,52 +476,30 @@ unsafe impl aya::Pod for ListenerKey {}
 pub struct Accept {
     listeners: HashMap<MapData, ListenerKey, TimedHistogram>,
     missed: Array<MapData, u64>,
-    _ebpf: Ebpf,
+    _attached: Attached,
 }
-
-static ACCEPT_SHARED: std::sync::Mutex<std::sync::Weak<Accept>> =
-    std::sync::Mutex::new(std::sync::Weak::new());
-
-/// (program, tracepoint) pairs: the exits of the accept syscalls.
-const ACCEPT_EXITS: [(&str, &str); 2] = [
-    ("accept4_exit", "sys_exit_accept4"),
-    ("accept_exit", "sys_exit_accept"),
-];
 
 impl Accept {
     /// Loads and attaches the program; the reason when this machine does
     /// not permit it.
     pub fn load() -> Result<Accept, String> {
-        Accept::load_with(None)
+        load_one(Accept::request()).and_then(Accept::from_attached)
     }
 
-    fn load_with(btf: Option<&Btf>) -> Result<Accept, String> {
-        let mut ebpf = load_attached(
-            ACCEPT_OBJECT,
-            "accept-queue",
-            &["inet_sock_set_state"],
-            btf,
-            &[],
-        )?;
-        for (name, syscall) in ACCEPT_EXITS {
-            let program: &mut aya::programs::TracePoint = ebpf
-                .program_mut(name)
-                .ok_or_else(|| format!("the object has no program {name}"))?
-                .try_into()
-                .map_err(|e| format!("{name}: {}", causes(&e)))?;
-            program
-                .load()
-                .map_err(|e| format!("loading {name}: {}", causes(&e)))?;
-            program
-                .attach("syscalls", syscall)
-                .map_err(|e| format!("attaching to tracepoint {syscall}: {}", causes(&e)))?;
+    fn request() -> Request {
+        Request {
+            object: ACCEPT_OBJECT.name.into(),
+            globals: Vec::new(),
         }
-        let listeners: HashMap<_, _, _> = take_map(&mut ebpf, "listeners")?;
-        let missed: Array<_, _> = take_map(&mut ebpf, "missed")?;
+    }
+
+    fn from_attached(mut attached: Attached) -> Result<Accept, String> {
+        let listeners: HashMap<_, _, _> = attached.take_map("listeners")?;
+        let missed: Array<_, _> = attached.take_map("missed")?;
         Ok(Accept {
             listeners,
             missed,
-            _ebpf: ebpf,
+            _attached: attached,
         })
     }
 
@@ -488,7 +531,7 @@ impl Accept {
 }
 
 /// Returns the heap freed after a BTF parse to the system: glibc keeps
-/// freed memory below its trim threshold, and the parse frees ~30 MB at
+/// freed memory below its trim threshold, and the parse frees ~19 MB at
 /// once, which would stay in the exporter's RSS for its whole life.
 fn give_back_freed_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -502,70 +545,6 @@ fn give_back_freed_heap() {
             malloc_trim(0);
         }
     }
-}
-
-/// The map `name` of a loaded object, as the typed map `M`.
-fn take_map<M>(ebpf: &mut Ebpf, name: &str) -> Result<M, String>
-where
-    M: TryFrom<aya::maps::Map>,
-    M::Error: std::fmt::Display,
-{
-    let map = ebpf
-        .take_map(name)
-        .ok_or_else(|| format!("the object has no map {name}"))?;
-    M::try_from(map).map_err(|e| format!("{name} map: {e}"))
-}
-
-/// The running kernel's BTF, against which CO-RE relocates the programs:
-/// 5.4 MB parsed here, and glibc keeps the heap it took after it is freed
-/// (parsed once per program, two programs left the exporter at 40 MB RSS).
-pub fn kernel_btf() -> Result<Btf, String> {
-    Btf::from_sys_fs().map_err(|e| format!("no kernel BTF at /sys/kernel/btf/vmlinux: {e}"))
-}
-
-/// Loads `object` relocated against `btf` (the kernel's, parsed here when
-/// None) and attaches each of its `tracepoints` (programs named as the
-/// tracepoint they attach to).
-fn load_attached(
-    object: &[u8],
-    what: &str,
-    tracepoints: &[&str],
-    btf: Option<&Btf>,
-    globals: &[(&str, u32)],
-) -> Result<Ebpf, String> {
-    let parsed;
-    let btf = match btf {
-        Some(btf) => btf,
-        None => {
-            parsed = kernel_btf()?;
-            &parsed
-        }
-    };
-    let mut loader = EbpfLoader::new();
-    for (name, value) in globals {
-        loader.override_global(name, value, true);
-    }
-    let mut ebpf = loader
-        .btf(Some(btf))
-        // Task local storage (the run queue's enqueue times) is a map type
-        // aya creates but has no typed wrapper for; only the program uses it.
-        .allow_unsupported_maps()
-        .load(object)
-        .map_err(|e| format!("loading the {what} program: {}", causes(&e)))?;
-    for name in tracepoints {
-        let program: &mut BtfTracePoint = ebpf
-            .program_mut(name)
-            .ok_or_else(|| format!("the object has no program {name}"))?
-            .try_into()
-            .map_err(|e| format!("{name}: {}", causes(&e)))?;
-        program
-            .load(name, btf)
-            .map_err(|e| format!("loading {name}: {}", causes(&e)))?;
-        program
-            .attach()
-            .map_err(|e| format!("attaching to tracepoint {name}: {}", causes(&e)))?;
-    }
-    Ok(ebpf)
 }
 
 /// What tests of the programs share.

@@ -4,6 +4,13 @@ use std::sync::Arc;
 use sojourn::{cli, scrape::Scraper, server};
 
 fn main() -> ExitCode {
+    // Started by itself to load eBPF programs (see sojourn::ebpf): no CLI.
+    if let Some(code) = sojourn::ebpf::serve_loader_if_asked() {
+        return code;
+    }
+    // eBPF programs load in a child process of this executable, so that
+    // the kernel's BTF, parsed to load them, never enters this one's memory.
+    sojourn::ebpf::set_loader_executable("/proc/self/exe".into());
     let settings = match cli::parse(std::env::args_os()) {
         Ok(s) => s,
         Err(e) => e.exit(),
