@@ -432,6 +432,28 @@ impl Block {
         })
     }
 
+    /// One disk's requests issued since the program was attached and the
+    /// ns they waited queued, by dev_t (`major << 20 | minor`); None
+    /// before its first.
+    pub fn queued(&self, dev: u32) -> Result<Option<(u64, u64)>, String> {
+        let key = BlockKey {
+            dev,
+            phase: BLOCK_QUEUED,
+        };
+        match self.histograms.get(&key, 0) {
+            Ok(h) => Ok(Some((h.slots.iter().sum(), h.sum_ns))),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(format!("reading the block histograms: {e}")),
+        }
+    }
+
+    /// The completions no disk slot was left for.
+    pub fn missed(&self) -> Result<u64, String> {
+        self.missed
+            .get(&0, 0)
+            .map_err(|e| format!("reading the block program's missed count: {e}"))
+    }
+
     /// Every disk's queued and served times since the program was
     /// attached, by dev_t; and the completions no disk slot was left for.
     pub fn read(&self) -> Result<(Vec<DiskTimes>, u64), String> {
@@ -450,11 +472,7 @@ impl Block {
                 _ => {}
             }
         }
-        let missed = self
-            .missed
-            .get(&0, 0)
-            .map_err(|e| format!("reading the block program's missed count: {e}"))?;
-        Ok((by_dev.into_values().collect(), missed))
+        Ok((by_dev.into_values().collect(), self.missed()?))
     }
 }
 

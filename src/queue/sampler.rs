@@ -233,12 +233,15 @@ impl Disks {
         gone: &mut Vec<Arc<str>>,
     ) -> Result<(), CollectError> {
         if let Some(block) = &self.block {
-            let (disks, untimed) = block.read().map_err(CollectError::Io)?;
-            let totals = disks.iter().map(|d| {
-                let issued = d.queued.slots.iter().sum::<u64>();
-                (d.major << 20 | d.minor, (issued, d.queued.sum_ns))
-            });
-            self.source.set_timed(totals, untimed == 0);
+            // The disks known from the last reading; one first seen now is
+            // looked up from the next tick on.
+            let totals = super::sources::timed_totals(
+                self.source.devs(),
+                |dev| block.queued(dev),
+                || block.missed(),
+            )
+            .map_err(CollectError::Io)?;
+            self.source.set_timed(totals);
         }
         let due = self.tick.is_multiple_of(self.reread_every);
         self.tick = self.tick.wrapping_add(1);

@@ -2,7 +2,9 @@
 //! each source keeps its previous reading and is handed the new file text
 //! and the time, so tests feed it synthetic sequences.
 
-use std::collections::HashMap;
+// foldhash: the listeners are hashed every tick (SipHash was 3 % of the
+// sampler thread), its per-map random seeds keep them hard to collide.
+use foldhash::{HashMap, HashMapExt};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -283,14 +285,36 @@ pub struct DiskSource {
     /// The block program's running totals by dev_t, set before each
     /// sampling; None where it does not run.
     timed: Option<HashMap<u32, Timed>>,
-    /// Whether the program had room for every disk: only then is a disk
-    /// it has no totals for one that issued nothing.
-    timed_all: bool,
 }
 
 /// Requests issued on one disk since the block program was attached, and
 /// the sum of the times they waited, ns.
 pub type Timed = (u64, u64);
+
+/// The block program's totals for the disks `devs`, each looked up by
+/// its key (`lookup`: one map lookup a disk, where walking the map would
+/// take three system calls a disk): a disk it has none for issued nothing
+/// since it was attached, zeros — unless some request went untimed for
+/// want of a disk slot (`missed`, asked only then), when such a disk is
+/// left out and keeps the diskstats estimate.
+pub fn timed_totals<E>(
+    devs: impl Iterator<Item = u32>,
+    mut lookup: impl FnMut(u32) -> Result<Option<Timed>, E>,
+    missed: impl FnOnce() -> Result<u64, E>,
+) -> Result<Vec<(u32, Timed)>, E> {
+    let mut totals = Vec::new();
+    let mut unseen = Vec::new();
+    for dev in devs {
+        match lookup(dev)? {
+            Some(t) => totals.push((dev, t)),
+            None => unseen.push(dev),
+        }
+    }
+    if !unseen.is_empty() && missed()? == 0 {
+        totals.extend(unseen.into_iter().map(|dev| (dev, (0, 0))));
+    }
+    Ok(totals)
+}
 
 #[derive(Debug)]
 struct Device {
@@ -358,19 +382,21 @@ impl DiskSource {
             exclude,
             devices: Vec::new(),
             timed: None,
-            timed_all: false,
         }
     }
 
     /// The block program's running totals by dev_t, for the samplings
-    /// until the next call. With `all` (no request went untimed for want
-    /// of a disk slot) a disk it has none for issued nothing yet; without,
-    /// such a disk keeps the diskstats estimate.
-    pub fn set_timed(&mut self, timed: impl IntoIterator<Item = (u32, Timed)>, all: bool) {
+    /// until the next call (see [`timed_totals`]); a disk without any
+    /// keeps the diskstats estimate.
+    pub fn set_timed(&mut self, timed: impl IntoIterator<Item = (u32, Timed)>) {
         let map = self.timed.get_or_insert_with(HashMap::new);
         map.clear();
         map.extend(timed);
-        self.timed_all = all;
+    }
+
+    /// The dev_t of each device sampled, the block program's keys.
+    pub fn devs(&self) -> impl Iterator<Item = u32> + '_ {
+        self.devices.iter().map(|d| d.dev)
     }
 
     /// The devices sampled, in the order [`DiskSource::sample_device`] indexes them.
@@ -439,15 +465,10 @@ impl DiskSource {
         Ok(())
     }
 
-    /// The block program's totals for `dev`: none where it does not run
-    /// (or had no room for this disk), zeros for a disk that has issued
-    /// nothing since it was attached.
+    /// The block program's totals for `dev`: none where it does not run,
+    /// had no room for this disk or has not been asked for it yet.
     fn timed_of(&self, dev: u32) -> Option<Timed> {
-        let timed = self.timed.as_ref()?;
-        timed
-            .get(&dev)
-            .copied()
-            .or(self.timed_all.then_some((0, 0)))
+        self.timed.as_ref()?.get(&dev).copied()
     }
 }
 
@@ -523,6 +544,9 @@ fn idle(in_flight: u64) -> Option<f64> {
 #[derive(Debug, Default)]
 pub struct ListenerSource {
     listeners: HashMap<(IpAddr, u16), Listener>,
+    /// Last tick's map, emptied: this tick's is built in it (no
+    /// allocation a tick).
+    spare: HashMap<(IpAddr, u16), Listener>,
     /// The namespace the listeners are in; None for the host's.
     scope: Option<Arc<Scope>>,
 }
@@ -572,6 +596,7 @@ impl ListenerSource {
     pub fn in_scope(scope: Arc<Scope>) -> Self {
         ListenerSource {
             listeners: HashMap::new(),
+            spare: HashMap::new(),
             scope: Some(scope),
         }
     }
@@ -613,7 +638,8 @@ impl ListenerSource {
     ) -> ListenerSamples {
         let admit_after = u64::try_from(LISTENER_ADMIT_AFTER.as_nanos()).unwrap_or(u64::MAX);
         let mut out = ListenerSamples::default();
-        let mut seen: HashMap<(IpAddr, u16), Listener> = HashMap::with_capacity(listeners.len());
+        let mut seen = std::mem::take(&mut self.spare);
+        seen.reserve(listeners.len());
         for l in listeners.iter().filter(|s| s.state == TCP_LISTEN) {
             let key = (l.local, l.local_port);
             // A SO_REUSEPORT group (several sockets, one address) is one queue.
@@ -660,12 +686,13 @@ impl ListenerSource {
             out.limits.push((id, l.wqueue));
         }
         // Listeners that closed go with their names.
-        let closed = std::mem::replace(&mut self.listeners, seen);
+        let mut closed = std::mem::replace(&mut self.listeners, seen);
         out.gone = closed
-            .into_values()
-            .filter(|l| l.admitted)
-            .map(|l| self.id(&l.name))
+            .drain()
+            .filter(|(_, l)| l.admitted)
+            .map(|(_, l)| self.id(&l.name))
             .collect();
+        self.spare = closed;
         out
     }
 

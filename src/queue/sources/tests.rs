@@ -268,16 +268,22 @@ fn disk_queue_time_from_the_block_program() {
             " 8 0 sda {ios} 0 0 {io_ms} 0 0 0 0 {inflight} 0 0\n 8 16 sdb 0 0 0 0 0 0 0 0 0 0 0\n"
         )
     };
-    let sda = 8 << 20;
+    let (sda, sdb) = (8 << 20, 8 << 20 | 16);
     let mut gone = Vec::new();
-    d.set_timed([(sda, (100, 400_000_000))], true);
+    // Before the first reading no disk is known: none is timed yet.
+    d.set_timed(timed_totals(d.devs(), |_| Ok::<_, ()>(None), || Ok(0)).unwrap());
     let first = d.sample(&line(100, 1000, 0), &mut gone).unwrap();
     assert!(
         first.iter().all(|s| s.measure == Measure::Length),
         "{first:?}"
     );
-    // 10 requests issued, 30 ms waited in all: 3 ms each.
-    d.set_timed([(sda, (110, 430_000_000))], true);
+    assert_eq!(d.devs().collect::<Vec<_>>(), [sda, sdb]);
+    let program = |issued, ns| move |dev| Ok::<_, ()>((dev == sda).then_some((issued, ns)));
+    // First totals: nothing to compare yet. Then 10 requests issued, 30 ms
+    // waited in all: 3 ms each.
+    d.set_timed(timed_totals(d.devs(), program(100, 400_000_000), || Ok(0)).unwrap());
+    d.sample(&line(100, 1000, 0), &mut gone).unwrap();
+    d.set_timed(timed_totals(d.devs(), program(110, 430_000_000), || Ok(0)).unwrap());
     let out = d.sample(&line(110, 5000, 1), &mut gone).unwrap();
     assert_eq!((&*out[0].queue, out[0].source), ("disk:sda", "ebpf"));
     assert!((out[0].value - 0.003).abs() < 1e-12, "{out:?}");
@@ -291,11 +297,27 @@ fn disk_queue_time_from_the_block_program() {
         ("disk:sdb", "ebpf", 0.0)
     );
     // Nothing issued while one is in flight: nothing measured. Past the
-    // program's disk slots, a disk it has no totals for keeps diskstats.
-    d.set_timed([(sda, (110, 430_000_000))], false);
+    // program's disk slots (a request missed), a disk it has no totals for
+    // keeps diskstats.
+    let totals = timed_totals(d.devs(), program(110, 430_000_000), || Ok(3)).unwrap();
+    assert_eq!(totals, [(sda, (110, 430_000_000))]);
+    d.set_timed(totals);
     let out = d.sample(&line(110, 5000, 1), &mut gone).unwrap();
     assert_eq!(&*out[0].queue, "disk_inflight:sda");
     assert_eq!((&*out[1].queue, out[1].source), ("disk:sdb", "diskstats"));
+    // The missed count is asked only when a disk has no totals; errors
+    // pass through.
+    let asked = std::cell::Cell::new(false);
+    timed_totals([sda].into_iter(), program(1, 1), || {
+        asked.set(true);
+        Ok(0)
+    })
+    .unwrap();
+    assert!(!asked.get());
+    assert_eq!(
+        timed_totals([sda].into_iter(), |_| Err("EIO"), || Ok(0)),
+        Err("EIO")
+    );
 }
 
 /// With the accept-queue program's totals, a listener's queue is a delay:
