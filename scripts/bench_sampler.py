@@ -9,7 +9,8 @@ and reads sojourn_queue_sampler_cpu_seconds_total (the sampler thread's own
 CLOCK_THREAD_CPUTIME_ID) and ..._ticks_total twice, --seconds apart. Reports
 the share of one core, the CPU per tick, and the whole process's CPU share
 from /proc/PID/stat (which adds the HTTP thread, idle here).
---sojourn-args "--collector.ebpf" times the CPU queues with eBPF instead.
+--sojourn-args "--collector.ebpf" times the CPU, disk and accept queues
+with eBPF instead, as the default collectors do where permitted.
 """
 import argparse, http.client, os, signal, subprocess, time
 

@@ -130,7 +130,7 @@ def main():
     ap.add_argument("--time-wait", type=int, default=0, help="TIME-WAIT sockets kept on the host through the run")
     ap.add_argument("--node-exporter", default="/usr/bin/prometheus-node-exporter")
     ap.add_argument("--no-build", action="store_true")
-    ap.add_argument("--sojourn-args", default="", help="extra sojourn flags, e.g. '--no-collector.queue --no-collector.tcp_ports'")
+    ap.add_argument("--sojourn-args", default="", help="extra sojourn flags, e.g. '--no-collector.queue --no-collector.tcp_ports --no-collector.ebpf' (core)")
     a = ap.parse_args()
 
     if not a.no_build:

@@ -64,11 +64,12 @@ pub const ALL: &[Entry] = &[
     },
     Entry {
         name: "ebpf",
-        // Off until loading costs less memory: aya parses the kernel's BTF
-        // (5.4 MB here) to relocate the program, a startup peak of ~40 MB
-        // RSS against 9 MB without it (docs/benchmarks.md).
-        default_enabled: false,
-        help: "Run-queue wait of every task (host-wide, per CPU and per cgroup), each disk request's time queued and served, and each connection's wait for accept(), timed in the kernel by eBPF (off; needs CAP_BPF, CAP_PERFMON and kernel BTF; loading peaks at ~40 MB RSS)",
+        // On where permitted: without CAP_BPF/CAP_PERFMON or BTF it says
+        // why once and reports itself unsupported, and every queue keeps
+        // its sampled source. Loaded by a child process, so the BTF parse
+        // never enters the exporter's memory (docs/benchmarks.md).
+        default_enabled: true,
+        help: "Run-queue wait of every task (host-wide, per CPU and per cgroup), each disk request's time queued and served, and each connection's wait for accept(), timed in the kernel by eBPF (needs CAP_BPF, CAP_PERFMON and kernel BTF, else unsupported)",
         build: |cfg, _| Box::new(collectors::ebpf::EbpfCollector::new(cfg)),
     },
     Entry {
