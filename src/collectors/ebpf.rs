@@ -284,8 +284,10 @@ impl EbpfCollector {
             // Refused as a whole (no capability, no BTF): one line says why.
             (Err(e), Err(_), Err(_)) => tracing::warn!(
                 reason = %e,
-                "eBPF unavailable; run-queue saturation comes from schedstat and load, \
-                 disk saturation from diskstats, accept queues are sampled lengths"
+                "eBPF unavailable (it needs CAP_BPF and CAP_PERFMON, or root, and the \
+                 kernel's BTF; --no-collector.ebpf turns it off); run-queue saturation \
+                 comes from schedstat and load, disk saturation from diskstats, accept \
+                 queues are sampled lengths"
             ),
             _ => {
                 if let Err(e) = &runqueue {
