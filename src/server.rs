@@ -27,7 +27,8 @@ use crate::web_config::Refusal;
 /// Prometheus sends its scrape timeout; answering a little before it lets
 /// Prometheus see our 503 instead of its own timeout.
 const TIMEOUT_HEADROOM: Duration = Duration::from_millis(500);
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+mod keepalive;
+use keepalive::{HEADER_READ_TIMEOUT, HeadTimed};
 /// A client that takes nothing of its response for this long is closed
 /// (nginx's `send_timeout`, between two writes): one that pipelines
 /// scrapes and never reads would otherwise hold its connection and its
@@ -295,15 +296,21 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for SendTimed<S> {
     }
 }
 
+/// The HTTP/1 server of every metrics connection. hyper's own header
+/// timeout is off: it would also close a keep-alive connection idle
+/// between scrapes; [`HeadTimed`] times reads instead.
+fn http1_builder() -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(None);
+    builder
+}
+
 async fn serve_connection<S>(stream: S, app: Arc<App>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |req| handle(app.clone(), req));
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), service);
+    let conn = http1_builder().serve_connection(TokioIo::new(HeadTimed::new(stream)), service);
     if let Err(e) = conn.await {
         tracing::debug!(error = %e, "connection ended with an error");
     }
