@@ -185,11 +185,7 @@ fn load_one(object: &Object, loader: &mut EbpfLoader<'_>, btf: &Btf) -> Result<L
         .map_err(|e| format!("loading the {what} program: {}", causes(&e)))?;
     let mut programs = Vec::new();
     for name in object.btf_tracepoints {
-        let program: &mut BtfTracePoint = ebpf
-            .program_mut(name)
-            .ok_or_else(|| format!("the {what} object has no program {name}"))?
-            .try_into()
-            .map_err(|e| format!("{name}: {}", causes(&e)))?;
+        let program: &mut BtfTracePoint = program_of(&mut ebpf, what, name)?;
         program
             .load(name, btf)
             .map_err(|e| format!("loading {name}: {}", causes(&e)))?;
@@ -199,11 +195,7 @@ fn load_one(object: &Object, loader: &mut EbpfLoader<'_>, btf: &Btf) -> Result<L
         programs.push((name.to_string(), owned(fd.as_fd(), name)?));
     }
     for (name, _, _) in object.tracepoints {
-        let program: &mut TracePoint = ebpf
-            .program_mut(name)
-            .ok_or_else(|| format!("the {what} object has no program {name}"))?
-            .try_into()
-            .map_err(|e| format!("{name}: {}", causes(&e)))?;
+        let program: &mut TracePoint = program_of(&mut ebpf, what, name)?;
         program
             .load()
             .map_err(|e| format!("loading {name}: {}", causes(&e)))?;
@@ -225,6 +217,17 @@ fn load_one(object: &Object, loader: &mut EbpfLoader<'_>, btf: &Btf) -> Result<L
     // Dropping `ebpf` closes aya's descriptors; the copies keep the
     // programs loaded and the maps alive.
     Ok(Loaded { programs, maps })
+}
+
+/// The program `name` of a loaded object, as the program type `P`.
+fn program_of<'a, P>(ebpf: &'a mut aya::Ebpf, what: &str, name: &str) -> Result<&'a mut P, String>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| format!("the {what} object has no program {name}"))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| format!("{name}: {}", causes(&e)))
 }
 
 /// The map types the objects' maps are.
