@@ -272,6 +272,39 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// However a head is cut into reads, its end is found in the read
+        /// that holds its blank line's last byte, and in no read before.
+        #[test]
+        fn the_end_of_a_head_is_found_however_it_is_cut(
+            lines in proptest::collection::vec("[ -~]{1,20}", 0..6),
+            crlf in proptest::bool::ANY,
+            cuts in proptest::collection::vec(0usize..200, 0..8),
+        ) {
+            let eol = if crlf { "\r\n" } else { "\n" };
+            let mut head = format!("GET / HTTP/1.1{eol}");
+            for l in &lines {
+                head.push_str(l);
+                head.push_str(eol);
+            }
+            head.push_str(eol);
+            let bytes = head.as_bytes();
+            let mut at: Vec<usize> = cuts.iter().map(|c| c % bytes.len()).collect();
+            at.push(bytes.len());
+            at.sort_unstable();
+            let mut tail = [0; 3];
+            let mut start = 0;
+            for end in at {
+                let ended = ends_head(&mut tail, &bytes[start..end]);
+                proptest::prop_assert_eq!(ended, end == bytes.len() && start < end);
+                if ended {
+                    break;
+                }
+                start = end;
+            }
+        }
+    }
+
     /// The head's end is found across reads, CRLF or bare LF; a body after
     /// it is not a head.
     #[test]
