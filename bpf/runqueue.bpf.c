@@ -47,29 +47,32 @@ const volatile __u32 cgroup_mode = SOJOURN_CGROUPS_OFF;
 const volatile __u32 cgroup_controller = 0;
 
 /* The id (directory inode number) of the cgroup `p` is counted under; 0
- * when it cannot be read. */
+ * when it cannot be read. `p` comes typed from the tracepoint, so the
+ * pointers are followed with plain loads (the verifier guards each), not
+ * a helper call a hop: the scheduler's hottest path runs this. */
 static __always_inline __u64 task_cgroup(struct task_struct *p)
 {
-	struct css_set *set = BPF_CORE_READ(p, cgroups);
+	struct css_set *set = p->cgroups;
 	struct cgroup *cgrp = 0;
 
 	if (!set)
 		return 0;
 	if (cgroup_mode == SOJOURN_CGROUPS_DEFAULT) {
-		cgrp = BPF_CORE_READ(set, dfl_cgrp);
+		cgrp = set->dfl_cgrp;
 	} else {
-		struct cgroup_subsys_state *css = 0;
+		struct cgroup_subsys_state *css;
 		__u32 i = cgroup_controller;
 
 		if (i >= SOJOURN_MAX_CONTROLLERS)
 			return 0;
-		if (bpf_core_read(&css, sizeof(css), &set->subsys[i]) || !css)
+		css = set->subsys[i];
+		if (!css)
 			return 0;
-		cgrp = BPF_CORE_READ(css, cgroup);
+		cgrp = css->cgroup;
 	}
-	if (!cgrp)
+	if (!cgrp || !cgrp->kn)
 		return 0;
-	return BPF_CORE_READ(cgrp, kn, id);
+	return cgrp->kn->id;
 }
 
 /* One cgroup's waits are added to by every CPU its tasks run on. */
@@ -149,7 +152,7 @@ int BPF_PROG(sched_wakeup_new, struct task_struct *p)
 static __always_inline bool still_runnable(struct task_struct *p)
 {
 	if (bpf_core_field_exists(p->__state))
-		return BPF_CORE_READ(p, __state) == 0;
+		return p->__state == 0;
 	return BPF_CORE_READ((struct task_struct___pre514 *)p, state) == 0;
 }
 
