@@ -314,7 +314,7 @@ fn load_in_child(
     rustix::io::fcntl_setfd(&theirs, rustix::io::FdFlags::empty())
         .map_err(|e| format!("a socket for the eBPF loader: {e}"))?;
     let request = serde_json::to_string(requests).map_err(|e| e.to_string())?;
-    let status = std::process::Command::new(executable)
+    let child = std::process::Command::new(executable)
         // What ps shows for it.
         .arg0("sojourn (eBPF loader)")
         .env(REQUEST_VAR, request)
@@ -324,10 +324,10 @@ fn load_in_child(
         )
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .status()
+        .spawn()
         .map_err(|e| format!("starting the eBPF loader {}: {e}", executable.display()));
     drop(theirs);
-    let status = status?;
+    let status = wait_at_most(&mut child?, LOADER_TIMEOUT)?;
     let mut loaded = Vec::with_capacity(requests.len());
     while loaded.len() < requests.len() {
         match receive(&ours)? {
@@ -340,6 +340,35 @@ fn load_in_child(
         loaded.resize_with(requests.len(), || Err(why.clone()));
     }
     Ok(loaded)
+}
+
+/// The longest a load may take (140–300 ms measured): past it the loader is
+/// killed and the exporter goes on without eBPF rather than never start.
+const LOADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `child`'s exit status; killed, and an error, past `timeout`.
+fn wait_at_most(
+    child: &mut std::process::Child,
+    timeout: std::time::Duration,
+) -> Result<std::process::ExitStatus, String> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "the eBPF loader took over {} s and was killed",
+                    timeout.as_secs()
+                ));
+            }
+            Err(e) => return Err(format!("waiting for the eBPF loader: {e}")),
+        }
+    }
 }
 
 /// One reply, without waiting (the loader has exited): None when none is
@@ -502,6 +531,20 @@ mod tests {
         }
         let missing = load_in_child(std::path::Path::new("/nonexistent/sojourn"), &requests);
         assert!(missing.is_err_and(|e| e.contains("starting the eBPF loader")));
+    }
+
+    /// A loader that hangs is killed at the timeout.
+    #[test]
+    fn a_loader_that_hangs_is_killed() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let why = wait_at_most(&mut child, std::time::Duration::from_millis(200)).unwrap_err();
+        assert!(why.contains("killed"), "{why}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        assert!(child.try_wait().unwrap().is_some(), "reaped");
     }
 
     #[test]
