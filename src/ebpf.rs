@@ -174,14 +174,16 @@ pub fn shared_programs(accept: bool) -> Programs {
     let block = block_slot.upgrade();
     let held_accept = accept_slot.upgrade();
     let mut requests = Vec::new();
+    // The hierarchy the program is told to count in is the one it reports.
+    let mode = RunQueue::mode();
     if runqueue.is_none() {
-        requests.push(RunQueue::request());
+        requests.push(RunQueue::request(mode));
     }
     if block.is_none() {
-        requests.push(Block::request());
+        requests.push(Request::plain(&BLOCK_OBJECT));
     }
     if accept && held_accept.is_none() {
-        requests.push(Accept::request());
+        requests.push(Request::plain(&ACCEPT_OBJECT));
     }
     let mut loaded = loader::load(&OBJECTS, &requests).into_iter();
     let mut next = || {
@@ -196,7 +198,10 @@ pub fn shared_programs(accept: bool) -> Programs {
     }
     let runqueue = match runqueue {
         Some(held) => Ok(held),
-        None => keep(&mut runqueue_slot, next().and_then(RunQueue::from_attached)),
+        None => keep(
+            &mut runqueue_slot,
+            next().and_then(|a| RunQueue::from_attached(a, mode)),
+        ),
     };
     let block = match block {
         Some(held) => Ok(held),
@@ -223,13 +228,13 @@ impl RunQueue {
     /// Loads and attaches the program; the reason when this machine does
     /// not permit it.
     pub fn load() -> Result<RunQueue, String> {
-        load_one(RunQueue::request()).and_then(RunQueue::from_attached)
+        let mode = RunQueue::mode();
+        load_one(RunQueue::request(mode)).and_then(|a| RunQueue::from_attached(a, mode))
     }
 
     /// The load of the program counting in the cpu controller's hierarchy
     /// of this host.
-    fn request() -> Request {
-        let mode = RunQueue::mode();
+    fn request(mode: CgroupMode) -> Request {
         let (mode_value, controller) = match mode {
             CgroupMode::Off => (CGROUPS_OFF, 0),
             CgroupMode::Default => (CGROUPS_DEFAULT, 0),
@@ -251,8 +256,7 @@ impl RunQueue {
         )
     }
 
-    fn from_attached(mut attached: Attached) -> Result<RunQueue, String> {
-        let mode = RunQueue::mode();
+    fn from_attached(mut attached: Attached, mode: CgroupMode) -> Result<RunQueue, String> {
         let histogram: PerCpuArray<_, _> = attached.take_map("histogram")?;
         let cgroups: HashMap<_, _, _> = attached.take_map("cgroups")?;
         Ok(RunQueue {
@@ -412,14 +416,7 @@ impl Block {
     /// Loads and attaches the program; the reason when this machine does
     /// not permit it.
     pub fn load() -> Result<Block, String> {
-        load_one(Block::request()).and_then(Block::from_attached)
-    }
-
-    fn request() -> Request {
-        Request {
-            object: BLOCK_OBJECT.name.into(),
-            globals: Vec::new(),
-        }
+        load_one(Request::plain(&BLOCK_OBJECT)).and_then(Block::from_attached)
     }
 
     fn from_attached(mut attached: Attached) -> Result<Block, String> {
@@ -501,14 +498,7 @@ impl Accept {
     /// Loads and attaches the program; the reason when this machine does
     /// not permit it.
     pub fn load() -> Result<Accept, String> {
-        load_one(Accept::request()).and_then(Accept::from_attached)
-    }
-
-    fn request() -> Request {
-        Request {
-            object: ACCEPT_OBJECT.name.into(),
-            globals: Vec::new(),
-        }
+        load_one(Request::plain(&ACCEPT_OBJECT)).and_then(Accept::from_attached)
     }
 
     fn from_attached(mut attached: Attached) -> Result<Accept, String> {

@@ -52,6 +52,16 @@ pub struct Request {
     pub globals: Vec<(String, u32)>,
 }
 
+impl Request {
+    /// `object`, with no globals to set.
+    pub fn plain(object: &Object) -> Request {
+        Request {
+            object: object.name.into(),
+            globals: Vec::new(),
+        }
+    }
+}
+
 /// An object attached: its links, and the maps the exporter reads.
 pub struct Attached {
     /// Detach on drop.
