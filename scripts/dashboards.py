@@ -143,6 +143,22 @@ def both(classic, native):
     return f"({classic}) or ({native})"
 
 
+def quantile(q, metric, by, selector, wrap=None):
+    """`histogram_quantile` of `metric` summed by the labels `by`, whether
+    Prometheus keeps it as classic buckets or as a native histogram; `wrap`
+    (e.g. topk) goes around each form."""
+    classic = f'histogram_quantile({q}, sum by ({by}, le) (rate({metric}_bucket{{{selector}}}[$__rate_interval])))'
+    native = f'histogram_quantile({q}, sum by ({by}) (rate({metric}{{{selector}}}[$__rate_interval])))'
+    if wrap:
+        classic, native = wrap(classic), wrap(native)
+    return both(classic, native)
+
+
+# Panels over what the ebpf collector times in the kernel: empty where
+# eBPF is not permitted (no CAP_BPF/CAP_PERFMON or no BTF), as each says.
+EBPF_NOTE = " Timed in the kernel by eBPF; empty where sojourn may not load it (no CAP_BPF and CAP_PERFMON, or no kernel BTF)."
+
+
 def node():
     b = Board("sojourn-use-node", "USE / Node",
               "Utilization, saturation and errors of one host's resources, in Brendan Gregg's USE order. "
@@ -160,8 +176,9 @@ def node():
             "runnable threads waited longer than the delay target for a whole interval.",
             [(f'rate(sojourn_queue_standing_seconds_total{{queue="cpu",{I}}}[$__rate_interval])', "{{instance}}")],
             "percentunit", max_value=1)
-    b.panel("Run queue minimum over target", "The run queue's smallest delay (with schedstat) or length "
-            "(without) over the last interval, as a share of its target: above 1, the queue stands.",
+    b.panel("Run queue minimum over target", "The run queue's smallest delay (timed by eBPF, else from "
+            "schedstat) or length (from the load, without either) over the last interval, as a share of its "
+            "target: above 1, the queue stands.",
             [(f'(sojourn_queue_min_delay_seconds{{queue="cpu",{I}}} / sojourn_queue_target_delay_seconds{{queue="cpu",{I}}})'
               f' or (sojourn_queue_min_length{{queue="cpu",{I}}} / sojourn_queue_target_length{{queue="cpu",{I}}})',
               "{{instance}}")], "percentunit")
@@ -171,6 +188,10 @@ def node():
     b.panel("Load per CPU", "1-minute load average over the number of CPUs.",
             [(f'sojourn_load1{{{I}}} / on (instance) count by (instance) (sojourn_cpu_seconds_total{{mode="idle",{I}}})',
               "{{instance}}")])
+    b.panel("Run-queue wait", "Saturation: how long runnable tasks waited for a CPU, from wakeup or "
+            "preemption until they ran, every wait counted (p50, p99)." + EBPF_NOTE,
+            [(quantile(0.5, "sojourn_runqueue_wait_seconds", "instance", I), "{{instance}} p50"),
+             (quantile(0.99, "sojourn_runqueue_wait_seconds", "instance", I), "{{instance}} p99")], "s")
     b.row("Memory")
     b.panel("Memory utilization", "Share of memory not available without swapping (/proc/meminfo MemAvailable).",
             [(f'1 - sojourn_memory_mem_available_bytes{{{I}}} / sojourn_memory_mem_total_bytes{{{I}}}', "{{instance}}")],
@@ -191,6 +212,12 @@ def node():
     b.panel("Disk queue standing", "Share of time each disk's queue stood (sojourn queue engine).",
             [(f'rate(sojourn_queue_standing_seconds_total{{queue=~"disk:.*",{I}}}[$__rate_interval])',
               "{{instance}} {{queue}}")], "percentunit", max_value=1)
+    b.panel("Disk requests queued and served", "Each disk's p99 time a request waited before the driver "
+            "had it (queued: a deep queue) and the device took to serve it (served: a slow device)." + EBPF_NOTE,
+            [(quantile(0.99, "sojourn_disk_request_queued_seconds", "instance, device", I),
+              "{{instance}} {{device}} queued"),
+             (quantile(0.99, "sojourn_disk_request_served_seconds", "instance, device", I),
+              "{{instance}} {{device}} served")], "s")
     b.panel("I/O pressure", "Share of time tasks stalled on I/O (PSI).",
             [(f'rate(sojourn_pressure_stalled_seconds_total{{resource="io",{I}}}[$__rate_interval])',
               "{{instance}} {{kind}}")], "percentunit")
@@ -232,6 +259,10 @@ def node():
              (f'rate(sojourn_netstat_tcpext_listen_drops_total{{{I}}}[$__rate_interval])', "{{instance}} drops"),
              (f'rate(sojourn_queue_standing_seconds_total{{queue=~"tcp_accept:.*",{I}}}[$__rate_interval])',
               "{{instance}} {{queue}} standing")])
+    b.panel("Accept wait", "Saturation: p99 time connections waited in each listener's accept queue, "
+            "established until the application accepted them, every network namespace's listeners." + EBPF_NOTE,
+            [(quantile(0.99, "sojourn_tcp_accept_wait_seconds", "instance, netns, namespace, pod, port", I),
+              "{{instance}} {{namespace}}/{{pod}} {{netns}} :{{port}}")], "s")
     b.panel("Retransmits", "Share of TCP segments sent again (errors), and resets sent.",
             [(f'rate(sojourn_netstat_tcp_retrans_segs_total{{{I}}}[$__rate_interval]) / (rate(sojourn_netstat_tcp_out_segs_total{{{I}}}[$__rate_interval]) > 0)',
               "{{instance}} retransmit ratio")], "percentunit")
@@ -263,6 +294,10 @@ def cluster():
     b.panel("CPU run queue standing by host", "Share of time each host's run queue stood.",
             [(f'rate(sojourn_queue_standing_seconds_total{{queue="cpu",{I}}}[$__rate_interval])', "{{instance}}")],
             "percentunit", width=12, max_value=1)
+    b.panel("Run-queue wait p99 by host", "The hosts whose runnable tasks waited longest for a CPU, "
+            "top 10." + EBPF_NOTE,
+            [(quantile(0.99, "sojourn_runqueue_wait_seconds", "instance", I, wrap=lambda e: f"topk(10, {e})"),
+              "{{instance}}")], "s", width=12)
     b.row("Utilization")
     b.panel("CPU utilization by host", "", [
         (f'1 - avg by (instance) (sum by (instance, cpu) (rate(sojourn_cpu_seconds_total{{mode=~"idle|iowait",{I}}}[$__rate_interval])))',
@@ -317,6 +352,38 @@ def queues():
     b.panel("Intervals by state", "Intervals judged good or standing, per second.",
             [(f'sum by (instance, queue, state) (rate(sojourn_queue_intervals_total{{{I},{q}}}[$__rate_interval]))',
               "{{instance}} {{queue}} {{state}}")])
+    # The distributions behind the kernel-timed queues' minimum delays.
+    b.row("Waits timed in the kernel")
+    b.panel("Run-queue wait", "Every wait of a runnable task for a CPU, wakeup or preemption until it "
+            "ran: p50, p99, p99.9." + EBPF_NOTE,
+            [(quantile(q, "sojourn_runqueue_wait_seconds", "instance", I), f"{{{{instance}}}} p{q * 100:g}")
+             for q in (0.5, 0.99, 0.999)], "s")
+    b.panel("Run-queue wait p99 by CPU", "One CPU's tasks waiting while the others' do not: pinning, "
+            "interrupts, an unbalanced load." + EBPF_NOTE,
+            [(quantile(0.99, "sojourn_runqueue_cpu_wait_seconds", "instance, cpu", I), "{{instance}} cpu{{cpu}}")],
+            "s")
+    b.panel("Disk requests queued and served", "p99 per disk: queued (waiting for the driver) grows with a "
+            "deep queue, served (in the device) with a slow device." + EBPF_NOTE,
+            [(quantile(0.99, "sojourn_disk_request_queued_seconds", "instance, device", I),
+              "{{instance}} {{device}} queued"),
+             (quantile(0.99, "sojourn_disk_request_served_seconds", "instance, device", I),
+              "{{instance}} {{device}} served")], "s")
+    b.panel("Accept wait p99", "Each listener's connections, established until accepted, in every "
+            "network namespace (a pod's named by its pod)." + EBPF_NOTE,
+            [(quantile(0.99, "sojourn_tcp_accept_wait_seconds", "instance, netns, namespace, pod, port", I),
+              "{{instance}} {{namespace}}/{{pod}} {{netns}} :{{port}}")], "s")
+    b.panel("Waits timed per second", "How many waits each histogram counted: the rate behind its quantiles.",
+            [(both(f'sum by (instance) (rate({m}_count{{{I}}}[$__rate_interval]))',
+                   f'sum by (instance) (histogram_count(rate({m}{{{I}}}[$__rate_interval])))'),
+              f"{{{{instance}}}} {what}")
+             for m, what in [("sojourn_runqueue_wait_seconds", "run queue"),
+                             ("sojourn_disk_request_served_seconds", "disk requests"),
+                             ("sojourn_tcp_accept_wait_seconds", "accepts")]], "ops")
+    b.panel("Not timed", "Waits the programs could not time (no room in a kernel map, no task storage): "
+            "above 0, the histograms undercount." + EBPF_NOTE,
+            [(f'rate(sojourn_runqueue_wait_untimed_total{{{I}}}[$__rate_interval])', "{{instance}} run queue"),
+             (f'rate(sojourn_disk_requests_untimed_total{{{I}}}[$__rate_interval])', "{{instance}} disk requests"),
+             (f'rate(sojourn_tcp_accept_untimed_total{{{I}}}[$__rate_interval])', "{{instance}} accepts")], "ops")
     return b
 
 
@@ -403,6 +470,11 @@ def containers():
             width=12)
     b.panel("Quota", "CPU quota per period, in cores.",
             [(f'sojourn_cgroup_cpu_quota_seconds{{{I}}} / sojourn_cgroup_cpu_period_seconds{{{I}}}', c)], width=12)
+    b.panel("Run-queue wait p99", "Saturation: how long the container's runnable threads waited to run, "
+            "time throttled by its quota included, top 20." + EBPF_NOTE,
+            [(quantile(0.99, "sojourn_cgroup_runqueue_wait_seconds",
+                       "instance, namespace, pod, container, cgroup", I, wrap=lambda e: f"topk(20, {e})"), c)],
+            "s", width=24)
     b.row("Memory and I/O")
     b.panel("Working set", "Memory the kernel cannot reclaim without I/O, what the OOM killer looks at.",
             [(f'topk(20, sojourn_cgroup_memory_working_set_bytes{{{I}}})', c)], "bytes")
@@ -417,13 +489,19 @@ def containers():
     b.row("Pod network")
     b.panel("Accept queues standing",
             "Saturation: share of time each listener's accept queue in a pod's network namespace "
-            "stood (CoDel over the sampler's lengths, inet_diag through a socket in the pod's namespace).",
+            "stood (CoDel over each connection's timed wait with eBPF, else over the sampler's lengths, "
+            "inet_diag through a socket in the pod's namespace).",
             [(f'rate(sojourn_queue_standing_seconds_total{{{I},netns!=""}}[$__rate_interval])',
               n + " {{queue}}")], "percentunit")
     b.panel("Accept-queue overflows",
             "Saturation: connections a pod's listeners dropped because their accept queue was full "
             "(TcpExt ListenOverflows in the pod's network namespace).",
             [(f'rate(sojourn_netns_tcp_listen_overflows_total{{{I}}}[$__rate_interval]) > 0', n)], "cps")
+    b.panel("Accept wait p99",
+            "Saturation: how long connections waited in a pod's listeners' accept queues before the "
+            "application accepted them." + EBPF_NOTE,
+            [(quantile(0.99, "sojourn_tcp_accept_wait_seconds", "instance, netns, namespace, pod, pod_uid, process, port",
+                       f'{I},netns!=""'), n + " :{{port}}")], "s")
     b.panel("Retransmitted segments",
             "Errors: share of a pod's TCP segments sent again (RetransSegs / OutSegs in its namespace): "
             "loss on its path.",
