@@ -489,7 +489,9 @@ unsafe impl aya::Pod for ListenerKey {}
 /// changes (a connection established on the server's side) and on the
 /// exits of accept(2) and accept4(2).
 pub struct Accept {
-    listeners: HashMap<MapData, ListenerKey, TimedHistogram>,
+    /// Locked only to remove a listener that is gone ([`Accept::forget`]):
+    /// aya removes through exclusive access.
+    listeners: std::sync::Mutex<HashMap<MapData, ListenerKey, TimedHistogram>>,
     missed: Array<MapData, u64>,
     _attached: Attached,
 }
@@ -505,7 +507,7 @@ impl Accept {
         let listeners: HashMap<_, _, _> = attached.take_map("listeners")?;
         let missed: Array<_, _> = attached.take_map("missed")?;
         Ok(Accept {
-            listeners,
+            listeners: std::sync::Mutex::new(listeners),
             missed,
             _attached: attached,
         })
@@ -518,15 +520,36 @@ impl Accept {
             netns,
             port: u32::from(port),
         };
-        let h = self.listeners.get(&key, 0).ok()?;
+        let h = self.locked().get(&key, 0).ok()?;
         Some((h.slots.iter().sum(), h.sum_ns))
+    }
+
+    fn locked(&self) -> std::sync::MutexGuard<'_, HashMap<MapData, ListenerKey, TimedHistogram>> {
+        self.listeners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Drops the histograms of listeners that are gone, making room in
+    /// the kernel's map for new ones; one already gone is no error.
+    pub fn forget(&self, gone: &[ListenerKey]) -> Result<(), String> {
+        let mut listeners = self.locked();
+        for key in gone {
+            match listeners.remove(key) {
+                Ok(()) => {}
+                Err(aya::maps::MapError::SyscallError(e))
+                    if e.io_error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("removing a closed listener's histogram: {e}")),
+            }
+        }
+        Ok(())
     }
 
     /// Every listener's waits since the program was attached; and the
     /// connections accepted but not counted (no room for their listener).
     pub fn read(&self) -> Result<(Vec<(ListenerKey, TimedHistogram)>, u64), String> {
         let listeners = self
-            .listeners
+            .locked()
             .iter()
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("reading the accept-queue histograms: {e}"))?;

@@ -425,3 +425,114 @@ for _ in range(5):
         .unwrap_or_else(|| panic!("the pod's listener is timed under its uid:\n{text}"));
     assert!(count.ends_with(" 5"), "{count}");
 }
+
+/// Until `done` holds of a scrape, scraping every 50 ms; the last scrape.
+fn scrape_until(
+    s: &sojourn::scrape::Scraper,
+    within: Duration,
+    what: &str,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let text = scrape(s);
+        if done(&text) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} within {within:?}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The accept program's histogram of a listener whose pod was deleted, or
+/// which closed in sojourn's own namespace, disappears: from the scrape
+/// (it does not freeze at its last count) and from the kernel's map (it
+/// does not come back, and its room goes to new listeners). One still
+/// listening stays.
+#[test]
+fn closed_listeners_and_deleted_pods_lose_their_accept_histograms() {
+    let _serial = serial();
+    if let Err(e) = sojourn::ebpf::Accept::load() {
+        common::skip_unless_required("SOJOURN_REQUIRE_EBPF", &e);
+        return;
+    }
+    let Some(pod) = pod_or_skip("acceptgone", false) else {
+        return;
+    };
+    let s = common::scraper_for([
+        "--collector.disable-defaults",
+        "--collector.ebpf",
+        "--collector.process.rescan-interval",
+        "100ms",
+    ]);
+    let server = "import socket
+l = socket.socket(); l.bind(('127.0.0.1', 9200)); l.listen(4)
+c = socket.create_connection(('127.0.0.1', 9200)); l.accept()
+";
+    let status = std::process::Command::new("ip")
+        .args(["netns", "exec", &pod.netns, "python3", "-c", server])
+        .status()
+        .expect("ip netns exec");
+    assert!(status.success());
+    // Two listeners of this process: one closes, one stays.
+    let accept_one = |l: &std::net::TcpListener| {
+        let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        l.accept().unwrap();
+    };
+    let closing = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let staying = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    accept_one(&closing);
+    accept_one(&staying);
+    let own = |l: &std::net::TcpListener| {
+        format!(
+            "sojourn_tcp_accept_wait_seconds_count{{port=\"{}\",netns=\"\"",
+            l.local_addr().unwrap().port()
+        )
+    };
+    let (closing_series, staying_series) = (own(&closing), own(&staying));
+    let text = scrape(&s);
+    for series in [&closing_series, &staying_series] {
+        assert!(text.contains(series.as_str()), "{series}:\n{text}");
+    }
+    // Named by its pod while the pod lives; by its namespace alone after.
+    let pods = text
+        .lines()
+        .find(|l| {
+            l.starts_with("sojourn_tcp_accept_wait_seconds_count{port=\"9200\"")
+                && l.contains(&format!("pod_uid=\"{}\"", pod.uid))
+        })
+        .unwrap_or_else(|| panic!("the pod's listener:\n{text}"));
+    let netns = pods
+        .split("netns=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let pods_series = format!("{{port=\"9200\",netns=\"{netns}\"");
+    let pods_series = |text: &str| text.contains(pods_series.as_str());
+
+    drop(closing);
+    drop(pod);
+    let text = scrape_until(
+        &s,
+        Duration::from_secs(10),
+        "the closed listener and the deleted pod's listener gone",
+        |text| !text.contains(closing_series.as_str()) && !pods_series(text),
+    );
+    assert!(text.contains(staying_series.as_str()), "{text}");
+    // Removed from the map, not only from one scrape: not back later.
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..3 {
+        let text = scrape(&s);
+
+        assert!(!text.contains(closing_series.as_str()), "{text}");
+        assert!(!pods_series(&text), "{text}");
+        assert!(text.contains(staying_series.as_str()), "{text}");
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    drop(staying);
+}

@@ -15,6 +15,9 @@ use crate::ebpf::{Block, DiskTimes, RawHistogram, RunQueue, SLOT_OFFSET, SLOTS, 
 use crate::metrics::{Family, Histogram, label};
 use crate::native::NativeBuckets;
 
+mod listeners;
+use listeners::{Census, Lifetimes, Namespaces};
+
 crate::descs! {
     RUNQUEUE_WAIT = histogram("runqueue_wait", "Saturation: time tasks waited on a CPU's run queue before running, from wakeup or preemption, every wait timed (eBPF at sched_wakeup, sched_wakeup_new, sched_switch; all CPUs).") .seconds();
     RUNQUEUE_UNTIMED = counter("runqueue_wait_untimed", "Run-queue waits not timed because the task's storage slot could not be had: no memory, or the storage busy on that CPU (eBPF).");
@@ -195,34 +198,6 @@ pub fn emit_listeners(
     f
 }
 
-/// Network namespaces by inode, for the identity of listeners in pods:
-/// /proc walked again at most every [`NAMESPACES_RESCAN`], and only while
-/// a listener outside sojourn's own namespace was timed.
-struct Namespaces {
-    own: Option<u64>,
-    found: Vec<crate::netns::Netns>,
-    walked: Option<std::time::Instant>,
-}
-
-const NAMESPACES_RESCAN: std::time::Duration = std::time::Duration::from_secs(30);
-
-impl Namespaces {
-    fn refresh(&mut self, cfg: &Config, inodes: impl Iterator<Item = u32>) {
-        let own = *self
-            .own
-            .get_or_insert_with(|| crate::netns::own_namespace(&cfg.roots.procfs).unwrap_or(0));
-        let stale = self.walked.is_none_or(|t| t.elapsed() >= NAMESPACES_RESCAN);
-        let unknown = inodes
-            .map(u64::from)
-            .any(|i| i != own && !self.found.iter().any(|n| n.inode == i));
-        if stale && unknown {
-            self.found =
-                crate::netns::discover(&cfg.roots.procfs, own, cfg.netns.max_namespaces).found;
-            self.walked = Some(std::time::Instant::now());
-        }
-    }
-}
-
 /// The cgroups of the hierarchy the run-queue program counts in, as the
 /// cgroup collector selects them, with their directories' inodes.
 struct CgroupIds {
@@ -262,6 +237,7 @@ pub struct EbpfCollector {
     cgroup_ids: std::sync::Mutex<CgroupIds>,
     accept: Result<std::sync::Arc<crate::ebpf::Accept>, String>,
     namespaces: std::sync::Mutex<Namespaces>,
+    lifetimes: std::sync::Mutex<Lifetimes>,
     /// The cgroup collector's source of pod names, shared.
     kubelet: Option<std::sync::Arc<crate::kubelet::Kubelet>>,
     runqueue: Result<std::sync::Arc<RunQueue>, String>,
@@ -313,11 +289,8 @@ impl EbpfCollector {
         let kubelet = super::netns::kubelet(cfg);
         EbpfCollector {
             accept,
-            namespaces: std::sync::Mutex::new(Namespaces {
-                own: None,
-                found: Vec::new(),
-                walked: None,
-            }),
+            namespaces: std::sync::Mutex::new(Namespaces::new()),
+            lifetimes: Default::default(),
             kubelet,
             cgroup_ids: std::sync::Mutex::new(CgroupIds {
                 tree: None,
@@ -376,12 +349,13 @@ impl EbpfCollector {
         accept: &crate::ebpf::Accept,
         cfg: &Config,
     ) -> Result<Vec<Family>, CollectError> {
-        let (listeners, untimed) = accept.read().map_err(CollectError::Io)?;
+        let (mut listeners, untimed) = accept.read().map_err(CollectError::Io)?;
         let mut ns = self
             .namespaces
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         ns.refresh(cfg, listeners.iter().map(|(k, _)| k.netns));
+        self.forget_gone(accept, &mut listeners, &ns, cfg);
         let names = self
             .kubelet
             .as_deref()
@@ -412,6 +386,48 @@ impl EbpfCollector {
             emit_listeners(&listeners, identity, blank("other")),
             Family::single(ACCEPT_UNTIMED, untimed),
         ])
+    }
+
+    /// Removes the listeners known to be closed from the kernel's map and
+    /// from `listeners` (`listeners.rs` says how they are known).
+    fn forget_gone(
+        &self,
+        accept: &crate::ebpf::Accept,
+        listeners: &mut Vec<(crate::ebpf::ListenerKey, crate::ebpf::TimedHistogram)>,
+        ns: &Namespaces,
+        cfg: &Config,
+    ) {
+        let own = ns.own.and_then(|i| u32::try_from(i).ok()).unwrap_or(0);
+        let now = std::time::Instant::now();
+        let mut lifetimes = self
+            .lifetimes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Listed only while one of its listeners is timed.
+        let own_listening = listeners
+            .iter()
+            .any(|(k, _)| k.netns == own)
+            .then(|| lifetimes.own_listening(cfg.process.rescan_interval, now))
+            .flatten();
+        let accepted: Vec<_> = listeners
+            .iter()
+            .map(|(k, h)| (*k, h.slots.iter().sum::<u64>()))
+            .collect();
+        let found = |inode: u32| ns.is_found(u64::from(inode));
+        let census = Census {
+            own,
+            own_listening: own_listening.as_ref(),
+            found: &found,
+            complete_walk: ns.complete_walk(),
+        };
+        let gone = lifetimes.gone(&accepted, &census, now);
+        if gone.is_empty() {
+            return;
+        }
+        if let Err(e) = accept.forget(&gone) {
+            tracing::warn!(error = %e, "closed listeners' accept-queue histograms kept");
+        }
+        listeners.retain(|(k, _)| !gone.contains(k));
     }
 
     fn disks(&self, block: &Block, cfg: &Config) -> Result<Vec<Family>, CollectError> {

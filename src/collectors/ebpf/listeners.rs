@@ -1,0 +1,281 @@
+//! The accept program's listeners between scrapes: the network namespace
+//! (pod) each is in, and which are gone. The kernel keeps a listener's
+//! histogram until told otherwise, so without this a pod deleted long ago
+//! kept its series, frozen, and its room among the 1 024 the program
+//! tracks: on a node where pods come and go, or where tests listen on
+//! ephemeral ports, new listeners would in time go untimed. A listener is
+//! forgotten (its histogram removed from the map, its series gone) once
+//! it is known to be closed:
+//! - in sojourn's own namespace, when no socket listens on its port (a
+//!   dump of the listening sockets only, at most every rescan interval);
+//! - elsewhere, when its namespace was not found by a walk of /proc that
+//!   started after it was first missed and kept every namespace it saw,
+//!   and it accepted nothing meanwhile (a namespace no process shows, held
+//!   open by a socket alone, keeps its listeners while they accept; idle,
+//!   they go and come back at their next accept).
+//!
+//! A closed port in a pod's namespace that lives on keeps its histogram:
+//! its series counts no more, and the pod's end removes it.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use crate::ebpf::ListenerKey;
+
+/// Network namespaces by inode, for the identity of listeners in pods:
+/// /proc walked again every rescan interval while a listener outside
+/// sojourn's own namespace is timed (so that one found before is known
+/// to be gone when its pod is).
+pub struct Namespaces {
+    pub own: Option<u64>,
+    pub found: Vec<crate::netns::Netns>,
+    /// When the last walk started, and whether it kept every namespace it
+    /// saw (none past `--collector.netns.max-namespaces`). A process whose
+    /// namespace it could not read (permission; the sandbox's init on some
+    /// hosts) does not make it incomplete: what such a process alone holds
+    /// open loses only idle listeners, back at their next accept.
+    walked: Option<(Instant, bool)>,
+}
+
+impl Namespaces {
+    pub fn new() -> Namespaces {
+        Namespaces {
+            own: None,
+            found: Vec::new(),
+            walked: None,
+        }
+    }
+
+    pub fn refresh(&mut self, cfg: &super::Config, inodes: impl Iterator<Item = u32>) {
+        let own = *self
+            .own
+            .get_or_insert_with(|| crate::netns::own_namespace(&cfg.roots.procfs).unwrap_or(0));
+        let stale = self
+            .walked
+            .is_none_or(|(t, _)| t.elapsed() >= cfg.process.rescan_interval);
+        let outside = inodes.map(u64::from).any(|i| i != own);
+        if stale && outside {
+            let started = Instant::now();
+            let d = crate::netns::discover(&cfg.roots.procfs, own, cfg.netns.max_namespaces);
+            self.found = d.found;
+            self.walked = Some((started, d.omitted == 0));
+        }
+    }
+
+    pub fn is_found(&self, inode: u64) -> bool {
+        self.found.iter().any(|n| n.inode == inode)
+    }
+
+    /// When the last walk that saw every namespace started.
+    pub fn complete_walk(&self) -> Option<Instant> {
+        self.walked.and_then(|(t, complete)| complete.then_some(t))
+    }
+}
+
+/// What is known, at one scrape, of the places the listeners were in.
+pub struct Census<'a> {
+    /// sojourn's own network namespace.
+    pub own: u32,
+    /// Ports listening there, when they were listed at this scrape.
+    pub own_listening: Option<&'a HashSet<u16>>,
+    /// Whether a namespace was found by the last walk of /proc.
+    pub found: &'a dyn Fn(u32) -> bool,
+    /// When the last walk that saw every namespace started.
+    pub complete_walk: Option<Instant>,
+}
+
+/// The listeners not found where they were, between scrapes.
+#[derive(Default)]
+pub struct Lifetimes {
+    /// Namespaces of timed listeners not found by a walk: since when, and
+    /// how many connections their listeners had accepted then.
+    missing: HashMap<u32, (Instant, u64)>,
+    /// When sojourn's own listening ports were last listed.
+    own_listed: Option<Instant>,
+    dumper: Option<crate::inet_diag::Dumper>,
+}
+
+impl Lifetimes {
+    /// The listeners of `listeners` (each with the connections it accepted)
+    /// known to be gone at `now`.
+    pub fn gone(
+        &mut self,
+        listeners: &[(ListenerKey, u64)],
+        census: &Census<'_>,
+        now: Instant,
+    ) -> Vec<ListenerKey> {
+        let mut accepted: HashMap<u32, u64> = HashMap::new();
+        for (key, n) in listeners {
+            if key.netns != census.own && !(census.found)(key.netns) {
+                *accepted.entry(key.netns).or_default() += n;
+            }
+        }
+        // Found again, or no longer timed: not missing.
+        self.missing.retain(|ns, _| accepted.contains_key(ns));
+        let mut gone_namespaces = HashSet::new();
+        for (ns, n) in accepted {
+            match self.missing.get(&ns) {
+                Some(&(since, then)) if then == n => {
+                    if census.complete_walk.is_some_and(|walk| walk > since) {
+                        gone_namespaces.insert(ns);
+                        self.missing.remove(&ns);
+                    }
+                }
+                // Newly missing, or it accepted since: missed from now.
+                _ => {
+                    self.missing.insert(ns, (now, n));
+                }
+            }
+        }
+        listeners
+            .iter()
+            .map(|(key, _)| *key)
+            .filter(|key| {
+                if key.netns == census.own {
+                    census.own_listening.is_some_and(|ports| {
+                        u16::try_from(key.port).is_ok_and(|p| !ports.contains(&p))
+                    })
+                } else {
+                    gone_namespaces.contains(&key.netns)
+                }
+            })
+            .collect()
+    }
+
+    /// sojourn's own listening ports (both families), listed at most every
+    /// `interval`; None when not due or the dump failed (nothing is then
+    /// taken as closed).
+    pub fn own_listening(&mut self, interval: Duration, now: Instant) -> Option<HashSet<u16>> {
+        use crate::inet_diag::{Dumper, TCP_LISTEN};
+        if self
+            .own_listed
+            .is_some_and(|t| now.duration_since(t) < interval)
+        {
+            return None;
+        }
+        self.own_listed = Some(now);
+        let dumper = match &mut self.dumper {
+            Some(d) => d,
+            slot => slot.insert(Dumper::new().ok()?),
+        };
+        let mut ports = HashSet::new();
+        dumper
+            .dump_all(1 << TCP_LISTEN, false, |s| {
+                ports.insert(s.local_port);
+            })
+            .ok()?;
+        Some(ports)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OWN: u32 = 4026531840;
+    const POD: u32 = 4026532500;
+
+    fn key(netns: u32, port: u32) -> ListenerKey {
+        ListenerKey { netns, port }
+    }
+
+    #[test]
+    fn a_closed_port_in_its_own_namespace_is_gone_once_listed() {
+        let mut l = Lifetimes::default();
+        let listening: HashSet<u16> = [8080].into();
+        let found = |_| false;
+        let census = |own_listening| Census {
+            own: OWN,
+            own_listening,
+            found: &found,
+            complete_walk: None,
+        };
+        let timed = [(key(OWN, 8080), 3), (key(OWN, 9090), 5)];
+        let now = Instant::now();
+        assert!(l.gone(&timed, &census(None), now).is_empty(), "not listed");
+        assert_eq!(
+            l.gone(&timed, &census(Some(&listening)), now),
+            [key(OWN, 9090)]
+        );
+    }
+
+    #[test]
+    fn a_namespace_missed_by_a_later_complete_walk_is_gone() {
+        let mut l = Lifetimes::default();
+        let found = |_| false;
+        let t0 = Instant::now();
+        let census = |complete_walk| Census {
+            own: OWN,
+            own_listening: None,
+            found: &found,
+            complete_walk,
+        };
+        let timed = [(key(POD, 80), 7), (key(OWN, 22), 1)];
+        // First missed after a walk: that walk does not count.
+        assert!(l.gone(&timed, &census(Some(t0)), t0).is_empty());
+        let t1 = t0 + Duration::from_secs(30);
+        assert!(
+            l.gone(&timed, &census(Some(t0)), t1).is_empty(),
+            "no walk since"
+        );
+        let t2 = t1 + Duration::from_secs(1);
+        assert_eq!(l.gone(&timed, &census(Some(t1)), t2), [key(POD, 80)]);
+    }
+
+    #[test]
+    fn a_missed_namespace_whose_listeners_accept_stays() {
+        let mut l = Lifetimes::default();
+        let found = |_| false;
+        let t0 = Instant::now();
+        let census = |complete_walk| Census {
+            own: OWN,
+            own_listening: None,
+            found: &found,
+            complete_walk,
+        };
+        assert!(l.gone(&[(key(POD, 80), 7)], &census(None), t0).is_empty());
+        let t1 = t0 + Duration::from_secs(30);
+        // A complete walk since, but the listener accepted meanwhile.
+        assert!(
+            l.gone(&[(key(POD, 80), 8)], &census(Some(t1)), t1)
+                .is_empty()
+        );
+        let t2 = t1 + Duration::from_secs(30);
+        assert!(
+            l.gone(&[(key(POD, 80), 8)], &census(Some(t1)), t2)
+                .is_empty(),
+            "missed again from t1: the t1 walk does not count"
+        );
+        let t3 = t2 + Duration::from_secs(30);
+        assert_eq!(
+            l.gone(&[(key(POD, 80), 8)], &census(Some(t3)), t3),
+            [key(POD, 80)]
+        );
+    }
+
+    #[test]
+    fn an_incomplete_walk_or_a_found_namespace_keeps_listeners() {
+        let mut l = Lifetimes::default();
+        let t0 = Instant::now();
+        let none = |_| false;
+        let timed = [(key(POD, 80), 7)];
+        let incomplete = Census {
+            own: OWN,
+            own_listening: None,
+            found: &none,
+            complete_walk: None,
+        };
+        assert!(l.gone(&timed, &incomplete, t0).is_empty());
+        let later = t0 + Duration::from_secs(60);
+        assert!(l.gone(&timed, &incomplete, later).is_empty());
+        let pod = |ns| ns == POD;
+        let found = Census {
+            own: OWN,
+            own_listening: None,
+            found: &pod,
+            complete_walk: Some(later),
+        };
+        assert!(l.gone(&timed, &found, later).is_empty());
+        assert!(l.missing.is_empty(), "found: not missing any more");
+    }
+}
