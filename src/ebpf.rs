@@ -396,12 +396,18 @@ impl DiskTimes {
     pub fn dev(&self) -> String {
         format!("{}:{}", self.major, self.minor)
     }
+
+    /// The kernel's dev_t (`major << 20 | minor`), as the program keys it.
+    pub fn dev_t(&self) -> u32 {
+        self.major << 20 | self.minor
+    }
 }
 
 /// The block program, attached to the block layer's request tracepoints
 /// while this lives.
 pub struct Block {
-    histograms: HashMap<MapData, BlockKey, TimedHistogram>,
+    /// Locked only to remove a disk that is gone ([`Block::forget`]).
+    histograms: std::sync::Mutex<HashMap<MapData, BlockKey, TimedHistogram>>,
     missed: Array<MapData, u64>,
     _attached: Attached,
 }
@@ -423,7 +429,7 @@ impl Block {
         let histograms: HashMap<_, _, _> = attached.take_map("histograms")?;
         let missed: Array<_, _> = attached.take_map("missed")?;
         Ok(Block {
-            histograms,
+            histograms: std::sync::Mutex::new(histograms),
             missed,
             _attached: attached,
         })
@@ -437,7 +443,7 @@ impl Block {
             dev,
             phase: BLOCK_QUEUED,
         };
-        match self.histograms.get(&key, 0) {
+        match locked(&self.histograms).get(&key, 0) {
             Ok(h) => Ok(Some((h.slots.iter().sum(), h.sum_ns))),
             Err(aya::maps::MapError::KeyNotFound) => Ok(None),
             Err(e) => Err(format!("reading the block histograms: {e}")),
@@ -455,7 +461,7 @@ impl Block {
     /// attached, by dev_t; and the completions no disk slot was left for.
     pub fn read(&self) -> Result<(Vec<DiskTimes>, u64), String> {
         let mut by_dev: std::collections::BTreeMap<u32, DiskTimes> = Default::default();
-        for entry in self.histograms.iter() {
+        for entry in locked(&self.histograms).iter() {
             let (key, h) = entry.map_err(|e| format!("reading the block histograms: {e}"))?;
             let disk = by_dev.entry(key.dev).or_insert(DiskTimes {
                 major: key.dev >> 20,
@@ -471,6 +477,44 @@ impl Block {
         }
         Ok((by_dev.into_values().collect(), self.missed()?))
     }
+
+    /// Drops the times of disks that are gone (by dev_t), making room in
+    /// the kernel's map, so that a disk later given the same number starts
+    /// from none.
+    pub fn forget(&self, gone: &[u32]) -> Result<(), String> {
+        let keys = gone
+            .iter()
+            .flat_map(|&dev| [BLOCK_QUEUED, BLOCK_SERVED].map(|phase| BlockKey { dev, phase }));
+        remove_all(&self.histograms, keys, "a removed disk's times")
+    }
+}
+
+/// A histogram map shared by the sampler and the collector.
+type SharedHistograms<K> = std::sync::Mutex<HashMap<MapData, K, TimedHistogram>>;
+
+fn locked<K>(
+    map: &SharedHistograms<K>,
+) -> std::sync::MutexGuard<'_, HashMap<MapData, K, TimedHistogram>> {
+    map.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Removes `keys` from `map`; one already absent is no error.
+fn remove_all<K: aya::Pod>(
+    map: &SharedHistograms<K>,
+    keys: impl IntoIterator<Item = K>,
+    what: &str,
+) -> Result<(), String> {
+    let mut map = locked(map);
+    for key in keys {
+        match map.remove(&key) {
+            Ok(()) => {}
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("removing {what}: {e}")),
+        }
+    }
+    Ok(())
 }
 
 /// Mirrors `struct listener_key` of `bpf/accept.h`.
@@ -491,7 +535,7 @@ unsafe impl aya::Pod for ListenerKey {}
 pub struct Accept {
     /// Locked only to remove a listener that is gone ([`Accept::forget`]):
     /// aya removes through exclusive access.
-    listeners: std::sync::Mutex<HashMap<MapData, ListenerKey, TimedHistogram>>,
+    listeners: SharedHistograms<ListenerKey>,
     missed: Array<MapData, u64>,
     _attached: Attached,
 }
@@ -520,36 +564,24 @@ impl Accept {
             netns,
             port: u32::from(port),
         };
-        let h = self.locked().get(&key, 0).ok()?;
+        let h = locked(&self.listeners).get(&key, 0).ok()?;
         Some((h.slots.iter().sum(), h.sum_ns))
     }
 
-    fn locked(&self) -> std::sync::MutexGuard<'_, HashMap<MapData, ListenerKey, TimedHistogram>> {
-        self.listeners
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Drops the histograms of listeners that are gone, making room in
-    /// the kernel's map for new ones; one already gone is no error.
+    /// the kernel's map for new ones.
     pub fn forget(&self, gone: &[ListenerKey]) -> Result<(), String> {
-        let mut listeners = self.locked();
-        for key in gone {
-            match listeners.remove(key) {
-                Ok(()) => {}
-                Err(aya::maps::MapError::SyscallError(e))
-                    if e.io_error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(format!("removing a closed listener's histogram: {e}")),
-            }
-        }
-        Ok(())
+        remove_all(
+            &self.listeners,
+            gone.iter().copied(),
+            "a closed listener's histogram",
+        )
     }
 
     /// Every listener's waits since the program was attached; and the
     /// connections accepted but not counted (no room for their listener).
     pub fn read(&self) -> Result<(Vec<(ListenerKey, TimedHistogram)>, u64), String> {
-        let listeners = self
-            .locked()
+        let listeners = locked(&self.listeners)
             .iter()
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("reading the accept-queue histograms: {e}"))?;

@@ -229,6 +229,72 @@ fn the_block_program_times_direct_writes_to_a_loop_device() {
     assert!(ours.served.sum_ns > 0);
 }
 
+/// A disk the kernel removes (a detached volume; here a loop device
+/// deleted through /dev/loop-control) loses its request times: gone from
+/// the scrape, not frozen there under its `major:minor`, and gone from the
+/// program's map, so that its room goes to new disks.
+#[test]
+fn a_removed_disk_loses_its_request_times() {
+    let _serial = serial();
+    let block = match sojourn::ebpf::Block::shared() {
+        Ok(block) => block,
+        Err(e) => {
+            common::skip_unless_required("SOJOURN_REQUIRE_EBPF", &e);
+            return;
+        }
+    };
+    let s = common::scraper_for([
+        "--collector.disable-defaults",
+        "--collector.ebpf",
+        "--collector.disk.device-exclude",
+        "^ram",
+    ]);
+    let disk = LoopDevice::new();
+    let minor: u32 = disk.path.trim_start_matches("/dev/loop").parse().unwrap();
+    let _ = disk.write_until(4, Instant::now() + Duration::from_millis(200));
+    let served = |text: &str, device: &str| {
+        text.contains(&format!(
+            "sojourn_disk_request_served_seconds_count{{device=\"{device}\"}}"
+        ))
+    };
+    let text = String::from_utf8(metrics::encode_bytes(s.scrape(), Format::Text)).unwrap();
+    assert!(served(&text, &format!("loop{minor}")), "{text}");
+
+    // Unbound, then deleted: /proc/diskstats lists it no more.
+    let remove = format!(
+        "import fcntl, os, time
+fd = os.open('/dev/loop-control', os.O_RDWR)
+for _ in range(50):
+    try: fcntl.ioctl(fd, 0x4C81, {minor}); break
+    except OSError: time.sleep(0.1)
+else: raise SystemExit('loop{minor} still busy')"
+    );
+    let detached = std::process::Command::new("losetup")
+        .args(["-d", &disk.path])
+        .status()
+        .unwrap();
+    assert!(detached.success());
+    let removed = std::process::Command::new("python3")
+        .args(["-c", &remove])
+        .status()
+        .unwrap();
+    assert!(removed.success(), "LOOP_CTL_REMOVE loop{minor}");
+    let diskstats = std::fs::read_to_string("/proc/diskstats").unwrap();
+    assert!(!diskstats.contains(&format!(" loop{minor} ")));
+
+    for _ in 0..2 {
+        let text = String::from_utf8(metrics::encode_bytes(s.scrape(), Format::Text)).unwrap();
+        for device in [format!("loop{minor}"), format!("7:{minor}")] {
+            assert!(!served(&text, &device), "{device} still served:\n{text}");
+        }
+    }
+    let (disks, _) = block.read().unwrap();
+    assert!(
+        !disks.iter().any(|d| (d.major, d.minor) == (7, minor)),
+        "loop{minor} still in the program's map: {disks:?}"
+    );
+}
+
 /// With eBPF permitted, a disk's delay queue is the mean time its requests
 /// waited before issue as the block program timed them (source ebpf); its
 /// in-flight queue still comes from diskstats.

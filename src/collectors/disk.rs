@@ -48,18 +48,38 @@ impl DeviceNames {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if devs.into_iter().any(|d| !names.contains_key(d.as_ref())) {
-            *names = crate::roots::read(diskstats)
-                .ok()
-                .and_then(|t| parse_diskstats(&t).ok())
-                .map(|d| {
-                    d.into_iter()
-                        .map(|d| (format!("{}:{}", d.major, d.minor), d.name))
-                        .collect()
-                })
-                .unwrap_or_default();
+            *names = read_names(diskstats).unwrap_or_default();
         }
         names
     }
+
+    /// The table read anew from `diskstats`, which lists only the devices
+    /// that exist now; the last one kept where the file cannot be read.
+    pub fn fresh(
+        &self,
+        diskstats: &std::path::Path,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, String>> {
+        let mut names = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(read) = read_names(diskstats) {
+            *names = read;
+        }
+        names
+    }
+}
+
+/// `major:minor` → name of each device /proc/diskstats lists.
+fn read_names(diskstats: &std::path::Path) -> Option<std::collections::HashMap<String, String>> {
+    let text = crate::roots::read(diskstats).ok()?;
+    let disks = parse_diskstats(&text).ok()?;
+    Some(
+        disks
+            .into_iter()
+            .map(|d| (format!("{}:{}", d.major, d.minor), d.name))
+            .collect(),
+    )
 }
 
 /// The disk collector's flags.

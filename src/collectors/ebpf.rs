@@ -431,11 +431,26 @@ impl EbpfCollector {
     }
 
     fn disks(&self, block: &Block, cfg: &Config) -> Result<Vec<Family>, CollectError> {
-        let (disks, untimed) = block.read().map_err(CollectError::Io)?;
-        let names = self.disk_names.covering(
-            &cfg.roots.proc("diskstats"),
-            disks.iter().map(DiskTimes::dev),
-        );
+        let (mut disks, untimed) = block.read().map_err(CollectError::Io)?;
+        // Read at every scrape (one small file, as the disk collector
+        // reads it), not kept: a disk it no longer lists was removed (a
+        // detached volume, a deleted loop device), and its series go, with
+        // its room among the program's 64 (no names: the file was never
+        // read; nothing is dropped).
+        let names = self.disk_names.fresh(&cfg.roots.proc("diskstats"));
+        if !names.is_empty() {
+            let gone: Vec<u32> = disks
+                .iter()
+                .filter(|d| !names.contains_key(&d.dev()))
+                .map(DiskTimes::dev_t)
+                .collect();
+            if !gone.is_empty() {
+                if let Err(e) = block.forget(&gone) {
+                    tracing::warn!(error = %e, "removed disks' request times kept");
+                }
+                disks.retain(|d| !gone.contains(&d.dev_t()));
+            }
+        }
         Ok(emit_disks(
             &disks,
             untimed,
