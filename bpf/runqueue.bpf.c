@@ -47,9 +47,12 @@ const volatile __u32 cgroup_mode = SOJOURN_CGROUPS_OFF;
 const volatile __u32 cgroup_controller = 0;
 
 /* The id (directory inode number) of the cgroup `p` is counted under; 0
- * when it cannot be read. `p` comes typed from the tracepoint, so the
- * pointers are followed with plain loads (the verifier guards each), not
- * a helper call a hop: the scheduler's hottest path runs this. */
+ * when it cannot be read, or when it is the hierarchy's root, whose waits
+ * no one reads (every cgroup series is a child's) and whose tasks — the
+ * kernel's threads among them — switch most often. `p` comes typed from
+ * the tracepoint, so the pointers are followed with plain loads (the
+ * verifier guards each), not a helper call a hop: the scheduler's hottest
+ * path runs this. */
 static __always_inline __u64 task_cgroup(struct task_struct *p)
 {
 	struct css_set *set = p->cgroups;
@@ -70,7 +73,7 @@ static __always_inline __u64 task_cgroup(struct task_struct *p)
 			return 0;
 		cgrp = css->cgroup;
 	}
-	if (!cgrp || !cgrp->kn)
+	if (!cgrp || cgrp->level == 0 || !cgrp->kn)
 		return 0;
 	return cgrp->kn->id;
 }

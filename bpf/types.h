@@ -19,6 +19,7 @@ struct kernfs_node {
 
 struct cgroup {
 	struct kernfs_node *kn;
+	int level; /* 0 for a hierarchy's root */
 } __attribute__((preserve_access_index));
 
 struct cgroup_subsys_state {
