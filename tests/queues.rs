@@ -230,9 +230,10 @@ fn the_block_program_times_direct_writes_to_a_loop_device() {
 }
 
 /// A disk the kernel removes (a detached volume; here a loop device
-/// deleted through /dev/loop-control) loses its request times: gone from
-/// the scrape, not frozen there under its `major:minor`, and gone from the
-/// program's map, so that its room goes to new disks.
+/// deleted through /dev/loop-control) loses its request times within a
+/// rescan interval: gone from the scrape, not frozen there under its name
+/// or its `major:minor`, and gone from the program's map, so that its
+/// room goes to new disks.
 #[test]
 fn a_removed_disk_loses_its_request_times() {
     let _serial = serial();
@@ -248,6 +249,8 @@ fn a_removed_disk_loses_its_request_times() {
         "--collector.ebpf",
         "--collector.disk.device-exclude",
         "^ram",
+        "--collector.process.rescan-interval",
+        "100ms",
     ]);
     let disk = LoopDevice::new();
     let minor: u32 = disk.path.trim_start_matches("/dev/loop").parse().unwrap();
@@ -282,10 +285,25 @@ else: raise SystemExit('loop{minor} still busy')"
     let diskstats = std::fs::read_to_string("/proc/diskstats").unwrap();
     assert!(!diskstats.contains(&format!(" loop{minor} ")));
 
-    for _ in 0..2 {
+    // Let go within a rescan interval, then for good.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let devices = [format!("loop{minor}"), format!("7:{minor}")];
+    loop {
         let text = String::from_utf8(metrics::encode_bytes(s.scrape(), Format::Text)).unwrap();
-        for device in [format!("loop{minor}"), format!("7:{minor}")] {
-            assert!(!served(&text, &device), "{device} still served:\n{text}");
+        if !devices.iter().any(|d| served(&text, d)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "loop{minor} still served:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(60));
+        let text = String::from_utf8(metrics::encode_bytes(s.scrape(), Format::Text)).unwrap();
+        for device in &devices {
+            assert!(!served(&text, device), "{device} back:\n{text}");
         }
     }
     let (disks, _) = block.read().unwrap();

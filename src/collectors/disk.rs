@@ -53,20 +53,33 @@ impl DeviceNames {
         names
     }
 
-    /// The table read anew from `diskstats`, which lists only the devices
-    /// that exist now; the last one kept where the file cannot be read.
-    pub fn fresh(
+    /// [`DeviceNames::covering`], read anew from `diskstats` also when
+    /// `reread`; and whether the table was read now, so that it lists only
+    /// the devices that exist (the last table is kept where the file
+    /// cannot be read, and the answer is then false).
+    pub fn current<D: AsRef<str>>(
         &self,
         diskstats: &std::path::Path,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, String>> {
+        devs: impl IntoIterator<Item = D>,
+        reread: bool,
+    ) -> (
+        std::sync::MutexGuard<'_, std::collections::HashMap<String, String>>,
+        bool,
+    ) {
         let mut names = self
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(read) = read_names(diskstats) {
-            *names = read;
+        if !reread && devs.into_iter().all(|d| names.contains_key(d.as_ref())) {
+            return (names, false);
         }
-        names
+        match read_names(diskstats) {
+            Some(read) => {
+                *names = read;
+                (names, true)
+            }
+            None => (names, false),
+        }
     }
 }
 

@@ -59,14 +59,16 @@ pub struct Config {
         help = "Most process groups reported; the rest are counted in sojourn_process_groups_omitted"
     )]
     pub max_groups: usize,
-    /// How often /proc is listed for new processes; zero: every scrape.
+    /// How often /proc is listed for new processes and network namespaces,
+    /// and the eBPF programs' listeners and disks checked for being gone;
+    /// zero: every scrape.
     #[arg(
         id = "collector.process.rescan-interval",
         long = "collector.process.rescan-interval",
         value_name = "DURATION",
         default_value = DEFAULT_RESCAN_INTERVAL,
         value_parser = crate::flag::duration_or_zero,
-        help = "How often /proc is listed for new processes (0s: every scrape); known processes are read at every scrape"
+        help = "How often sojourn looks again for what comes and goes: /proc listed for new processes and network namespaces, closed listeners and removed disks let go (0s: every scrape); known processes are read at every scrape"
     )]
     pub rescan_interval: std::time::Duration,
 }
