@@ -159,6 +159,19 @@ def quantile(q, metric, by, selector, wrap=None):
 EBPF_NOTE = " Timed in the kernel by eBPF; empty where sojourn may not load it (no CAP_BPF and CAP_PERFMON, or no kernel BTF)."
 
 
+def disk_request_targets():
+    """Each disk's p99 time queued (before the driver had the request) and
+    served (by the device)."""
+    return [(quantile(0.99, f"sojourn_disk_request_{phase}_seconds", "instance, device", I),
+             f"{{{{instance}}}} {{{{device}}}} {phase}") for phase in ("queued", "served")]
+
+
+def accept_wait_target():
+    """Each listener's p99 accept wait, named by its pod where it is one's."""
+    return (quantile(0.99, "sojourn_tcp_accept_wait_seconds", "instance, netns, namespace, pod, port", I),
+            "{{instance}} {{namespace}}/{{pod}} {{netns}} :{{port}}")
+
+
 def node():
     b = Board("sojourn-use-node", "USE / Node",
               "Utilization, saturation and errors of one host's resources, in Brendan Gregg's USE order. "
@@ -214,10 +227,7 @@ def node():
               "{{instance}} {{queue}}")], "percentunit", max_value=1)
     b.panel("Disk requests queued and served", "Each disk's p99 time a request waited before the driver "
             "had it (queued: a deep queue) and the device took to serve it (served: a slow device)." + EBPF_NOTE,
-            [(quantile(0.99, "sojourn_disk_request_queued_seconds", "instance, device", I),
-              "{{instance}} {{device}} queued"),
-             (quantile(0.99, "sojourn_disk_request_served_seconds", "instance, device", I),
-              "{{instance}} {{device}} served")], "s")
+            disk_request_targets(), "s")
     b.panel("I/O pressure", "Share of time tasks stalled on I/O (PSI).",
             [(f'rate(sojourn_pressure_stalled_seconds_total{{resource="io",{I}}}[$__rate_interval])',
               "{{instance}} {{kind}}")], "percentunit")
@@ -261,8 +271,7 @@ def node():
               "{{instance}} {{queue}} standing")])
     b.panel("Accept wait", "Saturation: p99 time connections waited in each listener's accept queue, "
             "established until the application accepted them, every network namespace's listeners." + EBPF_NOTE,
-            [(quantile(0.99, "sojourn_tcp_accept_wait_seconds", "instance, netns, namespace, pod, port", I),
-              "{{instance}} {{namespace}}/{{pod}} {{netns}} :{{port}}")], "s")
+            [accept_wait_target()], "s")
     b.panel("Retransmits", "Share of TCP segments sent again (errors), and resets sent.",
             [(f'rate(sojourn_netstat_tcp_retrans_segs_total{{{I}}}[$__rate_interval]) / (rate(sojourn_netstat_tcp_out_segs_total{{{I}}}[$__rate_interval]) > 0)',
               "{{instance}} retransmit ratio")], "percentunit")
@@ -364,14 +373,10 @@ def queues():
             "s")
     b.panel("Disk requests queued and served", "p99 per disk: queued (waiting for the driver) grows with a "
             "deep queue, served (in the device) with a slow device." + EBPF_NOTE,
-            [(quantile(0.99, "sojourn_disk_request_queued_seconds", "instance, device", I),
-              "{{instance}} {{device}} queued"),
-             (quantile(0.99, "sojourn_disk_request_served_seconds", "instance, device", I),
-              "{{instance}} {{device}} served")], "s")
+            disk_request_targets(), "s")
     b.panel("Accept wait p99", "Each listener's connections, established until accepted, in every "
             "network namespace (a pod's named by its pod)." + EBPF_NOTE,
-            [(quantile(0.99, "sojourn_tcp_accept_wait_seconds", "instance, netns, namespace, pod, port", I),
-              "{{instance}} {{namespace}}/{{pod}} {{netns}} :{{port}}")], "s")
+            [accept_wait_target()], "s")
     b.panel("Waits timed per second", "How many waits each histogram counted: the rate behind its quantiles.",
             [(both(f'sum by (instance) (rate({m}_count{{{I}}}[$__rate_interval]))',
                    f'sum by (instance) (histogram_count(rate({m}{{{I}}}[$__rate_interval])))'),

@@ -179,16 +179,27 @@ mod tests {
         ListenerKey { netns, port }
     }
 
+    fn not_found(_: u32) -> bool {
+        false
+    }
+
+    /// No namespace found by the walk that started at `complete_walk`.
+    fn walked(complete_walk: Option<Instant>) -> Census<'static> {
+        Census {
+            own: OWN,
+            own_listening: None,
+            found: &not_found,
+            complete_walk,
+        }
+    }
+
     #[test]
     fn a_closed_port_in_its_own_namespace_is_gone_once_listed() {
         let mut l = Lifetimes::default();
         let listening: HashSet<u16> = [8080].into();
-        let found = |_| false;
         let census = |own_listening| Census {
-            own: OWN,
             own_listening,
-            found: &found,
-            complete_walk: None,
+            ..walked(None)
         };
         let timed = [(key(OWN, 8080), 3), (key(OWN, 9090), 5)];
         let now = Instant::now();
@@ -202,14 +213,8 @@ mod tests {
     #[test]
     fn a_namespace_missed_by_a_later_complete_walk_is_gone() {
         let mut l = Lifetimes::default();
-        let found = |_| false;
         let t0 = Instant::now();
-        let census = |complete_walk| Census {
-            own: OWN,
-            own_listening: None,
-            found: &found,
-            complete_walk,
-        };
+        let census = walked;
         let timed = [(key(POD, 80), 7), (key(OWN, 22), 1)];
         // First missed after a walk: that walk does not count.
         assert!(l.gone(&timed, &census(Some(t0)), t0).is_empty());
@@ -225,14 +230,8 @@ mod tests {
     #[test]
     fn a_missed_namespace_whose_listeners_accept_stays() {
         let mut l = Lifetimes::default();
-        let found = |_| false;
         let t0 = Instant::now();
-        let census = |complete_walk| Census {
-            own: OWN,
-            own_listening: None,
-            found: &found,
-            complete_walk,
-        };
+        let census = walked;
         assert!(l.gone(&[(key(POD, 80), 7)], &census(None), t0).is_empty());
         let t1 = t0 + Duration::from_secs(30);
         // A complete walk since, but the listener accepted meanwhile.
@@ -257,14 +256,8 @@ mod tests {
     fn an_incomplete_walk_or_a_found_namespace_keeps_listeners() {
         let mut l = Lifetimes::default();
         let t0 = Instant::now();
-        let none = |_| false;
         let timed = [(key(POD, 80), 7)];
-        let incomplete = Census {
-            own: OWN,
-            own_listening: None,
-            found: &none,
-            complete_walk: None,
-        };
+        let incomplete = walked(None);
         assert!(l.gone(&timed, &incomplete, t0).is_empty());
         let later = t0 + Duration::from_secs(60);
         assert!(l.gone(&timed, &incomplete, later).is_empty());
