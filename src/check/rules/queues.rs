@@ -70,6 +70,22 @@ fn measured(w: &Window, queue: &str, netns: &str) -> Option<String> {
     }
 }
 
+/// The run queue's timed waits (eBPF) over the window, where the run
+/// queue itself stood less than [`NOTICE_SHARE`] of it (else its own line
+/// quotes them).
+fn timed_run_queue_not_standing(w: &Window) -> Option<String> {
+    let standing = w
+        .increase(
+            "sojourn_queue_standing_seconds_total",
+            &[("queue", "cpu"), ("netns", "")],
+        )
+        .unwrap_or(0.0);
+    if standing / w.seconds() >= NOTICE_SHARE {
+        return None;
+    }
+    measured(w, "cpu", "")
+}
+
 pub(super) fn queues(w: &Window, rows: &mut Rows) {
     let last = w.last();
     let host_overflows = w.gained(&["sojourn_netstat_tcpext_listen_overflows_total"]);
@@ -148,6 +164,15 @@ pub(super) fn queues(w: &Window, rows: &mut Rows) {
         if let Some(measured) = measured(w, &queue, &netns) {
             line.push_str("; ");
             line.push_str(&measured);
+        } else if queue == "cpu:psi"
+            && let Some(waits) = timed_run_queue_not_standing(w)
+        {
+            // The CPU stalls while its run queue's timed delay is within
+            // target (the scheduler lets short waits jump the busy
+            // threads): what the waiting threads waited still says how
+            // much the contention costs.
+            line.push_str("; run queue ");
+            line.push_str(&waits);
         }
         if let Some(limit) = last.value("sojourn_queue_limit", &want) {
             line.push_str(&format!(", backlog {}", count(limit)));

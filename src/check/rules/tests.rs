@@ -520,3 +520,67 @@ fn a_timed_queue_quotes_the_waits_the_kernel_measured() {
         );
     }
 }
+
+/// A CPU whose stall (PSI) stands while its run queue's timed delay stays
+/// within target (threads hogging the CPU wait a couple of slices each)
+/// quotes the run queue's measured waits on the stall's line, once.
+#[test]
+fn a_cpu_stall_quotes_the_run_queues_timed_waits() {
+    let bounds = [0.001, 0.002, 0.004, 0.008, 0.016, f64::INFINITY];
+    let mut snaps = [host(0.0, [1.0, 1.0]), host(10.0, [1.0, 1.0])];
+    for (i, s) in snaps.iter_mut().enumerate() {
+        let n = i as u64;
+        s.push(
+            "sojourn_queue_info",
+            &[("queue", "cpu"), ("measure", "delay"), ("source", "ebpf")],
+            1.0,
+        );
+        s.push(
+            "sojourn_queue_info",
+            &[
+                ("queue", "cpu:psi"),
+                ("measure", "share"),
+                ("source", "psi"),
+            ],
+            1.0,
+        );
+        s.push(
+            "sojourn_queue_standing_seconds_total",
+            &[("queue", "cpu")],
+            0.0,
+        );
+        s.push(
+            "sojourn_queue_standing_seconds_total",
+            &[("queue", "cpu:psi")],
+            9.0 * i as f64,
+        );
+        s.push(
+            "sojourn_queue_min_stall_ratio",
+            &[("queue", "cpu:psi")],
+            1.0,
+        );
+        s.push(
+            "sojourn_queue_target_stall_ratio",
+            &[("queue", "cpu:psi")],
+            0.1,
+        );
+        s.push_histogram(
+            "sojourn_runqueue_wait_seconds",
+            &[],
+            &bounds,
+            &[7 + 500 * n, 300 * n, 150 * n, 40 * n, 10 * n, 0],
+        );
+    }
+    let r = evaluate(&snaps).unwrap();
+    let evidence: Vec<&String> = r.resources.iter().flat_map(|r| &r.evidence).collect();
+    let expected = "stall (PSI some) standing 9.0 s of 10.0 s (90 %), min share up to 100 % (target 10 %); run queue p99 wait 8 ms of 1000 waits timed (eBPF)";
+    assert!(
+        evidence.iter().any(|e| e.as_str() == expected),
+        "{expected:?} in {evidence:#?}"
+    );
+    let quoting = evidence
+        .iter()
+        .filter(|e| e.contains("waits timed"))
+        .count();
+    assert_eq!(quoting, 1, "quoted once: {evidence:#?}");
+}
