@@ -29,11 +29,25 @@ pub const DEFAULT_DEVICE_EXCLUDE: &str =
 
 /// Block devices' names by `major:minor` (`8:0` → `sda`), from
 /// /proc/diskstats, read again only when asked for a device the table does
-/// not name: the cgroup and ebpf collectors name devices by number, and a
-/// device appears far more rarely than a scrape comes (the disk collector
-/// reads that file at every scrape itself).
+/// not name, or when older than asked: the cgroup and ebpf collectors name
+/// devices by number, and a device appears far more rarely than a scrape
+/// comes (the disk collector reads that file at every scrape itself).
 #[derive(Debug, Default)]
-pub struct DeviceNames(std::sync::Mutex<std::collections::HashMap<String, String>>);
+pub struct DeviceNames(std::sync::Mutex<NameTable>);
+
+/// The names, and when the file was last read.
+#[derive(Debug, Default)]
+pub struct NameTable {
+    names: std::collections::HashMap<String, String>,
+    read: Option<std::time::Instant>,
+}
+
+impl std::ops::Deref for NameTable {
+    type Target = std::collections::HashMap<String, String>;
+    fn deref(&self) -> &Self::Target {
+        &self.names
+    }
+}
 
 impl DeviceNames {
     /// The table, read anew from `diskstats` if it lacks any of `devs`.
@@ -41,58 +55,50 @@ impl DeviceNames {
         &self,
         diskstats: &std::path::Path,
         devs: impl IntoIterator<Item = D>,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, String>> {
-        // A panic while refreshing left a map that is still a map.
-        let mut names = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if devs.into_iter().any(|d| !names.contains_key(d.as_ref())) {
-            *names = read_names(diskstats).unwrap_or_default();
-        }
-        names
+    ) -> std::sync::MutexGuard<'_, NameTable> {
+        self.current(diskstats, devs, None).0
     }
 
-    /// [`DeviceNames::covering`], read anew from `diskstats` also when
-    /// `reread`; and whether the table was read now, so that it lists only
-    /// the devices that exist (the last table is kept where the file
-    /// cannot be read, and the answer is then false).
+    /// [`DeviceNames::covering`], read anew also when last read `max_age`
+    /// ago or more; and whether it was read now, so that it lists only the
+    /// devices that exist (where the file cannot be read the last table is
+    /// kept, and the answer is false).
     pub fn current<D: AsRef<str>>(
         &self,
         diskstats: &std::path::Path,
         devs: impl IntoIterator<Item = D>,
-        reread: bool,
-    ) -> (
-        std::sync::MutexGuard<'_, std::collections::HashMap<String, String>>,
-        bool,
-    ) {
-        let mut names = self
+        max_age: Option<std::time::Duration>,
+    ) -> (std::sync::MutexGuard<'_, NameTable>, bool) {
+        // A panic while refreshing left a table that is still a table.
+        let mut table = self
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !reread && devs.into_iter().all(|d| names.contains_key(d.as_ref())) {
-            return (names, false);
+        let now = std::time::Instant::now();
+        let stale =
+            max_age.is_some_and(|age| table.read.is_none_or(|t| now.duration_since(t) >= age));
+        if !stale
+            && devs
+                .into_iter()
+                .all(|d| table.names.contains_key(d.as_ref()))
+        {
+            return (table, false);
         }
-        match read_names(diskstats) {
-            Some(read) => {
-                *names = read;
-                (names, true)
+        // Tried now, whatever the outcome: `max_age` does not bring an
+        // unreadable file back at every call (a missing device still does).
+        table.read = Some(now);
+        let text = crate::roots::read(diskstats).ok();
+        match text.and_then(|t| parse_diskstats(&t).ok()) {
+            Some(disks) => {
+                table.names = disks
+                    .into_iter()
+                    .map(|d| (format!("{}:{}", d.major, d.minor), d.name))
+                    .collect();
+                (table, true)
             }
-            None => (names, false),
+            None => (table, false),
         }
     }
-}
-
-/// `major:minor` → name of each device /proc/diskstats lists.
-fn read_names(diskstats: &std::path::Path) -> Option<std::collections::HashMap<String, String>> {
-    let text = crate::roots::read(diskstats).ok()?;
-    let disks = parse_diskstats(&text).ok()?;
-    Some(
-        disks
-            .into_iter()
-            .map(|d| (format!("{}:{}", d.major, d.minor), d.name))
-            .collect(),
-    )
 }
 
 /// The disk collector's flags.
