@@ -16,7 +16,7 @@ use crate::metrics::{Family, Histogram, label};
 use crate::native::NativeBuckets;
 
 mod listeners;
-use listeners::{Census, Lifetimes, Namespaces};
+use listeners::{Lifetimes, Namespaces};
 
 crate::descs! {
     RUNQUEUE_WAIT = histogram("runqueue_wait", "Saturation: time tasks waited on a CPU's run queue before running, from wakeup or preemption, every wait timed (eBPF at sched_wakeup, sched_wakeup_new, sched_switch; all CPUs).") .seconds();
@@ -236,8 +236,9 @@ impl CgroupIds {
 pub struct EbpfCollector {
     cgroup_ids: std::sync::Mutex<CgroupIds>,
     accept: Result<std::sync::Arc<crate::ebpf::Accept>, String>,
-    namespaces: std::sync::Mutex<Namespaces>,
-    lifetimes: std::sync::Mutex<Lifetimes>,
+    /// Listeners' namespaces and which are gone: one lock, as both are
+    /// read and written at each scrape of the accept program.
+    listeners: std::sync::Mutex<(Namespaces, Lifetimes)>,
     /// The cgroup collector's source of pod names, shared.
     kubelet: Option<std::sync::Arc<crate::kubelet::Kubelet>>,
     runqueue: Result<std::sync::Arc<RunQueue>, String>,
@@ -289,8 +290,7 @@ impl EbpfCollector {
         let kubelet = super::netns::kubelet(cfg);
         EbpfCollector {
             accept,
-            namespaces: std::sync::Mutex::new(Namespaces::new()),
-            lifetimes: Default::default(),
+            listeners: std::sync::Mutex::new((Namespaces::new(), Lifetimes::default())),
             kubelet,
             cgroup_ids: std::sync::Mutex::new(CgroupIds {
                 tree: None,
@@ -350,12 +350,13 @@ impl EbpfCollector {
         cfg: &Config,
     ) -> Result<Vec<Family>, CollectError> {
         let (mut listeners, untimed) = accept.read().map_err(CollectError::Io)?;
-        let mut ns = self
-            .namespaces
+        let mut known = self
+            .listeners
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (ns, lifetimes) = &mut *known;
         ns.refresh(cfg, listeners.iter().map(|(k, _)| k.netns));
-        self.forget_gone(accept, &mut listeners, &ns, cfg);
+        listeners::forget_gone(accept, &mut listeners, ns, lifetimes, cfg);
         let names = self
             .kubelet
             .as_deref()
@@ -386,48 +387,6 @@ impl EbpfCollector {
             emit_listeners(&listeners, identity, blank("other")),
             Family::single(ACCEPT_UNTIMED, untimed),
         ])
-    }
-
-    /// Removes the listeners known to be closed from the kernel's map and
-    /// from `listeners` (`listeners.rs` says how they are known).
-    fn forget_gone(
-        &self,
-        accept: &crate::ebpf::Accept,
-        listeners: &mut Vec<(crate::ebpf::ListenerKey, crate::ebpf::TimedHistogram)>,
-        ns: &Namespaces,
-        cfg: &Config,
-    ) {
-        let own = ns.own.and_then(|i| u32::try_from(i).ok()).unwrap_or(0);
-        let now = std::time::Instant::now();
-        let mut lifetimes = self
-            .lifetimes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Listed only while one of its listeners is timed.
-        let own_listening = listeners
-            .iter()
-            .any(|(k, _)| k.netns == own)
-            .then(|| lifetimes.own_listening(cfg.process.rescan_interval, now))
-            .flatten();
-        let accepted: Vec<_> = listeners
-            .iter()
-            .map(|(k, h)| (*k, h.slots.iter().sum::<u64>()))
-            .collect();
-        let found = |inode: u32| ns.is_found(u64::from(inode));
-        let census = Census {
-            own,
-            own_listening: own_listening.as_ref(),
-            found: &found,
-            complete_walk: ns.complete_walk(),
-        };
-        let gone = lifetimes.gone(&accepted, &census, now);
-        if gone.is_empty() {
-            return;
-        }
-        if let Err(e) = accept.forget(&gone) {
-            tracing::warn!(error = %e, "closed listeners' accept-queue histograms kept");
-        }
-        listeners.retain(|(k, _)| !gone.contains(k));
     }
 
     fn disks(&self, block: &Block, cfg: &Config) -> Result<Vec<Family>, CollectError> {

@@ -168,6 +168,44 @@ impl Lifetimes {
     }
 }
 
+/// Removes the listeners known to be closed from the kernel's map and
+/// from `listeners` (the module's comment says how they are known).
+pub fn forget_gone(
+    accept: &crate::ebpf::Accept,
+    listeners: &mut Vec<(crate::ebpf::ListenerKey, crate::ebpf::TimedHistogram)>,
+    ns: &Namespaces,
+    lifetimes: &mut Lifetimes,
+    cfg: &super::Config,
+) {
+    let own = ns.own.and_then(|i| u32::try_from(i).ok()).unwrap_or(0);
+    let now = std::time::Instant::now();
+    // Listed only while one of its listeners is timed.
+    let own_listening = listeners
+        .iter()
+        .any(|(k, _)| k.netns == own)
+        .then(|| lifetimes.own_listening(cfg.process.rescan_interval, now))
+        .flatten();
+    let accepted: Vec<_> = listeners
+        .iter()
+        .map(|(k, h)| (*k, h.slots.iter().sum::<u64>()))
+        .collect();
+    let found = |inode: u32| ns.is_found(u64::from(inode));
+    let census = Census {
+        own,
+        own_listening: own_listening.as_ref(),
+        found: &found,
+        complete_walk: ns.complete_walk(),
+    };
+    let gone = lifetimes.gone(&accepted, &census, now);
+    if gone.is_empty() {
+        return;
+    }
+    if let Err(e) = accept.forget(&gone) {
+        tracing::warn!(error = %e, "closed listeners' accept-queue histograms kept");
+    }
+    listeners.retain(|(k, _)| !gone.contains(k));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
