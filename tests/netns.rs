@@ -410,10 +410,7 @@ time.sleep(0.02)
 for _ in range(5):
     c, _ = l.accept(); time.sleep(0.03)
 ";
-    let status = std::process::Command::new("ip")
-        .args(["netns", "exec", &pod.netns, "python3", "-c", server])
-        .status()
-        .expect("ip netns exec");
+    let status = pod.python(server).status().expect("ip netns exec");
     assert!(status.success());
     let text = scrape(&s);
     let count = text
@@ -472,10 +469,7 @@ fn closed_listeners_and_deleted_pods_lose_their_accept_histograms() {
 l = socket.socket(); l.bind(('127.0.0.1', 9200)); l.listen(4)
 c = socket.create_connection(('127.0.0.1', 9200)); l.accept()
 ";
-    let status = std::process::Command::new("ip")
-        .args(["netns", "exec", &pod.netns, "python3", "-c", server])
-        .status()
-        .expect("ip netns exec");
+    let status = pod.python(server).status().expect("ip netns exec");
     assert!(status.success());
     // Two listeners of this process: one closes, one stays.
     let accept_one = |l: &std::net::TcpListener| {

@@ -211,8 +211,7 @@ fn a_real_prometheus_gets_every_rule_panel_native_histogram_and_the_fault_alert(
     // namespace a second listener accepts, for the accept-wait panels.
     let pod = common::pod("e2e", true).expect("a fake pod (ip netns, cgroups: root)");
     let _pod_server = common::Killed(
-        Command::new("ip")
-            .args(["netns", "exec", &pod.netns, "python3", "-c", POD_SERVER])
+        pod.python(POD_SERVER)
             .stdout(Stdio::null())
             .spawn()
             .expect("ip netns exec"),

@@ -133,6 +133,16 @@ pub struct Pod {
     pub cgroup: PathBuf,
 }
 
+impl Pod {
+    /// A Python program run in the pod's network namespace (not its
+    /// cgroup): the command, to spawn or to wait for.
+    pub fn python(&self, program: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.netns, "python3", "-c", program]);
+        command
+    }
+}
+
 impl Drop for Pod {
     fn drop(&mut self) {
         let _ = self.child.kill();
