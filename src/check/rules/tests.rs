@@ -454,12 +454,25 @@ fn queue_names_map_to_their_resources() {
     );
 }
 
+/// Buckets of the timed-wait histograms these tests push: 1 ms to 16 ms.
+const WAIT_BOUNDS: [f64; 6] = [0.001, 0.002, 0.004, 0.008, 0.016, f64::INFINITY];
+
+/// The run queue's timed waits at the `n`th snapshot: 1 000 more in each
+/// window, the 990th of which ends the 8 ms bucket.
+fn push_run_queue_waits(s: &mut Snapshot, n: u64) {
+    s.push_histogram(
+        "sojourn_runqueue_wait_seconds",
+        &[],
+        &WAIT_BOUNDS,
+        &[7 + 500 * n, 300 * n, 150 * n, 40 * n, 10 * n, 0],
+    );
+}
+
 /// Where eBPF timed a queue's items, its evidence quotes what the kernel
 /// measured over the window: the run queue's p99 wait, a disk's p99
 /// queued and served times, and how many were timed.
 #[test]
 fn a_timed_queue_quotes_the_waits_the_kernel_measured() {
-    let bounds = [0.001, 0.002, 0.004, 0.008, 0.016, f64::INFINITY];
     let mut snaps = [host(0.0, [1.0, 1.0]), host(10.0, [1.0, 1.0])];
     for (i, s) in snaps.iter_mut().enumerate() {
         let n = i as u64;
@@ -481,29 +494,23 @@ fn a_timed_queue_quotes_the_waits_the_kernel_measured() {
             s.push("sojourn_queue_min_delay_seconds", &[("queue", q)], 0.0031);
             s.push("sojourn_queue_target_delay_seconds", &[("queue", q)], 0.005);
         }
-        // 1 000 waits in the window: the 990th ends the 8 ms bucket.
-        s.push_histogram(
-            "sojourn_runqueue_wait_seconds",
-            &[],
-            &bounds,
-            &[7 + 500 * n, 300 * n, 150 * n, 40 * n, 10 * n, 0],
-        );
+        push_run_queue_waits(s, n);
         s.push_histogram(
             "sojourn_disk_request_queued_seconds",
             &[("device", "vda")],
-            &bounds,
+            &WAIT_BOUNDS,
             &[100 * n, 0, 0, 0, 0, 0],
         );
         s.push_histogram(
             "sojourn_tcp_accept_wait_seconds",
             &[("port", "8080"), ("netns", "")],
-            &bounds,
+            &WAIT_BOUNDS,
             &[0, 0, 0, 0, 0, 20 * n],
         );
         s.push_histogram(
             "sojourn_disk_request_served_seconds",
             &[("device", "vda")],
-            &bounds,
+            &WAIT_BOUNDS,
             &[0, 0, 0, 0, 100 * n, 0],
         );
     }
@@ -526,7 +533,6 @@ fn a_timed_queue_quotes_the_waits_the_kernel_measured() {
 /// quotes the run queue's measured waits on the stall's line, once.
 #[test]
 fn a_cpu_stall_quotes_the_run_queues_timed_waits() {
-    let bounds = [0.001, 0.002, 0.004, 0.008, 0.016, f64::INFINITY];
     let mut snaps = [host(0.0, [1.0, 1.0]), host(10.0, [1.0, 1.0])];
     for (i, s) in snaps.iter_mut().enumerate() {
         let n = i as u64;
@@ -564,12 +570,7 @@ fn a_cpu_stall_quotes_the_run_queues_timed_waits() {
             &[("queue", "cpu:psi")],
             0.1,
         );
-        s.push_histogram(
-            "sojourn_runqueue_wait_seconds",
-            &[],
-            &bounds,
-            &[7 + 500 * n, 300 * n, 150 * n, 40 * n, 10 * n, 0],
-        );
+        push_run_queue_waits(s, n);
     }
     let r = evaluate(&snaps).unwrap();
     let evidence: Vec<&String> = r.resources.iter().flat_map(|r| &r.evidence).collect();
