@@ -24,6 +24,8 @@ disagree.
 """
 import argparse, os, random, re, signal, socket, subprocess, sys, threading, time, urllib.request
 
+from compare_runqlat import start_sojourn
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PORT = 19872
 
@@ -63,9 +65,7 @@ def main():
     a = ap.parse_args()
     if not a.no_build:
         subprocess.run(["cargo", "build", "--release", "--locked"], cwd=ROOT, check=True)
-    exporter = subprocess.Popen(
-        [os.path.join(ROOT, "target/release/sojourn"), "--web.listen-address", f"127.0.0.1:{PORT}",
-         "--collector.disable-defaults", "--collector.ebpf", "--log.level", "warn"])
+    exporter = start_sojourn(PORT)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(4096)

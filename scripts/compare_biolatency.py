@@ -21,7 +21,7 @@ when a served quantile is more than one bucket apart.
 """
 import argparse, math, os, re, signal, subprocess, sys, tempfile, time, urllib.request
 
-from compare_runqlat import per_bucket, quantile, runqlat_buckets
+from compare_runqlat import per_bucket, quantile, runqlat_buckets, start_sojourn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PORT = 19872
@@ -52,10 +52,7 @@ def main():
     loop = subprocess.run(["losetup", "-f", "--show", backing.name], capture_output=True,
                           text=True, check=True).stdout.strip()
     name = os.path.basename(loop)
-    exporter = subprocess.Popen(
-        [os.path.join(ROOT, "target/release/sojourn"), "--web.listen-address", f"127.0.0.1:{PORT}",
-         "--collector.disable-defaults", "--collector.ebpf", "--collector.disk.device-exclude", "^$",
-         "--log.level", "warn"])
+    exporter = start_sojourn(PORT, "--collector.disk.device-exclude", "^$")
     writers = []
     try:
         time.sleep(1.5)

@@ -81,6 +81,14 @@ class Cgroup:
                 time.sleep(0.1)
 
 
+def start_sojourn(port, *flags):
+    """target/release/sojourn with only the ebpf collector (and `flags`) on
+    127.0.0.1:`port`; the caller stops it."""
+    return subprocess.Popen(
+        [os.path.join(ROOT, "target/release/sojourn"), "--web.listen-address", f"127.0.0.1:{port}",
+         "--collector.disable-defaults", "--collector.ebpf", *flags, "--log.level", "warn"])
+
+
 def quantile(bounds_counts, q):
     """Upper bound of the bucket holding quantile q; (bound, count) pairs of
     per-bucket (not cumulative) counts in ascending bound order."""
@@ -143,9 +151,7 @@ def main():
     a = ap.parse_args()
     if not a.no_build:
         subprocess.run(["cargo", "build", "--release", "--locked"], cwd=ROOT, check=True)
-    exporter = subprocess.Popen(
-        [os.path.join(ROOT, "target/release/sojourn"), "--web.listen-address", f"127.0.0.1:{PORT}",
-         "--collector.disable-defaults", "--collector.ebpf", "--log.level", "warn"])
+    exporter = start_sojourn(PORT)
     busy = []
     cgroup = Cgroup(a.quota) if a.cgroup else None
     try:
