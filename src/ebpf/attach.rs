@@ -124,21 +124,104 @@ pub fn tracepoint(program: BorrowedFd<'_>, category: &str, name: &str) -> io::Re
     Ok(Link { _fd: event })
 }
 
-/// The tracepoint's id in tracefs, wherever it is mounted.
+/// Where tracefs is found mounted, the kernel's own place first.
+const TRACEFS_ROOTS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+
+/// The tracepoint's id in tracefs, wherever it is mounted; where it is
+/// mounted nowhere (a host that never mounted it, a container given /sys
+/// without it), read from a mount of sojourn's own that no other process
+/// sees ([`private_tracepoint_id`]).
 fn tracepoint_id(category: &str, name: &str) -> io::Result<u64> {
     let mut last = None;
-    for root in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
-        let path = format!("{root}/events/{category}/{name}/id");
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                return text.trim().parse().map_err(|_| {
-                    io::Error::new(io::ErrorKind::InvalidData, format!("{path}: {text:?}"))
-                });
-            }
-            Err(e) => last = Some(io::Error::new(e.kind(), format!("{path}: {e}"))),
+    for root in TRACEFS_ROOTS {
+        match read_tracepoint_id(root, category, name) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => last = Some(e),
+            other => return other,
         }
     }
-    Err(last.unwrap_or_else(|| io::Error::other("no tracefs")))
+    let last = last.unwrap_or_else(|| io::Error::other("no tracefs"));
+    if TRACEFS_ROOTS
+        .iter()
+        .any(|root| std::path::Path::new(root).join("events").is_dir())
+    {
+        return Err(last);
+    }
+    private_tracepoint_id(category, name).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "{last}; tracefs is not mounted, and mounting it for sojourn alone failed: {e}"
+            ),
+        )
+    })
+}
+
+fn read_tracepoint_id(root: &str, category: &str, name: &str) -> io::Result<u64> {
+    let path = format!("{root}/events/{category}/{name}/id");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
+    text.trim()
+        .parse()
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("{path}: {text:?}")))
+}
+
+/// Reads the tracepoint's id from a tracefs mounted at
+/// /sys/kernel/tracing in a mount namespace of a thread's own, which ends
+/// with the thread: the host's mounts (and the container's) stay as they
+/// were, and nothing is left to unmount. Needs CAP_SYS_ADMIN, as entering
+/// pods' network namespaces does.
+pub fn private_tracepoint_id(category: &str, name: &str) -> io::Result<u64> {
+    let (category, name) = (category.to_string(), name.to_string());
+    std::thread::Builder::new()
+        .name("tracefs".into())
+        .spawn(move || {
+            let call = |what: &str, ret: libc::c_int| {
+                if ret == 0 {
+                    Ok(())
+                } else {
+                    let e = io::Error::last_os_error();
+                    Err(io::Error::new(e.kind(), format!("{what}: {e}")))
+                }
+            };
+            // SAFETY: unshare(2) changes only this thread's mount
+            // namespace (and its copy of the filesystem context, which
+            // CLONE_NEWNS implies): the process's other threads keep theirs.
+            call("unshare(CLONE_NEWNS)", unsafe {
+                libc::unshare(libc::CLONE_NEWNS)
+            })?;
+            // Private first, so that the mount below does not propagate to
+            // the namespace this thread came from.
+            // SAFETY: the strings are NUL-terminated literals; null source,
+            // type and data are allowed with MS_PRIVATE.
+            call("making / private", unsafe {
+                libc::mount(
+                    std::ptr::null(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                )
+            })?;
+            // SAFETY: as above; tracefs takes no data. EBUSY: tracefs is
+            // mounted there already (as it is in every namespace copied
+            // from one where it was).
+            let mounted = call("mount -t tracefs /sys/kernel/tracing", unsafe {
+                libc::mount(
+                    c"tracefs".as_ptr(),
+                    c"/sys/kernel/tracing".as_ptr(),
+                    c"tracefs".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    std::ptr::null(),
+                )
+            });
+            match mounted {
+                Err(e) if e.kind() != io::ErrorKind::ResourceBusy => return Err(e),
+                _ => {}
+            }
+            read_tracepoint_id("/sys/kernel/tracing", &category, &name)
+        })?
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the tracefs thread panicked")))
 }
 
 fn fd_u32(fd: BorrowedFd<'_>) -> u32 {
@@ -154,4 +237,43 @@ fn owned(ret: libc::c_long) -> io::Result<OwnedFd> {
     // SAFETY: the kernel just returned this descriptor to us, open and
     // owned by no one else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tracefs_mounts() -> usize {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(" - tracefs "))
+            .count()
+    }
+
+    #[test]
+    fn a_private_tracefs_gives_the_ids_and_leaves_the_mounts_as_they_were() {
+        let before = tracefs_mounts();
+        let id = match private_tracepoint_id("syscalls", "sys_exit_accept4") {
+            Ok(id) => id,
+            // Without CAP_SYS_ADMIN.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                eprintln!("skipped: {e}");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        assert!(id > 0);
+        assert_eq!(tracefs_mounts(), before, "nothing left mounted");
+        // The same id as where tracefs is mounted, if it is.
+        if let Some(mounted) = TRACEFS_ROOTS
+            .iter()
+            .find_map(|r| read_tracepoint_id(r, "syscalls", "sys_exit_accept4").ok())
+        {
+            assert_eq!(mounted, id);
+        }
+        assert_eq!(tracepoint_id("syscalls", "sys_exit_accept4").unwrap(), id);
+        let e = private_tracepoint_id("syscalls", "no_such_event").unwrap_err();
+        assert!(e.to_string().contains("no_such_event"), "{e}");
+    }
 }

@@ -324,6 +324,50 @@ fn as_container(security: &Value) -> Option<Command> {
     Some(command)
 }
 
+/// The systemd unit's capabilities are enough for everything its comment
+/// says they are for: run as another user than root (as DynamicUser= is)
+/// with the unit's ambient capabilities and no_new_privs, sojourn loads
+/// and attaches every eBPF program, the accept program's syscall
+/// tracepoints (whose ids tracefs shows root alone) included.
+#[test]
+fn the_systemd_unit_times_every_queue_under_its_capabilities() {
+    if let Err(e) = sojourn::ebpf::Accept::load() {
+        common::skip_unless_required("SOJOURN_REQUIRE_EBPF", &e);
+        return;
+    }
+    let unit =
+        std::fs::read_to_string(Path::new(ROOT).join("deploy/systemd/sojourn.service")).unwrap();
+    let caps = |key: &str| -> String {
+        let line = unit
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("sojourn.service lacks {key}"));
+        line.split_whitespace()
+            .map(|c| format!(",+{}", c.trim_start_matches("CAP_").to_lowercase()))
+            .collect()
+    };
+    let (ambient, bounding) = (caps("AmbientCapabilities="), caps("CapabilityBoundingSet="));
+    let mut command = Command::new("setpriv");
+    command
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(format!("--inh-caps=-all{ambient}"))
+        .arg(format!("--ambient-caps=-all{ambient}"))
+        .arg(format!("--bounding-set=-all{bounding}"))
+        .arg("--no-new-privs")
+        .arg(env!("CARGO_BIN_EXE_sojourn"));
+    let exporter = common::start_with(command, &[]);
+    let text = common::scrape_until(exporter.addr, Duration::from_secs(10), |t| {
+        t.contains("sojourn_scrape_collector_unsupported{collector=\"ebpf_accept\"}")
+    });
+    for part in ["ebpf", "ebpf_block", "ebpf_accept"] {
+        let line = format!("sojourn_scrape_collector_unsupported{{collector=\"{part}\"}} 0");
+        assert!(
+            text.contains(&line),
+            "{line} under the unit's capabilities:\n{text}"
+        );
+    }
+}
+
 #[test]
 fn the_image_gives_its_binary_no_file_capabilities() {
     let docker = std::fs::read_to_string(Path::new(ROOT).join("Dockerfile")).unwrap();
