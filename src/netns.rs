@@ -148,11 +148,23 @@ impl<T> Entered<T> {
     /// there get their identity anew, and new ones are entered, `make`
     /// turning the socket made inside into the reader's state. A process
     /// that exits before it is entered is left to the next walk.
-    pub fn rescan(&mut self, mut make: impl FnMut(&Netns, Dumper) -> T) -> Vec<T> {
+    pub fn rescan(&mut self, make: impl FnMut(&Netns, Dumper) -> T) -> Vec<T> {
         let Some(own) = own_namespace(&self.procfs) else {
             return Vec::new();
         };
         let found = discover(&self.procfs, own, self.limit).found;
+        self.admit(found, make)
+    }
+
+    /// [`Entered::rescan`] for namespaces a walk of the caller's found:
+    /// those not in `found` are let go and returned, the others entered or
+    /// given their identity anew.
+    pub fn admit(
+        &mut self,
+        found: impl IntoIterator<Item = Netns>,
+        mut make: impl FnMut(&Netns, Dumper) -> T,
+    ) -> Vec<T> {
+        let found: Vec<Netns> = found.into_iter().collect();
         let live: BTreeSet<u64> = found.iter().map(|n| n.inode).collect();
         let gone: Vec<u64> = self
             .entries

@@ -403,16 +403,20 @@ fn a_pods_accept_queue_waits_are_timed_under_its_name() {
         return;
     };
     let s = common::scraper_for(["--collector.disable-defaults", "--collector.ebpf"]);
-    let server = "import socket, time
+    // Listening until the scrape is done: a listener closed by then is
+    // let go at its first scrape.
+    let server = "import socket, sys, time
 l = socket.socket(); l.bind(('127.0.0.1', 9100)); l.listen(16)
 clients = [socket.create_connection(('127.0.0.1', 9100)) for _ in range(5)]
 time.sleep(0.02)
 for _ in range(5):
     c, _ = l.accept(); time.sleep(0.03)
+print('ready', flush=True)
+sys.stdin.readline()
 ";
-    let status = pod.python(server).status().expect("ip netns exec");
-    assert!(status.success());
+    let server = Served::start(pod.python(server));
     let text = scrape(&s);
+    drop(server);
     let count = text
         .lines()
         .find(|l| {
@@ -450,6 +454,117 @@ fn scrape_until(
 /// does not come back, and its room goes to new listeners). One still
 /// listening stays.
 #[test]
+fn a_port_closed_in_a_living_pod_loses_its_accept_histogram() {
+    let _serial = serial();
+    if let Err(e) = sojourn::ebpf::Accept::load() {
+        common::skip_unless_required("SOJOURN_REQUIRE_EBPF", &e);
+        return;
+    }
+    let Some(pod) = pod_or_skip("acceptclose", false) else {
+        return;
+    };
+    let s = common::scraper_for([
+        "--collector.disable-defaults",
+        "--collector.ebpf",
+        "--collector.process.rescan-interval",
+        "100ms",
+    ]);
+    // Two listeners in the pod, each accepting once; then one closes (its
+    // accepted connection stays open on the same port) and the pod lives on.
+    let server = "import socket, sys
+held = []
+for port in (9210, 9211):
+    l = socket.socket(); l.bind(('127.0.0.1', port)); l.listen(4)
+    c = socket.create_connection(('127.0.0.1', port)); held.append((l, c, l.accept()))
+print('ready', flush=True)
+sys.stdin.readline()
+held[0][0].close()
+print('closed', flush=True)
+sys.stdin.readline()
+";
+    let mut server = Served::start(pod.python(server));
+    let series = |port: u16| format!("sojourn_tcp_accept_wait_seconds_count{{port=\"{port}\"");
+    let pods = |text: &str, port: u16| {
+        text.lines().any(|l| {
+            l.starts_with(&series(port)) && l.contains(&format!("pod_uid=\"{}\"", pod.uid))
+        })
+    };
+    scrape_until(
+        &s,
+        Duration::from_secs(10),
+        "both pod listeners named",
+        |t| pods(t, 9210) && pods(t, 9211),
+    );
+    server.next("closed");
+    let text = scrape_until(
+        &s,
+        Duration::from_secs(10),
+        "the closed port's series gone while its pod lives",
+        |t| !pods(t, 9210),
+    );
+    assert!(pods(&text, 9211), "the open port's stays:\n{text}");
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(150));
+        let text = scrape(&s);
+        assert!(!text.contains(&series(9210)), "not back:\n{text}");
+        assert!(pods(&text, 9211), "{text}");
+    }
+    drop(server);
+}
+
+/// A program that says "ready" once it has served, then goes on at each
+/// line it is sent (saying what it did) and ends with its input (dropped).
+struct Served {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Served {
+    fn start(mut command: std::process::Command) -> Served {
+        use std::process::Stdio;
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("ip netns exec");
+        let stdin = child.stdin.take();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut served = Served {
+            child,
+            stdin,
+            stdout,
+        };
+        served.said("ready");
+        served
+    }
+
+    fn said(&mut self, expected: &str) {
+        use std::io::BufRead;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), expected);
+    }
+
+    /// Lets it go on, and waits until it says `expected`.
+    fn next(&mut self, expected: &str) {
+        use std::io::Write;
+        writeln!(self.stdin.as_mut().unwrap()).unwrap();
+        self.said(expected);
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let status = self.child.wait().unwrap();
+        if !std::thread::panicking() {
+            assert!(status.success(), "{status}");
+        }
+    }
+}
+
+#[test]
 fn closed_listeners_and_deleted_pods_lose_their_accept_histograms() {
     let _serial = serial();
     if let Err(e) = sojourn::ebpf::Accept::load() {
@@ -465,12 +580,13 @@ fn closed_listeners_and_deleted_pods_lose_their_accept_histograms() {
         "--collector.process.rescan-interval",
         "100ms",
     ]);
-    let server = "import socket
+    let server = "import socket, sys
 l = socket.socket(); l.bind(('127.0.0.1', 9200)); l.listen(4)
 c = socket.create_connection(('127.0.0.1', 9200)); l.accept()
+print('ready', flush=True)
+sys.stdin.readline()
 ";
-    let status = pod.python(server).status().expect("ip netns exec");
-    assert!(status.success());
+    let server = Served::start(pod.python(server));
     // Two listeners of this process: one closes, one stays.
     let accept_one = |l: &std::net::TcpListener| {
         let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
@@ -510,6 +626,9 @@ c = socket.create_connection(('127.0.0.1', 9200)); l.accept()
     let pods_series = |text: &str| text.contains(pods_series.as_str());
 
     drop(closing);
+    // The pod's processes end before the next scrape: its namespace is
+    // missed by a walk of /proc, not listed without the port.
+    drop(server);
     drop(pod);
     let text = scrape_until(
         &s,

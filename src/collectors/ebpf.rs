@@ -290,7 +290,7 @@ impl EbpfCollector {
         let kubelet = super::netns::kubelet(cfg);
         EbpfCollector {
             accept,
-            listeners: std::sync::Mutex::new((Namespaces::new(), Lifetimes::default())),
+            listeners: std::sync::Mutex::new((Namespaces::new(cfg), Lifetimes::default())),
             kubelet,
             cgroup_ids: std::sync::Mutex::new(CgroupIds {
                 tree: None,

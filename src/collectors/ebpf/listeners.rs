@@ -6,26 +6,31 @@
 //! ephemeral ports, new listeners would in time go untimed. A listener is
 //! forgotten (its histogram removed from the map, its series gone) once
 //! it is known to be closed:
-//! - in sojourn's own namespace, when no socket listens on its port (a
-//!   dump of the listening sockets only, at most every rescan interval);
+//! - in a namespace that is listed (sojourn's own, and each pod's that
+//!   holds a timed listener and could be entered), when no socket there
+//!   listens on its port: a dump of the listening sockets only, through a
+//!   sock_diag socket made in that namespace, at most every rescan
+//!   interval;
 //! - elsewhere, when its namespace was not found by a walk of /proc that
 //!   started after it was first missed and kept every namespace it saw,
 //!   and it accepted nothing meanwhile (a namespace no process shows, held
 //!   open by a socket alone, keeps its listeners while they accept; idle,
 //!   they go and come back at their next accept).
 //!
-//! A closed port in a pod's namespace that lives on keeps its histogram:
-//! its series counts no more, and the pod's end removes it.
+//! Without leave to enter other namespaces (CAP_SYS_ADMIN), a port closed
+//! in a pod that lives on keeps its histogram: its series counts no more,
+//! and the pod's end removes it.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::ebpf::ListenerKey;
+use crate::inet_diag::Dumper;
 
-/// Network namespaces by inode, for the identity of listeners in pods:
-/// /proc walked again every rescan interval while a listener outside
-/// sojourn's own namespace is timed (so that one found before is known
-/// to be gone when its pod is).
+/// Network namespaces by inode, for the identity of listeners in pods and
+/// the ports listening in each: /proc walked again every rescan interval
+/// while a listener outside sojourn's own namespace is timed (so that one
+/// found before is known to be gone when its pod is).
 pub struct Namespaces {
     pub own: Option<u64>,
     pub found: Vec<crate::netns::Netns>,
@@ -35,17 +40,31 @@ pub struct Namespaces {
     /// hosts) does not make it incomplete: what such a process alone holds
     /// open loses only idle listeners, back at their next accept.
     walked: Option<(Instant, bool)>,
+    /// The found namespaces holding timed listeners, each entered once at
+    /// the walk that first found it: a sock_diag socket made inside lists
+    /// its listening ports from then on. A socket holds its namespace
+    /// alive, so it is let go at the first walk that does not find it.
+    entered: crate::netns::Entered<Dumper>,
+    /// sojourn's own namespace's.
+    own_dumper: Option<Dumper>,
+    /// When the listening ports were last listed.
+    listed: Option<Instant>,
 }
 
 impl Namespaces {
-    pub fn new() -> Namespaces {
+    pub fn new(cfg: &super::Config) -> Namespaces {
         Namespaces {
             own: None,
             found: Vec::new(),
             walked: None,
+            entered: crate::netns::Entered::new(&cfg.roots.procfs, cfg.netns.max_namespaces),
+            own_dumper: None,
+            listed: None,
         }
     }
 
+    /// Walks /proc when due and a listener of `inodes` is outside
+    /// sojourn's own namespace; enters the namespaces found that hold one.
     pub fn refresh(&mut self, cfg: &super::Config, inodes: impl Iterator<Item = u32>) {
         let own = *self
             .own
@@ -53,12 +72,14 @@ impl Namespaces {
         let stale = self
             .walked
             .is_none_or(|(t, _)| t.elapsed() >= cfg.process.rescan_interval);
-        let outside = inodes.map(u64::from).any(|i| i != own);
-        if stale && outside {
+        let outside: HashSet<u64> = inodes.map(u64::from).filter(|&i| i != own).collect();
+        if stale && !outside.is_empty() {
             let started = Instant::now();
             let d = crate::netns::discover(&cfg.roots.procfs, own, cfg.netns.max_namespaces);
             self.found = d.found;
             self.walked = Some((started, d.omitted == 0));
+            let holding = self.found.iter().filter(|n| outside.contains(&n.inode));
+            self.entered.admit(holding.cloned(), |_, dumper| dumper);
         }
     }
 
@@ -70,14 +91,66 @@ impl Namespaces {
     pub fn complete_walk(&self) -> Option<Instant> {
         self.walked.and_then(|(t, complete)| complete.then_some(t))
     }
+
+    /// The ports listening (both families) in each namespace of `timed`
+    /// that can be listed — sojourn's own and the entered ones — at most
+    /// every `interval`; empty when not due. A namespace whose dump fails
+    /// is not listed (nothing in it is taken as closed); an entered one is
+    /// let go, to be entered again by the next walk if it lives.
+    pub fn listening(
+        &mut self,
+        timed: &HashSet<u32>,
+        interval: Duration,
+        now: Instant,
+    ) -> HashMap<u32, HashSet<u16>> {
+        let mut listed = HashMap::new();
+        if self
+            .listed
+            .is_some_and(|t| now.duration_since(t) < interval)
+        {
+            return listed;
+        }
+        self.listed = Some(now);
+        let own = self.own.and_then(|i| u32::try_from(i).ok());
+        if let Some(own) = own.filter(|o| timed.contains(o)) {
+            let dumper = match &mut self.own_dumper {
+                Some(d) => Some(d),
+                slot => Dumper::new().ok().map(|d| slot.insert(d)),
+            };
+            if let Some(ports) = dumper.and_then(listening_ports) {
+                listed.insert(own, ports);
+            }
+        }
+        self.entered.retain(|ns, dumper| {
+            let Ok(inode) = u32::try_from(ns.inode) else {
+                return false;
+            };
+            if !timed.contains(&inode) {
+                return true;
+            }
+            listening_ports(dumper).is_some_and(|ports| listed.insert(inode, ports).is_none())
+        });
+        listed
+    }
+}
+
+/// The local ports of the listening sockets `dumper`'s namespace holds.
+fn listening_ports(dumper: &mut Dumper) -> Option<HashSet<u16>> {
+    let mut ports = HashSet::new();
+    dumper
+        .dump_all(1 << crate::inet_diag::TCP_LISTEN, false, |s| {
+            ports.insert(s.local_port);
+        })
+        .ok()?;
+    Some(ports)
 }
 
 /// What is known, at one scrape, of the places the listeners were in.
 pub struct Census<'a> {
     /// sojourn's own network namespace.
     pub own: u32,
-    /// Ports listening there, when they were listed at this scrape.
-    pub own_listening: Option<&'a HashSet<u16>>,
+    /// Ports listening in each namespace listed at this scrape.
+    pub listening: &'a HashMap<u32, HashSet<u16>>,
     /// Whether a namespace was found by the last walk of /proc.
     pub found: &'a dyn Fn(u32) -> bool,
     /// When the last walk that saw every namespace started.
@@ -90,9 +163,6 @@ pub struct Lifetimes {
     /// Namespaces of timed listeners not found by a walk: since when, and
     /// how many connections their listeners had accepted then.
     missing: HashMap<u32, (Instant, u64)>,
-    /// When sojourn's own listening ports were last listed.
-    own_listed: Option<Instant>,
-    dumper: Option<crate::inet_diag::Dumper>,
 }
 
 impl Lifetimes {
@@ -130,41 +200,11 @@ impl Lifetimes {
         listeners
             .iter()
             .map(|(key, _)| *key)
-            .filter(|key| {
-                if key.netns == census.own {
-                    census.own_listening.is_some_and(|ports| {
-                        u16::try_from(key.port).is_ok_and(|p| !ports.contains(&p))
-                    })
-                } else {
-                    gone_namespaces.contains(&key.netns)
-                }
+            .filter(|key| match census.listening.get(&key.netns) {
+                Some(ports) => u16::try_from(key.port).is_ok_and(|p| !ports.contains(&p)),
+                None => gone_namespaces.contains(&key.netns),
             })
             .collect()
-    }
-
-    /// sojourn's own listening ports (both families), listed at most every
-    /// `interval`; None when not due or the dump failed (nothing is then
-    /// taken as closed).
-    pub fn own_listening(&mut self, interval: Duration, now: Instant) -> Option<HashSet<u16>> {
-        use crate::inet_diag::{Dumper, TCP_LISTEN};
-        if self
-            .own_listed
-            .is_some_and(|t| now.duration_since(t) < interval)
-        {
-            return None;
-        }
-        self.own_listed = Some(now);
-        let dumper = match &mut self.dumper {
-            Some(d) => d,
-            slot => slot.insert(Dumper::new().ok()?),
-        };
-        let mut ports = HashSet::new();
-        dumper
-            .dump_all(1 << TCP_LISTEN, false, |s| {
-                ports.insert(s.local_port);
-            })
-            .ok()?;
-        Some(ports)
     }
 }
 
@@ -173,18 +213,14 @@ impl Lifetimes {
 pub fn forget_gone(
     accept: &crate::ebpf::Accept,
     listeners: &mut Vec<(crate::ebpf::ListenerKey, crate::ebpf::TimedHistogram)>,
-    ns: &Namespaces,
+    ns: &mut Namespaces,
     lifetimes: &mut Lifetimes,
     cfg: &super::Config,
 ) {
     let own = ns.own.and_then(|i| u32::try_from(i).ok()).unwrap_or(0);
     let now = std::time::Instant::now();
-    // Listed only while one of its listeners is timed.
-    let own_listening = listeners
-        .iter()
-        .any(|(k, _)| k.netns == own)
-        .then(|| lifetimes.own_listening(cfg.process.rescan_interval, now))
-        .flatten();
+    let timed: HashSet<u32> = listeners.iter().map(|(k, _)| k.netns).collect();
+    let listening = ns.listening(&timed, cfg.process.rescan_interval, now);
     let accepted: Vec<_> = listeners
         .iter()
         .map(|(k, h)| (*k, h.slots.iter().sum::<u64>()))
@@ -192,7 +228,7 @@ pub fn forget_gone(
     let found = |inode: u32| ns.is_found(u64::from(inode));
     let census = Census {
         own,
-        own_listening: own_listening.as_ref(),
+        listening: &listening,
         found: &found,
         complete_walk: ns.complete_walk(),
     };
@@ -221,30 +257,50 @@ mod tests {
         false
     }
 
+    fn nothing_listed() -> &'static HashMap<u32, HashSet<u16>> {
+        static EMPTY: std::sync::OnceLock<HashMap<u32, HashSet<u16>>> = std::sync::OnceLock::new();
+        EMPTY.get_or_init(HashMap::new)
+    }
+
     /// No namespace found by the walk that started at `complete_walk`.
     fn walked(complete_walk: Option<Instant>) -> Census<'static> {
         Census {
             own: OWN,
-            own_listening: None,
+            listening: nothing_listed(),
             found: &not_found,
             complete_walk,
         }
     }
 
     #[test]
-    fn a_closed_port_in_its_own_namespace_is_gone_once_listed() {
+    fn a_closed_port_is_gone_once_its_namespace_is_listed() {
         let mut l = Lifetimes::default();
-        let listening: HashSet<u16> = [8080].into();
-        let census = |own_listening| Census {
-            own_listening,
-            ..walked(None)
+        let pod = |ns| ns == POD;
+        let census = |listening| Census {
+            own: OWN,
+            listening,
+            found: &pod,
+            complete_walk: None,
         };
-        let timed = [(key(OWN, 8080), 3), (key(OWN, 9090), 5)];
+        let timed = [
+            (key(OWN, 8080), 3),
+            (key(OWN, 9090), 5),
+            (key(POD, 80), 2),
+            (key(POD, 81), 1),
+        ];
         let now = Instant::now();
-        assert!(l.gone(&timed, &census(None), now).is_empty(), "not listed");
+        assert!(
+            l.gone(&timed, &census(nothing_listed()), now).is_empty(),
+            "not listed"
+        );
+        let own_only: HashMap<u32, HashSet<u16>> = [(OWN, [8080].into())].into();
+        assert_eq!(l.gone(&timed, &census(&own_only), now), [key(OWN, 9090)]);
+        let both: HashMap<u32, HashSet<u16>> =
+            [(OWN, [8080, 9090].into()), (POD, [80, 443].into())].into();
         assert_eq!(
-            l.gone(&timed, &census(Some(&listening)), now),
-            [key(OWN, 9090)]
+            l.gone(&timed, &census(&both), now),
+            [key(POD, 81)],
+            "a port closed in a pod that lives on"
         );
     }
 
@@ -302,7 +358,7 @@ mod tests {
         let pod = |ns| ns == POD;
         let found = Census {
             own: OWN,
-            own_listening: None,
+            listening: nothing_listed(),
             found: &pod,
             complete_walk: Some(later),
         };
