@@ -150,39 +150,112 @@ pub(crate) fn loop_device(
     })
 }
 
-/// Writers doing direct I/O to a loop device, many in flight at once. The
-/// device's file is on the real disk, written through with direct I/O: a
-/// loop device over memory would make the copying, not the device, the
-/// bottleneck (both CPUs busy, CPU named too). Each dd writes its whole
-/// 16 MiB stripe: with half of it, starting twice as many processes put
-/// CPU pressure (PSI some) at 18 % against 12 %, and once past the 10 %
-/// target, which named CPU too.
-pub(crate) fn disk_queue() -> Result<((Children, Loop), String), String> {
+/// Writers doing direct I/O to a loop device, many in flight at once,
+/// over a disk capped at 32 MB/s for them: a volume at its provisioned
+/// throughput, the way a cloud disk is. The device's file is on the real
+/// disk, written through with direct I/O by the loop driver on the
+/// writers' behalf (charged to their blkio cgroup, which caps it), so the
+/// loop device's requests wait (~30 in flight, ~0.5 s each) while the
+/// CPUs idle. Uncapped, how slow the device was depended on the host's
+/// disk: at 2.6 GB/s the copying kept both CPUs busy and CPU stood too.
+pub(crate) fn disk_queue() -> Result<((Writers, Loop), String), String> {
     let lo = loop_device(
         env!("CARGO_TARGET_TMPDIR"),
         "sojourn-scenario-disk",
         256,
         true,
     )?;
-    let writers = Children(
-        (0..16)
-            .map(|i| {
-                Command::new("sh")
-                    .args([
-                        "-c",
-                        &format!(
-                            "while :; do dd if=/dev/zero of={} bs=1M count=16 seek={} oflag=direct conv=notrunc status=none; done",
-                            lo.device,
-                            i * 16
-                        ),
-                    ])
-                    .spawn()
-                    .unwrap()
-            })
-            .collect(),
-    );
+    let disk = whole_disk(&lo.backing)?;
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let (dir, _) = common::cgroup_dir(if v2 { "io" } else { "blkio" }, "sojourn-scenario-disk");
+    let cap = if v2 {
+        ("io.max", format!("{disk} wbps={}", 32 << 20))
+    } else {
+        (
+            "blkio.throttle.write_bps_device",
+            format!("{disk} {}", 32 << 20),
+        )
+    };
+    std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut writers = Writers {
+        cgroup: dir.clone(),
+        shells: Children(Vec::new()),
+    };
+    std::fs::write(dir.join(cap.0), &cap.1)
+        .map_err(|e| format!("{} {}: {e}", dir.join(cap.0).display(), cap.1))?;
+    let procs = dir.join("cgroup.procs");
+    for i in 0..16 {
+        // Each shell moves itself into the cgroup before its first write.
+        let shell = Command::new("sh")
+            .args([
+                "-c",
+                &format!(
+                    "echo $$ > {} && while :; do dd if=/dev/zero of={} bs=1M count=4 seek={} oflag=direct conv=notrunc status=none; done",
+                    procs.display(),
+                    lo.device,
+                    i * 16
+                ),
+            ])
+            .spawn()
+            .map_err(|e| format!("sh: {e}"))?;
+        writers.shells.0.push(shell);
+    }
     let name = lo.device.trim_start_matches("/dev/").to_string();
     Ok(((writers, lo), name))
+}
+
+/// The writers and their blkio cgroup: every process in it is killed
+/// (the shells and the dd each is waiting for) before it is removed.
+pub(crate) struct Writers {
+    cgroup: std::path::PathBuf,
+    shells: Children,
+}
+
+impl Drop for Writers {
+    fn drop(&mut self) {
+        for _ in 0..100 {
+            let pids =
+                std::fs::read_to_string(self.cgroup.join("cgroup.procs")).unwrap_or_default();
+            if pids.trim().is_empty() {
+                break;
+            }
+            for pid in pids.split_whitespace() {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        for c in &mut self.shells.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        common::remove_cgroup(&self.cgroup);
+    }
+}
+
+/// The whole disk (`major:minor`) under the file system `file` is on: the
+/// cap is set on disks, not partitions.
+fn whole_disk(file: &std::path::Path) -> Result<String, String> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(file)
+        .map_err(|e| format!("{}: {e}", file.display()))?
+        .dev();
+    let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
+    let sys = std::path::PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
+    let sys = sys.canonicalize().map_err(|e| {
+        format!(
+            "{} is on no block device ({}: {e})",
+            file.display(),
+            sys.display()
+        )
+    })?;
+    let disk = if sys.join("partition").exists() {
+        sys.parent().map(|p| p.join("dev")).unwrap_or_default()
+    } else {
+        sys.join("dev")
+    };
+    std::fs::read_to_string(&disk)
+        .map(|d| d.trim().to_string())
+        .map_err(|e| format!("{}: {e}", disk.display()))
 }
 
 /// A cgroup removed on drop (its tasks killed first).
