@@ -434,6 +434,59 @@ fn refused_ebpf_keeps_the_sampled_cpu_queue_and_says_why() {
     assert!(why[0].contains("Operation not permitted"), "{}", why[0]);
 }
 
+/// A CPU that goes offline keeps its counts in the program's per-CPU map
+/// but loses its series: two exporters share the program, one reading
+/// the real sysfs, the other a sysfs whose online list names CPU 0 alone.
+#[test]
+fn an_offline_cpu_loses_its_run_queue_series() {
+    let _serial = serial();
+    let _rq = match sojourn::ebpf::RunQueue::shared() {
+        Ok(rq) => rq,
+        Err(e) => {
+            common::skip_unless_required("SOJOURN_REQUIRE_EBPF", &e);
+            return;
+        }
+    };
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        eprintln!("skipped: one CPU");
+        return;
+    }
+    let sys = tempfile::tempdir().unwrap();
+    let online = sys.path().join("devices/system/cpu");
+    std::fs::create_dir_all(&online).unwrap();
+    std::fs::write(online.join("online"), "0\n").unwrap();
+    let args = ["--collector.disable-defaults", "--collector.ebpf"];
+    let real = common::scraper_for(args);
+    let cpu0_only = common::scraper_for(
+        args.into_iter()
+            .chain(["--path.sysfs", sys.path().to_str().unwrap()]),
+    );
+    // Two busy shells on each CPU, so that each CPU's run queue is waited on.
+    let busy = common::Children(
+        (0..cpus)
+            .flat_map(|cpu| [cpu, cpu])
+            .map(|cpu| {
+                std::process::Command::new("taskset")
+                    .args(["-c", &cpu.to_string(), "sh", "-c", "while :; do :; done"])
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    drop(busy);
+    let series = |cpu: u32| format!("sojourn_runqueue_cpu_wait_seconds_count{{cpu=\"{cpu}\"}}");
+    let text = String::from_utf8(metrics::encode_bytes(real.scrape(), Format::Text)).unwrap();
+    assert!(
+        text.contains(&series(0)) && text.contains(&series(1)),
+        "{text}"
+    );
+    let text = String::from_utf8(metrics::encode_bytes(cpu0_only.scrape(), Format::Text)).unwrap();
+    assert!(text.contains(&series(0)), "{text}");
+    assert!(!text.contains(&series(1)), "CPU 1 is offline here:\n{text}");
+}
+
 #[test]
 fn a_missing_cpu_source_fails_the_queue_collector_only() {
     let (_dir, root) = common::fixture_copy();

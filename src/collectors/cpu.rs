@@ -235,6 +235,32 @@ fn thermal_throttles(cfg: &Config, stat: &ProcStat) -> Vec<Family> {
     out
 }
 
+/// A kernel CPU list (`/sys/devices/system/cpu/online`, `cpuset.cpus`):
+/// comma-separated numbers and inclusive ranges, `0-3,8,10-11`; empty is
+/// no CPU. Each CPU once, ascending. At most `max` CPUs (ranges come from
+/// the file, not from the machine): an error past it.
+pub fn parse_cpu_list(text: &str, max: usize) -> Result<Vec<u32>, ParseError> {
+    let mut cpus = std::collections::BTreeSet::new();
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        let bad = || ParseError::new(format!("cpu list: bad entry {part:?}"));
+        let (first, last) = match part.split_once('-') {
+            Some((a, b)) => (
+                a.parse::<u32>().map_err(|_| bad())?,
+                b.parse::<u32>().map_err(|_| bad())?,
+            ),
+            None => {
+                let n = part.parse::<u32>().map_err(|_| bad())?;
+                (n, n)
+            }
+        };
+        if first > last || (last - first) as usize >= max.saturating_sub(cpus.len()) {
+            return Err(bad());
+        }
+        cpus.extend(first..=last);
+    }
+    Ok(cpus.into_iter().collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,10 +349,33 @@ softirq 5057579 250191 1481983 1647 211099 186066 0 1783454 622196 12499 510443
         assert!(s.procs_running.is_some());
     }
 
+    #[test]
+    fn cpu_lists_parse() {
+        assert_eq!(
+            parse_cpu_list("0-3,8,10-11\n", 64).unwrap(),
+            [0, 1, 2, 3, 8, 10, 11]
+        );
+        assert_eq!(parse_cpu_list("0\n", 64).unwrap(), [0]);
+        assert_eq!(parse_cpu_list("\n", 64).unwrap(), [] as [u32; 0]);
+        assert_eq!(parse_cpu_list("2,0-2", 64).unwrap(), [0, 1, 2]);
+        assert!(parse_cpu_list("3-1", 64).is_err());
+        assert!(parse_cpu_list("0-x", 64).is_err());
+        assert!(parse_cpu_list("0-4294967295", 64).is_err(), "bounded");
+        assert!(parse_cpu_list("0-63", 64).is_ok());
+        assert!(parse_cpu_list("0-64", 64).is_err());
+    }
+
     proptest::proptest! {
         #[test]
         fn never_panics(s in "\\PC*") {
             let _ = parse_proc_stat(&s);
+            let _ = parse_cpu_list(&s, 4096);
+        }
+        #[test]
+        fn cpu_lists_never_panic_and_stay_bounded(s in "([0-9]{1,4}(-[0-9]{1,4})?,){0,6}") {
+            if let Ok(cpus) = parse_cpu_list(&s, 512) {
+                proptest::prop_assert!(cpus.len() <= 512);
+            }
         }
         #[test]
         fn never_panics_on_cpu_like_lines(s in "(cpu[0-9]{0,2}( [0-9]{1,20}){0,12}\n|ctxt [0-9a-z-]{0,22}\n){0,8}") {

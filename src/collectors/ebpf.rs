@@ -30,6 +30,12 @@ crate::descs! {
     DISK_UNTIMED = counter("disk_requests_untimed", "Disk requests completed but not timed: their disk found no room among the 64 the program tracks (eBPF).");
 }
 
+/// The online CPUs as last read (None: unreadable), and when.
+type OnlineCpus = (std::time::Instant, Option<std::sync::Arc<[u32]>>);
+
+/// Most CPUs a CPU list may name (the kernel's NR_CPUS tops out at 8 192).
+const MAX_CPUS: usize = 8192;
+
 /// The exposed buckets: powers of two from 2^-20 s (~1 µs) to 16 s, each
 /// the union of whole kernel slots, so no count is split or moved.
 const FIRST_BUCKET_EXP: i32 = -20;
@@ -51,10 +57,11 @@ fn fold_coarse(slots: &[u64; SLOTS], sum_ns: u64) -> Histogram {
 
 /// Each CPU's waits in the coarse buckets, by CPU number (a possible CPU
 /// that never ran a task has none and is left out).
-pub fn emit_cpus(per_cpu: &[RawHistogram]) -> Family {
+pub fn emit_cpus(per_cpu: &[RawHistogram], online: Option<&[u32]>) -> Family {
     let mut f = Family::new(CPU_WAIT);
     for (cpu, h) in per_cpu.iter().enumerate() {
-        if h.slots.iter().any(|&n| n > 0) {
+        let is_online = online.is_none_or(|o| u32::try_from(cpu).is_ok_and(|c| o.contains(&c)));
+        if is_online && h.slots.iter().any(|&n| n > 0) {
             f.push(
                 [label("cpu", cpu.to_string())],
                 fold_coarse(&h.slots, h.sum_ns),
@@ -245,6 +252,10 @@ pub struct EbpfCollector {
     block: Result<std::sync::Arc<Block>, String>,
     /// `8:0` → `sda`, for the disks the block program timed.
     disk_names: super::disk::DeviceNames,
+    /// The online CPUs, read at most every rescan interval: the per-CPU
+    /// map keeps a CPU's counts when it goes offline (hotplug, a VM's
+    /// vCPU unplugged), and its series must go.
+    online: std::sync::Mutex<Option<OnlineCpus>>,
 }
 
 impl EbpfCollector {
@@ -299,6 +310,28 @@ impl EbpfCollector {
             runqueue,
             block,
             disk_names: Default::default(),
+            online: Default::default(),
+        }
+    }
+
+    /// The online CPUs; None where the list cannot be read or parsed
+    /// (every CPU that counted a wait is then shown).
+    fn online_cpus(&self, cfg: &Config) -> Option<std::sync::Arc<[u32]>> {
+        let mut online = self
+            .online
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*online {
+            Some((read, cpus)) if read.elapsed() < cfg.process.rescan_interval => cpus.clone(),
+            _ => {
+                let path = cfg.roots.sys("devices/system/cpu/online");
+                let cpus = std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|text| super::cpu::parse_cpu_list(&text, MAX_CPUS).ok())
+                    .map(std::sync::Arc::from);
+                *online = Some((std::time::Instant::now(), cpus.clone()));
+                cpus
+            }
         }
     }
 
@@ -433,7 +466,7 @@ impl Collect for EbpfCollector {
                 let per_cpu = rq.read().map_err(CollectError::Io)?;
                 let (h, untimed) = histogram(&per_cpu[..]);
                 out.push(Family::single(RUNQUEUE_WAIT, h));
-                out.push(emit_cpus(&per_cpu[..]));
+                out.push(emit_cpus(&per_cpu[..], self.online_cpus(cfg).as_deref()));
                 out.push(Family::single(RUNQUEUE_UNTIMED, untimed));
                 out.extend(self.cgroups(rq, cfg)?);
             }
@@ -503,9 +536,18 @@ mod tests {
         busy.slots[21] = 3; // (0.5, 1] ms: under 2^-10 s
         busy.slots[25] = 1; // (8, 16] ms: under 2^-4 s
         busy.sum_ns = 12_000_000;
-        let f = emit_cpus(&[busy, RawHistogram::default(), busy]);
-        let cpus: Vec<&str> = f.samples.iter().map(|s| &*s.labels[0].1).collect();
-        assert_eq!(cpus, ["0", "2"]);
+        let per_cpu = [busy, RawHistogram::default(), busy];
+        let f = emit_cpus(&per_cpu, None);
+        let cpus = |f: &Family| -> Vec<String> {
+            f.samples
+                .iter()
+                .map(|s| s.labels[0].1.to_string())
+                .collect()
+        };
+        assert_eq!(cpus(&f), ["0", "2"]);
+        // A CPU taken offline keeps its counts in the kernel's per-CPU
+        // map, but not its series.
+        assert_eq!(cpus(&emit_cpus(&per_cpu, Some(&[0, 1]))), ["0"]);
         let crate::metrics::Value::Histogram(h) = &f.samples[0].value else {
             panic!()
         };

@@ -68,7 +68,7 @@ pub struct Config {
         value_name = "DURATION",
         default_value = DEFAULT_RESCAN_INTERVAL,
         value_parser = crate::flag::duration_or_zero,
-        help = "How often sojourn looks again for what comes and goes: /proc listed for new processes and network namespaces, closed listeners and removed disks let go (0s: every scrape); known processes are read at every scrape"
+        help = "How often sojourn looks again for what comes and goes: /proc listed for new processes and network namespaces, closed listeners, removed disks and offline CPUs let go (0s: every scrape); known processes are read at every scrape"
     )]
     pub rescan_interval: std::time::Duration,
 }
