@@ -25,6 +25,10 @@ fn main() -> ExitCode {
                 && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         )
         .init();
+    match sojourn::rt::raise_open_files_limit() {
+        Ok(n) => tracing::debug!(limit = n, "open files"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
+    }
 
     if let Some(args) = settings.check.clone() {
         let scraper = Scraper::new(

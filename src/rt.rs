@@ -33,3 +33,25 @@ pub async fn accept_until<F: std::future::Future<Output = ()>>(
         }
     }
 }
+
+/// Raises this process's soft limit on open files to its hard limit, as
+/// Go's runtime does for node_exporter: sojourn holds a sock_diag socket
+/// in each pod's network namespace for each of its readers (the queue
+/// sampler, tcp_ports, the accept program's listeners), so a node with
+/// 256 pods needs ~800 descriptors, past the 1 024 soft limit systemd
+/// gives a service by default once the servers' connections are added.
+/// Returns the limit now in force; the hard limit, which only privilege
+/// raises, is left alone.
+pub fn raise_open_files_limit() -> std::io::Result<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current == limit.maximum {
+        return Ok(limit.current.unwrap_or(u64::MAX));
+    }
+    let raised = rustix::process::Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    setrlimit(Resource::Nofile, raised)?;
+    Ok(limit.maximum.unwrap_or(u64::MAX))
+}

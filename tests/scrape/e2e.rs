@@ -175,6 +175,26 @@ fn custom_telemetry_path_and_disabled_collectors() {
     assert!(!text.contains("collector=\"cpu\""));
 }
 
+/// Started under a soft limit of 256 open files with a hard limit of
+/// 4 096 (systemd gives services 1 024 and 524 288), sojourn raises the
+/// soft limit to the hard one: a socket per pod namespace per reader
+/// must not run it out of descriptors.
+#[test]
+fn the_open_files_limit_is_raised_to_the_hard_limit() {
+    let mut command = std::process::Command::new("prlimit");
+    command
+        .args(["--nofile=256:4096", "--"])
+        .arg(env!("CARGO_BIN_EXE_sojourn"))
+        .args(["--collector.disable-defaults", "--collector.loadavg"]);
+    let e = common::start_with(command, &[]);
+    let text = get(e.addr, "/metrics", &[]).text();
+    let limit = text
+        .lines()
+        .find_map(|l| l.strip_prefix("process_max_fds "))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert_eq!(limit, Some(4096.0), "{text}");
+}
+
 #[test]
 fn collect_and_exclude_parameters_select_collectors_per_scrape() {
     let args = fixture_args();
