@@ -94,6 +94,31 @@ static __always_inline void count_cgroup(struct task_struct *p, __u64 ns)
 		histogram_add(h, ns);
 }
 
+/* Now, by the clock of the run queue `p` is on. At each of these
+ * tracepoints the scheduler has just updated that clock under the queue's
+ * lock, so reading it costs a few loads where a clock read costs a
+ * pvclock or TSC read and its arithmetic (tens of ns in a VM), twice a
+ * wait. On kernels whose tasks do not reach their run queue this way
+ * (no CONFIG_FAIR_GROUP_SCHED), the monotonic clock; the choice is made
+ * at load time, so a wait's two ends are always read from the same
+ * clock. 0: not known (this wait is not timed). */
+static __always_inline __u64 now(struct task_struct *p)
+{
+	struct cfs_rq *cfs_rq = 0;
+	struct rq *rq;
+
+	if (!bpf_core_field_exists(p->se.cfs_rq) ||
+	    !bpf_core_field_exists(cfs_rq->rq))
+		return bpf_ktime_get_ns();
+	cfs_rq = p->se.cfs_rq;
+	if (!cfs_rq)
+		return 0;
+	rq = cfs_rq->rq;
+	if (!rq)
+		return 0;
+	return rq->clock;
+}
+
 static __always_inline void enqueue(struct task_struct *p)
 {
 	__u64 *at;
@@ -103,7 +128,7 @@ static __always_inline void enqueue(struct task_struct *p)
 		return;
 	at = bpf_task_storage_get(&enqueued, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (at) {
-		*at = bpf_ktime_get_ns();
+		*at = now(p);
 	} else {
 		/* No memory for the task's slot, or the storage busy on this
 		 * CPU (a nested program): this wait is not timed. */
@@ -126,7 +151,17 @@ static __always_inline void dequeue(struct task_struct *p)
 	at = bpf_task_storage_get(&enqueued, p, 0, 0);
 	if (!at || *at == 0)
 		return;
-	ns = bpf_ktime_get_ns() - *at;
+	ns = now(p);
+	/* A wait whose end is not known, or that ends before it began (the
+	 * task moved to a CPU whose clock is behind): not timed. One that
+	 * ends when it began is a wait of 0 (the scheduler skips updating a
+	 * clock it has just updated), as the monotonic clock times it in its
+	 * lowest bucket. */
+	if (ns < *at) {
+		*at = 0;
+		return;
+	}
+	ns -= *at;
 	*at = 0;
 	h = bpf_map_lookup_elem(&histogram, &zero);
 	if (!h)

@@ -33,8 +33,27 @@ struct css_set {
 	struct cgroup *dfl_cgrp;
 } __attribute__((preserve_access_index));
 
+/* The scheduler's per-CPU run queue and its clock (ns), which the
+ * scheduler updates under the queue's lock before it enqueues a woken task
+ * and before it picks the next one: schedstat's run_delay is measured on
+ * it. A task reaches its CPU's run queue through its fair-class entity's
+ * queue (that of its cgroup with CONFIG_FAIR_GROUP_SCHED, set for every
+ * task whatever its class). */
+struct rq {
+	__u64 clock;
+} __attribute__((preserve_access_index));
+
+struct cfs_rq {
+	struct rq *rq;
+} __attribute__((preserve_access_index));
+
+struct sched_entity {
+	struct cfs_rq *cfs_rq;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	int pid;
+	struct sched_entity se;
 	/* The task's state since 5.14 (TASK_RUNNING is 0). */
 	unsigned int __state;
 	struct css_set *cgroups;
