@@ -155,8 +155,8 @@ static __always_inline void dequeue(struct task_struct *p)
 	/* A wait whose end is not known, or that ends before it began (the
 	 * task moved to a CPU whose clock is behind): not timed. One that
 	 * ends when it began is a wait of 0 (the scheduler skips updating a
-	 * clock it has just updated), as the monotonic clock times it in its
-	 * lowest bucket. */
+	 * clock it has just updated), counted in slot 0, where the monotonic
+	 * clock timed it in its lowest slots. */
 	if (ns < *at) {
 		*at = 0;
 		return;
