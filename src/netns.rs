@@ -8,6 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::inet_diag::Dumper;
 
@@ -118,6 +120,8 @@ pub struct Entered<T> {
     entries: BTreeMap<u64, (Netns, T)>,
     /// The kernel refused setns; not tried again: capabilities do not grow.
     refused: bool,
+    /// Whether this reader has walked /proc (or taken a walk) before.
+    walked: bool,
 }
 
 impl<T> Entered<T> {
@@ -128,6 +132,7 @@ impl<T> Entered<T> {
             limit,
             entries: BTreeMap::new(),
             refused: false,
+            walked: false,
         }
     }
 
@@ -143,17 +148,22 @@ impl<T> Entered<T> {
         self.entries.is_empty()
     }
 
-    /// Walks /proc: namespaces with no process left are let go and
-    /// returned (their reader forgets what it held of them), those still
-    /// there get their identity anew, and new ones are entered, `make`
-    /// turning the socket made inside into the reader's state. A process
-    /// that exits before it is entered is left to the next walk.
-    pub fn rescan(&mut self, make: impl FnMut(&Netns, Dumper) -> T) -> Vec<T> {
+    /// Walks /proc (or takes a walk less than `max_age` old): namespaces
+    /// with no process left are let go and returned (their reader forgets
+    /// what it held of them), those still there get their identity anew,
+    /// and new ones are entered, `make` turning the socket made inside
+    /// into the reader's state. A process that exits before it is entered
+    /// is left to the next walk.
+    pub fn rescan(&mut self, max_age: Duration, make: impl FnMut(&Netns, Dumper) -> T) -> Vec<T> {
         let Some(own) = own_namespace(&self.procfs) else {
             return Vec::new();
         };
-        let found = discover(&self.procfs, own, self.limit).found;
-        self.admit(found, make)
+        // A reader's first walk is its own: one made before it started
+        // may lack what it was started for.
+        let max_age = if self.walked { max_age } else { Duration::ZERO };
+        self.walked = true;
+        let walked = walk(&self.procfs, own, self.limit, max_age);
+        self.admit(walked.discovery.found.iter().cloned(), make)
     }
 
     /// [`Entered::rescan`] for namespaces a walk of the caller's found:
@@ -221,6 +231,51 @@ pub fn warn_refused(e: &std::io::Error) {
             "cannot enter other network namespaces (needs CAP_SYS_ADMIN, and CAP_SYS_PTRACE for other users' processes): pods' listeners and ports are not read, the host's are"
         );
     }
+}
+
+/// A walk of /proc for network namespaces, shared by every reader of
+/// them (the netns collector, the queue sampler, tcp_ports and the accept
+/// program's listeners), each of which made its own at each rescan
+/// interval: four walks of every /proc/PID/ns/net link an interval, one
+/// of them on the sampler's 10 ms thread.
+#[derive(Debug)]
+pub struct Walk {
+    /// When it started: what it found was there then or later.
+    pub started: Instant,
+    pub discovery: Discovery,
+}
+
+/// The last walks, by (procfs, own namespace, limit): one entry on a host,
+/// a few in tests that read fixture trees.
+type Walks = Vec<(PathBuf, u64, usize, Arc<Walk>)>;
+static WALKS: Mutex<Walks> = Mutex::new(Vec::new());
+const MAX_WALKS: usize = 8;
+
+/// The last walk of `procfs` for namespaces other than `own` (keeping
+/// `limit`) if it started less than `max_age` ago, else a new one. The
+/// walk runs with the cache held, so readers that ask together share it
+/// rather than walk side by side.
+pub fn walk(procfs: &Path, own: u64, limit: usize, max_age: Duration) -> Arc<Walk> {
+    let mut walks = WALKS.lock().unwrap_or_else(PoisonError::into_inner);
+    let known = walks
+        .iter()
+        .position(|(p, o, l, _)| p == procfs && *o == own && *l == limit);
+    if let Some(i) = known {
+        if walks[i].3.started.elapsed() < max_age {
+            return walks[i].3.clone();
+        }
+        walks.remove(i);
+    }
+    let started = Instant::now();
+    let walk = Arc::new(Walk {
+        started,
+        discovery: discover(procfs, own, limit),
+    });
+    if walks.len() >= MAX_WALKS {
+        walks.remove(0);
+    }
+    walks.push((procfs.to_path_buf(), own, limit, walk.clone()));
+    walk
 }
 
 /// What one walk of /proc found.
@@ -342,6 +397,24 @@ mod tests {
         assert!(d.found.iter().all(|n| n.inode != own));
         let d = discover(proc, own.wrapping_add(1), 0);
         assert!(d.found.is_empty() && d.omitted >= 1);
+    }
+
+    #[test]
+    fn readers_share_a_walk_younger_than_they_ask() {
+        let proc = Path::new("/proc");
+        let Some(own) = own_namespace(proc) else {
+            return;
+        };
+        // A limit no other test uses: this test's own cache entry.
+        let limit = 9_999;
+        let first = walk(proc, own, limit, Duration::ZERO);
+        let shared = walk(proc, own, limit, Duration::from_secs(3600));
+        assert!(Arc::ptr_eq(&first, &shared), "taken from the cache");
+        let fresh = walk(proc, own, limit, Duration::ZERO);
+        assert!(!Arc::ptr_eq(&first, &fresh), "too old: walked again");
+        assert!(fresh.started >= first.started);
+        let other = walk(proc, own, limit - 1, Duration::from_secs(3600));
+        assert!(!Arc::ptr_eq(&fresh, &other), "another limit, another walk");
     }
 
     #[test]

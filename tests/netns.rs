@@ -448,27 +448,15 @@ fn scrape_until(
     }
 }
 
-/// The accept program's histogram of a listener whose pod was deleted, or
-/// which closed in sojourn's own namespace, disappears: from the scrape
-/// (it does not freeze at its last count) and from the kernel's map (it
-/// does not come back, and its room goes to new listeners). One still
-/// listening stays.
+/// A listener closed in a pod that lives on loses its accept histogram,
+/// as one in sojourn's own namespace does: the pod's listening ports are
+/// listed through a socket made in its namespace.
 #[test]
 fn a_port_closed_in_a_living_pod_loses_its_accept_histogram() {
     let _serial = serial();
-    if let Err(e) = sojourn::ebpf::Accept::load() {
-        common::skip_unless_required("SOJOURN_REQUIRE_EBPF", &e);
-        return;
-    }
-    let Some(pod) = pod_or_skip("acceptclose", false) else {
+    let Some((pod, s)) = pod_and_accept_scraper("acceptclose") else {
         return;
     };
-    let s = common::scraper_for([
-        "--collector.disable-defaults",
-        "--collector.ebpf",
-        "--collector.process.rescan-interval",
-        "100ms",
-    ]);
     // Two listeners in the pod, each accepting once; then one closes (its
     // accepted connection stays open on the same port) and the pod lives on.
     let server = "import socket, sys
@@ -510,6 +498,23 @@ sys.stdin.readline()
         assert!(pods(&text, 9211), "{text}");
     }
     drop(server);
+}
+
+/// A fake pod and a scraper of the accept program alone, at a 100 ms
+/// rescan interval; None (skipped) where either cannot be had.
+fn pod_and_accept_scraper(tag: &str) -> Option<(common::Pod, sojourn::scrape::Scraper)> {
+    if let Err(e) = sojourn::ebpf::Accept::load() {
+        common::skip_unless_required("SOJOURN_REQUIRE_EBPF", &e);
+        return None;
+    }
+    let pod = pod_or_skip(tag, false)?;
+    let s = common::scraper_for([
+        "--collector.disable-defaults",
+        "--collector.ebpf",
+        "--collector.process.rescan-interval",
+        "100ms",
+    ]);
+    Some((pod, s))
 }
 
 /// A program that says "ready" once it has served, then goes on at each
@@ -564,22 +569,17 @@ impl Drop for Served {
     }
 }
 
+/// The accept program's histogram of a listener whose pod was deleted, or
+/// which closed in sojourn's own namespace, disappears: from the scrape
+/// (it does not freeze at its last count) and from the kernel's map (it
+/// does not come back, and its room goes to new listeners). One still
+/// listening stays.
 #[test]
 fn closed_listeners_and_deleted_pods_lose_their_accept_histograms() {
     let _serial = serial();
-    if let Err(e) = sojourn::ebpf::Accept::load() {
-        common::skip_unless_required("SOJOURN_REQUIRE_EBPF", &e);
-        return;
-    }
-    let Some(pod) = pod_or_skip("acceptgone", false) else {
+    let Some((pod, s)) = pod_and_accept_scraper("acceptgone") else {
         return;
     };
-    let s = common::scraper_for([
-        "--collector.disable-defaults",
-        "--collector.ebpf",
-        "--collector.process.rescan-interval",
-        "100ms",
-    ]);
     let server = "import socket, sys
 l = socket.socket(); l.bind(('127.0.0.1', 9200)); l.listen(4)
 c = socket.create_connection(('127.0.0.1', 9200)); l.accept()

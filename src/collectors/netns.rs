@@ -9,13 +9,13 @@
 //! carry its `namespace` and `pod` names.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::netstat::{Counters, lookup, parse_snmp_pairs, sockstat_pairs};
 use super::network::parse_net_dev;
 use super::{Collect, CollectError, Config as CollectConfig};
 use crate::metrics::{Desc, Family, Label, label};
-use crate::netns::{Netns, discover, namespace_of, own_namespace};
+use crate::netns::{Netns, namespace_of, own_namespace, walk};
 use crate::roots::Dir;
 
 /// Namespaces tracked at most (14 series each, 8 more per
@@ -247,16 +247,23 @@ impl NetnsCollector {
                 .scanned
                 .is_none_or(|t| t.elapsed() >= cfg.process.rescan_interval);
         if due {
-            let d = discover(&cfg.roots.procfs, own, cfg.netns.max_namespaces);
+            // A process gone, or the first walk: one that starts now.
+            let max_age = if rescan || state.scanned.is_none() {
+                Duration::ZERO
+            } else {
+                cfg.process.rescan_interval
+            };
+            let walked = walk(&cfg.roots.procfs, own, cfg.netns.max_namespaces, max_age);
+            let d = &walked.discovery;
             if d.unreadable > 0 && state.scanned.is_none() {
                 tracing::info!(
                     processes = d.unreadable,
                     "netns: some processes' namespaces are unreadable (needs CAP_SYS_PTRACE); their namespaces are not reported"
                 );
             }
-            state.found = Arc::new(d.found);
+            state.found = Arc::new(d.found.clone());
             state.omitted = d.omitted;
-            state.scanned = Some(Instant::now());
+            state.scanned = Some(walked.started);
         }
         (state.found.clone(), state.omitted)
     }

@@ -401,9 +401,9 @@ impl Namespaces {
                 labels: crate::collectors::netns::identity(ns, names.as_deref()),
             })
         };
-        let left = self
-            .entered
-            .rescan(|ns, dumper| Listeners::with(dumper, ListenerSource::in_scope(scope(ns))));
+        let left = self.entered.rescan(self.rescan_interval, |ns, dumper| {
+            Listeners::with(dumper, ListenerSource::in_scope(scope(ns)))
+        });
         for mut l in left {
             gone.extend(l.source.forget_all());
         }

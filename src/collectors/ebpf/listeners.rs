@@ -74,10 +74,16 @@ impl Namespaces {
             .is_none_or(|(t, _)| t.elapsed() >= cfg.process.rescan_interval);
         let outside: HashSet<u64> = inodes.map(u64::from).filter(|&i| i != own).collect();
         if stale && !outside.is_empty() {
-            let started = Instant::now();
-            let d = crate::netns::discover(&cfg.roots.procfs, own, cfg.netns.max_namespaces);
-            self.found = d.found;
-            self.walked = Some((started, d.omitted == 0));
+            // The first walk is this collector's own; later ones may be
+            // another reader's of less than an interval ago.
+            let max_age = match self.walked {
+                Some(_) => cfg.process.rescan_interval,
+                None => Duration::ZERO,
+            };
+            let walk =
+                crate::netns::walk(&cfg.roots.procfs, own, cfg.netns.max_namespaces, max_age);
+            self.found = walk.discovery.found.clone();
+            self.walked = Some((walk.started, walk.discovery.omitted == 0));
             let holding = self.found.iter().filter(|n| outside.contains(&n.inode));
             self.entered.admit(holding.cloned(), |_, dumper| dumper);
         }

@@ -145,7 +145,10 @@ impl Namespaces {
                 .is_none_or(|t| now.duration_since(t) >= cfg.process.rescan_interval)
             {
                 // Namespaces gone: their sockets close as they drop.
-                drop(self.entered.rescan(|_, dumper| dumper));
+                drop(
+                    self.entered
+                        .rescan(cfg.process.rescan_interval, |_, dumper| dumper),
+                );
                 self.scanned = Some(now);
             }
             let dump = self.dump(cfg.tcp_ports.max_namespace_ports);
