@@ -120,8 +120,8 @@ pub struct Entered<T> {
     entries: BTreeMap<u64, (Netns, T)>,
     /// The kernel refused setns; not tried again: capabilities do not grow.
     refused: bool,
-    /// Whether this reader has walked /proc (or taken a walk) before.
-    walked: bool,
+    /// The last walk this reader took.
+    last: Option<Arc<Walk>>,
 }
 
 impl<T> Entered<T> {
@@ -132,7 +132,7 @@ impl<T> Entered<T> {
             limit,
             entries: BTreeMap::new(),
             refused: false,
-            walked: false,
+            last: None,
         }
     }
 
@@ -158,12 +158,10 @@ impl<T> Entered<T> {
         let Some(own) = own_namespace(&self.procfs) else {
             return Vec::new();
         };
-        // A reader's first walk is its own: one made before it started
-        // may lack what it was started for.
-        let max_age = if self.walked { max_age } else { Duration::ZERO };
-        self.walked = true;
-        let walked = walk(&self.procfs, own, self.limit, max_age);
-        self.admit(walked.discovery.found.iter().cloned(), make)
+        let walked = rewalk(&self.procfs, own, self.limit, self.last.as_deref(), max_age);
+        let gone = self.admit(walked.discovery.found.iter().cloned(), make);
+        self.last = Some(walked);
+        gone
     }
 
     /// [`Entered::rescan`] for namespaces a walk of the caller's found:
@@ -276,6 +274,25 @@ pub fn walk(procfs: &Path, own: u64, limit: usize, max_age: Duration) -> Arc<Wal
     }
     walks.push((procfs.to_path_buf(), own, limit, walk.clone()));
     walk
+}
+
+/// The walk for a reader whose own last walk was `last` (None: it has
+/// not walked yet): the shared one if it started less than `max_age` ago,
+/// else a new one. A reader's first walk is always a new one: a walk made
+/// before it started may lack what it was started for.
+pub fn rewalk(
+    procfs: &Path,
+    own: u64,
+    limit: usize,
+    last: Option<&Walk>,
+    max_age: Duration,
+) -> Arc<Walk> {
+    let max_age = if last.is_some() {
+        max_age
+    } else {
+        Duration::ZERO
+    };
+    walk(procfs, own, limit, max_age)
 }
 
 /// What one walk of /proc found.
@@ -415,6 +432,12 @@ mod tests {
         assert!(fresh.started >= first.started);
         let other = walk(proc, own, limit - 1, Duration::from_secs(3600));
         assert!(!Arc::ptr_eq(&fresh, &other), "another limit, another walk");
+        // A reader that has not walked yet takes none made before it.
+        let hour = Duration::from_secs(3600);
+        let own_first = rewalk(proc, own, limit, None, hour);
+        assert!(!Arc::ptr_eq(&own_first, &fresh), "a first walk is new");
+        let later = rewalk(proc, own, limit, Some(&own_first), hour);
+        assert!(Arc::ptr_eq(&own_first, &later), "then shared");
     }
 
     #[test]

@@ -411,7 +411,7 @@ impl EbpfCollector {
             }
             labels
         };
-        let identity = |inode: u32| match ns.found.iter().find(|n| n.inode == u64::from(inode)) {
+        let identity = |inode: u32| match ns.found().iter().find(|n| n.inode == u64::from(inode)) {
             Some(n) => super::netns::identity(n, names),
             None if u64::from(inode) == own => blank(""),
             None => blank(&inode.to_string()),

@@ -9,13 +9,13 @@
 //! carry its `namespace` and `pod` names.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::netstat::{Counters, lookup, parse_snmp_pairs, sockstat_pairs};
 use super::network::parse_net_dev;
 use super::{Collect, CollectError, Config as CollectConfig};
 use crate::metrics::{Desc, Family, Label, label};
-use crate::netns::{Netns, namespace_of, own_namespace, walk};
+use crate::netns::{Netns, Walk, namespace_of, own_namespace, rewalk};
 use crate::roots::Dir;
 
 /// Namespaces tracked at most (14 series each, 8 more per
@@ -214,10 +214,8 @@ pub fn emit(readings: &[(Vec<Label>, Reading)], omitted: usize) -> Vec<Family> {
 
 #[derive(Default)]
 struct State {
-    scanned: Option<Instant>,
-    /// The last walk's namespaces, shared with the scrapes reading them.
-    found: Arc<Vec<Netns>>,
-    omitted: usize,
+    /// The last walk taken, shared with the scrapes reading its namespaces.
+    walk: Option<Arc<Walk>>,
 }
 
 #[derive(Default)]
@@ -235,37 +233,39 @@ impl NetnsCollector {
         }
     }
 
-    /// The namespaces to read: found anew when the rescan is due or a
-    /// namespace's process is gone (a new one may hold it now).
-    fn namespaces(&self, cfg: &CollectConfig, own: u64, rescan: bool) -> (Arc<Vec<Netns>>, usize) {
+    /// The walk whose namespaces to read: taken anew when the rescan is
+    /// due, or fresh when a namespace's process is gone (a new one may
+    /// hold it now).
+    fn namespaces(&self, cfg: &CollectConfig, own: u64, rescan: bool) -> Arc<Walk> {
         let mut state = self
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let due = rescan
-            || state
-                .scanned
-                .is_none_or(|t| t.elapsed() >= cfg.process.rescan_interval);
-        if due {
-            // A process gone, or the first walk: one that starts now.
-            let max_age = if rescan || state.scanned.is_none() {
-                Duration::ZERO
-            } else {
-                cfg.process.rescan_interval
-            };
-            let walked = walk(&cfg.roots.procfs, own, cfg.netns.max_namespaces, max_age);
-            let d = &walked.discovery;
-            if d.unreadable > 0 && state.scanned.is_none() {
-                tracing::info!(
-                    processes = d.unreadable,
-                    "netns: some processes' namespaces are unreadable (needs CAP_SYS_PTRACE); their namespaces are not reported"
-                );
-            }
-            state.found = Arc::new(d.found.clone());
-            state.omitted = d.omitted;
-            state.scanned = Some(walked.started);
+        let interval = cfg.process.rescan_interval;
+        let last = state.walk.clone();
+        if let Some(w) = last
+            .as_ref()
+            .filter(|w| !rescan && w.started.elapsed() < interval)
+        {
+            return w.clone();
         }
-        (state.found.clone(), state.omitted)
+        let max_age = if rescan { Duration::ZERO } else { interval };
+        let walked = rewalk(
+            &cfg.roots.procfs,
+            own,
+            cfg.netns.max_namespaces,
+            last.as_deref(),
+            max_age,
+        );
+        let d = &walked.discovery;
+        if d.unreadable > 0 && last.is_none() {
+            tracing::info!(
+                processes = d.unreadable,
+                "netns: some processes' namespaces are unreadable (needs CAP_SYS_PTRACE); their namespaces are not reported"
+            );
+        }
+        state.walk = Some(walked.clone());
+        walked
     }
 }
 
@@ -322,13 +322,13 @@ impl Collect for NetnsCollector {
                 cfg.roots.procfs.display()
             ))
         })?;
-        let (mut found, mut omitted) = self.namespaces(cfg, own, false);
+        let mut walked = self.namespaces(cfg, own, false);
         let names = self.kubelet.as_ref().map(|k| k.directory().0);
-        let mut readings = Vec::with_capacity(found.len());
+        let mut readings = Vec::with_capacity(walked.discovery.found.len());
         for pass in 0..2 {
             readings.clear();
             let mut gone = false;
-            for ns in found.iter() {
+            for ns in &walked.discovery.found {
                 match read_namespace(cfg, ns) {
                     Some(Ok(r)) => readings.push((identity(ns, names.as_deref()), r)),
                     // Every namespace's files are the same kernel's: one
@@ -341,9 +341,9 @@ impl Collect for NetnsCollector {
                 break;
             }
             // A process gone: its namespace may live on in another.
-            (found, omitted) = self.namespaces(cfg, own, true);
+            walked = self.namespaces(cfg, own, true);
         }
-        Ok(emit(&readings, omitted))
+        Ok(emit(&readings, walked.discovery.omitted))
     }
 }
 

@@ -33,13 +33,13 @@ use crate::inet_diag::Dumper;
 /// found before is known to be gone when its pod is).
 pub struct Namespaces {
     pub own: Option<u64>,
-    pub found: Vec<crate::netns::Netns>,
-    /// When the last walk started, and whether it kept every namespace it
-    /// saw (none past `--collector.netns.max-namespaces`). A process whose
-    /// namespace it could not read (permission; the sandbox's init on some
-    /// hosts) does not make it incomplete: what such a process alone holds
-    /// open loses only idle listeners, back at their next accept.
-    walked: Option<(Instant, bool)>,
+    /// The last walk taken. One that kept every namespace it saw (none
+    /// past `--collector.netns.max-namespaces`) is complete; a process
+    /// whose namespace it could not read (permission; the sandbox's init
+    /// on some hosts) does not make it incomplete: what such a process
+    /// alone holds open loses only idle listeners, back at their next
+    /// accept.
+    walk: Option<std::sync::Arc<crate::netns::Walk>>,
     /// The found namespaces holding timed listeners, each entered once at
     /// the walk that first found it: a sock_diag socket made inside lists
     /// its listening ports from then on. A socket holds its namespace
@@ -55,8 +55,7 @@ impl Namespaces {
     pub fn new(cfg: &super::Config) -> Namespaces {
         Namespaces {
             own: None,
-            found: Vec::new(),
-            walked: None,
+            walk: None,
             entered: crate::netns::Entered::new(&cfg.roots.procfs, cfg.netns.max_namespaces),
             own_dumper: None,
             listed: None,
@@ -69,43 +68,59 @@ impl Namespaces {
         let own = *self
             .own
             .get_or_insert_with(|| crate::netns::own_namespace(&cfg.roots.procfs).unwrap_or(0));
-        let stale = self
-            .walked
-            .is_none_or(|(t, _)| t.elapsed() >= cfg.process.rescan_interval);
-        let outside: HashSet<u64> = inodes.map(u64::from).filter(|&i| i != own).collect();
-        if stale && !outside.is_empty() {
-            // The first walk is this collector's own; later ones may be
-            // another reader's of less than an interval ago.
-            let max_age = match self.walked {
-                Some(_) => cfg.process.rescan_interval,
-                None => Duration::ZERO,
-            };
-            let walk =
-                crate::netns::walk(&cfg.roots.procfs, own, cfg.netns.max_namespaces, max_age);
-            self.found = walk.discovery.found.clone();
-            self.walked = Some((walk.started, walk.discovery.omitted == 0));
-            let holding = self.found.iter().filter(|n| outside.contains(&n.inode));
-            self.entered.admit(holding.cloned(), |_, dumper| dumper);
+        let interval = cfg.process.rescan_interval;
+        if self
+            .walk
+            .as_ref()
+            .is_some_and(|w| w.started.elapsed() < interval)
+        {
+            return;
         }
+        let outside: HashSet<u64> = inodes.map(u64::from).filter(|&i| i != own).collect();
+        if outside.is_empty() {
+            return;
+        }
+        let walk = crate::netns::rewalk(
+            &cfg.roots.procfs,
+            own,
+            cfg.netns.max_namespaces,
+            self.walk.as_deref(),
+            interval,
+        );
+        let holding = walk
+            .discovery
+            .found
+            .iter()
+            .filter(|n| outside.contains(&n.inode));
+        self.entered.admit(holding.cloned(), |_, dumper| dumper);
+        self.walk = Some(walk);
+    }
+
+    /// The namespaces the last walk found.
+    pub fn found(&self) -> &[crate::netns::Netns] {
+        self.walk.as_ref().map_or(&[], |w| &w.discovery.found)
     }
 
     pub fn is_found(&self, inode: u64) -> bool {
-        self.found.iter().any(|n| n.inode == inode)
+        self.found().iter().any(|n| n.inode == inode)
     }
 
     /// When the last walk that saw every namespace started.
     pub fn complete_walk(&self) -> Option<Instant> {
-        self.walked.and_then(|(t, complete)| complete.then_some(t))
+        self.walk
+            .as_ref()
+            .filter(|w| w.discovery.omitted == 0)
+            .map(|w| w.started)
     }
 
-    /// The ports listening (both families) in each namespace of `timed`
-    /// that can be listed — sojourn's own and the entered ones — at most
+    /// The ports listening (both families) in each namespace of the timed
+    /// listeners' (`timed`, read only when due) that can be listed — sojourn's own and the entered ones — at most
     /// every `interval`; empty when not due. A namespace whose dump fails
     /// is not listed (nothing in it is taken as closed); an entered one is
     /// let go, to be entered again by the next walk if it lives.
     pub fn listening(
         &mut self,
-        timed: &HashSet<u32>,
+        timed: impl Iterator<Item = u32>,
         interval: Duration,
         now: Instant,
     ) -> HashMap<u32, HashSet<u16>> {
@@ -117,6 +132,7 @@ impl Namespaces {
             return listed;
         }
         self.listed = Some(now);
+        let timed: HashSet<u32> = timed.collect();
         let own = self.own.and_then(|i| u32::try_from(i).ok());
         if let Some(own) = own.filter(|o| timed.contains(o)) {
             let dumper = match &mut self.own_dumper {
@@ -225,8 +241,8 @@ pub fn forget_gone(
 ) {
     let own = ns.own.and_then(|i| u32::try_from(i).ok()).unwrap_or(0);
     let now = std::time::Instant::now();
-    let timed: HashSet<u32> = listeners.iter().map(|(k, _)| k.netns).collect();
-    let listening = ns.listening(&timed, cfg.process.rescan_interval, now);
+    let timed = listeners.iter().map(|(k, _)| k.netns);
+    let listening = ns.listening(timed, cfg.process.rescan_interval, now);
     let accepted: Vec<_> = listeners
         .iter()
         .map(|(k, h)| (*k, h.slots.iter().sum::<u64>()))
