@@ -79,7 +79,7 @@ static __always_inline __u64 task_cgroup(struct task_struct *p)
 }
 
 /* One cgroup's waits are added to by every CPU its tasks run on. */
-static __always_inline void count_cgroup(struct task_struct *p, __u64 ns)
+static __always_inline void count_cgroup(struct task_struct *p, __u32 slot, __u64 ns)
 {
 	struct timed_histogram *h, zero = {};
 	__u64 id;
@@ -91,7 +91,7 @@ static __always_inline void count_cgroup(struct task_struct *p, __u64 ns)
 		return;
 	h = lookup_or_init(&cgroups, &id, &zero);
 	if (h)
-		histogram_add(h, ns);
+		histogram_add_slot(h, slot, ns);
 }
 
 /* Now, by the clock of the run queue `p` is on. At each of these
@@ -144,6 +144,7 @@ static __always_inline void dequeue(struct task_struct *p)
 {
 	__u32 zero = 0;
 	__u64 *at, ns;
+	__u32 slot;
 	struct runqueue_histogram *h;
 
 	if (p->pid == 0)
@@ -168,9 +169,11 @@ static __always_inline void dequeue(struct task_struct *p)
 		return;
 	if (ns > SOJOURN_MAX_NS)
 		ns = SOJOURN_MAX_NS;
-	h->slots[seconds_slot(ns)]++;
+	/* Found once, counted in both histograms. */
+	slot = seconds_slot(ns);
+	h->slots[slot]++;
 	h->sum_ns += ns;
-	count_cgroup(p, ns);
+	count_cgroup(p, slot, ns);
 }
 
 SEC("tp_btf/sched_wakeup")

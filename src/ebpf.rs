@@ -695,6 +695,106 @@ mod tests {
         );
     }
 
+    /// The slot `bpf/slots.h` gives each wait is the bucket this side reads
+    /// it as: a wait of `ns` in slot s > 0 lies in (2^(s−32), 2^(s−31)]
+    /// seconds, exactly (integer arithmetic, no float), at every bucket
+    /// bound and its neighbours and at 20 000 waits spread over the whole
+    /// range; 0 ns in slot 0; waits past the cap in the last slot counted.
+    /// The header is compiled for this host by the C compiler Cargo links
+    /// with, the map helpers it also defines stubbed.
+    #[test]
+    fn the_kernels_slot_of_each_wait_is_the_bucket_read_here() {
+        const MAX_NS: u64 = 1 << 42; // SOJOURN_MAX_NS
+        let dir = tempfile::tempdir().unwrap();
+        let harness = dir.path().join("slots.c");
+        let header = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bpf/slots.h");
+        std::fs::write(
+            &harness,
+            format!(
+                "#include <stdio.h>\n#include <stdint.h>\n\
+                 typedef uint64_t __u64; typedef uint32_t __u32;\n\
+                 static inline void *bpf_map_lookup_elem(void *m, const void *k)\n\
+                 {{ (void)m; (void)k; return 0; }}\n\
+                 static inline long bpf_map_update_elem(void *m, const void *k,\n\
+                 const void *v, __u64 f) {{ (void)m; (void)k; (void)v; (void)f; return 0; }}\n\
+                 #define BPF_NOEXIST 1\n\
+                 #include \"{}\"\n\
+                 int main(void) {{ unsigned long long ns;\n\
+                 while (scanf(\"%llu\", &ns) == 1) printf(\"%u\\n\", seconds_slot(ns));\n\
+                 return 0; }}\n",
+                header.display()
+            ),
+        )
+        .unwrap();
+        let exe = dir.path().join("slots");
+        let built = std::process::Command::new("cc")
+            .args(["-O2", "-Wall", "-Werror", "-o"])
+            .arg(&exe)
+            .arg(&harness)
+            .output()
+            .expect("cc, the linker Cargo uses");
+        assert!(
+            built.status.success(),
+            "{}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+
+        let mut waits: Vec<u64> = vec![0, 1, 2, 3, MAX_NS - 1, MAX_NS, MAX_NS + 1, u64::MAX];
+        for s in 1..SLOTS as u32 {
+            // The bucket's upper bound in ns, 10^9 · 2^(s−31), rounded down.
+            let bound = (1_000_000_000u128 << s >> 31) as u64;
+            waits.extend((bound.saturating_sub(2)..=bound + 2).filter(|&ns| ns > 0));
+        }
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            // xorshift: waits of every magnitude, 1 ns to 2^42 ns.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            waits.push((x >> (x % 42 + 22)).max(1));
+        }
+        let input: String = waits.iter().map(|w| format!("{w}\n")).collect();
+        let mut run = std::process::Command::new(&exe)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        run.stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = run.wait_with_output().unwrap();
+        let slots: Vec<u32> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect();
+        assert_eq!(slots.len(), waits.len());
+
+        let last = SLOTS as u32 - 1;
+        for (&ns, &slot) in waits.iter().zip(&slots) {
+            if ns == 0 {
+                assert_eq!(slot, 0, "a wait of 0 ns");
+                continue;
+            }
+            let ns = u128::from(ns.min(MAX_NS));
+            // ns / 10^9 <= 2^(s−31)  ⟺  ns · 2^31 <= 10^9 · 2^s; and the
+            // slot below's bound (slot 1 has none below it) is exceeded.
+            let within = |s: u32| (ns << 31) <= (1_000_000_000u128 << s);
+            assert!(slot >= 1 && slot <= last, "{ns} ns in slot {slot}");
+            assert!(within(slot), "{ns} ns is past slot {slot}'s bound");
+            assert!(
+                slot == 1 || !within(slot - 1),
+                "{ns} ns fits slot {}",
+                slot - 1
+            );
+            let seconds = ns as f64 / 1e9;
+            assert!(seconds <= slot_upper_bound(slot as usize) * (1.0 + 1e-12));
+        }
+    }
+
     /// A loaded program; None (the test skipped) where this machine does
     /// not permit it, unless SOJOURN_REQUIRE_EBPF is set, as CI sets it:
     /// then the refusal fails the test.
