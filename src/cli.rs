@@ -205,6 +205,7 @@ pub fn command() -> Command {
     cmd = collectors::tcp_ports::TcpPortsConfig::augment_args(cmd);
     cmd = collectors::udp::Config::augment_args(cmd);
     cmd = collectors::cgroup::Config::augment_args(cmd);
+    cmd = collectors::ebpf::EbpfConfig::augment_args(cmd);
     cmd = collectors::process::Config::augment_args(cmd);
     cmd = collectors::netns::Config::augment_args(cmd);
     cmd = collectors::textfile::Config::augment_args(cmd);
@@ -635,6 +636,7 @@ fn settings(m: &ArgMatches, proxy_mode: bool) -> Result<Settings, clap::Error> {
                 ..FromArgMatches::from_arg_matches(m)?
             },
             cgroup: FromArgMatches::from_arg_matches(m)?,
+            ebpf: FromArgMatches::from_arg_matches(m)?,
             tcp_ports: FromArgMatches::from_arg_matches(m)?,
             udp: FromArgMatches::from_arg_matches(m)?,
         },

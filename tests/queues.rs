@@ -383,6 +383,64 @@ fn ebpf_programs_load_outside_the_exporters_memory() {
     );
 }
 
+/// `--no-collector.ebpf.accept` leaves the accept program out — its
+/// syscall tracepoints, attached through perf events, put every system
+/// call of the host on the traced path — and keeps the run-queue timing:
+/// no perf event open in the exporter, no accept-wait series for a
+/// connection it accepted itself, no `ebpf_accept` part, no warning. With
+/// the flag's positive form last, the program is back.
+#[test]
+fn the_accept_program_can_be_left_out() {
+    if !rustix::process::geteuid().is_root() {
+        common::skip_unless_required("SOJOURN_REQUIRE_EBPF", "needs root");
+        return;
+    }
+    let perf_events = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|l| l.to_string_lossy().contains("[perf_event]"))
+            .count()
+    };
+    let run = |last: &str| {
+        let exporter = common::start(&[
+            "--collector.disable-defaults",
+            "--collector.queue",
+            "--collector.ebpf",
+            "--no-collector.ebpf.accept",
+            last,
+        ]);
+        // The scrapes are connections the exporter itself accepted.
+        common::scrape_until(exporter.addr, Duration::from_secs(10), |t| {
+            t.contains("sojourn_queue_info{queue=\"cpu\",measure=\"delay\",source=\"ebpf\"}")
+        });
+        // One more: the accepts before it are timed by now.
+        let text = common::scrape_until(exporter.addr, Duration::from_secs(5), |_| true);
+        let log = exporter.log.lock().unwrap().clone();
+        (text, perf_events(exporter.child.id()), log)
+    };
+    let _serial = serial();
+
+    let (text, events, log) = run("--log.level=info");
+    if text.contains("sojourn_scrape_collector_unsupported{collector=\"ebpf\"} 1") {
+        common::skip_unless_required("SOJOURN_REQUIRE_EBPF", "eBPF refused here");
+        return;
+    }
+    assert_eq!(events, 0, "no syscall tracepoint attached");
+    assert!(!text.contains("sojourn_tcp_accept_wait_seconds"), "{text}");
+    assert!(!text.contains("collector=\"ebpf_accept\""), "{text}");
+    assert!(text.contains("sojourn_runqueue_wait_seconds_bucket"));
+    assert!(!log.contains("WARN"), "{log}");
+
+    let (text, events, _) = run("--collector.ebpf.accept");
+    assert!(events > 0, "the syscall tracepoints attached");
+    assert!(text.contains("sojourn_scrape_collector_unsupported{collector=\"ebpf_accept\"} 0"));
+    let own_port = text
+        .lines()
+        .any(|l| l.starts_with("sojourn_tcp_accept_wait_seconds_count{port="));
+    assert!(own_port, "the exporter's own accepts timed: {text}");
+}
+
 /// Where eBPF is refused (here: its capabilities dropped by capsh), the
 /// CPU queue keeps its sampled source, one log line says why, and the
 /// scrape marks the collector unsupported.

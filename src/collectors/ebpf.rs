@@ -240,9 +240,46 @@ impl CgroupIds {
     }
 }
 
+/// The ebpf collector's flags.
+#[derive(Debug, Clone, clap::Args)]
+// Flags, not a group: clap names a group after the struct, and every
+// collector\'s is `Config`.
+#[group(skip)]
+pub struct EbpfConfig {
+    #[arg(
+        id = "collector.ebpf.accept",
+        long = "collector.ebpf.accept",
+        overrides_with = "no-collector.ebpf.accept",
+        help = "Time each connection's wait in its listener's accept queue [default: on; --no-collector.ebpf.accept turns it off]. Its syscall tracepoints put every system call of the host on the kernel's traced path while loaded: +20-40 ns a call measured (docs/benchmarks.md)"
+    )]
+    accept_on: bool,
+    #[arg(
+        id = "no-collector.ebpf.accept",
+        long = "no-collector.ebpf.accept",
+        overrides_with = "collector.ebpf.accept",
+        hide = true
+    )]
+    accept_off: bool,
+}
+
+impl EbpfConfig {
+    /// Whether the accept program is loaded: on unless turned off (the
+    /// later of the two flags wins).
+    pub fn accept(&self) -> bool {
+        self.accept_on || !self.accept_off
+    }
+}
+
+impl Default for EbpfConfig {
+    fn default() -> Self {
+        crate::flag::defaults()
+    }
+}
+
 pub struct EbpfCollector {
     cgroup_ids: std::sync::Mutex<CgroupIds>,
-    accept: Result<std::sync::Arc<crate::ebpf::Accept>, String>,
+    /// None when turned off (`--no-collector.ebpf.accept`).
+    accept: Option<Result<std::sync::Arc<crate::ebpf::Accept>, String>>,
     /// Listeners' namespaces and which are gone: one lock, as both are
     /// read and written at each scrape of the accept program.
     listeners: std::sync::Mutex<(Namespaces, Lifetimes)>,
@@ -266,11 +303,14 @@ impl EbpfCollector {
             runqueue,
             block,
             accept,
-        } = crate::ebpf::shared_programs(true);
-        let accept = accept.unwrap_or_else(|| Err("not asked for".into()));
+        } = crate::ebpf::shared_programs(cfg.ebpf.accept());
+        let accept = cfg
+            .ebpf
+            .accept()
+            .then(|| accept.unwrap_or_else(|| Err("not asked for".into())));
         match (&runqueue, &block, &accept) {
             // Refused as a whole (no capability, no BTF): one line says why.
-            (Err(e), Err(_), Err(_)) => tracing::warn!(
+            (Err(e), Err(_), None | Some(Err(_))) => tracing::warn!(
                 reason = %e,
                 "eBPF unavailable (it needs CAP_BPF and CAP_PERFMON, or root, and the \
                  kernel's BTF; --no-collector.ebpf turns it off); run-queue saturation \
@@ -290,7 +330,7 @@ impl EbpfCollector {
                         "eBPF disk request timing unavailable; disk saturation comes from diskstats"
                     );
                 }
-                if let Err(e) = &accept {
+                if let Some(Err(e)) = &accept {
                     tracing::warn!(
                         reason = %e,
                         "eBPF accept-queue timing unavailable; accept queues are sampled lengths"
@@ -475,17 +515,20 @@ impl Collect for EbpfCollector {
         if let Ok(block) = &self.block {
             out.extend(self.disks(block, cfg)?);
         }
-        if let Ok(accept) = &self.accept {
+        if let Some(Ok(accept)) = &self.accept {
             out.extend(self.listeners(accept, cfg)?);
         }
         Ok(out)
     }
 
     fn parts(&self) -> Vec<(&'static str, bool)> {
-        vec![
-            ("ebpf_block", self.block.is_err()),
-            ("ebpf_accept", self.accept.is_err()),
-        ]
+        let mut parts = vec![("ebpf_block", self.block.is_err())];
+        // Turned off is not unsupported: no series at all, as for a
+        // collector turned off.
+        if let Some(accept) = &self.accept {
+            parts.push(("ebpf_accept", accept.is_err()));
+        }
+        parts
     }
 }
 

@@ -42,6 +42,7 @@ pub struct Config {
     pub tcp_ports: tcp_ports::TcpPortsConfig,
     pub udp: udp::Config,
     pub cgroup: cgroup::Config,
+    pub ebpf: ebpf::EbpfConfig,
     pub process: process::Config,
     pub netns: netns::Config,
     pub textfile: textfile::Config,

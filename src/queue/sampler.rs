@@ -492,7 +492,7 @@ impl Sources {
         // The ebpf collector logs why when eBPF is not permitted.
         let (runqueue, block, accept) = match queue.ebpf {
             true => {
-                let programs = crate::ebpf::shared_programs(true);
+                let programs = crate::ebpf::shared_programs(cfg.ebpf.accept());
                 (
                     programs.runqueue.ok(),
                     programs.block.ok(),
