@@ -261,7 +261,7 @@ impl NetnsCollector {
         if d.unreadable > 0 && last.is_none() {
             tracing::info!(
                 processes = d.unreadable,
-                "netns: some processes' namespaces are unreadable (needs CAP_SYS_PTRACE); their namespaces are not reported"
+                "netns: some processes' namespaces are unreadable (reading them needs CAP_SYS_PTRACE, and no security module refusing it: Yama, Landlock, AppArmor); their namespaces are not reported"
             );
         }
         state.walk = Some(walked.clone());
