@@ -2,8 +2,10 @@
 //! Kubernetes schemas (kubernetes-validate from PyPI, required in CI by
 //! SOJOURN_REQUIRE_K8S_VALIDATE=1), the PrometheusRule is the rules file,
 //! the DaemonSet has what a node agent needs, the sidecar example's sojourn
-//! config is one sojourn accepts, and the systemd unit and Dockerfile run
-//! the binary with flags it knows.
+//! config is one sojourn accepts, the systemd unit and Dockerfile run
+//! the binary with flags it knows, and the DaemonSet's container, made by
+//! an OCI runtime from its pod spec (podman and runc, required in CI by
+//! SOJOURN_REQUIRE_CONTAINER_RUNTIME=1), times every queue.
 
 use crate::common;
 
@@ -501,4 +503,229 @@ fn the_prometheusrule_takes_a_runbook_base_of_the_users() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+}
+
+/// A container made by podman with runc — an OCI runtime, its default
+/// seccomp profile — from the DaemonSet's pod spec: host PID and network,
+/// the container's securityContext (root, every capability dropped but
+/// the four, no privilege escalation, a read-only root), its volumes at
+/// their mount paths and its args (the node's IP loopback, the port
+/// free). The image is the binary alone in a directory, with the
+/// libraries it links. Removed (`podman rm -f`) when dropped.
+struct DaemonSetContainer {
+    name: String,
+    _rootfs: tempfile::TempDir,
+}
+
+impl Drop for DaemonSetContainer {
+    fn drop(&mut self) {
+        let _ = Command::new("podman")
+            .args(["rm", "-f", "-t", "0", &self.name])
+            .output();
+    }
+}
+
+impl DaemonSetContainer {
+    /// The container's `podman run` command (run attached: its stderr is
+    /// sojourn's), or None where podman and runc are not installed.
+    fn command(extra: &[&str]) -> Option<(DaemonSetContainer, Command)> {
+        let have = |tool: &str| {
+            Command::new(tool)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if !have("podman") || !have("runc") || !rustix::process::geteuid().is_root() {
+            common::skip_unless_required(
+                "SOJOURN_REQUIRE_CONTAINER_RUNTIME",
+                "podman, runc and root are needed to run the DaemonSet's container",
+            );
+            return None;
+        }
+        let ds = &docs(&Path::new(ROOT).join("deploy/kubernetes/base/daemonset.yaml"))[0];
+        let pod = get(ds, "spec.template.spec");
+        let c = &pod["containers"][0];
+        let security = &c["securityContext"];
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
+            "the test runs under the runtime's default seccomp profile"
+        );
+        assert_eq!(security["capabilities"]["drop"], Value::from(vec!["ALL"]));
+
+        let rootfs = tempfile::tempdir().unwrap();
+        let image = DaemonSetContainer {
+            name: format!("sojourn-daemonset-{}", std::process::id()),
+            _rootfs: rootfs,
+        };
+        let root = image._rootfs.path();
+        std::fs::copy(env!("CARGO_BIN_EXE_sojourn"), root.join("sojourn")).unwrap();
+        let ldd = Command::new("ldd")
+            .arg(env!("CARGO_BIN_EXE_sojourn"))
+            .output()
+            .unwrap();
+        for lib in String::from_utf8_lossy(&ldd.stdout)
+            .split_whitespace()
+            .filter(|w| w.starts_with('/'))
+        {
+            let to = root.join(lib.trim_start_matches('/'));
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(lib, to).unwrap();
+        }
+
+        let mut command = Command::new("podman");
+        command.args([
+            "--runtime=runc",
+            "--cgroup-manager=cgroupfs",
+            "--events-backend=file",
+            "run",
+            "--rm",
+            "--name",
+            &image.name,
+        ]);
+        if pod["hostPID"] == true {
+            command.arg("--pid=host");
+        }
+        if pod["hostNetwork"] == true {
+            command.arg("--network=host");
+        }
+        let user = security["runAsUser"].as_u64().unwrap();
+        let group = security["runAsGroup"].as_u64().unwrap();
+        command.arg(format!("--user={user}:{group}"));
+        if security["readOnlyRootFilesystem"] == true {
+            command.arg("--read-only");
+        }
+        if security["allowPrivilegeEscalation"] == false {
+            command.arg("--security-opt=no-new-privileges");
+        }
+        command.arg("--cap-drop=all");
+        for cap in security["capabilities"]["add"].as_sequence().unwrap() {
+            command.arg(format!("--cap-add={}", cap.as_str().unwrap()));
+        }
+        // Within this host's hard limits (podman's defaults are above
+        // them, which only CAP_SYS_RESOURCE may set); the open files'
+        // soft limit low, as a runtime may leave it.
+        let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .maximum
+            .unwrap_or(1 << 20);
+        command.arg(format!("--ulimit=nofile=1024:{hard}"));
+        command.arg("--ulimit=nproc=4096:4096");
+        let volumes: std::collections::HashMap<&str, &str> = pod["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v["name"].as_str().unwrap(),
+                    v["hostPath"]["path"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        for m in c["volumeMounts"].as_sequence().unwrap() {
+            let host = volumes[m["name"].as_str().unwrap()];
+            let mut options = vec![if m["readOnly"] == true { "ro" } else { "rw" }];
+            if m["mountPropagation"] == "HostToContainer" {
+                options.push("rslave");
+            }
+            command.arg(format!(
+                "--volume={host}:{}:{}",
+                m["mountPath"].as_str().unwrap(),
+                options.join(",")
+            ));
+        }
+        command.args(["--rootfs", root.to_str().unwrap(), "/sojourn"]);
+        for arg in c["args"].as_sequence().unwrap() {
+            let arg = arg.as_str().unwrap().replace("$(NODE_IP)", "127.0.0.1");
+            command.arg(match arg.strip_prefix("--web.listen-address=") {
+                Some(_) => "--web.listen-address=[127.0.0.1]:0".to_string(),
+                None => arg,
+            });
+        }
+        command.args(extra);
+        Some((image, command))
+    }
+}
+
+/// The DaemonSet's container, made by an OCI runtime from its pod spec,
+/// times every queue: the runtime's seccomp profile, the dropped
+/// capabilities and the read-only root leave the three eBPF programs
+/// loadable (the accept program's tracepoint ids read from the mounted
+/// host tracefs, or a private mount where the host has none), a pod's
+/// namespace enterable (its listener sampled and its accepts timed under
+/// its namespace) and the host's cgroups readable.
+#[test]
+fn the_daemonset_times_every_queue_in_an_oci_runtimes_container() {
+    if let Err(e) = sojourn::ebpf::Accept::load() {
+        common::skip_unless_required("SOJOURN_REQUIRE_EBPF", &e);
+        return;
+    }
+    let Some((_container, mut command)) =
+        DaemonSetContainer::command(&["--collector.process.rescan-interval=100ms"])
+    else {
+        return;
+    };
+    let Some(pod) = common::pod_of_user("oci", false, None) else {
+        common::skip_unless_required(
+            "SOJOURN_REQUIRE_NAMESPACES",
+            "ip netns and cgroups need root",
+        );
+        return;
+    };
+    let (exporter, _) = common::spawn_listening(&mut command, 1);
+    // The programs attached before the pod's connections are made.
+    common::scrape_until(exporter.addr, Duration::from_secs(10), |t| {
+        t.contains("sojourn_scrape_collector_unsupported{collector=\"ebpf_accept\"}")
+    });
+    // A listener in the pod that takes three connections and holds them.
+    let mut server = pod
+        .python(
+            "import socket, time\n\
+             l = socket.socket(); l.bind(('127.0.0.1', 8081)); l.listen(8)\n\
+             cs = [socket.create_connection(('127.0.0.1', 8081)) for _ in range(3)]\n\
+             time.sleep(0.2)\n\
+             held = [l.accept() for _ in range(3)]\n\
+             time.sleep(60)\n",
+        )
+        .spawn()
+        .unwrap();
+    let link = std::fs::read_link(format!("/proc/{}/ns/net", pod.child.id())).unwrap();
+    let inode = link
+        .to_string_lossy()
+        .trim_start_matches("net:[")
+        .trim_end_matches(']')
+        .to_string();
+    let pod_accepts =
+        format!("sojourn_tcp_accept_wait_seconds_count{{port=\"8081\",netns=\"{inode}\"");
+    let text = common::scrape_until(exporter.addr, Duration::from_secs(20), |t| {
+        t.contains(&pod_accepts) && t.contains("sojourn_runqueue_wait_seconds_count")
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    let log = exporter.log.lock().unwrap().clone();
+    for part in ["ebpf", "ebpf_block", "ebpf_accept", "cgroup", "queue_netns"] {
+        let line = format!("sojourn_scrape_collector_unsupported{{collector=\"{part}\"}} 0");
+        assert!(
+            text.contains(&line),
+            "{line} in the container:\n{text}\n{log}"
+        );
+    }
+    let waits = text
+        .lines()
+        .find(|l| l.starts_with(&pod_accepts))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert_eq!(waits, Some(3.0), "the pod's three accepts:\n{text}\n{log}");
+    // Each waited the 200 ms the listener slept (the sum, in seconds).
+    let sum_line = pod_accepts.replace("_count{", "_sum{");
+    let sum = text
+        .lines()
+        .find(|l| l.starts_with(&sum_line))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap();
+    assert!(
+        (0.6..1.5).contains(&sum),
+        "three waits of ≥ 200 ms: {sum} s"
+    );
+    assert!(
+        text.contains("sojourn_cgroup_runqueue_wait_seconds_count{"),
+        "{text}"
+    );
 }
