@@ -3,9 +3,11 @@
  * on the server's side (its socket goes from SYN_RECV to ESTABLISHED, just
  * after it joined its listener's accept queue) to the moment accept(2) or
  * accept4(2) returns it, as a histogram per listener (network namespace
- * and port), every namespace's listeners alike. Tracepoints only: kernels
- * built without kprobes, or whose policy refuses fentry, still have them.
- * Connections taken by io_uring or inside the kernel are not timed. */
+ * and port), every namespace's listeners alike — or until io_uring posts
+ * the completion of an accept it made. Tracepoints only: kernels built
+ * without kprobes, or whose policy refuses fentry, still have them.
+ * Connections taken inside the kernel, or by io_uring into its own table
+ * of files (direct descriptors), are not timed. */
 
 #include "types.h"
 #include <bpf/bpf_helpers.h>
@@ -67,7 +69,10 @@ struct syscall_exit {
 	__s64 ret;
 };
 
-static __always_inline int accepted(struct syscall_exit *ctx)
+/* The connection `fd` (a descriptor of the current task's table) was
+ * taken off its listener's queue: its wait is counted, if it was stamped.
+ * Anything else `fd` is (not a socket, not one waiting) finds no stamp. */
+static __always_inline int accepted(long fd)
 {
 	struct task_struct___files *task;
 	struct timed_histogram *h, zero = {};
@@ -77,7 +82,6 @@ static __always_inline int accepted(struct syscall_exit *ctx)
 	struct socket *sock;
 	struct queued *q;
 	__u64 key, ns;
-	long fd = ctx->ret;
 
 	if (fd < 0)
 		return 0;
@@ -107,13 +111,31 @@ static __always_inline int accepted(struct syscall_exit *ctx)
 SEC("tracepoint/syscalls/sys_exit_accept4")
 int accept4_exit(struct syscall_exit *ctx)
 {
-	return accepted(ctx);
+	return accepted(ctx->ret);
 }
 
 SEC("tracepoint/syscalls/sys_exit_accept")
 int accept_exit(struct syscall_exit *ctx)
 {
-	return accepted(ctx);
+	return accepted(ctx->ret);
+}
+
+/* io_uring's accept opcode (UAPI, include/uapi/linux/io_uring.h). */
+#define IORING_OP_ACCEPT 13
+
+/* A completion io_uring posts: an accept request's own, whose result is
+ * the new descriptor; or one with no request, which a multishot request
+ * (an accept's among them, or a receive's) posts each time, whose result
+ * is tried as a descriptor too. io_uring posts it from a thread sharing
+ * the submitter's table of files (the task itself, its io-wq worker, its
+ * SQPOLL thread). Kernels whose tracepoint passes no completion entry
+ * (before 6.3) refuse the program: io_uring's accepts go untimed there. */
+SEC("tp_btf/io_uring_complete")
+int BPF_PROG(io_uring_complete, void *ring, void *req, struct io_uring_cqe *cqe)
+{
+	if (req && BPF_CORE_READ((struct io_kiocb *)req, opcode) != IORING_OP_ACCEPT)
+		return 0;
+	return accepted(cqe->res);
 }
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";

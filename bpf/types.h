@@ -128,4 +128,16 @@ struct task_struct___files {
 	struct files_struct *files;
 } __attribute__((preserve_access_index));
 
+/* An io_uring request (its opcode, IORING_OP_*) and a completion entry as
+ * io_uring posts it (`res`: the request's result). */
+struct io_kiocb {
+	__u8 opcode;
+} __attribute__((preserve_access_index));
+
+struct io_uring_cqe {
+	__u64 user_data;
+	__s32 res;
+	__u32 flags;
+} __attribute__((preserve_access_index));
+
 #endif

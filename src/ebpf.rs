@@ -108,6 +108,7 @@ static RUNQUEUE_OBJECT: Object = Object {
     what: "run-queue",
     bytes: RUNQUEUE_BYTES,
     btf_tracepoints: &["sched_wakeup", "sched_wakeup_new", "sched_switch"],
+    optional_btf_tracepoints: &[],
     tracepoints: &[],
     maps: &["histogram", "cgroups"],
 };
@@ -117,6 +118,7 @@ static BLOCK_OBJECT: Object = Object {
     what: "block",
     bytes: BLOCK_BYTES,
     btf_tracepoints: &["block_rq_insert", "block_rq_issue", "block_rq_complete"],
+    optional_btf_tracepoints: &[],
     tracepoints: &[],
     maps: &["histograms", "missed"],
 };
@@ -127,6 +129,8 @@ static ACCEPT_OBJECT: Object = Object {
     bytes: ACCEPT_BYTES,
     // A connection established on the server's side.
     btf_tracepoints: &["inet_sock_set_state"],
+    // io_uring's completions, for the accepts io_uring makes (6.3+).
+    optional_btf_tracepoints: &[IO_URING_COMPLETE],
     // The exits of accept(2) and accept4(2).
     tracepoints: &[
         ("accept4_exit", "syscalls", "sys_exit_accept4"),
@@ -134,6 +138,9 @@ static ACCEPT_OBJECT: Object = Object {
     ],
     maps: &["listeners", "missed"],
 };
+
+/// The accept object's program on io_uring's completions.
+const IO_URING_COMPLETE: &str = "io_uring_complete";
 
 /// Every object, as the loader process finds them by name.
 static OBJECTS: [&Object; 3] = [&RUNQUEUE_OBJECT, &BLOCK_OBJECT, &ACCEPT_OBJECT];
@@ -160,10 +167,11 @@ pub struct Programs {
     pub accept: Option<Result<Arc<Accept>, String>>,
 }
 
-/// The programs, the accept-queue one too with `accept`: those another
-/// holder has attached already are shared, the rest loaded together (one
-/// loader process, one parse of the kernel's BTF).
-pub fn shared_programs(accept: bool) -> Programs {
+/// The programs, the accept-queue one too with `accept` (timing io_uring's
+/// accepts too with `accept_io_uring`): those another holder has attached
+/// already are shared, the rest loaded together (one loader process, one
+/// parse of the kernel's BTF).
+pub fn shared_programs(accept: bool, accept_io_uring: bool) -> Programs {
     // Always locked in this order.
     let mut runqueue_slot = RUNQUEUE_SHARED
         .lock()
@@ -183,7 +191,7 @@ pub fn shared_programs(accept: bool) -> Programs {
         requests.push(Request::plain(&BLOCK_OBJECT));
     }
     if accept && held_accept.is_none() {
-        requests.push(Request::plain(&ACCEPT_OBJECT));
+        requests.push(Accept::request(accept_io_uring));
     }
     let mut loaded = loader::load(&OBJECTS, &requests).into_iter();
     let mut next = || {
@@ -222,7 +230,7 @@ impl RunQueue {
     /// The program attached for the process, loaded by the first caller
     /// and detached when the last holder drops it.
     pub fn shared() -> Result<Arc<RunQueue>, String> {
-        shared_programs(false).runqueue
+        shared_programs(false, false).runqueue
     }
 
     /// Loads and attaches the program; the reason when this machine does
@@ -241,11 +249,11 @@ impl RunQueue {
             CgroupMode::Controller(i) => (CGROUPS_CONTROLLER, i),
         };
         Request {
-            object: RUNQUEUE_OBJECT.name.into(),
             globals: vec![
                 ("cgroup_mode".into(), mode_value),
                 ("cgroup_controller".into(), controller),
             ],
+            ..Request::plain(&RUNQUEUE_OBJECT)
         }
     }
 
@@ -416,7 +424,7 @@ impl Block {
     /// The program attached for the process, loaded by the first caller
     /// and detached when the last holder drops it.
     pub fn shared() -> Result<Arc<Block>, String> {
-        shared_programs(false).block
+        shared_programs(false, false).block
     }
 
     /// Loads and attaches the program; the reason when this machine does
@@ -537,14 +545,34 @@ pub struct Accept {
     /// aya removes through exclusive access.
     listeners: SharedHistograms<ListenerKey>,
     missed: Array<MapData, u64>,
-    _attached: Attached,
+    attached: Attached,
 }
 
 impl Accept {
     /// Loads and attaches the program; the reason when this machine does
     /// not permit it.
     pub fn load() -> Result<Accept, String> {
-        load_one(Request::plain(&ACCEPT_OBJECT)).and_then(Accept::from_attached)
+        load_one(Accept::request(false)).and_then(Accept::from_attached)
+    }
+
+    /// [`Accept::load`], timing io_uring's accepts too where this kernel
+    /// permits it ([`Accept::io_uring_untimed`] says why not).
+    pub fn load_with_io_uring() -> Result<Accept, String> {
+        load_one(Accept::request(true)).and_then(Accept::from_attached)
+    }
+
+    /// The program on io_uring's completions is asked for only with
+    /// `io_uring`: it costs every io_uring completion of the host (~160 ns
+    /// measured, docs/benchmarks.md), not only accepts.
+    fn request(io_uring: bool) -> Request {
+        Request {
+            optional: if io_uring {
+                vec![IO_URING_COMPLETE.into()]
+            } else {
+                Vec::new()
+            },
+            ..Request::plain(&ACCEPT_OBJECT)
+        }
     }
 
     fn from_attached(mut attached: Attached) -> Result<Accept, String> {
@@ -553,8 +581,18 @@ impl Accept {
         Ok(Accept {
             listeners: std::sync::Mutex::new(listeners),
             missed,
-            _attached: attached,
+            attached,
         })
+    }
+
+    /// Why io_uring's accepts are not timed, where the program on its
+    /// completions was asked for and this kernel refused it.
+    pub fn io_uring_untimed(&self) -> Option<&str> {
+        self.attached
+            .left_out()
+            .iter()
+            .find(|(name, _)| name == IO_URING_COMPLETE)
+            .map(|(_, why)| why.as_str())
     }
 
     /// One listener's totals since the program was attached: connections
@@ -845,6 +883,113 @@ mod tests {
         assert!((200.0..300.0).contains(&mean_ms), "mean wait {mean_ms} ms");
         drop(clients);
     }
+
+    /// Accepts made by io_uring are timed too, one request an accept or
+    /// one multishot request for all: three connections wait 200 ms and
+    /// more before a C program takes them through liburing, and their
+    /// listener counts three waits of 200–400 ms on average. Needs root,
+    /// BTF, io_uring and liburing's header (Debian's liburing-dev); CI
+    /// requires them.
+    #[test]
+    fn accepts_made_by_io_uring_are_timed() {
+        use std::os::unix::fs::MetadataExt;
+        let Some(accept) = permitted(Accept::load_with_io_uring()) else {
+            return;
+        };
+        assert_eq!(accept.io_uring_untimed(), None, "this kernel's program");
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("accepts.c");
+        std::fs::write(&source, IO_URING_ACCEPTS).unwrap();
+        let exe = dir.path().join("accepts");
+        let built = std::process::Command::new("cc")
+            .args(["-O2", "-Wall", "-Werror", "-o"])
+            .arg(&exe)
+            .arg(&source)
+            .arg("-luring")
+            .output()
+            .expect("cc, the linker Cargo uses");
+        if !built.status.success() {
+            let why = String::from_utf8_lossy(&built.stderr);
+            if std::env::var_os("SOJOURN_REQUIRE_EBPF").is_some() {
+                panic!("building the io_uring client: {why}");
+            }
+            eprintln!("skipped: no liburing to build with: {why}");
+            return;
+        }
+        let netns = std::fs::metadata("/proc/self/ns/net").unwrap().ino() as u32;
+        for mode in ["single", "multishot"] {
+            let out = std::process::Command::new(&exe).arg(mode).output().unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{mode}: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let port: u32 = stdout.lines().next().unwrap().parse().unwrap();
+            let (listeners, _) = accept.read().unwrap();
+            let ours = listeners
+                .iter()
+                .find(|(k, _)| *k == ListenerKey { netns, port })
+                .unwrap_or_else(|| panic!("{mode}: no waits for port {port}: {listeners:?}"))
+                .1;
+            assert_eq!(ours.slots.iter().sum::<u64>(), 3, "{mode}");
+            let mean_ms = ours.sum_ns as f64 / 3.0 / 1e6;
+            assert!(
+                (200.0..400.0).contains(&mean_ms),
+                "{mode}: mean wait {mean_ms} ms"
+            );
+        }
+    }
+
+    /// Listens on a loopback port (printed), connects three clients, and
+    /// 200 ms later takes the three connections with io_uring: one accept
+    /// request each (`single`) or one multishot request (`multishot`).
+    const IO_URING_ACCEPTS: &str = r#"
+#include <liburing.h>
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+int main(int argc, char **argv)
+{
+	int multishot = argc > 1 && strcmp(argv[1], "multishot") == 0;
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001) };
+	socklen_t len = sizeof a;
+	struct io_uring ring;
+	int l = socket(AF_INET, SOCK_STREAM, 0), c[3], got = 0;
+
+	if (bind(l, (void *)&a, sizeof a) || listen(l, 8) || getsockname(l, (void *)&a, &len))
+		return perror("listen"), 1;
+	printf("%d\n", ntohs(a.sin_port));
+	fflush(stdout);
+	for (int i = 0; i < 3; i++) {
+		c[i] = socket(AF_INET, SOCK_STREAM, 0);
+		if (connect(c[i], (void *)&a, sizeof a))
+			return perror("connect"), 1;
+	}
+	usleep(200000);
+	if (io_uring_queue_init(8, &ring, 0))
+		return fprintf(stderr, "io_uring_queue_init failed\n"), 1;
+	if (multishot) {
+		io_uring_prep_multishot_accept(io_uring_get_sqe(&ring), l, NULL, NULL, 0);
+		io_uring_submit(&ring);
+	}
+	while (got < 3) {
+		struct io_uring_cqe *cqe;
+
+		if (!multishot) {
+			io_uring_prep_accept(io_uring_get_sqe(&ring), l, NULL, NULL, 0);
+			io_uring_submit(&ring);
+		}
+		if (io_uring_wait_cqe(&ring, &cqe) || cqe->res < 0)
+			return fprintf(stderr, "accept failed\n"), 1;
+		io_uring_cqe_seen(&ring, cqe);
+		got++;
+	}
+	return 0;
+}
+"#;
 
     /// Which hierarchy waits are counted in, from /proc/cgroups: the cpu
     /// controller's index where it has a v1 hierarchy, the default one

@@ -388,28 +388,31 @@ fn ebpf_programs_load_outside_the_exporters_memory() {
 /// call of the host on the traced path — and keeps the run-queue timing:
 /// no perf event open in the exporter, no accept-wait series for a
 /// connection it accepted itself, no `ebpf_accept` part, no warning. With
-/// the flag's positive form last, the program is back.
+/// the flag's positive form last, the program is back, without its part
+/// on io_uring's completions (each of which it would cost) until
+/// `--collector.ebpf.accept-io-uring` asks for it: one link more.
 #[test]
 fn the_accept_program_can_be_left_out() {
     if !rustix::process::geteuid().is_root() {
         common::skip_unless_required("SOJOURN_REQUIRE_EBPF", "needs root");
         return;
     }
-    let perf_events = |pid: u32| {
+    let open = |pid: u32, kind: &str| {
         std::fs::read_dir(format!("/proc/{pid}/fd"))
             .unwrap()
             .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-            .filter(|l| l.to_string_lossy().contains("[perf_event]"))
+            .filter(|l| l.to_string_lossy().contains(kind))
             .count()
     };
-    let run = |last: &str| {
-        let exporter = common::start(&[
+    let run = |last: &[&str]| {
+        let mut args = vec![
             "--collector.disable-defaults",
             "--collector.queue",
             "--collector.ebpf",
             "--no-collector.ebpf.accept",
-            last,
-        ]);
+        ];
+        args.extend(last);
+        let exporter = common::start(&args);
         // The scrapes are connections the exporter itself accepted.
         common::scrape_until(exporter.addr, Duration::from_secs(10), |t| {
             t.contains("sojourn_queue_info{queue=\"cpu\",measure=\"delay\",source=\"ebpf\"}")
@@ -417,11 +420,12 @@ fn the_accept_program_can_be_left_out() {
         // One more: the accepts before it are timed by now.
         let text = common::scrape_until(exporter.addr, Duration::from_secs(5), |_| true);
         let log = exporter.log.lock().unwrap().clone();
-        (text, perf_events(exporter.child.id()), log)
+        let pid = exporter.child.id();
+        (text, open(pid, "[perf_event]"), open(pid, "bpf_link"), log)
     };
     let _serial = serial();
 
-    let (text, events, log) = run("--log.level=info");
+    let (text, events, _, log) = run(&["--log.level=info"]);
     if text.contains("sojourn_scrape_collector_unsupported{collector=\"ebpf\"} 1") {
         common::skip_unless_required("SOJOURN_REQUIRE_EBPF", "eBPF refused here");
         return;
@@ -432,13 +436,28 @@ fn the_accept_program_can_be_left_out() {
     assert!(text.contains("sojourn_runqueue_wait_seconds_bucket"));
     assert!(!log.contains("WARN"), "{log}");
 
-    let (text, events, _) = run("--collector.ebpf.accept");
+    let (text, events, links, _) = run(&["--collector.ebpf.accept"]);
     assert!(events > 0, "the syscall tracepoints attached");
     assert!(text.contains("sojourn_scrape_collector_unsupported{collector=\"ebpf_accept\"} 0"));
+    assert!(!text.contains("ebpf_accept_io_uring"), "{text}");
     let own_port = text
         .lines()
         .any(|l| l.starts_with("sojourn_tcp_accept_wait_seconds_count{port="));
     assert!(own_port, "the exporter's own accepts timed: {text}");
+
+    let (text, _, with_io_uring, _) = run(&[
+        "--collector.ebpf.accept",
+        "--collector.ebpf.accept-io-uring",
+    ]);
+    assert!(
+        text.contains("sojourn_scrape_collector_unsupported{collector=\"ebpf_accept_io_uring\"} 0"),
+        "{text}"
+    );
+    assert_eq!(
+        with_io_uring,
+        links + 1,
+        "the program on io_uring's completions"
+    );
 }
 
 /// Where eBPF is refused (here: its capabilities dropped by capsh), the

@@ -8,7 +8,9 @@
 //! line says why at start (one per program when only some load); the
 //! collector reports itself unsupported when neither the run-queue nor
 //! the block program runs, and the parts `ebpf_block` and `ebpf_accept`
-//! when that program alone does not.
+//! when that program alone does not (`ebpf_accept_io_uring`, where asked
+//! for, when the accept program's part on io_uring's completions does
+//! not).
 
 use super::{Collect, CollectError, Config};
 use crate::ebpf::{Block, DiskTimes, RawHistogram, RunQueue, SLOT_OFFSET, SLOTS, slot_upper_bound};
@@ -260,6 +262,12 @@ pub struct EbpfConfig {
         hide = true
     )]
     accept_off: bool,
+    #[arg(
+        id = "collector.ebpf.accept-io-uring",
+        long = "collector.ebpf.accept-io-uring",
+        help = "Time the accepts io_uring makes too [default: off]: its program runs at every io_uring completion of the host, ~160 ns each measured, accept or not (docs/benchmarks.md); Linux 6.3+; accepts into io_uring's own table of files (direct descriptors) stay untimed"
+    )]
+    pub accept_io_uring: bool,
 }
 
 impl EbpfConfig {
@@ -277,6 +285,8 @@ impl Default for EbpfConfig {
 }
 
 pub struct EbpfCollector {
+    /// Whether io_uring's accepts were asked for.
+    accept_io_uring: bool,
     cgroup_ids: std::sync::Mutex<CgroupIds>,
     /// None when turned off (`--no-collector.ebpf.accept`).
     accept: Option<Result<std::sync::Arc<crate::ebpf::Accept>, String>>,
@@ -303,7 +313,7 @@ impl EbpfCollector {
             runqueue,
             block,
             accept,
-        } = crate::ebpf::shared_programs(cfg.ebpf.accept());
+        } = crate::ebpf::shared_programs(cfg.ebpf.accept(), cfg.ebpf.accept_io_uring);
         let accept = cfg
             .ebpf
             .accept()
@@ -330,6 +340,15 @@ impl EbpfCollector {
                         "eBPF disk request timing unavailable; disk saturation comes from diskstats"
                     );
                 }
+                if let Some(Ok(a)) = &accept
+                    && let Some(why) = a.io_uring_untimed()
+                {
+                    tracing::warn!(
+                        reason = %why,
+                        "eBPF: accepts made by io_uring are not timed on this kernel \
+                         (--collector.ebpf.accept-io-uring)"
+                    );
+                }
                 if let Some(Err(e)) = &accept {
                     tracing::warn!(
                         reason = %e,
@@ -340,6 +359,7 @@ impl EbpfCollector {
         }
         let kubelet = super::netns::kubelet(cfg);
         EbpfCollector {
+            accept_io_uring: cfg.ebpf.accept_io_uring,
             accept,
             listeners: std::sync::Mutex::new((Namespaces::new(cfg), Lifetimes::default())),
             kubelet,
@@ -527,6 +547,12 @@ impl Collect for EbpfCollector {
         // collector turned off.
         if let Some(accept) = &self.accept {
             parts.push(("ebpf_accept", accept.is_err()));
+            if self.accept_io_uring {
+                let timed = accept
+                    .as_ref()
+                    .is_ok_and(|a| a.io_uring_untimed().is_none());
+                parts.push(("ebpf_accept_io_uring", !timed));
+            }
         }
         parts
     }

@@ -39,6 +39,12 @@ pub struct Object {
     pub bytes: &'static [u8],
     /// Programs attached to the BTF tracepoint of their own name.
     pub btf_tracepoints: &'static [&'static str],
+    /// The same, loaded only when a request names them, and where this
+    /// kernel takes them: one it refuses (a tracepoint it lacks, or passes
+    /// other arguments to) is left out, the reason kept
+    /// ([`Attached::left_out`]), and the rest of the object works without
+    /// it.
+    pub optional_btf_tracepoints: &'static [&'static str],
     /// (program, tracefs category, event): programs on classic tracepoints.
     pub tracepoints: &'static [(&'static str, &'static str, &'static str)],
     /// The maps the exporter reads.
@@ -50,14 +56,18 @@ pub struct Object {
 pub struct Request {
     pub object: String,
     pub globals: Vec<(String, u32)>,
+    /// The optional programs wanted, of the object's.
+    #[serde(default)]
+    pub optional: Vec<String>,
 }
 
 impl Request {
-    /// `object`, with no globals to set.
+    /// `object`, with no globals to set, no optional program.
     pub fn plain(object: &Object) -> Request {
         Request {
             object: object.name.into(),
             globals: Vec::new(),
+            optional: Vec::new(),
         }
     }
 }
@@ -67,9 +77,15 @@ pub struct Attached {
     /// Detach on drop.
     _links: Vec<Link>,
     maps: Vec<(String, Map)>,
+    left_out: Vec<(String, String)>,
 }
 
 impl Attached {
+    /// The optional programs this kernel refused, each with the reason.
+    pub fn left_out(&self) -> &[(String, String)] {
+        &self.left_out
+    }
+
     /// The map `name`, as the typed map `M`.
     pub fn take_map<M>(&mut self, name: &str) -> Result<M, String>
     where
@@ -149,6 +165,8 @@ fn find(objects: &[&'static Object], name: &str) -> Result<&'static Object, Stri
 struct Loaded {
     programs: Vec<(String, OwnedFd)>,
     maps: Vec<(String, OwnedFd)>,
+    /// Optional programs not loaded, and why.
+    left_out: Vec<(String, String)>,
 }
 
 /// Loads every request's object against the kernel's BTF, parsed once.
@@ -183,12 +201,17 @@ fn load_here(objects: &[&'static Object], requests: &[Request]) -> Vec<Result<Lo
         .zip(requests)
         .map(|(loader, request)| {
             let object = find(objects, &request.object)?;
-            load_one(object, loader.btf(Some(&btf)), &btf)
+            load_one(object, &request.optional, loader.btf(Some(&btf)), &btf)
         })
         .collect()
 }
 
-fn load_one(object: &Object, loader: &mut EbpfLoader<'_>, btf: &Btf) -> Result<Loaded, String> {
+fn load_one(
+    object: &Object,
+    optional: &[String],
+    loader: &mut EbpfLoader<'_>,
+    btf: &Btf,
+) -> Result<Loaded, String> {
     let what = object.what;
     let mut ebpf = loader
         .load(object.bytes)
@@ -203,6 +226,27 @@ fn load_one(object: &Object, loader: &mut EbpfLoader<'_>, btf: &Btf) -> Result<L
             .fd()
             .map_err(|e| format!("{name}: {}", causes(&e)))?;
         programs.push((name.to_string(), owned(fd.as_fd(), name)?));
+    }
+    let mut left_out = Vec::new();
+    for name in object.optional_btf_tracepoints {
+        if !optional.iter().any(|o| o == name) {
+            continue;
+        }
+        let program: &mut BtfTracePoint = program_of(&mut ebpf, what, name)?;
+        match program
+            .load(name, btf)
+            .map_err(|e| causes(&e))
+            .and_then(|()| {
+                let fd = program.fd().map_err(|e| causes(&e))?;
+                owned(fd.as_fd(), name)
+            }) {
+            Ok(fd) => programs.push((name.to_string(), fd)),
+            Err(mut why) => {
+                // A verifier's log can be long; the first lines say why.
+                truncate(&mut why, MAX_LEFT_OUT_REASON);
+                left_out.push((name.to_string(), why));
+            }
+        }
     }
     for (name, _, _) in object.tracepoints {
         let program: &mut TracePoint = program_of(&mut ebpf, what, name)?;
@@ -226,7 +270,11 @@ fn load_one(object: &Object, loader: &mut EbpfLoader<'_>, btf: &Btf) -> Result<L
     }
     // Dropping `ebpf` closes aya's descriptors; the copies keep the
     // programs loaded and the maps alive.
-    Ok(Loaded { programs, maps })
+    Ok(Loaded {
+        programs,
+        maps,
+        left_out,
+    })
 }
 
 /// The program `name` of a loaded object, as the program type `P`.
@@ -258,7 +306,11 @@ fn owned(fd: BorrowedFd<'_>, name: &str) -> Result<OwnedFd, String> {
 }
 
 fn attach_all(object: &Object, loaded: Loaded) -> Result<Attached, String> {
-    let Loaded { programs, maps } = loaded;
+    let Loaded {
+        programs,
+        maps,
+        mut left_out,
+    } = loaded;
     let program = |name: &str| {
         programs
             .iter()
@@ -272,6 +324,14 @@ fn attach_all(object: &Object, loaded: Loaded) -> Result<Attached, String> {
             attach::btf_tracepoint(program(name)?)
                 .map_err(|e| format!("attaching to tracepoint {name}: {e}"))?,
         );
+    }
+    for name in object.optional_btf_tracepoints {
+        // Not asked for, or left out at load.
+        let Ok(fd) = program(name) else { continue };
+        match attach::btf_tracepoint(fd) {
+            Ok(link) => links.push(link),
+            Err(e) => left_out.push((name.to_string(), format!("attaching: {e}"))),
+        }
     }
     for (name, category, event) in object.tracepoints {
         links.push(
@@ -290,6 +350,7 @@ fn attach_all(object: &Object, loaded: Loaded) -> Result<Attached, String> {
     Ok(Attached {
         _links: links,
         maps,
+        left_out,
     })
 }
 
@@ -300,12 +361,15 @@ struct Reply {
     error: Option<String>,
     programs: Vec<String>,
     maps: Vec<String>,
+    left_out: Vec<(String, String)>,
 }
 
 /// The most descriptors one reply carries (the kernel allows 253).
 const MAX_FDS: usize = 32;
 /// The largest reply (an error message of a verifier refusal is cut to fit).
 const MAX_REPLY: usize = 16 * 1024;
+/// The most said of why an optional program was left out.
+const MAX_LEFT_OUT_REASON: usize = 1024;
 
 fn load_in_child(
     executable: &std::path::Path,
@@ -423,6 +487,7 @@ fn receive(socket: &OwnedFd) -> Result<Option<Result<Loaded, String>>, String> {
     Ok(Some(Ok(Loaded {
         programs: reply.programs.into_iter().zip(fds).collect(),
         maps: reply.maps.into_iter().zip(maps).collect(),
+        left_out: reply.left_out,
     })))
 }
 
@@ -467,6 +532,7 @@ fn send(socket: &OwnedFd, loaded: Result<Loaded, String>) -> Result<(), String> 
                 error: None,
                 programs: held.programs.iter().map(|(n, _)| n.clone()).collect(),
                 maps: held.maps.iter().map(|(n, _)| n.clone()).collect(),
+                left_out: held.left_out.clone(),
             };
             fds = held
                 .programs
@@ -481,6 +547,7 @@ fn send(socket: &OwnedFd, loaded: Result<Loaded, String>) -> Result<(), String> 
                 error: Some(error),
                 programs: Vec::new(),
                 maps: Vec::new(),
+                left_out: Vec::new(),
             };
             fds = Vec::new();
         }
@@ -527,10 +594,12 @@ mod tests {
             Request {
                 object: "runqueue".into(),
                 globals: Vec::new(),
+                optional: Vec::new(),
             },
             Request {
                 object: "block".into(),
                 globals: Vec::new(),
+                optional: Vec::new(),
             },
         ];
         let loaded = load_in_child(std::path::Path::new("/bin/false"), &requests).unwrap();
@@ -555,6 +624,84 @@ mod tests {
         assert!(why.contains("killed"), "{why}");
         assert!(started.elapsed() < std::time::Duration::from_secs(10));
         assert!(child.try_wait().unwrap().is_some(), "reaped");
+    }
+
+    /// An optional program the kernel refuses (here: on a tracepoint no
+    /// kernel has) is left out with the reason, and the rest of its object
+    /// loads and attaches. The object is built by clang at test time;
+    /// needs root and BTF, skipped without clang unless CI's
+    /// SOJOURN_REQUIRE_EBPF is set.
+    #[test]
+    fn an_optional_program_the_kernel_refuses_is_left_out() {
+        const SOURCE: &str = r#"
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+__u64 switches = 0;
+SEC("tp_btf/sched_switch")
+int BPF_PROG(sched_switch) { __sync_fetch_and_add(&switches, 1); return 0; }
+SEC("tp_btf/sojourn_no_such_tracepoint")
+int BPF_PROG(sojourn_no_such_tracepoint) { return 0; }
+char LICENSE[] SEC("license") = "GPL";
+"#;
+        let required = std::env::var_os("SOJOURN_REQUIRE_EBPF").is_some();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("optional.bpf.c"), SOURCE).unwrap();
+        let multiarch = std::process::Command::new("gcc")
+            .arg("-print-multiarch")
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| "x86_64-linux-gnu".into());
+        let built = std::process::Command::new("clang")
+            .args(["-O2", "-g", "-target", "bpf"])
+            .arg(format!("-I/usr/include/{multiarch}"))
+            .args(["-c", "optional.bpf.c", "-o", "optional.bpf.o"])
+            .current_dir(dir.path())
+            .output();
+        match built {
+            Ok(o) if o.status.success() => {}
+            other if !required => {
+                eprintln!("skipped: no clang to build a BPF object: {other:?}");
+                return;
+            }
+            other => panic!("building the object: {other:?}"),
+        }
+        let bytes: &'static [u8] =
+            Vec::leak(std::fs::read(dir.path().join("optional.bpf.o")).unwrap());
+        let object: &'static Object = Box::leak(Box::new(Object {
+            name: "optional",
+            what: "test",
+            bytes,
+            btf_tracepoints: &["sched_switch"],
+            optional_btf_tracepoints: &["sojourn_no_such_tracepoint"],
+            tracepoints: &[],
+            maps: &[],
+        }));
+        let request = Request {
+            optional: vec!["sojourn_no_such_tracepoint".into()],
+            ..Request::plain(object)
+        };
+        let loaded = load_here(&[object], &[request]).pop().unwrap();
+        let loaded = match loaded {
+            Ok(l) => l,
+            Err(e) if !required => {
+                eprintln!("skipped: {e}");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        let names: Vec<&str> = loaded.programs.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["sched_switch"]);
+        let attached = attach_all(object, loaded).unwrap();
+        assert_eq!(attached._links.len(), 1);
+        let [(name, why)] = attached.left_out() else {
+            panic!("left out: {:?}", attached.left_out());
+        };
+        assert_eq!(name, "sojourn_no_such_tracepoint");
+        assert!(why.contains("sojourn_no_such_tracepoint"), "{why}");
     }
 
     #[test]

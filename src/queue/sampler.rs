@@ -492,7 +492,8 @@ impl Sources {
         // The ebpf collector logs why when eBPF is not permitted.
         let (runqueue, block, accept) = match queue.ebpf {
             true => {
-                let programs = crate::ebpf::shared_programs(cfg.ebpf.accept());
+                let programs =
+                    crate::ebpf::shared_programs(cfg.ebpf.accept(), cfg.ebpf.accept_io_uring);
                 (
                     programs.runqueue.ok(),
                     programs.block.ok(),
