@@ -217,7 +217,10 @@ pub fn shared_programs(accept: bool, accept_io_uring: bool) -> Programs {
     };
     let accept = accept.then(|| match held_accept {
         Some(held) => Ok(held),
-        None => keep(&mut accept_slot, next().and_then(Accept::from_attached)),
+        None => keep(
+            &mut accept_slot,
+            next().and_then(|a| Accept::from_attached(a, accept_io_uring)),
+        ),
     });
     Programs {
         runqueue,
@@ -545,6 +548,8 @@ pub struct Accept {
     /// aya removes through exclusive access.
     listeners: SharedHistograms<ListenerKey>,
     missed: Array<MapData, u64>,
+    /// Whether the program on io_uring's completions was asked for.
+    io_uring: bool,
     attached: Attached,
 }
 
@@ -552,13 +557,13 @@ impl Accept {
     /// Loads and attaches the program; the reason when this machine does
     /// not permit it.
     pub fn load() -> Result<Accept, String> {
-        load_one(Accept::request(false)).and_then(Accept::from_attached)
+        load_one(Accept::request(false)).and_then(|a| Accept::from_attached(a, false))
     }
 
     /// [`Accept::load`], timing io_uring's accepts too where this kernel
-    /// permits it ([`Accept::io_uring_untimed`] says why not).
+    /// permits it ([`Accept::io_uring`] says why not).
     pub fn load_with_io_uring() -> Result<Accept, String> {
-        load_one(Accept::request(true)).and_then(Accept::from_attached)
+        load_one(Accept::request(true)).and_then(|a| Accept::from_attached(a, true))
     }
 
     /// The program on io_uring's completions is asked for only with
@@ -575,24 +580,34 @@ impl Accept {
         }
     }
 
-    fn from_attached(mut attached: Attached) -> Result<Accept, String> {
+    /// `io_uring`: whether `attached` was asked for with the program on
+    /// io_uring's completions.
+    fn from_attached(mut attached: Attached, io_uring: bool) -> Result<Accept, String> {
         let listeners: HashMap<_, _, _> = attached.take_map("listeners")?;
         let missed: Array<_, _> = attached.take_map("missed")?;
         Ok(Accept {
             listeners: std::sync::Mutex::new(listeners),
             missed,
+            io_uring,
             attached,
         })
     }
 
-    /// Why io_uring's accepts are not timed, where the program on its
-    /// completions was asked for and this kernel refused it.
-    pub fn io_uring_untimed(&self) -> Option<&str> {
-        self.attached
+    /// Whether io_uring's accepts are timed: None where that was not asked
+    /// for; the reason where this kernel refused the program.
+    pub fn io_uring(&self) -> Option<Result<(), &str>> {
+        if !self.io_uring {
+            return None;
+        }
+        let refused = self
+            .attached
             .left_out()
             .iter()
-            .find(|(name, _)| name == IO_URING_COMPLETE)
-            .map(|(_, why)| why.as_str())
+            .find(|(name, _)| name == IO_URING_COMPLETE);
+        Some(match refused {
+            Some((_, why)) => Err(why.as_str()),
+            None => Ok(()),
+        })
     }
 
     /// One listener's totals since the program was attached: connections
@@ -743,39 +758,22 @@ mod tests {
     #[test]
     fn the_kernels_slot_of_each_wait_is_the_bucket_read_here() {
         const MAX_NS: u64 = 1 << 42; // SOJOURN_MAX_NS
-        let dir = tempfile::tempdir().unwrap();
-        let harness = dir.path().join("slots.c");
         let header = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bpf/slots.h");
-        std::fs::write(
-            &harness,
-            format!(
-                "#include <stdio.h>\n#include <stdint.h>\n\
-                 typedef uint64_t __u64; typedef uint32_t __u32;\n\
-                 static inline void *bpf_map_lookup_elem(void *m, const void *k)\n\
-                 {{ (void)m; (void)k; return 0; }}\n\
-                 static inline long bpf_map_update_elem(void *m, const void *k,\n\
-                 const void *v, __u64 f) {{ (void)m; (void)k; (void)v; (void)f; return 0; }}\n\
-                 #define BPF_NOEXIST 1\n\
-                 #include \"{}\"\n\
-                 int main(void) {{ unsigned long long ns;\n\
-                 while (scanf(\"%llu\", &ns) == 1) printf(\"%u\\n\", seconds_slot(ns));\n\
-                 return 0; }}\n",
-                header.display()
-            ),
-        )
-        .unwrap();
-        let exe = dir.path().join("slots");
-        let built = std::process::Command::new("cc")
-            .args(["-O2", "-Wall", "-Werror", "-o"])
-            .arg(&exe)
-            .arg(&harness)
-            .output()
-            .expect("cc, the linker Cargo uses");
-        assert!(
-            built.status.success(),
-            "{}",
-            String::from_utf8_lossy(&built.stderr)
+        let harness = format!(
+            "#include <stdio.h>\n#include <stdint.h>\n\
+             typedef uint64_t __u64; typedef uint32_t __u32;\n\
+             static inline void *bpf_map_lookup_elem(void *m, const void *k)\n\
+             {{ (void)m; (void)k; return 0; }}\n\
+             static inline long bpf_map_update_elem(void *m, const void *k,\n\
+             const void *v, __u64 f) {{ (void)m; (void)k; (void)v; (void)f; return 0; }}\n\
+             #define BPF_NOEXIST 1\n\
+             #include \"{}\"\n\
+             int main(void) {{ unsigned long long ns;\n\
+             while (scanf(\"%llu\", &ns) == 1) printf(\"%u\\n\", seconds_slot(ns));\n\
+             return 0; }}\n",
+            header.display()
         );
+        let (_dir, exe) = build_c(&harness, &[]).unwrap_or_else(|e| panic!("{e}"));
 
         let mut waits: Vec<u64> = vec![0, 1, 2, 3, MAX_NS - 1, MAX_NS, MAX_NS + 1, u64::MAX];
         for s in 1..SLOTS as u32 {
@@ -831,6 +829,29 @@ mod tests {
             let seconds = ns as f64 / 1e9;
             assert!(seconds <= slot_upper_bound(slot as usize) * (1.0 + 1e-12));
         }
+    }
+
+    /// `source` (C) built by the host's cc, the linker Cargo uses, with
+    /// `libs`: the directory holding it and the executable's path.
+    fn build_c(
+        source: &str,
+        libs: &[&str],
+    ) -> Result<(tempfile::TempDir, std::path::PathBuf), String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let file = dir.path().join("program.c");
+        std::fs::write(&file, source).map_err(|e| e.to_string())?;
+        let exe = dir.path().join("program");
+        let built = std::process::Command::new("cc")
+            .args(["-O2", "-Wall", "-Werror", "-o"])
+            .arg(&exe)
+            .arg(&file)
+            .args(libs)
+            .output()
+            .map_err(|e| format!("cc: {e}"))?;
+        if !built.status.success() {
+            return Err(String::from_utf8_lossy(&built.stderr).into_owned());
+        }
+        Ok((dir, exe))
     }
 
     /// A loaded program; None (the test skipped) where this machine does
@@ -896,26 +917,17 @@ mod tests {
         let Some(accept) = permitted(Accept::load_with_io_uring()) else {
             return;
         };
-        assert_eq!(accept.io_uring_untimed(), None, "this kernel's program");
-        let dir = tempfile::tempdir().unwrap();
-        let source = dir.path().join("accepts.c");
-        std::fs::write(&source, IO_URING_ACCEPTS).unwrap();
-        let exe = dir.path().join("accepts");
-        let built = std::process::Command::new("cc")
-            .args(["-O2", "-Wall", "-Werror", "-o"])
-            .arg(&exe)
-            .arg(&source)
-            .arg("-luring")
-            .output()
-            .expect("cc, the linker Cargo uses");
-        if !built.status.success() {
-            let why = String::from_utf8_lossy(&built.stderr);
-            if std::env::var_os("SOJOURN_REQUIRE_EBPF").is_some() {
-                panic!("building the io_uring client: {why}");
+        assert_eq!(accept.io_uring(), Some(Ok(())), "this kernel's program");
+        let (_dir, exe) = match build_c(IO_URING_ACCEPTS, &["-luring"]) {
+            Ok(built) => built,
+            Err(e) if std::env::var_os("SOJOURN_REQUIRE_EBPF").is_some() => {
+                panic!("building the io_uring client: {e}")
             }
-            eprintln!("skipped: no liburing to build with: {why}");
-            return;
-        }
+            Err(e) => {
+                eprintln!("skipped: no liburing to build with: {e}");
+                return;
+            }
+        };
         let netns = std::fs::metadata("/proc/self/ns/net").unwrap().ino() as u32;
         for mode in ["single", "multishot"] {
             let out = std::process::Command::new(&exe).arg(mode).output().unwrap();

@@ -62,7 +62,9 @@ fn fold_coarse(slots: &[u64; SLOTS], sum_ns: u64) -> Histogram {
 pub fn emit_cpus(per_cpu: &[RawHistogram], online: Option<&[u32]>) -> Family {
     let mut f = Family::new(CPU_WAIT);
     for (cpu, h) in per_cpu.iter().enumerate() {
-        let is_online = online.is_none_or(|o| u32::try_from(cpu).is_ok_and(|c| o.contains(&c)));
+        // The online list is ascending (`parse_cpu_list`).
+        let is_online =
+            online.is_none_or(|o| u32::try_from(cpu).is_ok_and(|c| o.binary_search(&c).is_ok()));
         if is_online && h.slots.iter().any(|&n| n > 0) {
             f.push(
                 [label("cpu", cpu.to_string())],
@@ -285,7 +287,8 @@ impl Default for EbpfConfig {
 }
 
 pub struct EbpfCollector {
-    /// Whether io_uring's accepts were asked for.
+    /// Whether io_uring's accepts were asked for: where the accept program
+    /// is refused as a whole, they are untimed too.
     accept_io_uring: bool,
     cgroup_ids: std::sync::Mutex<CgroupIds>,
     /// None when turned off (`--no-collector.ebpf.accept`).
@@ -341,7 +344,7 @@ impl EbpfCollector {
                     );
                 }
                 if let Some(Ok(a)) = &accept
-                    && let Some(why) = a.io_uring_untimed()
+                    && let Some(Err(why)) = a.io_uring()
                 {
                     tracing::warn!(
                         reason = %why,
@@ -545,14 +548,20 @@ impl Collect for EbpfCollector {
         let mut parts = vec![("ebpf_block", self.block.is_err())];
         // Turned off is not unsupported: no series at all, as for a
         // collector turned off.
-        if let Some(accept) = &self.accept {
-            parts.push(("ebpf_accept", accept.is_err()));
-            if self.accept_io_uring {
-                let timed = accept
-                    .as_ref()
-                    .is_ok_and(|a| a.io_uring_untimed().is_none());
-                parts.push(("ebpf_accept_io_uring", !timed));
+        match &self.accept {
+            Some(Ok(accept)) => {
+                parts.push(("ebpf_accept", false));
+                if let Some(timed) = accept.io_uring() {
+                    parts.push(("ebpf_accept_io_uring", timed.is_err()));
+                }
             }
+            Some(Err(_)) => {
+                parts.push(("ebpf_accept", true));
+                if self.accept_io_uring {
+                    parts.push(("ebpf_accept_io_uring", true));
+                }
+            }
+            None => {}
         }
         parts
     }

@@ -134,6 +134,12 @@ pub struct Pod {
 }
 
 impl Pod {
+    /// The inode of the pod's network namespace, as sojourn labels it.
+    pub fn netns_inode(&self) -> u64 {
+        let link = std::fs::read_link(format!("/proc/{}/ns/net", self.child.id())).unwrap();
+        sojourn::netns::parse_ns_link(&link.to_string_lossy()).unwrap()
+    }
+
     /// A Python program run in the pod's network namespace (not its
     /// cgroup): the command, to spawn or to wait for.
     pub fn python(&self, program: &str) -> Command {

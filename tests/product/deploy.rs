@@ -434,12 +434,7 @@ fn the_daemonset_reads_another_users_pod_under_its_containers_security_context()
         return;
     };
     let exporter = common::start_with(command, &["--collector.process.rescan-interval", "100ms"]);
-    let link = std::fs::read_link(format!("/proc/{}/ns/net", pod.child.id())).unwrap();
-    let inode = link
-        .to_string_lossy()
-        .trim_start_matches("net:[")
-        .trim_end_matches(']')
-        .to_string();
+    let inode = pod.netns_inode();
     let series = "queue=\"tcp_accept:127.0.0.1:8080\"";
     let text = common::scrape_until(exporter.addr, Duration::from_secs(15), |t| {
         t.lines()
@@ -687,12 +682,7 @@ fn the_daemonset_times_every_queue_in_an_oci_runtimes_container() {
         )
         .spawn()
         .unwrap();
-    let link = std::fs::read_link(format!("/proc/{}/ns/net", pod.child.id())).unwrap();
-    let inode = link
-        .to_string_lossy()
-        .trim_start_matches("net:[")
-        .trim_end_matches(']')
-        .to_string();
+    let inode = pod.netns_inode();
     let pod_accepts =
         format!("sojourn_tcp_accept_wait_seconds_count{{port=\"8081\",netns=\"{inode}\"");
     let text = common::scrape_until(exporter.addr, Duration::from_secs(20), |t| {

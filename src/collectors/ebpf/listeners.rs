@@ -114,8 +114,9 @@ impl Namespaces {
     }
 
     /// The ports listening (both families) in each namespace of the timed
-    /// listeners' (`timed`, read only when due) that can be listed — sojourn's own and the entered ones — at most
-    /// every `interval`; empty when not due. A namespace whose dump fails
+    /// listeners' (`timed`, read only when due) that can be listed
+    /// (sojourn's own and the entered ones), at most every `interval`;
+    /// empty when not due. A namespace whose dump fails
     /// is not listed (nothing in it is taken as closed); an entered one is
     /// let go, to be entered again by the next walk if it lives.
     pub fn listening(
